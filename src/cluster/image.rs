@@ -1,0 +1,98 @@
+//! The metadata image: what every shard reads to answer Metadata and to find the owner of a
+//! partition. Immutable once published; a change makes a new image (copy on write).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::records::MetadataRecord;
+use crate::types::{ShardId, TopicPartition};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    /// Bumped by every applied record.
+    pub epoch: u64,
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    pub ids: HashMap<Uuid, String>,
+    /// Data shards that partitions are spread over.
+    pub data_shards: usize,
+}
+
+impl MetadataImage {
+    pub fn new(data_shards: usize) -> Self {
+        assert!(data_shards > 0, "at least one data shard");
+        Self { data_shards, ..Default::default() }
+    }
+
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        self.epoch += 1;
+        match record {
+            MetadataRecord::Topic { name, id, partitions, configs } => {
+                let meta = TopicMeta { name: name.clone(), id: *id, partitions: *partitions, configs: configs.clone() };
+                self.ids.insert(*id, name.clone());
+                self.topics.insert(name.clone(), Arc::new(meta));
+            }
+            MetadataRecord::RemoveTopic { id } => {
+                if let Some(name) = self.ids.remove(id) {
+                    self.topics.remove(&name);
+                }
+            }
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.topics.values().map(|t| t.partitions.max(0) as usize).sum()
+    }
+
+    /// The data shard that owns a partition: the topic's partitions go round-robin over the
+    /// shards, starting at a shard picked by the topic name, so topics spread evenly.
+    pub fn owner(&self, tp: &TopicPartition) -> ShardId {
+        let start = crc32c::crc32c(tp.topic.as_bytes()) as usize;
+        ShardId((start.wrapping_add(tp.partition.max(0) as usize)) % self.data_shards)
+    }
+
+    /// Every partition owned by `shard`, with its topic.
+    pub fn partitions_of(&self, shard: ShardId) -> Vec<(TopicPartition, Arc<TopicMeta>)> {
+        let mut out = Vec::new();
+        for meta in self.topics.values() {
+            for p in 0..meta.partitions {
+                let tp = TopicPartition::new(meta.name.clone(), p);
+                if self.owner(&tp) == shard {
+                    out.push((tp, meta.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_and_place() {
+        let mut img = MetadataImage::new(3);
+        let id = Uuid::new_v4();
+        img.apply(&MetadataRecord::Topic { name: "t".into(), id, partitions: 6, configs: Default::default() });
+        assert_eq!(img.partition_count(), 6);
+        let per_shard: Vec<usize> = (0..3).map(|s| img.partitions_of(ShardId(s)).len()).collect();
+        assert_eq!(per_shard, vec![2, 2, 2]);
+        img.apply(&MetadataRecord::RemoveTopic { id });
+        assert!(img.topic("t").is_none());
+        assert_eq!(img.epoch, 2);
+    }
+}

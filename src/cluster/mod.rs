@@ -1,0 +1,8 @@
+//! Cluster metadata: records, the metadata log they are stored in, and the immutable image
+//! the control shard builds from them and publishes to every data shard.
+
+pub mod image;
+pub mod metadata_log;
+pub mod records;
+
+pub use image::{MetadataImage, TopicMeta};

@@ -1,0 +1,360 @@
+//! Broker settings: Kafka's names where Kafka has the setting, `weir.*` where it does not.
+//!
+//! A TOML file gives the settings (dotted keys may be written quoted, `"log.dirs" = "data"`,
+//! or as TOML tables); `weir serve` flags and `--set key=value` override them. Every limit
+//! the broker enforces is a setting here, validated once at start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("unknown setting `{0}` (see `weir serve --help` and config/single.toml)")]
+    Unknown(String),
+    #[error("setting `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// All broker settings, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `node.id`: this broker's id in Metadata responses.
+    pub node_id: i32,
+    /// `cluster.id`: reported in Metadata; generated and stored in the data dir when unset.
+    pub cluster_id: Option<String>,
+    /// `listeners`: where every data shard binds (SO_REUSEPORT), e.g. `PLAINTEXT://127.0.0.1:9092`.
+    pub listen: SocketAddr,
+    /// `advertised.listeners`: host:port clients are told to connect to (defaults to `listen`).
+    pub advertised: (String, u16),
+    /// `log.dirs`: the data directory (one directory).
+    pub data_dir: PathBuf,
+    /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `default.replication.factor`: single node, so 1 is the only value that can be honoured.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `log.segment.bytes`: roll the active segment when it reaches this size.
+    pub segment_bytes: u64,
+    /// `log.roll.ms` (or `log.roll.hours`): roll the active segment when it is this old.
+    pub segment_ms: i64,
+    /// `log.index.interval.bytes`: bytes between sparse index entries.
+    pub index_interval_bytes: u64,
+    /// `log.flush.interval.ms`: the longest acks=0/1 data waits before it is synced.
+    pub flush_interval_ms: u64,
+    /// `log.message.timestamp.type`: CreateTime or LogAppendTime.
+    pub log_append_time: bool,
+    /// `socket.request.max.bytes`: largest request frame accepted.
+    pub request_bytes_max: usize,
+    /// `message.max.bytes`: largest record batch accepted.
+    pub batch_bytes_max: usize,
+    /// `fetch.max.bytes`: cap on one Fetch response's record bytes.
+    pub fetch_bytes_max: usize,
+    /// `max.connections`: open client connections across all shards.
+    pub connections_max: usize,
+    /// `queued.max.requests`: requests one connection may have in flight (pipelined).
+    pub inflight_requests_max: usize,
+    /// `max.partitions` (weir): partitions across all topics.
+    pub partitions_max: usize,
+    /// `weir.cores`: data shards (0 = one per online CPU).
+    pub cores: usize,
+    /// `weir.cpu.list`: CPUs to pin data shards to, in order (empty = 0..cores).
+    pub cpu_list: Vec<usize>,
+    /// `weir.pin`: pin executors to CPUs (false for tests on small machines).
+    pub pin: bool,
+    /// `weir.io.memory.bytes`: io_uring registered buffer memory per executor (locked memory).
+    pub io_memory_bytes: usize,
+    /// `weir.tail.cache.bytes`: recent batches each partition keeps in memory for fetches.
+    pub tail_cache_bytes: usize,
+    /// `weir.fetch.waiters.max`: parked long-poll fetches per shard.
+    pub fetch_waiters_max: usize,
+    /// `weir.shard.channel.capacity`: messages queued between two shards.
+    pub channel_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let listen: SocketAddr = ([127, 0, 0, 1], 9092).into();
+        Self {
+            node_id: 0,
+            cluster_id: None,
+            listen,
+            advertised: ("127.0.0.1".to_string(), 9092),
+            data_dir: PathBuf::from("data"),
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics: true,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            flush_interval_ms: 1000,
+            log_append_time: false,
+            request_bytes_max: 100 * 1024 * 1024,
+            batch_bytes_max: 1_048_588,
+            fetch_bytes_max: 55 * 1024 * 1024,
+            connections_max: 10_000,
+            inflight_requests_max: 64,
+            partitions_max: 100_000,
+            cores: 0,
+            cpu_list: Vec::new(),
+            pin: true,
+            io_memory_bytes: 512 * 1024,
+            tail_cache_bytes: 1024 * 1024,
+            fetch_waiters_max: 10_000,
+            channel_capacity: 1024,
+        }
+    }
+}
+
+/// The settings this broker understands, for `--help` and error messages.
+pub const KNOWN_SETTINGS: &[&str] = &[
+    "node.id",
+    "cluster.id",
+    "listeners",
+    "advertised.listeners",
+    "log.dirs",
+    "log.dir",
+    "num.partitions",
+    "default.replication.factor",
+    "auto.create.topics.enable",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.hours",
+    "log.index.interval.bytes",
+    "log.flush.interval.ms",
+    "log.message.timestamp.type",
+    "socket.request.max.bytes",
+    "message.max.bytes",
+    "fetch.max.bytes",
+    "max.connections",
+    "queued.max.requests",
+    "max.partitions",
+    "weir.cores",
+    "weir.cpu.list",
+    "weir.pin",
+    "weir.io.memory.bytes",
+    "weir.tail.cache.bytes",
+    "weir.fetch.waiters.max",
+    "weir.shard.channel.capacity",
+];
+
+impl Config {
+    /// Reads a TOML file into flat `key -> value` settings.
+    pub fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let table: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        let mut flat = BTreeMap::new();
+        flatten("", &table, &mut flat);
+        Ok(flat)
+    }
+
+    /// Builds a config from defaults plus flat settings (later entries win).
+    pub fn from_settings<'a>(
+        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let mut advertised_set = false;
+        for (key, value) in settings {
+            advertised_set |= key == "advertised.listeners";
+            config.apply(key, value)?;
+        }
+        if !advertised_set {
+            config.advertised = (config.listen.ip().to_string(), config.listen.port());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let v = value.trim();
+        match key {
+            "node.id" => self.node_id = parse(key, v)?,
+            "cluster.id" => self.cluster_id = Some(v.to_string()),
+            "listeners" => self.listen = parse_listener(key, v)?,
+            "advertised.listeners" => {
+                let addr = strip_scheme(key, v)?;
+                let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(key, "expected HOST:PORT"))?;
+                self.advertised = (host.trim_matches(['[', ']']).to_string(), parse(key, port)?);
+            }
+            "log.dirs" | "log.dir" => {
+                if v.contains(',') {
+                    return Err(invalid(key, "only one data directory is supported"));
+                }
+                self.data_dir = PathBuf::from(v);
+            }
+            "num.partitions" => self.num_partitions = parse(key, v)?,
+            "default.replication.factor" => self.default_replication_factor = parse(key, v)?,
+            "auto.create.topics.enable" => self.auto_create_topics = parse(key, v)?,
+            "log.segment.bytes" => self.segment_bytes = parse(key, v)?,
+            "log.roll.ms" => self.segment_ms = parse(key, v)?,
+            "log.roll.hours" => self.segment_ms = parse::<i64>(key, v)? * 3600 * 1000,
+            "log.index.interval.bytes" => self.index_interval_bytes = parse(key, v)?,
+            "log.flush.interval.ms" => self.flush_interval_ms = parse(key, v)?,
+            "log.message.timestamp.type" => {
+                self.log_append_time = match v {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(invalid(key, "expected CreateTime or LogAppendTime")),
+                }
+            }
+            "socket.request.max.bytes" => self.request_bytes_max = parse(key, v)?,
+            "message.max.bytes" => self.batch_bytes_max = parse(key, v)?,
+            "fetch.max.bytes" => self.fetch_bytes_max = parse(key, v)?,
+            "max.connections" => self.connections_max = parse(key, v)?,
+            "queued.max.requests" => self.inflight_requests_max = parse(key, v)?,
+            "max.partitions" => self.partitions_max = parse(key, v)?,
+            "weir.cores" => self.cores = parse(key, v)?,
+            "weir.cpu.list" => {
+                self.cpu_list = v
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| parse(key, s.trim()))
+                    .collect::<Result<_, _>>()?
+            }
+            "weir.pin" => self.pin = parse(key, v)?,
+            "weir.io.memory.bytes" => self.io_memory_bytes = parse(key, v)?,
+            "weir.tail.cache.bytes" => self.tail_cache_bytes = parse(key, v)?,
+            "weir.fetch.waiters.max" => self.fetch_waiters_max = parse(key, v)?,
+            "weir.shard.channel.capacity" => self.channel_capacity = parse(key, v)?,
+            _ => return Err(ConfigError::Unknown(key.to_string())),
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, key: &str, reason: &str| if ok { Ok(()) } else { Err(invalid(key, reason)) };
+        check(self.num_partitions >= 1, "num.partitions", "must be at least 1")?;
+        check(self.default_replication_factor == 1, "default.replication.factor", "a single node can only hold 1 replica")?;
+        check(self.segment_bytes >= 14 * 1024, "log.segment.bytes", "must be at least 14 KiB")?;
+        check(self.segment_bytes <= i32::MAX as u64, "log.segment.bytes", "must fit in 31 bits (index positions are 32-bit)")?;
+        check(self.segment_ms >= 1, "log.roll.ms", "must be positive")?;
+        check(self.index_interval_bytes >= 1, "log.index.interval.bytes", "must be positive")?;
+        check(self.flush_interval_ms >= 1, "log.flush.interval.ms", "must be positive")?;
+        check(self.request_bytes_max >= 1024, "socket.request.max.bytes", "must be at least 1024")?;
+        check(self.batch_bytes_max >= 61, "message.max.bytes", "must hold at least a batch header (61 bytes)")?;
+        check(self.batch_bytes_max <= self.request_bytes_max, "message.max.bytes", "must not exceed socket.request.max.bytes")?;
+        check(self.fetch_bytes_max >= 1, "fetch.max.bytes", "must be positive")?;
+        check(self.connections_max >= 1, "max.connections", "must be positive")?;
+        check(self.inflight_requests_max >= 1, "queued.max.requests", "must be positive")?;
+        check(self.partitions_max >= 1, "max.partitions", "must be positive")?;
+        check(self.io_memory_bytes >= 64 * 1024, "weir.io.memory.bytes", "must be at least 64 KiB")?;
+        check(self.channel_capacity >= 1, "weir.shard.channel.capacity", "must be positive")?;
+        check(self.fetch_waiters_max >= 1, "weir.fetch.waiters.max", "must be positive")?;
+        Ok(())
+    }
+
+    /// Data shards to run: `weir.cores`, or one per online CPU.
+    pub fn data_shards(&self) -> usize {
+        if self.cores > 0 {
+            self.cores
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            toml::Value::String(s) => {
+                out.insert(key, s.clone());
+            }
+            toml::Value::Array(items) => {
+                let joined: Vec<String> = items
+                    .iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                out.insert(key, joined.join(","));
+            }
+            other => {
+                out.insert(key, other.to_string());
+            }
+        }
+    }
+}
+
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, &format!("cannot parse `{value}`")))
+}
+
+fn strip_scheme<'a>(key: &str, value: &'a str) -> Result<&'a str, ConfigError> {
+    if value.contains(',') {
+        return Err(invalid(key, "only one listener is supported"));
+    }
+    Ok(match value.split_once("://") {
+        Some(("PLAINTEXT", rest)) => rest,
+        Some((scheme, _)) => return Err(invalid(key, &format!("listener scheme {scheme} is not supported"))),
+        None => value,
+    })
+}
+
+fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let addr = strip_scheme(key, value)?;
+    let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
+    let addr = addr.replace("localhost", "127.0.0.1");
+    parse(key, &addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_settings([("listeners", "PLAINTEXT://127.0.0.1:19092"), ("num.partitions", "6")]).expect("valid");
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.advertised, ("127.0.0.1".to_string(), 19092));
+        assert_eq!(c.num_partitions, 6);
+        assert!(c.auto_create_topics);
+    }
+
+    #[test]
+    fn rejects_unknown_and_bad_values() {
+        assert!(matches!(Config::from_settings([("no.such", "1")]), Err(ConfigError::Unknown(_))));
+        assert!(matches!(Config::from_settings([("num.partitions", "0")]), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(Config::from_settings([("log.dirs", "a,b")]), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn toml_tables_flatten_to_kafka_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "\"log.dirs\" = \"d\"\n[log.segment]\nbytes = 20000\n").expect("write");
+        let flat = Config::read_file(&path).expect("read");
+        assert_eq!(flat.get("log.dirs").map(String::as_str), Some("d"));
+        assert_eq!(flat.get("log.segment.bytes").map(String::as_str), Some("20000"));
+    }
+}

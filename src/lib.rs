@@ -1,0 +1,22 @@
+//! Weir: a Kafka-compatible broker, thread-per-core on glommio (io_uring).
+//!
+//! Layers, lower never importing higher:
+//! `types, config -> protocol -> storage -> partition -> cluster -> shard -> server`.
+//!
+//! | module      | runs on            | what it is |
+//! |-------------|--------------------|------------|
+//! | `protocol`  | anywhere (pure)    | framing, record-batch header view and checks |
+//! | `storage`   | owning data shard  | segmented log, indexes, group commit, recovery |
+//! | `partition` | owning data shard  | a log plus long-poll waiters |
+//! | `cluster`   | control shard      | metadata records, the metadata log, the image |
+//! | `shard`     | every shard        | cross-shard messages, placement, shard state |
+//! | `server`    | data shards        | listener, connections, one file per Kafka API |
+
+pub mod cluster;
+pub mod config;
+pub mod partition;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod storage;
+pub mod types;

@@ -1,0 +1,231 @@
+//! `weir`: command line -> config -> tracing -> data directory -> shards -> wait for a
+//! signal -> drain, close, write the clean-shutdown marker.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+use weir::config::{Config, KNOWN_SETTINGS};
+use weir::shard::runtime::{Runtime, ShardEvent};
+
+/// Marker written after a clean stop; its absence at start means recovery must scan.
+const CLEAN_SHUTDOWN_MARKER: &str = ".weir_clean_shutdown";
+const LOCK_FILE: &str = ".lock";
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Weir: a Kafka-compatible message broker, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// List every setting `--config` files and `--set` accept.
+    Settings,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file with Kafka-named settings (see config/single.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides `listeners`), e.g. 127.0.0.1:9092.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address clients are told to connect to (overrides `advertised.listeners`).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Data directory (overrides `log.dirs`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Data shards, one per core (overrides `weir.cores`; 0 = one per online CPU).
+    #[arg(long, value_name = "N")]
+    cores: Option<usize>,
+    /// Do not pin shards to CPUs (for tests and small shared machines).
+    #[arg(long)]
+    unpinned: bool,
+    /// Any setting, as KEY=VALUE (repeatable; wins over the file). `weir settings` lists them.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG wins when set.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Settings => {
+            for s in KNOWN_SETTINGS {
+                println!("{s}");
+            }
+            Ok(())
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut settings: Vec<(String, String)> = Vec::new();
+    if let Some(path) = &args.config {
+        settings.extend(Config::read_file(path)?);
+    }
+    if let Some(listen) = &args.listen {
+        settings.push(("listeners".into(), listen.clone()));
+    }
+    if let Some(adv) = &args.advertise {
+        settings.push(("advertised.listeners".into(), adv.clone()));
+    }
+    if let Some(dir) = &args.data_dir {
+        settings.push(("log.dirs".into(), dir.display().to_string()));
+    }
+    if let Some(cores) = args.cores {
+        settings.push(("weir.cores".into(), cores.to_string()));
+    }
+    if args.unpinned {
+        settings.push(("weir.pin".into(), "false".into()));
+    }
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else { bail!("--set takes KEY=VALUE, got `{kv}`") };
+        settings.push((k.trim().to_string(), v.to_string()));
+    }
+    Ok(Config::from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let mut config = load_config(&args)?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let lock = std::fs::File::create(data_dir.join(LOCK_FILE)).context("cannot create the data directory lock file")?;
+    if lock.try_lock().is_err() {
+        bail!("data directory {} is in use by another weir process", data_dir.display());
+    }
+    config.cluster_id = Some(cluster_id(&data_dir, &config)?);
+    let clean = take_clean_marker(&data_dir)?;
+    info!(data_dir = %data_dir.display(), clean_start = clean, shards = config.data_shards(), "starting");
+    let config = Arc::new(config);
+    let mut runtime = Runtime::start(config.clone(), clean)?;
+
+    let mut waiting = runtime.executors();
+    while waiting > 0 {
+        match runtime.events.recv() {
+            Ok(ShardEvent::Ready(_)) => waiting -= 1,
+            Ok(ShardEvent::Failed { shard, error }) => {
+                error!(shard, %error, "shard failed to start");
+                runtime.drain();
+                runtime.close(false);
+                bail!("startup failed: {error}");
+            }
+            Ok(other) => warn!(?other, "unexpected event during start"),
+            Err(_) => bail!("shards ended during start"),
+        }
+    }
+    info!(listen = %config.listen, advertised = ?config.advertised, "weir is ready");
+
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]).context("cannot install signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let _ = signal_tx.send(sig);
+        }
+    });
+    // Wait for a signal while watching for a shard failure.
+    let mut healthy = true;
+    loop {
+        if let Ok(sig) = signal_rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            info!(signal = sig, "stopping");
+            break;
+        }
+        if let Ok(ShardEvent::Failed { shard, error }) = runtime.events.try_recv() {
+            error!(shard, %error, "shard failed; stopping");
+            healthy = false;
+            break;
+        }
+    }
+    runtime.drain();
+    let data_shards = runtime.executors() - 1;
+    let mut drained = 0;
+    while drained < data_shards {
+        match runtime.events.recv() {
+            Ok(ShardEvent::Drained(_)) => drained += 1,
+            Ok(ShardEvent::Failed { shard, error }) => {
+                error!(shard, %error, "shard failed while draining");
+                healthy = false;
+                drained += 1;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let clean = runtime.close(healthy);
+    if clean {
+        write_clean_marker(&data_dir)?;
+        info!("stopped cleanly");
+        Ok(())
+    } else {
+        bail!("stopped, but not cleanly: the next start will run recovery")
+    }
+}
+
+/// Reads `meta.properties` (Kafka's name for it), creating it with a new cluster id.
+fn cluster_id(data_dir: &Path, config: &Config) -> anyhow::Result<String> {
+    let path = data_dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let id = config.cluster_id.clone().unwrap_or_else(|| {
+        let u = uuid::Uuid::new_v4();
+        base64_url(u.as_bytes())
+    });
+    let text = format!("version=1\ncluster.id={id}\nnode.id={}\n", config.node_id);
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    sync_dir(data_dir)?;
+    Ok(id)
+}
+
+/// Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Whether the last stop was clean; the marker is removed (durably) before any write.
+fn take_clean_marker(data_dir: &Path) -> anyhow::Result<bool> {
+    let marker = data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    if !marker.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_file(&marker).context("cannot remove the clean-shutdown marker")?;
+    sync_dir(data_dir)?;
+    Ok(true)
+}
+
+fn write_clean_marker(data_dir: &Path) -> anyhow::Result<()> {
+    let marker = data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    std::fs::write(&marker, b"").context("cannot write the clean-shutdown marker")?;
+    std::fs::File::open(&marker)?.sync_all()?;
+    sync_dir(data_dir)
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
+}

@@ -1,0 +1,5 @@
+//! Pure protocol code: framing and the record-batch header view. No I/O, no executor, so
+//! benches, fuzzers and the load generator can use it.
+
+pub mod batch;
+pub mod frame;

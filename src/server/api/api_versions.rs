@@ -1,0 +1,37 @@
+//! ApiVersions (key 18), v0-3: the table of supported APIs. A request for a version above
+//! ours gets a v0 answer with UNSUPPORTED_VERSION and the table, so the client can retry
+//! with a version we have (KIP-511). Tagged fields are written only when they differ from
+//! their defaults, which old librdkafka (Debian's kcat) needs.
+
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::ResponseError;
+
+use super::{encode_frame, supported, Reply, SUPPORTED_APIS};
+
+pub fn handle(version: i16, correlation_id: i32, body: &mut Bytes) -> Reply {
+    let max = supported(ApiKey::ApiVersions).map(|s| s.max).unwrap_or(0);
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|a| {
+            let mut v = ApiVersion::default();
+            v.api_key = a.key as i16;
+            v.min_version = a.min;
+            v.max_version = a.max;
+            v
+        })
+        .collect();
+    if !(0..=max).contains(&version) {
+        response.error_code = ResponseError::UnsupportedVersion.code();
+        return encode_frame(ApiKey::ApiVersions, 0, correlation_id, &response);
+    }
+    if let Err(e) = ApiVersionsRequest::decode(body, version) {
+        // Kafka answers a malformed ApiVersions with INVALID_REQUEST rather than closing.
+        response.error_code = ResponseError::InvalidRequest.code();
+        tracing::debug!(error = %e, "malformed ApiVersions request");
+    }
+    encode_frame(ApiKey::ApiVersions, version, correlation_id, &response)
+}

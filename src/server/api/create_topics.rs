@@ -1,0 +1,87 @@
+//! CreateTopics (key 19), v2-7: validated by the control shard with Kafka's rules (names,
+//! partition counts, replication factor, assignments, configs, `validate_only`).
+
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{encode_frame, Reply};
+use crate::shard::message::{NewTopic, TopicOutcome};
+use crate::shard::{Shard, ShardRequest, CONTROL};
+
+/// Kafka's config source for a config set on the topic.
+const CONFIG_SOURCE_TOPIC: i8 = 1;
+
+/// Asks the control shard to create topics; an empty answer means it is not running.
+pub async fn create(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicOutcome> {
+    let (reply, rx) = oneshot::channel();
+    if shard.send(CONTROL, ShardRequest::CreateTopics { topics, validate_only, reply }).await.is_err() {
+        return Vec::new();
+    }
+    rx.await.unwrap_or_default()
+}
+
+/// Creates topics with the broker defaults (auto-creation by Metadata or Produce).
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
+    let topics = names
+        .into_iter()
+        .map(|name| NewTopic { name, num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() })
+        .collect();
+    create(shard, topics, false).await;
+}
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: CreateTopicsRequest) -> Reply {
+    let names: Vec<String> = request.topics.iter().map(|t| t.name.0.to_string()).collect();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| NewTopic {
+            name: t.name.0.to_string(),
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments: t.assignments.into_iter().map(|a| (a.partition_index, a.broker_ids.into_iter().map(|b| b.0).collect())).collect(),
+            configs: t.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()))).collect(),
+        })
+        .collect();
+    let mut outcomes = create(shard, topics, request.validate_only).await;
+    if outcomes.len() != names.len() {
+        outcomes = names
+            .into_iter()
+            .map(|name| TopicOutcome { name, error_code: ResponseError::NotController.code(), ..Default::default() })
+            .collect();
+    }
+    let mut response = CreateTopicsResponse::default();
+    response.topics = outcomes.into_iter().map(|o| result(version, o)).collect();
+    encode_frame(ApiKey::CreateTopics, version, correlation_id, &response)
+}
+
+fn result(version: i16, o: TopicOutcome) -> CreatableTopicResult {
+    let mut r = CreatableTopicResult::default();
+    r.name = TopicName(StrBytes::from_string(o.name));
+    r.error_code = o.error_code;
+    r.error_message = o.error_message.map(StrBytes::from_string);
+    r.num_partitions = o.num_partitions;
+    r.replication_factor = o.replication_factor;
+    if o.error_code == 0 {
+        r.topic_id = o.topic_id;
+        if version >= 5 {
+            r.configs = Some(
+                o.configs
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let mut c = CreatableTopicConfigs::default();
+                        c.name = StrBytes::from_string(k);
+                        c.value = Some(StrBytes::from_string(v));
+                        c.config_source = CONFIG_SOURCE_TOPIC;
+                        c
+                    })
+                    .collect(),
+            );
+        }
+    }
+    r
+}

@@ -1,0 +1,57 @@
+//! DeleteTopics (key 20), v1-6: by name, or by topic id from v6.
+
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{encode_frame, Reply};
+use crate::shard::message::{TopicOutcome, TopicRef};
+use crate::shard::{Shard, ShardRequest, CONTROL};
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: DeleteTopicsRequest) -> Reply {
+    let refs: Vec<TopicRef> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| match t.name {
+                Some(n) => TopicRef::Name(n.0.to_string()),
+                None => TopicRef::Id(t.topic_id),
+            })
+            .collect()
+    } else {
+        request.topic_names.into_iter().map(|n| TopicRef::Name(n.0.to_string())).collect()
+    };
+    let count = refs.len();
+    let fallback: Vec<TopicOutcome> = refs
+        .iter()
+        .map(|r| match r {
+            TopicRef::Name(n) => TopicOutcome { name: n.clone(), error_code: ResponseError::NotController.code(), ..Default::default() },
+            TopicRef::Id(id) => TopicOutcome { topic_id: *id, error_code: ResponseError::NotController.code(), ..Default::default() },
+        })
+        .collect();
+    let (reply, rx) = oneshot::channel();
+    let mut outcomes = match shard.send(CONTROL, ShardRequest::DeleteTopics { topics: refs, reply }).await {
+        Ok(()) => rx.await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    if outcomes.len() != count {
+        outcomes = fallback;
+    }
+    let mut response = DeleteTopicsResponse::default();
+    response.responses = outcomes
+        .into_iter()
+        .map(|o| {
+            let mut r = DeletableTopicResult::default();
+            r.name = (!o.name.is_empty()).then(|| TopicName(StrBytes::from_string(o.name)));
+            r.topic_id = o.topic_id;
+            r.error_code = o.error_code;
+            r.error_message = o.error_message.map(StrBytes::from_string);
+            r
+        })
+        .collect();
+    encode_frame(ApiKey::DeleteTopics, version, correlation_id, &response)
+}

@@ -1,0 +1,142 @@
+//! Fetch (key 1), v4-12, with long poll: answer as soon as `min_bytes` are available, or
+//! when `max_wait_ms` runs out. A parked fetch is woken by the append itself (see
+//! `Partition::watch`), not by polling.
+//!
+//! Sizes: each partition gets at most `partition_max_bytes`, the response at most
+//! `max_bytes` (both capped by `fetch.max.bytes`), except that the first batch found is
+//! always returned whole (KIP-74) so a consumer can pass a batch larger than its limits.
+//! Fetch sessions (KIP-227) are declined: we answer with session id 0, which tells clients
+//! to keep sending full fetch requests.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::future::{select, Either};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+
+use super::{encode_frame, Pending};
+use crate::shard::message::{FetchItem, FetchOutcome};
+use crate::shard::Shard;
+use crate::types::TopicPartition;
+
+/// The epoch a client sends to fetch without a session.
+const FINAL_EPOCH: i32 = -1;
+/// Longest long poll honoured (Kafka bounds it by the request timeout on the client side).
+const MAX_WAIT_MS_MAX: i32 = 60_000;
+
+pub fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: FetchRequest) -> Pending {
+    let shard = shard.clone();
+    Box::pin(async move {
+        let response = fetch(&shard, version, request).await;
+        encode_frame(ApiKey::Fetch, version, correlation_id, &response)
+    })
+}
+
+async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchResponse {
+    let mut response = FetchResponse::default();
+    if version >= 7 {
+        let error = match (request.session_id, request.session_epoch) {
+            (0, 0) | (0, FINAL_EPOCH) => None,
+            (0, _) => Some(ResponseError::InvalidFetchSessionEpoch),
+            _ => Some(ResponseError::FetchSessionIdNotFound),
+        };
+        if let Some(error) = error {
+            response.error_code = error.code();
+            return response;
+        }
+    }
+    let fetch_max = shard.config.fetch_bytes_max;
+    let max_bytes = (request.max_bytes.max(0) as usize).min(fetch_max);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
+
+    // Partitions in request order; those that cannot be read get their error up front.
+    let mut slots: Vec<(usize, i32)> = Vec::new();
+    let mut items = Vec::new();
+    let mut fixed: Vec<FetchOutcome> = Vec::new();
+    let image = shard.image();
+    for (t, topic) in request.topics.iter().enumerate() {
+        let name = topic.topic.0.as_str();
+        let meta = image.topic(name);
+        for part in &topic.partitions {
+            let idx = slots.len();
+            slots.push((t, part.partition));
+            let error = match meta {
+                None => Some(ResponseError::UnknownTopicOrPartition),
+                Some(m) if part.partition < 0 || part.partition >= m.partitions => Some(ResponseError::UnknownTopicOrPartition),
+                Some(_) if part.current_leader_epoch > 0 => Some(ResponseError::UnknownLeaderEpoch),
+                Some(_) => None,
+            };
+            match error {
+                Some(e) => fixed.push(FetchOutcome { idx, error_code: e.code(), high_watermark: -1, log_start_offset: -1, ..Default::default() }),
+                None => items.push(FetchItem {
+                    idx,
+                    tp: TopicPartition::new(name, part.partition),
+                    offset: part.fetch_offset,
+                    max_bytes: (part.partition_max_bytes.max(0) as usize).min(max_bytes.max(1)),
+                }),
+            }
+        }
+    }
+
+    let outcomes = loop {
+        let mut outcomes = shard.route_fetch(items.clone()).await;
+        outcomes.sort_by_key(|o| o.idx);
+        let bytes: usize = outcomes.iter().map(|o| o.records.len()).sum();
+        let errors = outcomes.iter().any(|o| o.error_code != 0) || !fixed.is_empty();
+        let now = Instant::now();
+        let enough = if min_bytes == 0 { true } else { bytes >= min_bytes };
+        if enough || errors || now >= deadline || items.is_empty() {
+            break outcomes;
+        }
+        let watch: Vec<(TopicPartition, i64)> = outcomes.iter().zip(&items).map(|(o, i)| (i.tp.clone(), o.high_watermark.max(i.offset))).collect();
+        let woke = select(Box::pin(shard.watch_any(watch)), Box::pin(glommio::timer::sleep(deadline - now))).await;
+        if let Either::Right(_) = woke {
+            // Timed out: one last read, so data that came at the very end is not missed.
+            let mut last = shard.route_fetch(items.clone()).await;
+            last.sort_by_key(|o| o.idx);
+            break last;
+        }
+    };
+
+    let mut all: Vec<FetchOutcome> = fixed.into_iter().chain(outcomes).collect();
+    all.sort_by_key(|o| o.idx);
+    // Enforce the response budget in request order; the first data always goes (KIP-74).
+    let mut used = 0usize;
+    for o in all.iter_mut() {
+        if o.records.is_empty() {
+            continue;
+        }
+        if used > 0 && used + o.records.len() > max_bytes {
+            o.records = Default::default();
+        } else {
+            used += o.records.len();
+        }
+    }
+    response.responses = request
+        .topics
+        .iter()
+        .map(|t| {
+            let mut r = FetchableTopicResponse::default();
+            r.topic = t.topic.clone();
+            r.topic_id = t.topic_id;
+            r
+        })
+        .collect();
+    for o in all {
+        let (t, partition) = slots[o.idx];
+        let mut pd = PartitionData::default();
+        pd.partition_index = partition;
+        pd.error_code = o.error_code;
+        pd.high_watermark = o.high_watermark;
+        pd.last_stable_offset = o.high_watermark;
+        pd.log_start_offset = o.log_start_offset;
+        pd.aborted_transactions = (request.isolation_level == 1).then(Vec::new);
+        pd.preferred_read_replica = (-1).into();
+        pd.records = Some(o.records);
+        response.responses[t].partitions.push(pd);
+    }
+    response
+}

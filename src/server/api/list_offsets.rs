@@ -1,0 +1,65 @@
+//! ListOffsets (key 2), v1-7: latest (-1), earliest (-2), largest timestamp (-3) or the
+//! first offset at or after a timestamp. Never parks: every answer is immediate.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::{encode_frame, Reply};
+use crate::shard::message::{ListOffsetsItem, ListOffsetsOutcome};
+use crate::shard::Shard;
+use crate::types::TopicPartition;
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: ListOffsetsRequest) -> Reply {
+    let image = shard.image();
+    let mut slots = Vec::new();
+    let mut items = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut seen = HashSet::new();
+    for (t, topic) in request.topics.iter().enumerate() {
+        let name = topic.name.0.as_str();
+        let meta = image.topic(name);
+        for part in &topic.partitions {
+            let idx = slots.len();
+            slots.push((t, part.partition_index));
+            let error = match meta {
+                _ if !seen.insert((name, part.partition_index)) => Some(ResponseError::InvalidRequest),
+                Some(m) if part.partition_index >= 0 && part.partition_index < m.partitions => None,
+                _ => Some(ResponseError::UnknownTopicOrPartition),
+            };
+            let error = error.or((part.current_leader_epoch > 0).then_some(ResponseError::UnknownLeaderEpoch));
+            match error {
+                Some(e) => outcomes.push(ListOffsetsOutcome { idx, error_code: e.code(), offset: -1, timestamp: -1 }),
+                None => items.push(ListOffsetsItem { idx, tp: TopicPartition::new(name, part.partition_index), timestamp: part.timestamp }),
+            }
+        }
+    }
+    if !items.is_empty() {
+        outcomes.extend(shard.route_list_offsets(items).await);
+    }
+    outcomes.sort_by_key(|o| o.idx);
+    let mut response = ListOffsetsResponse::default();
+    response.topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let mut r = ListOffsetsTopicResponse::default();
+            r.name = t.name.clone();
+            r
+        })
+        .collect();
+    for o in outcomes {
+        let (t, partition) = slots[o.idx];
+        let mut pr = ListOffsetsPartitionResponse::default();
+        pr.partition_index = partition;
+        pr.error_code = o.error_code;
+        pr.offset = o.offset;
+        pr.timestamp = o.timestamp;
+        pr.leader_epoch = if version >= 4 && o.error_code == 0 && o.offset >= 0 { 0 } else { -1 };
+        response.topics[t].partitions.push(pr);
+    }
+    encode_frame(ApiKey::ListOffsets, version, correlation_id, &response)
+}

@@ -1,0 +1,103 @@
+//! Metadata (key 3), v0-12: brokers (just this one), topics with their partitions, and
+//! auto-creation of requested topics when both the broker (`auto.create.topics.enable`)
+//! and the request (`allow_auto_topic_creation`, implied before v4) allow it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{create_topics, encode_frame, Reply};
+use crate::cluster::{MetadataImage, TopicMeta};
+use crate::shard::control::valid_topic_name;
+use crate::shard::Shard;
+
+/// Kafka's "authorized operations not requested" value.
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: MetadataRequest) -> Reply {
+    let config = &shard.config;
+    let allow_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    // v0: an empty list means every topic; v1+: null means every topic.
+    let requested = match request.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => Some(t),
+        _ => None,
+    };
+    if let Some(topics) = &requested {
+        let missing: Vec<String> = topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .filter(|n| shard.image().topic(n).is_none() && valid_topic_name(n).is_ok())
+            .collect();
+        if allow_create && !missing.is_empty() {
+            create_topics::auto_create(shard, missing).await;
+        }
+    }
+    let image = shard.image();
+    let mut response = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(config.node_id);
+    broker.host = StrBytes::from_string(config.advertised.0.clone());
+    broker.port = i32::from(config.advertised.1);
+    response.brokers = vec![broker];
+    response.cluster_id = config.cluster_id.clone().map(StrBytes::from_string);
+    response.controller_id = BrokerId(config.node_id);
+    response.cluster_authorized_operations = OPERATIONS_OMITTED;
+    response.topics = match requested {
+        None => image.topics.values().map(|t| topic_entry(shard, t)).collect(),
+        Some(topics) => topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(name) => by_name(shard, &image, name.0.as_str()),
+                None => by_id(shard, &image, t.topic_id),
+            })
+            .collect(),
+    };
+    encode_frame(ApiKey::Metadata, version, correlation_id, &response)
+}
+
+fn by_name(shard: &Shard, image: &MetadataImage, name: &str) -> MetadataResponseTopic {
+    if let Some(meta) = image.topic(name) {
+        return topic_entry(shard, meta);
+    }
+    let error = if valid_topic_name(name).is_err() { ResponseError::InvalidTopicException } else { ResponseError::UnknownTopicOrPartition };
+    let mut t = MetadataResponseTopic::default();
+    t.error_code = error.code();
+    t.name = Some(TopicName(StrBytes::from_string(name.to_string())));
+    t.topic_authorized_operations = OPERATIONS_OMITTED;
+    t
+}
+
+fn by_id(shard: &Shard, image: &MetadataImage, id: uuid::Uuid) -> MetadataResponseTopic {
+    if let Some(meta) = image.ids.get(&id).and_then(|n| image.topic(n)) {
+        return topic_entry(shard, meta);
+    }
+    let mut t = MetadataResponseTopic::default();
+    t.error_code = ResponseError::UnknownTopicId.code();
+    t.topic_id = id;
+    t.topic_authorized_operations = OPERATIONS_OMITTED;
+    t
+}
+
+fn topic_entry(shard: &Shard, meta: &TopicMeta) -> MetadataResponseTopic {
+    let node = BrokerId(shard.config.node_id);
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(meta.name.clone())));
+    t.topic_id = meta.id;
+    t.is_internal = meta.name.starts_with("__");
+    t.topic_authorized_operations = OPERATIONS_OMITTED;
+    t.partitions = (0..meta.partitions)
+        .map(|p| {
+            let mut part = MetadataResponsePartition::default();
+            part.partition_index = p;
+            part.leader_id = node;
+            part.leader_epoch = 0;
+            part.replica_nodes = vec![node];
+            part.isr_nodes = vec![node];
+            part
+        })
+        .collect();
+    t
+}

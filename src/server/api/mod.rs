@@ -1,0 +1,126 @@
+//! The API registry: one table says which APIs and versions are implemented; ApiVersions is
+//! answered from it and dispatch refuses anything outside it. One file per Kafka API.
+//!
+//! Every handler returns a [`Pending`] response: work that must keep request order (the
+//! appends of a produce, topic changes) is done before the handler returns; waiting (for
+//! durability, for a long poll) happens in the returned future, which the connection awaits
+//! in request order while it reads the next request.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use thiserror::Error;
+
+use crate::shard::Shard;
+
+/// An API this broker implements, with the versions it implements fully.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSupport {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+/// What is advertised in ApiVersions and accepted by dispatch. Produce is advertised from
+/// v0 as Kafka does (librdkafka turns features off otherwise); v0-2 requests are answered
+/// with UNSUPPORTED_FOR_MESSAGE_FORMAT since only magic-2 batches are stored.
+pub const SUPPORTED_APIS: &[ApiSupport] = &[
+    ApiSupport { key: ApiKey::Produce, min: 0, max: 11 },
+    ApiSupport { key: ApiKey::Fetch, min: 4, max: 12 },
+    ApiSupport { key: ApiKey::ListOffsets, min: 1, max: 7 },
+    ApiSupport { key: ApiKey::Metadata, min: 0, max: 12 },
+    ApiSupport { key: ApiKey::ApiVersions, min: 0, max: 3 },
+    ApiSupport { key: ApiKey::CreateTopics, min: 2, max: 7 },
+    ApiSupport { key: ApiKey::DeleteTopics, min: 1, max: 6 },
+];
+
+pub fn supported(key: ApiKey) -> Option<ApiSupport> {
+    SUPPORTED_APIS.iter().copied().find(|a| a.key == key)
+}
+
+/// What the connection does once a request's response is ready.
+pub enum Reply {
+    /// A complete response frame (size prefix included).
+    Frame(BytesMut),
+    /// No response (acks=0 produce).
+    Nothing,
+    /// Close the connection, as Kafka does (e.g. an acks=0 produce that failed).
+    Close(String),
+}
+
+pub type Pending = Pin<Box<dyn Future<Output = Reply>>>;
+
+/// A request the connection must close on (Kafka closes rather than answers these).
+#[derive(Debug, Error)]
+pub enum RequestError {
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("{api:?} v{version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("cannot decode {api:?} v{version}: {reason}")]
+    Malformed { api: ApiKey, version: i16, reason: String },
+}
+
+/// Encodes a response with its header into a size-prefixed frame.
+pub fn encode_frame<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, response: &R) -> Reply {
+    let header_version = api.response_header_version(version);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    let encoded = header.encode(&mut buf, header_version).and_then(|_| response.encode(&mut buf, version));
+    match encoded {
+        Ok(()) => {
+            let size = (buf.len() - 4) as i32;
+            buf[0..4].copy_from_slice(&size.to_be_bytes());
+            Reply::Frame(buf)
+        }
+        Err(e) => Reply::Close(format!("cannot encode {api:?} v{version} response: {e}")),
+    }
+}
+
+pub fn decode<R: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<R, RequestError> {
+    R::decode(body, version).map_err(|e| RequestError::Malformed { api, version, reason: e.to_string() })
+}
+
+/// A response that is ready now.
+pub fn ready(reply: Reply) -> Pending {
+    Box::pin(std::future::ready(reply))
+}
+
+/// Runs the handler for one request. `body` is what follows the request header.
+pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, mut body: Bytes) -> Result<Pending, RequestError> {
+    let api = ApiKey::try_from(header.request_api_key).map_err(|_| RequestError::UnknownApi(header.request_api_key))?;
+    let version = header.request_api_version;
+    let cid = header.correlation_id;
+    let Some(support) = supported(api) else { return Err(RequestError::UnknownApi(header.request_api_key)) };
+    if api == ApiKey::ApiVersions {
+        return Ok(ready(api_versions::handle(version, cid, &mut body)));
+    }
+    if version < support.min || version > support.max {
+        return Err(RequestError::UnsupportedVersion { api, version });
+    }
+    let pending = match api {
+        ApiKey::Produce if version < 3 => ready(produce::handle_legacy(version, cid, &mut body)?),
+        ApiKey::Produce => produce::handle(shard, version, cid, decode(api, version, &mut body)?).await,
+        ApiKey::Fetch => fetch::handle(shard, version, cid, decode(api, version, &mut body)?),
+        ApiKey::ListOffsets => ready(list_offsets::handle(shard, version, cid, decode(api, version, &mut body)?).await),
+        ApiKey::Metadata => ready(metadata::handle(shard, version, cid, decode(api, version, &mut body)?).await),
+        ApiKey::CreateTopics => ready(create_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await),
+        ApiKey::DeleteTopics => ready(delete_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await),
+        _ => return Err(RequestError::UnknownApi(header.request_api_key)),
+    };
+    Ok(pending)
+}

@@ -1,0 +1,173 @@
+//! Produce (key 0), v3-11, plus answers to v0-2 (advertised from v0 as Kafka does; their
+//! message sets are magic 0/1, refused with UNSUPPORTED_FOR_MESSAGE_FORMAT).
+//!
+//! Each partition's batch is checked here (magic 2, lengths, CRC32C, one batch per
+//! partition, size) on the receiving shard, then routed to its owner, which appends it
+//! before this handler returns (so pipelined requests keep their order) and answers once
+//! `acks` is met: acks=0 after the append, acks=1 once written to the segment file (it
+//! survives a broker crash), acks=all once synced (it survives a machine crash).
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use tracing::debug;
+
+use super::{create_topics, encode_frame, Pending, Reply, RequestError};
+use crate::protocol::batch;
+use crate::shard::message::{ProduceItem, ProduceOutcome};
+use crate::shard::Shard;
+use crate::types::TopicPartition;
+
+fn failed(idx: usize, error: i16) -> ProduceOutcome {
+    ProduceOutcome { idx, error_code: error, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+}
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: ProduceRequest) -> Pending {
+    let acks = request.acks;
+    let image = shard.image();
+    // Where each partition's answer goes: (topic index, partition index).
+    let mut slots = Vec::new();
+    let mut items = Vec::new();
+    let mut early = Vec::new();
+    let mut missing = BTreeSet::new();
+    for (t, topic) in request.topic_data.iter().enumerate() {
+        let name = topic.name.0.as_str();
+        let meta = image.topic(name);
+        let batch_max = meta
+            .and_then(|m| m.configs.get("max.message.bytes"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(shard.config.batch_bytes_max);
+        for (p, part) in topic.partition_data.iter().enumerate() {
+            let idx = slots.len();
+            slots.push((t, p));
+            if !matches!(acks, -1..=1) {
+                early.push(failed(idx, ResponseError::InvalidRequiredAcks.code()));
+                continue;
+            }
+            match meta {
+                Some(m) if part.index >= 0 && part.index < m.partitions => {}
+                Some(_) => {
+                    early.push(failed(idx, ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                }
+                None => {
+                    missing.insert(name.to_string());
+                    early.push(failed(idx, ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                }
+            }
+            let Some(records) = &part.records else {
+                early.push(failed(idx, ResponseError::InvalidRecord.code()));
+                continue;
+            };
+            if let Err(e) = batch::validate_produced(records, batch_max) {
+                debug!(topic = name, partition = part.index, error = %e, "produce batch refused");
+                early.push(failed(idx, e.error_code()));
+                continue;
+            }
+            items.push(ProduceItem { idx, tp: TopicPartition::new(name, part.index), batch: records.clone() });
+        }
+    }
+    if shard.config.auto_create_topics && !missing.is_empty() {
+        let valid: Vec<String> = missing.into_iter().filter(|n| crate::shard::control::valid_topic_name(n).is_ok()).collect();
+        if !valid.is_empty() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { create_topics::auto_create(&shard, valid).await }).detach();
+        }
+    }
+    let durable = if items.is_empty() { None } else { Some(shard.route_produce(acks, request.timeout_ms, items).await) };
+    Box::pin(async move {
+        let mut outcomes = early;
+        if let Some(durable) = durable {
+            outcomes.extend(durable.await);
+        }
+        if acks == 0 {
+            return match outcomes.iter().find(|o| o.error_code != 0) {
+                // Kafka closes the connection so an acks=0 producer learns of the failure.
+                Some(o) => Reply::Close(format!("acks=0 produce failed with error {}", o.error_code)),
+                None => Reply::Nothing,
+            };
+        }
+        outcomes.sort_by_key(|o| o.idx);
+        let mut response = ProduceResponse::default();
+        response.responses = request
+            .topic_data
+            .iter()
+            .map(|t| {
+                let mut r = TopicProduceResponse::default();
+                r.name = t.name.clone();
+                r
+            })
+            .collect();
+        for o in outcomes {
+            let (t, p) = slots[o.idx];
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = request.topic_data[t].partition_data[p].index;
+            pr.error_code = o.error_code;
+            pr.base_offset = o.base_offset;
+            pr.log_append_time_ms = o.log_append_time_ms;
+            pr.log_start_offset = o.log_start_offset;
+            response.responses[t].partition_responses.push(pr);
+        }
+        encode_frame(ApiKey::Produce, version, correlation_id, &response)
+    })
+}
+
+/// Produce v0-2, which kafka-protocol does not decode: read the topic/partition layout by
+/// hand and answer every partition with UNSUPPORTED_FOR_MESSAGE_FORMAT.
+pub fn handle_legacy(version: i16, correlation_id: i32, body: &mut Bytes) -> Result<Reply, RequestError> {
+    let malformed = || RequestError::Malformed { api: ApiKey::Produce, version, reason: "truncated legacy produce request".into() };
+    let need = |b: &Bytes, n: usize| if b.remaining() >= n { Ok(()) } else { Err(malformed()) };
+    need(body, 10)?;
+    let acks = body.get_i16();
+    let _timeout = body.get_i32();
+    let topic_count = body.get_i32();
+    let mut topics = Vec::new();
+    for _ in 0..topic_count.max(0) {
+        need(body, 2)?;
+        let name_len = body.get_i16().max(0) as usize;
+        need(body, name_len + 4)?;
+        let name = body.split_to(name_len);
+        let partition_count = body.get_i32();
+        let mut partitions = Vec::new();
+        for _ in 0..partition_count.max(0) {
+            need(body, 8)?;
+            let partition = body.get_i32();
+            let set_len = body.get_i32().max(0) as usize;
+            need(body, set_len)?;
+            body.advance(set_len);
+            partitions.push(partition);
+        }
+        topics.push((name, partitions));
+    }
+    if acks == 0 {
+        return Ok(Reply::Close("acks=0 produce with a legacy (magic 0/1) message set".into()));
+    }
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    buf.put_i32(correlation_id);
+    buf.put_i32(topics.len() as i32);
+    for (name, partitions) in &topics {
+        buf.put_i16(name.len() as i16);
+        buf.put_slice(name);
+        buf.put_i32(partitions.len() as i32);
+        for p in partitions {
+            buf.put_i32(*p);
+            buf.put_i16(ResponseError::UnsupportedForMessageFormat.code());
+            buf.put_i64(-1);
+            if version >= 2 {
+                buf.put_i64(-1);
+            }
+        }
+    }
+    if version >= 1 {
+        buf.put_i32(0);
+    }
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(Reply::Frame(buf))
+}

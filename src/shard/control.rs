@@ -1,0 +1,297 @@
+//! The control shard: owns the metadata log and the authoritative image. Validates topic
+//! changes with Kafka's rules and error codes, makes them durable, then publishes the new
+//! image to every data shard and waits until each has applied it, so a client that saw
+//! CreateTopics succeed can produce to any shard at once.
+//!
+//! Runs on executor 0. Topic changes are serialised by one permit (`lock`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::channel::oneshot;
+use glommio::sync::Semaphore;
+use kafka_protocol::ResponseError;
+use tracing::{info, warn};
+
+use super::message::{NewTopic, TopicOutcome, TopicRef};
+use super::{Shard, ShardRequest};
+use crate::cluster::metadata_log::MetadataLog;
+use crate::cluster::records::MetadataRecord;
+use crate::cluster::MetadataImage;
+
+/// Longest topic name Kafka accepts.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Topic-level configs accepted by CreateTopics. The first group is applied by this broker;
+/// the rest are stored (and reported) for the features that will use them.
+pub const TOPIC_CONFIGS_APPLIED: &[&str] = &["segment.bytes", "segment.ms", "index.interval.bytes", "message.timestamp.type", "max.message.bytes"];
+pub const TOPIC_CONFIGS_STORED: &[&str] = &[
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+    "min.insync.replicas",
+    "compression.type",
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
+    "flush.messages",
+    "flush.ms",
+    "unclean.leader.election.enable",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+    "file.delete.delay.ms",
+    "preallocate",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+];
+
+pub struct Controller {
+    shard: Rc<Shard>,
+    log: Arc<MetadataLog>,
+    lock: Semaphore,
+}
+
+pub fn valid_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!("Topic name is illegal, it can't be longer than {TOPIC_NAME_BYTES_MAX} characters, topic name: {name}"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+fn validate_config(key: &str, value: &str) -> Result<(), String> {
+    let positive = |v: &str| v.parse::<i64>().ok().filter(|n| *n > 0).map(|_| ()).ok_or(format!("Invalid value {v} for configuration {key}"));
+    match key {
+        "segment.bytes" => value.parse::<u64>().ok().filter(|n| *n >= 14 * 1024 && *n <= i32::MAX as u64).map(|_| ()).ok_or(format!("Invalid value {value} for configuration {key}: must be between 14336 and 2147483647")),
+        "segment.ms" | "index.interval.bytes" | "max.message.bytes" => positive(value),
+        "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => Err(format!("Invalid value {value} for configuration {key}: String must be one of: CreateTime, LogAppendTime")),
+        _ if TOPIC_CONFIGS_APPLIED.contains(&key) || TOPIC_CONFIGS_STORED.contains(&key) => Ok(()),
+        _ => Err(format!("Unknown topic config name: {key}")),
+    }
+}
+
+impl Controller {
+    /// Replays the metadata log into the image and removes partition directories of
+    /// topics that no longer exist.
+    pub async fn start(shard: Rc<Shard>) -> std::io::Result<Rc<Controller>> {
+        let data_dir = shard.config.data_dir.clone();
+        let data_shards = shard.executors() - 1;
+        let (log, image) = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<(MetadataLog, MetadataImage)> {
+                let (log, records) = MetadataLog::open(&data_dir)?;
+                let mut image = MetadataImage::new(data_shards);
+                for r in &records {
+                    image.apply(r);
+                }
+                remove_stale_partition_dirs(&data_dir, &image);
+                Ok((log, image))
+            })
+            .await?;
+        info!(topics = image.topics.len(), partitions = image.partition_count(), "metadata loaded");
+        shard.set_image(Arc::new(image));
+        Ok(Rc::new(Controller { shard, log: Arc::new(log), lock: Semaphore::new(1) }))
+    }
+
+    /// Sends the current image to every data shard and waits until all have applied it.
+    pub async fn publish(&self) {
+        let image = self.shard.image();
+        let mut acks = Vec::new();
+        for to in 1..self.shard.executors() {
+            let (reply, rx) = oneshot::channel();
+            if self.shard.send(to, ShardRequest::Publish { image: image.clone(), reply }).await.is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            let _ = rx.await;
+        }
+    }
+
+    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), std::io::Error> {
+        let log = self.log.clone();
+        let to_write = records.clone();
+        glommio::executor().spawn_blocking(move || log.append(&to_write)).await?;
+        let mut image = (*self.shard.image()).clone();
+        for r in &records {
+            image.apply(r);
+        }
+        self.shard.set_image(Arc::new(image));
+        self.publish().await;
+        Ok(())
+    }
+
+    pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicOutcome> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
+        let image = self.shard.image();
+        let mut partitions_total = image.partition_count();
+        let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+        let mut outcomes = Vec::with_capacity(topics.len());
+        let mut records = Vec::new();
+        let mut seen = HashSet::new();
+        for topic in &topics {
+            let mut outcome = TopicOutcome { name: topic.name.clone(), num_partitions: -1, replication_factor: -1, ..Default::default() };
+            let duplicate = names.iter().filter(|n| **n == topic.name).count() > 1;
+            let checked = if duplicate {
+                Err((ResponseError::InvalidRequest, format!("Create topics request from client contains duplicate topic {}", topic.name)))
+            } else {
+                self.check_new_topic(&image, topic, partitions_total)
+            };
+            match checked {
+                Ok((partitions, configs)) if seen.insert(topic.name.clone()) => {
+                    partitions_total += partitions as usize;
+                    outcome.topic_id = uuid::Uuid::new_v4();
+                    outcome.num_partitions = partitions;
+                    outcome.replication_factor = 1;
+                    outcome.configs = configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    if !validate_only {
+                        records.push(MetadataRecord::Topic { name: topic.name.clone(), id: outcome.topic_id, partitions, configs });
+                    }
+                }
+                Ok(_) => {}
+                Err((error, message)) => {
+                    outcome.error_code = error.code();
+                    outcome.error_message = Some(message);
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.commit(records).await {
+                warn!(error = %e, "metadata log append failed");
+                for o in outcomes.iter_mut().filter(|o| o.error_code == 0) {
+                    o.error_code = ResponseError::UnknownServerError.code();
+                    o.error_message = Some(format!("metadata log write failed: {e}"));
+                }
+            } else {
+                for o in outcomes.iter().filter(|o| o.error_code == 0) {
+                    info!(topic = %o.name, partitions = o.num_partitions, "topic created");
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn check_new_topic(&self, image: &MetadataImage, topic: &NewTopic, partitions_total: usize) -> Result<(i32, BTreeMap<String, String>), (ResponseError, String)> {
+        let config = &self.shard.config;
+        valid_topic_name(&topic.name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
+        if image.topic(&topic.name).is_some() {
+            return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", topic.name)));
+        }
+        let partitions = if topic.assignments.is_empty() {
+            match topic.num_partitions {
+                -1 => config.num_partitions,
+                n if n >= 1 => n,
+                n => return Err((ResponseError::InvalidPartitions, format!("Number of partitions was set to an invalid non-positive value: {n}"))),
+            }
+        } else {
+            if topic.num_partitions != -1 || topic.replication_factor != -1 {
+                return Err((ResponseError::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()));
+            }
+            let mut ids: Vec<i32> = topic.assignments.iter().map(|(p, _)| *p).collect();
+            ids.sort_unstable();
+            if ids.iter().enumerate().any(|(i, p)| *p != i as i32) {
+                return Err((ResponseError::InvalidReplicaAssignment, "Partitions should be a consecutive 0-based integer sequence".into()));
+            }
+            if let Some((p, _)) = topic.assignments.iter().find(|(_, replicas)| replicas.as_slice() != [config.node_id]) {
+                return Err((ResponseError::InvalidReplicaAssignment, format!("Replica assignment for partition {p} names brokers other than the only broker, {}", config.node_id)));
+            }
+            ids.len() as i32
+        };
+        let replication = match topic.replication_factor {
+            -1 => config.default_replication_factor,
+            r if r < 1 => return Err((ResponseError::InvalidReplicationFactor, format!("Replication factor must be larger than 0, or -1 to use the default value."))),
+            r => r,
+        };
+        if replication > 1 {
+            return Err((ResponseError::InvalidReplicationFactor, format!("Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only 1 broker(s) are registered.")));
+        }
+        if partitions_total + partitions as usize > config.partitions_max {
+            return Err((ResponseError::PolicyViolation, format!("Creating {partitions} partitions would exceed max.partitions ({})", config.partitions_max)));
+        }
+        let mut configs = BTreeMap::new();
+        for (key, value) in &topic.configs {
+            let Some(value) = value else { continue };
+            validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+            configs.insert(key.clone(), value.clone());
+        }
+        Ok((partitions, configs))
+    }
+
+    pub async fn delete_topics(&self, topics: Vec<TopicRef>) -> Vec<TopicOutcome> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
+        let image = self.shard.image();
+        let mut outcomes = Vec::with_capacity(topics.len());
+        let mut records = Vec::new();
+        for t in topics {
+            let found = match &t {
+                TopicRef::Name(n) => image.topic(n).cloned(),
+                TopicRef::Id(id) => image.ids.get(id).and_then(|n| image.topic(n)).cloned(),
+            };
+            let mut outcome = TopicOutcome::default();
+            match (found, t) {
+                (Some(meta), _) => {
+                    outcome.name = meta.name.clone();
+                    outcome.topic_id = meta.id;
+                    if !records.contains(&MetadataRecord::RemoveTopic { id: meta.id }) {
+                        records.push(MetadataRecord::RemoveTopic { id: meta.id });
+                    }
+                }
+                (None, TopicRef::Name(n)) => {
+                    outcome.name = n;
+                    outcome.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    outcome.error_message = Some("This server does not host this topic-partition.".into());
+                }
+                (None, TopicRef::Id(id)) => {
+                    outcome.topic_id = id;
+                    outcome.error_code = ResponseError::UnknownTopicId.code();
+                    outcome.error_message = Some("This server does not host this topic ID.".into());
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.commit(records).await {
+                for o in outcomes.iter_mut().filter(|o| o.error_code == 0) {
+                    o.error_code = ResponseError::UnknownServerError.code();
+                    o.error_message = Some(format!("metadata log write failed: {e}"));
+                }
+            } else {
+                for o in outcomes.iter().filter(|o| o.error_code == 0) {
+                    info!(topic = %o.name, "topic deleted");
+                }
+            }
+        }
+        outcomes
+    }
+}
+
+/// Removes `<topic>-<n>` directories whose topic is not in the image (a delete that crashed
+/// before the data shards removed them).
+fn remove_stale_partition_dirs(data_dir: &Path, image: &MetadataImage) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some((topic, partition)) = name.rsplit_once('-') else { continue };
+        let Ok(partition) = partition.parse::<i32>() else { continue };
+        if !entry.path().join("partition.metadata").exists() {
+            continue;
+        }
+        let live = image.topic(topic).is_some_and(|t| partition < t.partitions);
+        if !live {
+            warn!(dir = %entry.path().display(), "removing directory of a deleted partition");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Partition operations on the owning data shard: append, read, list offsets, watch, and
+//! applying a published metadata image (opening and removing partition logs).
+//!
+//! `produce` is split in two stages: the appends happen synchronously when it is called (so
+//! appends keep the order of requests), and the returned future waits for durability.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::channel::oneshot;
+use kafka_protocol::ResponseError;
+use tracing::{info, warn};
+
+use super::message::*;
+use super::Shard;
+use crate::cluster::{MetadataImage, TopicMeta};
+use crate::partition::{Partition, Waiter};
+use crate::storage::{Log, LogConfig, LogError};
+use crate::types::{now_ms, Offset, TopicPartition};
+
+/// Buffered bytes per partition beyond which even acks=0/1 produce waits for the disk.
+const WRITE_BACKLOG_BYTES_MAX: u64 = 32 << 20;
+/// Buffered bytes that start a background write.
+const WRITE_CHUNK_BYTES: u64 = 256 << 10;
+
+fn storage_error_code(e: &LogError) -> i16 {
+    match e {
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+        LogError::Io(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError.code(),
+    }
+}
+
+impl Shard {
+    /// Appends each item to its partition now; the future resolves when `acks` is met.
+    pub fn produce_local(
+        self: &Rc<Self>,
+        acks: i16,
+        timeout_ms: i32,
+        items: Vec<ProduceItem>,
+    ) -> impl Future<Output = Vec<ProduceOutcome>> + 'static {
+        let image = self.image();
+        let mut done = Vec::with_capacity(items.len());
+        let mut waiting = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(partition) = self.partition(&item.tp) else {
+                done.push(ProduceOutcome { idx: item.idx, error_code: ResponseError::UnknownTopicOrPartition.code(), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 });
+                continue;
+            };
+            if partition.log.has_failed() {
+                done.push(ProduceOutcome { idx: item.idx, error_code: ResponseError::KafkaStorageError.code(), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 });
+                continue;
+            }
+            let append_time = log_append_time(&image, &item.tp, self.config.log_append_time).then(now_ms);
+            let info = partition.log.append(BytesMut::from(&item.batch[..]), append_time);
+            partition.notify();
+            if info.flush_due {
+                schedule_write(&partition);
+            }
+            waiting.push((item.idx, partition, info, append_time.unwrap_or(-1)));
+        }
+        async move {
+            for (idx, partition, info, append_time) in waiting {
+                let log = &partition.log;
+                let wait = async {
+                    match acks {
+                        -1 => log.sync_to(info.last_offset).await,
+                        1 => log.write_to(info.last_offset).await,
+                        _ if log.unwritten_bytes() > WRITE_BACKLOG_BYTES_MAX => log.write_to(info.last_offset).await,
+                        _ => Ok(()),
+                    }
+                };
+                let deadline = Duration::from_millis(timeout_ms.max(0) as u64);
+                let result = glommio::timer::timeout(deadline, async { Ok(wait.await) }).await;
+                let error_code = match result {
+                    Ok(Ok(())) => 0,
+                    Ok(Err(e)) => storage_error_code(&e),
+                    Err(_) => ResponseError::RequestTimedOut.code(),
+                };
+                done.push(ProduceOutcome { idx, error_code, base_offset: info.base_offset, log_append_time_ms: append_time, log_start_offset: log.log_start_offset() });
+            }
+            done
+        }
+    }
+
+    pub async fn fetch_local(self: Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(partition) = self.partition(&item.tp) else {
+                out.push(FetchOutcome { idx: item.idx, error_code: ResponseError::UnknownTopicOrPartition.code(), high_watermark: -1, log_start_offset: -1, ..Default::default() });
+                continue;
+            };
+            let high_watermark = partition.high_watermark();
+            let log_start_offset = partition.log.log_start_offset();
+            let (error_code, records) = match partition.log.read(item.offset, item.max_bytes).await {
+                Ok(r) => (0, r.records),
+                Err(e) => (storage_error_code(&e), Default::default()),
+            };
+            out.push(FetchOutcome { idx: item.idx, error_code, high_watermark, log_start_offset, records });
+        }
+        out
+    }
+
+    pub async fn list_offsets_local(self: Rc<Self>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsOutcome> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(partition) = self.partition(&item.tp) else {
+                out.push(ListOffsetsOutcome { idx: item.idx, error_code: ResponseError::UnknownTopicOrPartition.code(), offset: -1, timestamp: -1 });
+                continue;
+            };
+            let log = &partition.log;
+            let found: Result<Option<(Offset, i64)>, LogError> = match item.timestamp {
+                -1 => Ok(Some((partition.high_watermark(), -1))),
+                -2 => Ok(Some((log.log_start_offset(), -1))),
+                -3 => log.max_timestamp_offset().await,
+                ts if ts >= 0 => log.offset_for_timestamp(ts).await,
+                _ => {
+                    out.push(ListOffsetsOutcome { idx: item.idx, error_code: ResponseError::InvalidRequest.code(), offset: -1, timestamp: -1 });
+                    continue;
+                }
+            };
+            out.push(match found {
+                Ok(Some((offset, timestamp))) => ListOffsetsOutcome { idx: item.idx, error_code: 0, offset, timestamp },
+                Ok(None) => ListOffsetsOutcome { idx: item.idx, error_code: 0, offset: -1, timestamp: -1 },
+                Err(e) => ListOffsetsOutcome { idx: item.idx, error_code: storage_error_code(&e), offset: -1, timestamp: -1 },
+            });
+        }
+        out
+    }
+
+    /// Parks `reply` on each partition until its high watermark passes the one given.
+    /// Fires at once when the shard already holds its limit of parked fetches.
+    pub fn watch_local(&self, items: Vec<(TopicPartition, Offset)>, reply: oneshot::Sender<()>) {
+        let waiter: Waiter = Rc::new(std::cell::RefCell::new(Some(reply)));
+        let mut parked = 0usize;
+        for (tp, seen) in items {
+            match self.partition(&tp) {
+                Some(p) => parked = parked.max(p.watch(seen, &waiter)),
+                None => {
+                    // The partition went away (deleted or moved): let the fetch look again.
+                    if let Some(s) = waiter.borrow_mut().take() {
+                        let _ = s.send(());
+                    }
+                }
+            }
+        }
+        self.fetch_waiters.set(parked);
+        if parked > self.config.fetch_waiters_max {
+            if let Some(s) = waiter.borrow_mut().take() {
+                let _ = s.send(());
+            }
+        }
+    }
+
+    /// Makes this data shard's partitions match `image`: opens logs it now owns, closes and
+    /// deletes those whose topic is gone.
+    pub async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
+        let Some(me) = self.data_id() else { return };
+        let wanted = image.partitions_of(me);
+        let stale: Vec<TopicPartition> = self
+            .partitions()
+            .iter()
+            .filter(|p| image.topic(&p.tp.topic).is_none_or(|t| t.id != p.topic_id || p.tp.partition >= t.partitions))
+            .map(|p| p.tp.clone())
+            .collect();
+        self.set_image(image.clone());
+        for tp in stale {
+            if let Some(p) = self.remove_partition(&tp) {
+                p.notify();
+                if let Err(e) = p.log.close().await {
+                    warn!(partition = %tp, error = %e, "closing deleted partition failed");
+                }
+                let dir = p.log.dir().to_path_buf();
+                glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(dir)).await.ok();
+                info!(partition = %tp, "partition deleted");
+            }
+        }
+        for (tp, meta) in wanted {
+            if self.partition(&tp).is_some() {
+                continue;
+            }
+            match self.open_partition(&tp, &meta).await {
+                Ok(p) => self.insert_partition(Rc::new(p)),
+                Err(e) => warn!(partition = %tp, error = %e, "cannot open partition; it stays offline"),
+            }
+        }
+    }
+
+    async fn open_partition(&self, tp: &TopicPartition, meta: &TopicMeta) -> Result<Partition, LogError> {
+        let dir = self.config.data_dir.join(tp.dir_name());
+        let id = meta.id;
+        let dir2 = dir.clone();
+        // A directory left by an older topic of the same name (crash during a delete) is stale.
+        glommio::executor()
+            .spawn_blocking(move || prepare_partition_dir(&dir2, id))
+            .await?;
+        let config = LogConfig {
+            segment_bytes: topic_setting(meta, "segment.bytes").unwrap_or(self.config.segment_bytes),
+            segment_ms: topic_setting(meta, "segment.ms").unwrap_or(self.config.segment_ms),
+            index_interval_bytes: topic_setting(meta, "index.interval.bytes").unwrap_or(self.config.index_interval_bytes),
+            tail_cache_bytes: self.config.tail_cache_bytes,
+            write_chunk_bytes: WRITE_CHUNK_BYTES,
+        };
+        let log = Log::open(&dir, config, self.clean_start).await?;
+        Ok(Partition::new(tp.clone(), meta.id, log))
+    }
+
+    /// Syncs every partition with unsynced data (the periodic part of the flush policy).
+    pub async fn sync_all(&self) {
+        let dirty: Vec<Rc<Partition>> = self.partitions().into_iter().filter(|p| p.log.synced_offset() < p.log.next_offset()).collect();
+        let syncs = dirty.iter().map(|p| p.log.flush(true));
+        for r in futures::future::join_all(syncs).await {
+            if let Err(e) = r {
+                warn!(error = %e, "periodic sync failed");
+            }
+        }
+    }
+
+    /// Closes every log cleanly (sync, final index files). Returns whether all closed.
+    pub async fn close_all(&self) -> bool {
+        let mut ok = true;
+        for p in self.partitions() {
+            if let Err(e) = p.log.close().await {
+                warn!(partition = %p.tp, error = %e, "close failed");
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
+fn schedule_write(partition: &Rc<Partition>) {
+    if partition.write_scheduled.replace(true) {
+        return;
+    }
+    let p = partition.clone();
+    glommio::spawn_local(async move {
+        if let Err(e) = p.log.flush(false).await {
+            warn!(partition = %p.tp, error = %e, "background write failed");
+        }
+        p.write_scheduled.set(false);
+    })
+    .detach();
+}
+
+fn log_append_time(image: &MetadataImage, tp: &TopicPartition, broker_default: bool) -> bool {
+    match image.topic(&tp.topic).and_then(|t| t.configs.get("message.timestamp.type")) {
+        Some(v) => v == "LogAppendTime",
+        None => broker_default,
+    }
+}
+
+fn topic_setting<T: std::str::FromStr>(meta: &TopicMeta, key: &str) -> Option<T> {
+    meta.configs.get(key).and_then(|v| v.parse().ok())
+}
+
+/// Creates the partition directory and its `partition.metadata` (topic id), wiping a
+/// directory that belongs to another topic id.
+fn prepare_partition_dir(dir: &std::path::Path, topic_id: uuid::Uuid) -> std::io::Result<()> {
+    let meta_path = dir.join("partition.metadata");
+    let expected = format!("version: 0\ntopic_id: {topic_id}\n");
+    match std::fs::read_to_string(&meta_path) {
+        Ok(found) if found == expected => return Ok(()),
+        Ok(_) => {
+            warn!(dir = %dir.display(), "partition directory belongs to an older topic; removing it");
+            std::fs::remove_dir_all(dir)?;
+        }
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&meta_path, expected)?;
+    std::fs::File::open(&meta_path)?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}

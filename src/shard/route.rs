@@ -1,0 +1,118 @@
+//! Routing partition work to owning shards: split by owner, one message per shard, a direct
+//! call for the local shard, merge the replies.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use futures::future::{join_all, select_all};
+
+use super::message::*;
+use super::{executor_of, Shard, ShardRequest};
+use crate::types::{Offset, ShardId, TopicPartition};
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+impl Shard {
+    fn owner_of(&self, tp: &TopicPartition) -> ShardId {
+        self.image().owner(tp)
+    }
+
+    fn group_by_owner<I>(&self, items: Vec<I>, tp: impl Fn(&I) -> &TopicPartition) -> BTreeMap<ShardId, Vec<I>> {
+        let image = self.image();
+        let mut groups: BTreeMap<ShardId, Vec<I>> = BTreeMap::new();
+        for item in items {
+            groups.entry(image.owner(tp(&item))).or_default().push(item);
+        }
+        groups
+    }
+
+    /// Stage one of a produce: appends are done (local) or queued in order (remote) when
+    /// this returns; the returned future resolves with every partition's outcome.
+    pub async fn route_produce(self: &Rc<Self>, acks: i16, timeout_ms: i32, items: Vec<ProduceItem>) -> LocalFuture<Vec<ProduceOutcome>> {
+        let mut parts: Vec<LocalFuture<Vec<ProduceOutcome>>> = Vec::new();
+        for (owner, items) in self.group_by_owner(items, |i| &i.tp) {
+            if Some(owner) == self.data_id() {
+                parts.push(Box::pin(self.produce_local(acks, timeout_ms, items)));
+                continue;
+            }
+            let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
+            let (reply, rx) = oneshot::channel();
+            let sent = self.send(executor_of(owner), ShardRequest::Produce { acks, timeout_ms, items, reply }).await;
+            parts.push(Box::pin(async move {
+                match (sent, rx.await) {
+                    (Ok(()), Ok(out)) => out,
+                    _ => shard_down(&idxs, |idx, code| ProduceOutcome { idx, error_code: code, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }),
+                }
+            }));
+        }
+        Box::pin(async move { join_all(parts).await.into_iter().flatten().collect() })
+    }
+
+    pub async fn route_fetch(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
+        let parts = self.group_by_owner(items, |i| &i.tp).into_iter().map(|(owner, items)| -> LocalFuture<Vec<FetchOutcome>> {
+            if Some(owner) == self.data_id() {
+                return Box::pin(self.clone().fetch_local(items));
+            }
+            let shard = self.clone();
+            Box::pin(async move {
+                let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
+                let (reply, rx) = oneshot::channel();
+                match shard.send(executor_of(owner), ShardRequest::Fetch { items, reply }).await {
+                    Ok(()) => rx.await.unwrap_or_else(|_| shard_down(&idxs, |idx, code| FetchOutcome { idx, error_code: code, high_watermark: -1, log_start_offset: -1, ..Default::default() })),
+                    Err(_) => shard_down(&idxs, |idx, code| FetchOutcome { idx, error_code: code, high_watermark: -1, log_start_offset: -1, ..Default::default() }),
+                }
+            })
+        });
+        join_all(parts).await.into_iter().flatten().collect()
+    }
+
+    pub async fn route_list_offsets(self: &Rc<Self>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsOutcome> {
+        let parts = self.group_by_owner(items, |i| &i.tp).into_iter().map(|(owner, items)| -> LocalFuture<Vec<ListOffsetsOutcome>> {
+            if Some(owner) == self.data_id() {
+                return Box::pin(self.clone().list_offsets_local(items));
+            }
+            let shard = self.clone();
+            Box::pin(async move {
+                let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
+                let (reply, rx) = oneshot::channel();
+                let down = |idxs: &[usize]| shard_down(idxs, |idx, code| ListOffsetsOutcome { idx, error_code: code, offset: -1, timestamp: -1 });
+                match shard.send(executor_of(owner), ShardRequest::ListOffsets { items, reply }).await {
+                    Ok(()) => rx.await.unwrap_or_else(|_| down(&idxs)),
+                    Err(_) => down(&idxs),
+                }
+            })
+        });
+        join_all(parts).await.into_iter().flatten().collect()
+    }
+
+    /// Resolves when any of the partitions' high watermark passes the one given (or a
+    /// shard can no longer tell). The caller bounds the wait with its own timer.
+    pub async fn watch_any(self: &Rc<Self>, items: Vec<(TopicPartition, Offset)>) {
+        let mut receivers = Vec::new();
+        for (owner, items) in self.group_by_owner(items, |i| &i.0) {
+            let (reply, rx) = oneshot::channel();
+            if Some(owner) == self.data_id() {
+                self.watch_local(items, reply);
+            } else if self.send(executor_of(owner), ShardRequest::Watch { items, reply }).await.is_err() {
+                return;
+            }
+            receivers.push(rx);
+        }
+        if !receivers.is_empty() {
+            let _ = select_all(receivers).await;
+        }
+    }
+
+    pub fn owner_is_local(&self, tp: &TopicPartition) -> bool {
+        Some(self.owner_of(tp)) == self.data_id()
+    }
+}
+
+/// Outcomes for partitions whose shard could not answer (it is stopping).
+fn shard_down<T>(idxs: &[usize], make: impl Fn(usize, i16) -> T) -> Vec<T> {
+    let code = kafka_protocol::ResponseError::NotLeaderOrFollower.code();
+    idxs.iter().map(|&idx| make(idx, code)).collect()
+}

@@ -1,0 +1,737 @@
+//! A partition's log: its segments, the tail cache, group-committed flushes, reads by offset
+//! and by timestamp, and recovery at start.
+//!
+//! Runs on the owning data shard. State lives in a `RefCell` that is borrowed only in short
+//! synchronous sections, never across an `.await`; file I/O is serialised per partition by a
+//! one-permit semaphore (`io`), so flushes of different partitions run concurrently.
+//!
+//! Durability: `append` only stamps and buffers; `flush(sync)` writes buffered bytes in
+//! segment order and, when asked, `fdatasync`s them. Concurrent `sync_to` callers coalesce:
+//! whoever gets the permit syncs everything appended so far (group commit).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use glommio::io::{BufferedFile, DmaFile, OpenOptions};
+use glommio::sync::Semaphore;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use super::index::{relative, SegmentIndex};
+use super::segment::{self, align_down, align_up, Segment};
+use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::types::{now_ms, Offset};
+
+/// Largest single DMA write or recovery read.
+const IO_CHUNK_BYTES: u64 = 1 << 20;
+/// Smallest read when searching for a batch on disk.
+const SCAN_READ_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("offset {requested} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { requested: Offset, start: Offset, end: Offset },
+    #[error("log I/O failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("stored data is corrupt at {0}")]
+    Corrupt(String),
+}
+
+fn gio<T>(e: glommio::GlommioError<T>) -> io::Error {
+    io::Error::from(e)
+}
+
+/// Per-log settings (from the broker config and, later, topic configs).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: u64,
+    pub tail_cache_bytes: usize,
+    /// Buffered bytes that make `append` ask for a background write.
+    pub write_chunk_bytes: u64,
+}
+
+/// What `append` did with a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// True when the caller should start a background flush (enough bytes are buffered).
+    pub flush_due: bool,
+}
+
+/// Batches read from the log for a fetch.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub records: Bytes,
+}
+
+struct CachedBatch {
+    base_offset: Offset,
+    last_offset: Offset,
+    bytes: Bytes,
+}
+
+/// The most recent batches of the log, for fetches at the tail without I/O.
+#[derive(Default)]
+struct TailCache {
+    batches: VecDeque<CachedBatch>,
+    bytes: usize,
+}
+
+impl TailCache {
+    fn push(&mut self, base_offset: Offset, last_offset: Offset, bytes: Bytes, max_bytes: usize) {
+        self.bytes += bytes.len();
+        self.batches.push_back(CachedBatch { base_offset, last_offset, bytes });
+        while self.bytes > max_bytes {
+            match self.batches.pop_front() {
+                Some(b) => self.bytes -= b.bytes.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch).
+    fn read(&self, offset: Offset, max_bytes: usize) -> Option<Bytes> {
+        let first = self.batches.front()?;
+        if offset < first.base_offset {
+            return None;
+        }
+        let i = self.batches.partition_point(|b| b.last_offset < offset);
+        let head = self.batches.get(i)?;
+        let mut total = head.bytes.len();
+        let mut end = i + 1;
+        while let Some(b) = self.batches.get(end) {
+            if total + b.bytes.len() > max_bytes {
+                break;
+            }
+            total += b.bytes.len();
+            end += 1;
+        }
+        if end == i + 1 {
+            return Some(head.bytes.clone());
+        }
+        let mut out = BytesMut::with_capacity(total);
+        for b in self.batches.range(i..end) {
+            out.extend_from_slice(&b.bytes);
+        }
+        Some(out.freeze())
+    }
+
+    fn clear(&mut self) {
+        self.batches.clear();
+        self.bytes = 0;
+    }
+}
+
+struct LogState {
+    segments: Vec<Segment>,
+    next_offset: Offset,
+    log_start_offset: Offset,
+    tail: TailCache,
+}
+
+impl LogState {
+    fn active(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// Index of the segment holding `offset` (the last with base at or below it).
+    fn segment_for(&self, offset: Offset) -> usize {
+        self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1)
+    }
+
+    fn find(&self, base_offset: Offset) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.base_offset == base_offset)
+    }
+
+    fn find_mut(&mut self, base_offset: Offset) -> Option<&mut Segment> {
+        self.segments.iter_mut().find(|s| s.base_offset == base_offset)
+    }
+}
+
+/// A partition's log. Cheap to share within its shard (`Rc<Log>`).
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    state: RefCell<LogState>,
+    io: Semaphore,
+    /// Offsets below this are durable.
+    synced_offset: Cell<Offset>,
+    /// Offsets below this are written to files.
+    written_offset: Cell<Offset>,
+    failed: Cell<bool>,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`. After an unclean stop (`clean == false`) every
+    /// segment without index files is scanned, torn tails are truncated and indexes rebuilt.
+    pub async fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<Log, LogError> {
+        let dir_owned = dir.to_path_buf();
+        let bases = glommio::executor()
+            .spawn_blocking(move || list_segments(&dir_owned))
+            .await?;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut truncated_at: Option<usize> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let next_base = bases.get(i + 1).copied();
+            let (seg, torn) = open_segment(dir, base, is_last, next_base, clean, config.index_interval_bytes).await?;
+            segments.push(seg);
+            if torn {
+                truncated_at = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = truncated_at {
+            for &base in &bases[i + 1..] {
+                warn!(dir = %dir.display(), base, "removing segment after a torn one");
+                remove_segment_files(dir, base).await;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::new_empty(0, now_ms()));
+        }
+        // The last segment takes appends again; its index files go stale from now on, and
+        // their absence is what tells recovery to scan it after a crash.
+        let last = segments.len() - 1;
+        if segments[last].index_files_written {
+            remove_index_files(dir, segments[last].base_offset).await;
+            segments[last].index_files_written = false;
+        }
+        segments[last].sealed = false;
+        let next_offset = segments[last].next_offset;
+        let log_start_offset = segments[0].base_offset;
+        info!(dir = %dir.display(), segments = segments.len(), log_start_offset, next_offset, "log opened");
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            state: RefCell::new(LogState { segments, next_offset, log_start_offset, tail: TailCache::default() }),
+            io: Semaphore::new(1),
+            synced_offset: Cell::new(next_offset),
+            written_offset: Cell::new(next_offset),
+            failed: Cell::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        self.state.borrow().next_offset
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.state.borrow().log_start_offset
+    }
+
+    pub fn synced_offset(&self) -> Offset {
+        self.synced_offset.get()
+    }
+
+    /// Whether a write or sync failed; the partition then refuses appends.
+    pub fn has_failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// Bytes appended but not yet written to files.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(Segment::unwritten_bytes).sum()
+    }
+
+    /// Stamps `batch` (already validated) with the next offsets and buffers it. Synchronous,
+    /// so appends keep the order in which they are called.
+    pub fn append(&self, mut batch: BytesMut, log_append_time: Option<i64>) -> AppendInfo {
+        let mut state = self.state.borrow_mut();
+        let base_offset = state.next_offset;
+        let (count_delta, mut max_timestamp) = match BatchHeader::new(&batch) {
+            Some(h) => (h.last_offset_delta() as i64, h.max_timestamp()),
+            None => unreachable!("append is only called with validated batches"),
+        };
+        batch::stamp_offsets(&mut batch, base_offset, 0);
+        if let Some(now) = log_append_time {
+            batch::stamp_log_append_time(&mut batch, now);
+            max_timestamp = now;
+        }
+        let last_offset = base_offset + count_delta;
+        let now = now_ms();
+        if self.roll_due(state.active(), batch.len() as u64, last_offset, now) {
+            state.active().sealed = true;
+            state.segments.push(Segment::new_empty(base_offset, now));
+            debug!(dir = %self.dir.display(), base_offset, "segment rolled");
+        }
+        let interval = self.config.index_interval_bytes;
+        let active = state.active();
+        active.push(&batch, base_offset, last_offset, max_timestamp, interval);
+        let flush_due = active.size - active.written >= self.config.write_chunk_bytes;
+        state.next_offset = last_offset + 1;
+        let bytes = batch.freeze();
+        state.tail.push(base_offset, last_offset, bytes, self.config.tail_cache_bytes);
+        AppendInfo { base_offset, last_offset, flush_due }
+    }
+
+    fn roll_due(&self, active: &Segment, batch_bytes: u64, last_offset: Offset, now: i64) -> bool {
+        if active.size == 0 {
+            return false;
+        }
+        active.size + batch_bytes > self.config.segment_bytes
+            || now - active.created_ms >= self.config.segment_ms
+            || last_offset - active.base_offset >= i64::from(u32::MAX) - 1
+    }
+
+    /// Writes buffered bytes to the segment files; with `sync`, also makes them durable.
+    /// Everything appended before the call is covered when it returns.
+    pub async fn flush(&self, sync: bool) -> Result<(), LogError> {
+        let target = self.next_offset();
+        let done = if sync { self.synced_offset.get() } else { self.written_offset.get() };
+        if done >= target {
+            return Ok(());
+        }
+        let _permit = self.io.acquire_permit(1).await.map_err(gio)?;
+        // Group commit: whoever held the permit before us may already have covered us.
+        let done = if sync { self.synced_offset.get() } else { self.written_offset.get() };
+        if done >= target {
+            return Ok(());
+        }
+        let result = self.flush_locked(sync).await;
+        if let Err(e) = &result {
+            self.failed.set(true);
+            warn!(dir = %self.dir.display(), error = %e, "log flush failed; partition refuses appends");
+        }
+        result
+    }
+
+    async fn flush_locked(&self, sync: bool) -> Result<(), LogError> {
+        let target = self.next_offset();
+        let bases: Vec<Offset> = {
+            let state = self.state.borrow();
+            state.segments.iter().filter(|s| s.synced < s.size || !s.index_files_written && s.sealed).map(|s| s.base_offset).collect()
+        };
+        for base in bases {
+            self.write_segment(base).await?;
+            let (file, size, sealed) = match self.state.borrow().find(base) {
+                Some(s) => (s.file.clone(), s.size, s.sealed),
+                None => continue,
+            };
+            let Some(file) = file else { continue };
+            if sealed {
+                // A sealed segment never grows again: cut the padding and make it final.
+                file.truncate(size).await.map_err(gio)?;
+            }
+            if sync || sealed {
+                file.fdatasync().await.map_err(gio)?;
+                if let Some(s) = self.state.borrow_mut().find_mut(base) {
+                    s.synced = s.synced.max(size);
+                }
+            }
+            if sealed {
+                self.write_index_files(base).await?;
+            }
+        }
+        self.written_offset.set(self.written_offset.get().max(target));
+        if sync {
+            self.synced_offset.set(self.synced_offset.get().max(target));
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered for segment `base` (creating its file if needed).
+    async fn write_segment(&self, base: Offset) -> Result<(), LogError> {
+        let needs_file = matches!(self.state.borrow().find(base), Some(s) if s.file.is_none());
+        if needs_file {
+            let file = open_dma(&segment::log_path(&self.dir, base)).await?;
+            if let Some(s) = self.state.borrow_mut().find_mut(base) {
+                s.file = Some(Rc::new(file));
+            }
+        }
+        loop {
+            let chunk = {
+                let state = self.state.borrow();
+                let Some(s) = state.find(base) else { return Ok(()) };
+                if s.written >= s.size {
+                    return Ok(());
+                }
+                let Some(file) = s.file.clone() else { return Ok(()) };
+                let len = (s.size - s.pending_pos).min(IO_CHUNK_BYTES);
+                let mut buf = file.alloc_dma_buffer(align_up(len) as usize);
+                let bytes = buf.as_bytes_mut();
+                bytes[..len as usize].copy_from_slice(&s.pending[..len as usize]);
+                bytes[len as usize..].fill(0);
+                (file, buf, s.pending_pos, len)
+            };
+            let (file, buf, pos, len) = chunk;
+            let want = buf.len();
+            let wrote = file.write_at(buf, pos).await.map_err(gio)?;
+            if wrote != want {
+                return Err(LogError::Io(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {wrote} of {want} bytes"))));
+            }
+            let mut state = self.state.borrow_mut();
+            if let Some(s) = state.find_mut(base) {
+                let end = pos + len;
+                s.written = s.written.max(end);
+                s.release_written(align_down(end));
+            }
+        }
+    }
+
+    async fn write_index_files(&self, base: Offset) -> Result<(), LogError> {
+        let (offsets, times) = match self.state.borrow().find(base) {
+            Some(s) if !s.index_files_written => (s.index.encode_offsets(), s.index.encode_times()),
+            _ => return Ok(()),
+        };
+        write_small_file(&segment::index_path(&self.dir, base), offsets).await?;
+        write_small_file(&segment::time_index_path(&self.dir, base), times).await?;
+        if let Some(s) = self.state.borrow_mut().find_mut(base) {
+            s.index_files_written = true;
+        }
+        Ok(())
+    }
+
+    /// Waits until every offset up to `last_offset` is durable, syncing if needed.
+    pub async fn sync_to(&self, last_offset: Offset) -> Result<(), LogError> {
+        while self.synced_offset.get() <= last_offset {
+            self.flush(true).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every offset up to `last_offset` is at least written to files.
+    pub async fn write_to(&self, last_offset: Offset) -> Result<(), LogError> {
+        while self.written_offset.get() <= last_offset {
+            self.flush(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
+    /// (always at least one whole batch, as KIP-74 asks, so consumers make progress).
+    pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let (segment_base, start_pos, size) = {
+            let state = self.state.borrow();
+            if offset < state.log_start_offset || offset > state.next_offset {
+                return Err(LogError::OffsetOutOfRange { requested: offset, start: state.log_start_offset, end: state.next_offset });
+            }
+            if offset == state.next_offset {
+                return Ok(ReadResult::default());
+            }
+            if let Some(records) = state.tail.read(offset, max_bytes) {
+                return Ok(ReadResult { records });
+            }
+            let seg = &state.segments[state.segment_for(offset)];
+            (seg.base_offset, seg.index.lookup_offset(relative(seg.base_offset, offset)) as u64, seg.size)
+        };
+        let Some((batch_pos, first_len)) = self.find_batch(segment_base, start_pos, size, offset).await? else {
+            return Ok(ReadResult::default());
+        };
+        let want = (max_bytes as u64).max(first_len).min(size - batch_pos);
+        let bytes = self.read_range(segment_base, batch_pos, want).await?;
+        // Keep whole batches only (the first one always fits, by `want`).
+        let keep = batch::iter_batches(&bytes).map(|(pos, h)| pos + h.total_bytes().unwrap_or(0)).last().unwrap_or(0);
+        Ok(ReadResult { records: bytes.slice(..keep) })
+    }
+
+    /// Finds the position and size of the batch holding `offset` in segment `base`,
+    /// scanning from `from` (an index position at or before it).
+    async fn find_batch(&self, base: Offset, mut from: u64, size: u64, offset: Offset) -> Result<Option<(u64, u64)>, LogError> {
+        while from < size {
+            let len = SCAN_READ_BYTES.min(size - from);
+            let chunk = self.read_range(base, from, len).await?;
+            let mut pos = 0usize;
+            while let Some(h) = chunk.get(pos..).and_then(BatchHeader::new) {
+                let Some(total) = h.total_bytes() else {
+                    return Err(LogError::Corrupt(format!("{} segment {base} position {}", self.dir.display(), from + pos as u64)));
+                };
+                if h.last_offset() >= offset {
+                    return Ok(Some((from + pos as u64, total as u64)));
+                }
+                pos += total;
+            }
+            if pos == 0 && chunk.len() < BATCH_HEADER_BYTES {
+                break;
+            }
+            from += pos as u64;
+        }
+        Ok(None)
+    }
+
+    /// Bytes `[from, from+len)` of segment `base`: from the file below `pending_pos`, from
+    /// memory at or above it.
+    async fn read_range(&self, base: Offset, from: u64, len: u64) -> Result<Bytes, LogError> {
+        let to = from + len;
+        let (file, pending_pos) = {
+            let state = self.state.borrow();
+            let Some(s) = state.find(base) else { return Ok(Bytes::new()) };
+            if let Some(mem) = s.pending_slice(from, to) {
+                return Ok(Bytes::copy_from_slice(mem));
+            }
+            (s.file.clone(), s.pending_pos)
+        };
+        let Some(file) = file else { return Ok(Bytes::new()) };
+        let disk_to = to.min(pending_pos);
+        let mut out = BytesMut::with_capacity(len as usize);
+        let read = file.read_at(from, (disk_to - from) as usize).await.map_err(gio)?;
+        out.extend_from_slice(&read);
+        if disk_to < to {
+            let state = self.state.borrow();
+            // The tail may have been written meanwhile (pending_pos moved up): re-read from memory
+            // or, for the moved part, fall back to what the file now holds.
+            match state.find(base).and_then(|s| s.pending_slice(disk_to, to)) {
+                Some(mem) => out.extend_from_slice(mem),
+                None => {
+                    drop(state);
+                    let rest = file.read_at(disk_to, (to - disk_to) as usize).await.map_err(gio)?;
+                    out.extend_from_slice(&rest);
+                }
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// The offset and timestamp of the first record whose timestamp is at or after
+    /// `timestamp`, or `None` when there is none (Kafka then answers offset -1).
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(Offset, i64)>, LogError> {
+        let candidates: Vec<(Offset, Offset, u64, u64)> = {
+            let state = self.state.borrow();
+            state
+                .segments
+                .iter()
+                .filter(|s| s.max_timestamp >= timestamp && s.size > 0)
+                .map(|s| {
+                    let rel = s.index.lookup_time(timestamp);
+                    let pos = s.index.lookup_offset(rel) as u64;
+                    (s.base_offset, s.base_offset + rel as i64, pos, s.size)
+                })
+                .collect()
+        };
+        for (base, start_offset, mut pos, size) in candidates {
+            let Some((batch_pos, _)) = self.find_batch(base, pos, size, start_offset).await? else { continue };
+            pos = batch_pos;
+            while pos < size {
+                let header_bytes = self.read_range(base, pos, BATCH_HEADER_BYTES as u64).await?;
+                let Some(h) = BatchHeader::new(&header_bytes) else { break };
+                let total = h.total_bytes().unwrap_or(0) as u64;
+                if total == 0 {
+                    break;
+                }
+                if h.max_timestamp() >= timestamp {
+                    let bytes = self.read_range(base, pos, total).await?;
+                    if let Some(found) = first_record_at_or_after(bytes, timestamp) {
+                        return Ok(Some(found));
+                    }
+                }
+                pos += total;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(Offset, i64)>, LogError> {
+        let best = {
+            let state = self.state.borrow();
+            state.segments.iter().filter(|s| s.size > 0).max_by_key(|s| s.max_timestamp).map(|s| s.max_timestamp)
+        };
+        match best {
+            Some(ts) if ts >= 0 => self.offset_for_timestamp(ts).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes and syncs everything, cuts the padding of the active segment and writes its
+    /// index files, so the next start can skip recovery. Appends must have stopped.
+    pub async fn close(&self) -> Result<(), LogError> {
+        self.flush(true).await?;
+        let _permit = self.io.acquire_permit(1).await.map_err(gio)?;
+        let (base, file, size) = {
+            let mut state = self.state.borrow_mut();
+            let active = state.active();
+            active.sealed = true;
+            (active.base_offset, active.file.clone(), active.size)
+        };
+        if let Some(file) = file {
+            file.truncate(size).await.map_err(gio)?;
+            file.fdatasync().await.map_err(gio)?;
+        } else {
+            write_small_file(&segment::log_path(&self.dir, base), Vec::new()).await?;
+        }
+        self.write_index_files(base).await?;
+        let files: Vec<Rc<DmaFile>> = {
+            let mut state = self.state.borrow_mut();
+            state.tail.clear();
+            state.segments.iter_mut().filter_map(|s| s.file.take()).collect()
+        };
+        for file in files {
+            if let Ok(file) = Rc::try_unwrap(file) {
+                file.close().await.map_err(gio)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes one batch (ListOffsets only, not the hot path) to find the first record with a
+/// timestamp at or after `timestamp`.
+fn first_record_at_or_after(mut bytes: Bytes, timestamp: i64) -> Option<(Offset, i64)> {
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
+    set.records.iter().find(|r| r.timestamp >= timestamp).map(|r| (r.offset, r.timestamp))
+}
+
+async fn open_dma(path: &Path) -> Result<DmaFile, LogError> {
+    Ok(OpenOptions::new().read(true).write(true).create(true).dma_open(path).await.map_err(gio)?)
+}
+
+async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), LogError> {
+    let file = BufferedFile::create(path).await.map_err(gio)?;
+    if !bytes.is_empty() {
+        file.write_at(bytes, 0).await.map_err(gio)?;
+    }
+    file.fdatasync().await.map_err(gio)?;
+    file.close().await.map_err(gio)?;
+    Ok(())
+}
+
+async fn read_small_file(path: &Path) -> Option<Vec<u8>> {
+    let path = path.to_path_buf();
+    glommio::executor().spawn_blocking(move || std::fs::read(path).ok()).await
+}
+
+async fn remove_index_files(dir: &Path, base: Offset) {
+    let paths = [segment::index_path(dir, base), segment::time_index_path(dir, base)];
+    glommio::executor()
+        .spawn_blocking(move || {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        })
+        .await;
+}
+
+async fn remove_segment_files(dir: &Path, base: Offset) {
+    remove_index_files(dir, base).await;
+    let p = segment::log_path(dir, base);
+    glommio::executor().spawn_blocking(move || { let _ = std::fs::remove_file(p); }).await;
+}
+
+/// Base offsets of the segments in `dir`, sorted; creates `dir` if missing.
+fn list_segments(dir: &Path) -> io::Result<Vec<Offset>> {
+    std::fs::create_dir_all(dir)?;
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(base) = stem.parse::<Offset>() {
+                bases.push(base);
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Opens one segment file. Returns the segment and whether its tail was torn (truncated).
+async fn open_segment(dir: &Path, base: Offset, is_last: bool, next_base: Option<Offset>, clean: bool, interval: u64) -> Result<(Segment, bool), LogError> {
+    let path = segment::log_path(dir, base);
+    let file = open_dma(&path).await?;
+    let file_size = file.file_size().await.map_err(gio)?;
+    let mut seg = Segment::new_empty(base, now_ms());
+    let index_bytes = read_small_file(&segment::index_path(dir, base)).await;
+    let time_bytes = read_small_file(&segment::time_index_path(dir, base)).await;
+    let relative_end = next_base.map(|n| (n - base) as u64).unwrap_or(u64::from(u32::MAX));
+    let loaded = match (index_bytes, time_bytes) {
+        (Some(o), Some(t)) if clean || !is_last => SegmentIndex::decode(&o, &t, file_size.max(1), relative_end),
+        _ => None,
+    };
+    let scan_from = match loaded {
+        Some(index) => {
+            // Trusted: synced before its index files were written. Scan only past the last
+            // index entry, to learn the next offset and the largest timestamp.
+            let from = index.offsets.last().map(|e| e.position as u64).unwrap_or(0);
+            seg.max_timestamp = index.times.last().map(|e| e.timestamp).unwrap_or(-1);
+            seg.index = index;
+            seg.index_files_written = true;
+            from
+        }
+        None => 0,
+    };
+    let valid = scan_segment(&file, &mut seg, scan_from, file_size, interval).await?;
+    let torn = valid < file_size;
+    if torn {
+        warn!(segment = %path.display(), valid_bytes = valid, file_bytes = file_size, "truncating torn tail");
+        file.truncate(valid).await.map_err(gio)?;
+        file.fdatasync().await.map_err(gio)?;
+    }
+    if !seg.index_files_written && !is_last {
+        // A sealed segment whose index files were missing or damaged: rebuilt in memory,
+        // written again (after a sync) by the next flush.
+        seg.sealed = true;
+    }
+    seg.size = valid;
+    seg.written = valid;
+    seg.synced = valid;
+    seg.bytes_since_index = interval;
+    seg.pending_pos = align_down(valid);
+    if seg.pending_pos < valid {
+        let tail = file.read_at(seg.pending_pos, (valid - seg.pending_pos) as usize).await.map_err(gio)?;
+        seg.pending = tail.to_vec();
+    }
+    seg.file = Some(Rc::new(file));
+    Ok((seg, torn))
+}
+
+/// Reads batches from `from` to the end of the file, checking each (CRC, offsets going up,
+/// within the segment) and indexing those past the last index entry every `interval` bytes.
+/// Returns the end of the last valid batch.
+async fn scan_segment(file: &DmaFile, seg: &mut Segment, from: u64, file_size: u64, interval: u64) -> Result<u64, LogError> {
+    let mut pos = from;
+    let mut expected_next = if from == 0 { seg.base_offset } else { -1 };
+    let indexed_to = seg.index.offsets.last().map(|e| e.position as u64);
+    let mut since_index = interval;
+    let mut want = IO_CHUNK_BYTES;
+    while pos < file_size {
+        let len = want.min(file_size - pos);
+        let chunk = file.read_at(pos, len as usize).await.map_err(gio)?;
+        let mut at = 0usize;
+        while let Some(h) = chunk.get(at..).and_then(BatchHeader::new) {
+            let Some(total) = h.total_bytes() else { return Ok(pos + at as u64) };
+            if total > chunk.len() - at {
+                break; // continues past this chunk
+            }
+            let position = pos + at as u64;
+            let in_order = h.base_offset() >= seg.base_offset && (expected_next < 0 || h.base_offset() == expected_next);
+            if batch::validate_stored(&chunk[at..at + total]).is_err() || !in_order {
+                return Ok(position);
+            }
+            if since_index >= interval && indexed_to.is_none_or(|p| position > p) {
+                seg.index.add(relative(seg.base_offset, h.base_offset()), position as u32, h.max_timestamp().max(seg.max_timestamp));
+                since_index = 0;
+            }
+            since_index += total as u64;
+            seg.next_offset = h.last_offset() + 1;
+            expected_next = seg.next_offset;
+            seg.max_timestamp = seg.max_timestamp.max(h.max_timestamp());
+            at += total;
+        }
+        if at == 0 {
+            // Not even one batch fits in what was read: read its whole length, if the file has it.
+            let need = BatchHeader::new(&chunk).and_then(|h| h.total_bytes()).map(|t| t as u64);
+            match need {
+                Some(need) if need > len && pos + need <= file_size => {
+                    want = need;
+                    continue;
+                }
+                _ => return Ok(pos),
+            }
+        }
+        want = IO_CHUNK_BYTES;
+        pos += at as u64;
+    }
+    Ok(pos)
+}
