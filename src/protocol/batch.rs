@@ -275,7 +275,9 @@ pub mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // kafka-protocol starts a new batch when offset - sequence changes; this
+                // keeps one batch with the non-idempotent base sequence -1.
+                sequence: i as i32 - 1,
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(vec![b'v'; value_bytes])),

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests (Rust, against the real `weir` binary)
+# and the client compatibility tests (kcat, confluent-kafka, kafka-python). Installs what
+# it needs: kcat from Debian, a Python venv (.venv) with the pinned clients.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v kcat >/dev/null 2>&1; then
+    log "installing kcat (Debian)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq kcat >/dev/null
+fi
+
+REQ=tests/compat/requirements.txt
+STAMP=.venv/.requirements
+if [ ! -x .venv/bin/python ] || ! cmp -s "$REQ" "$STAMP"; then
+    log "creating .venv with the pinned clients"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r "$REQ"
+    cp "$REQ" "$STAMP"
+fi
+
+log "building (release)"
+cargo build --release --bins --quiet
+
+log "unit and integration tests"
+cargo test --release --quiet -- --test-threads=2
+
+log "client compatibility tests"
+WEIR_BIN="$PWD/target/release/weir" .venv/bin/python -m pytest -q tests/compat "$@"
