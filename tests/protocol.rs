@@ -1,0 +1,388 @@
+//! Wire-level tests against the real broker binary: every API we advertise, at every
+//! version we advertise, plus the behaviours real clients depend on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::Compression;
+use kafka_protocol::ResponseError;
+
+fn advertised(client: &mut Client) -> Vec<(i16, i16, i16)> {
+    let resp = client.call(3, ApiVersionsRequest::default());
+    assert_eq!(resp.error_code, 0);
+    resp.api_keys.iter().map(|a| (a.api_key, a.min_version, a.max_version)).collect()
+}
+
+#[test]
+fn api_versions_every_version_and_downgrade() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    for v in 0..=3 {
+        let resp = c.call(v, ApiVersionsRequest::default());
+        assert_eq!(resp.error_code, 0, "v{v}");
+        let produce = resp.api_keys.iter().find(|a| a.api_key == 0).expect("produce advertised");
+        assert_eq!(produce.min_version, 0, "Produce is advertised from v0 (librdkafka needs it)");
+    }
+    // A version above ours: a v0 reply with UNSUPPORTED_VERSION and our table.
+    let cid = c.send(4, &ApiVersionsRequest::default());
+    let mut frame = c.read_frame().expect("reply");
+    let header = ResponseHeader::decode(&mut frame, 0).expect("v0 header");
+    assert_eq!(header.correlation_id, cid);
+    let resp = ApiVersionsResponse::decode(&mut frame, 0).expect("v0 body");
+    assert_eq!(resp.error_code, ResponseError::UnsupportedVersion.code());
+    assert!(resp.api_keys.iter().any(|a| a.api_key == 18 && a.max_version == 3));
+    // The connection stays usable.
+    assert_eq!(c.call(3, ApiVersionsRequest::default()).error_code, 0);
+}
+
+#[test]
+fn every_advertised_version_answers() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    for (key, min, max) in advertised(&mut c) {
+        for v in min..=max {
+            let api = ApiKey::try_from(key).expect("known key");
+            match api {
+                ApiKey::Produce if v >= 3 => {
+                    let mut r = ProduceRequest::default();
+                    r.acks = 1;
+                    r.timeout_ms = 1000;
+                    c.call(v, r);
+                }
+                ApiKey::Produce => {} // v0-2: see legacy_produce_is_refused
+                ApiKey::Fetch => {
+                    let mut r = FetchRequest::default();
+                    r.replica_id = (-1).into();
+                    r.session_epoch = -1;
+                    r.max_bytes = 1024;
+                    assert_eq!(c.call(v, r).error_code, 0, "Fetch v{v}");
+                }
+                ApiKey::ListOffsets => {
+                    let mut r = ListOffsetsRequest::default();
+                    r.replica_id = (-1).into();
+                    c.call(v, r);
+                }
+                ApiKey::Metadata => {
+                    let resp = c.call(v, MetadataRequest::default());
+                    assert_eq!(resp.brokers.len(), 1, "Metadata v{v}");
+                }
+                ApiKey::ApiVersions => assert_eq!(c.call(v, ApiVersionsRequest::default()).error_code, 0),
+                ApiKey::CreateTopics => {
+                    let r = create_topics_request(&[(&format!("t-v{v}"), 1, 1)], false);
+                    let resp = c.call(v, r);
+                    assert_eq!(resp.topics[0].error_code, 0, "CreateTopics v{v}");
+                }
+                ApiKey::DeleteTopics => {
+                    let mut r = DeleteTopicsRequest::default();
+                    r.timeout_ms = 1000;
+                    if v >= 6 {
+                        let mut s = DeleteTopicState::default();
+                        s.name = Some(topic_name("t-v2"));
+                        r.topics = vec![s];
+                    } else {
+                        r.topic_names = vec![topic_name("no-such-topic")];
+                    }
+                    c.call(v, r);
+                }
+                other => panic!("advertised {other:?} has no test"),
+            }
+        }
+    }
+}
+
+#[test]
+fn legacy_produce_is_refused_with_message_format_error() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    // Produce v2 by hand: header v1, acks=1, timeout, one topic "t" with partition 0 and an empty message set.
+    let mut body = Vec::new();
+    body.extend_from_slice(&0i16.to_be_bytes()); // api key
+    body.extend_from_slice(&2i16.to_be_bytes()); // version
+    body.extend_from_slice(&77i32.to_be_bytes()); // correlation id
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&1000i32.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(b"t");
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes());
+    c.send_frame(&body);
+    let frame = c.read_frame().expect("reply");
+    assert_eq!(&frame[0..4], &77i32.to_be_bytes());
+    // topics[1] name "t" partitions[1] partition 0 error 43
+    let error = i16::from_be_bytes([frame[4 + 4 + 2 + 1 + 4 + 4], frame[4 + 4 + 2 + 1 + 4 + 5]]);
+    assert_eq!(error, ResponseError::UnsupportedForMessageFormat.code());
+}
+
+#[test]
+fn metadata_auto_creates_only_when_allowed() {
+    let broker = Broker::start_with(&["--set", "num.partitions=3"]);
+    let mut c = broker.client();
+    let mut req = MetadataRequest::default();
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(topic_name("auto-no"));
+    req.topics = Some(vec![t.clone()]);
+    req.allow_auto_topic_creation = false;
+    let resp = c.call(12, req.clone());
+    assert_eq!(resp.topics[0].error_code, ResponseError::UnknownTopicOrPartition.code());
+    t.name = Some(topic_name("auto-yes"));
+    req.topics = Some(vec![t]);
+    req.allow_auto_topic_creation = true;
+    let resp = c.call(12, req);
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(resp.topics[0].partitions.len(), 3, "num.partitions applies");
+    assert!(!resp.topics[0].topic_id.is_nil());
+    // Invalid names are never created.
+    let mut req = MetadataRequest::default();
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(topic_name("bad/name"));
+    req.topics = Some(vec![t]);
+    req.allow_auto_topic_creation = true;
+    assert_eq!(c.call(12, req).topics[0].error_code, ResponseError::InvalidTopicException.code());
+    // All topics (null list).
+    let mut all_req = MetadataRequest::default();
+    all_req.topics = None;
+    let all = c.call(12, all_req);
+    let names: Vec<String> = all.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+    assert_eq!(names, vec!["auto-yes".to_string()]);
+}
+
+#[test]
+fn auto_create_disabled_by_config() {
+    let broker = Broker::start_with(&["--set", "auto.create.topics.enable=false"]);
+    let mut c = broker.client();
+    let mut req = MetadataRequest::default();
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(topic_name("nope"));
+    req.topics = Some(vec![t]);
+    req.allow_auto_topic_creation = true;
+    assert_eq!(c.call(12, req).topics[0].error_code, ResponseError::UnknownTopicOrPartition.code());
+    let (err, _) = produce(&mut c, "nope", 0, batch(&[b"x"], 1, Compression::None), 1);
+    assert_eq!(err, ResponseError::UnknownTopicOrPartition.code());
+}
+
+#[test]
+fn create_topics_validation() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    let long = "x".repeat(250);
+    let cases: Vec<(&str, i32, i16, ResponseError)> = vec![
+        ("", 1, 1, ResponseError::InvalidTopicException),
+        (".", 1, 1, ResponseError::InvalidTopicException),
+        ("..", 1, 1, ResponseError::InvalidTopicException),
+        ("has space", 1, 1, ResponseError::InvalidTopicException),
+        (&long, 1, 1, ResponseError::InvalidTopicException),
+        ("zero-partitions", 0, 1, ResponseError::InvalidPartitions),
+        ("negative-partitions", -5, 1, ResponseError::InvalidPartitions),
+        ("rf-zero", 1, 0, ResponseError::InvalidReplicationFactor),
+        ("rf-three", 1, 3, ResponseError::InvalidReplicationFactor),
+    ];
+    for (name, partitions, rf, expected) in cases {
+        let resp = c.call(7, create_topics_request(&[(name, partitions, rf)], false));
+        assert_eq!(resp.topics[0].error_code, expected.code(), "topic {name:?}");
+        assert!(resp.topics[0].error_message.is_some());
+    }
+    // validate_only: valid, reported as created, but not created.
+    let resp = c.call(7, create_topics_request(&[("only-validated", 4, 1)], true));
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(resp.topics[0].num_partitions, 4);
+    let resp = c.call(7, create_topics_request(&[("only-validated", 4, 1)], false));
+    assert_eq!(resp.topics[0].error_code, 0, "validate_only created nothing");
+    let resp = c.call(7, create_topics_request(&[("only-validated", 4, 1)], false));
+    assert_eq!(resp.topics[0].error_code, ResponseError::TopicAlreadyExists.code());
+    // Duplicates in one request.
+    let resp = c.call(7, create_topics_request(&[("dup", 1, 1), ("dup", 1, 1)], false));
+    assert!(resp.topics.iter().all(|t| t.error_code == ResponseError::InvalidRequest.code()));
+    // Defaults (-1), explicit assignments, configs.
+    let mut req = create_topics_request(&[("defaults", -1, -1)], false);
+    let mut assigned = CreatableTopic::default();
+    assigned.name = topic_name("assigned");
+    assigned.num_partitions = -1;
+    assigned.replication_factor = -1;
+    assigned.assignments = (0..2)
+        .map(|p| {
+            let mut a = CreatableReplicaAssignment::default();
+            a.partition_index = p;
+            a.broker_ids = vec![BrokerId(0)];
+            a
+        })
+        .collect();
+    let mut cfg = CreatableTopicConfig::default();
+    cfg.name = StrBytes::from_static_str("segment.bytes");
+    cfg.value = Some(StrBytes::from_static_str("1048576"));
+    assigned.configs = vec![cfg];
+    req.topics.push(assigned);
+    let mut bad_cfg = CreatableTopic::default();
+    bad_cfg.name = topic_name("bad-config");
+    bad_cfg.num_partitions = 1;
+    bad_cfg.replication_factor = 1;
+    let mut cfg = CreatableTopicConfig::default();
+    cfg.name = StrBytes::from_static_str("no.such.config");
+    cfg.value = Some(StrBytes::from_static_str("1"));
+    bad_cfg.configs = vec![cfg];
+    req.topics.push(bad_cfg);
+    let resp = c.call(7, req);
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(resp.topics[0].num_partitions, 1);
+    assert_eq!(resp.topics[1].error_code, 0);
+    assert_eq!(resp.topics[1].num_partitions, 2);
+    assert_eq!(resp.topics[2].error_code, ResponseError::InvalidConfig.code());
+}
+
+#[test]
+fn produce_fetch_and_offsets() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    create_topic(&mut c, "orders", 4);
+    for p in 0..4 {
+        let (err, base) = produce(&mut c, "orders", p, batch(&[b"a", b"b", b"c"], 1000, Compression::None), -1);
+        assert_eq!((err, base), (0, 0));
+        let (err, base) = produce(&mut c, "orders", p, batch(&[b"d", b"e"], 2000, Compression::Lz4), 1);
+        assert_eq!((err, base), (0, 3));
+    }
+    // A fetch at an offset inside a batch returns the whole batch (the client skips).
+    let resp = fetch(&mut c, "orders", 2, 1, 0, 1 << 20);
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert_eq!(part.high_watermark, 5);
+    let got = records_of(&part.records);
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(&got[4].1[..], b"e");
+    // A tiny max_bytes still returns one whole batch (KIP-74).
+    let resp = fetch(&mut c, "orders", 2, 3, 0, 1);
+    assert_eq!(records_of(&resp.responses[0].partitions[0].records).len(), 2);
+    // Out of range.
+    let resp = fetch(&mut c, "orders", 2, 6, 0, 1024);
+    assert_eq!(resp.responses[0].partitions[0].error_code, ResponseError::OffsetOutOfRange.code());
+    let resp = fetch(&mut c, "orders", 2, -1, 0, 1024);
+    assert_eq!(resp.responses[0].partitions[0].error_code, ResponseError::OffsetOutOfRange.code());
+    // ListOffsets: latest, earliest, by timestamp, max timestamp.
+    assert_eq!(list_offset(&mut c, "orders", 1, -1), (0, 5, -1));
+    assert_eq!(list_offset(&mut c, "orders", 1, -2), (0, 0, -1));
+    assert_eq!(list_offset(&mut c, "orders", 1, 1001), (0, 1, 1001));
+    assert_eq!(list_offset(&mut c, "orders", 1, 1500), (0, 3, 2000));
+    assert_eq!(list_offset(&mut c, "orders", 1, 9999), (0, -1, -1));
+    assert_eq!(list_offset(&mut c, "orders", 1, -3), (0, 4, 2001));
+    assert_eq!(list_offset(&mut c, "orders", 9, -1).0, ResponseError::UnknownTopicOrPartition.code());
+    assert_eq!(list_offset(&mut c, "nope", 0, -1).0, ResponseError::UnknownTopicOrPartition.code());
+}
+
+#[test]
+fn one_request_spanning_shards() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    create_topic(&mut c, "wide", 8);
+    let mut req = produce_request("wide", 0, batch(&[b"x"], 1, Compression::None), -1);
+    for p in 1..8 {
+        let mut more = produce_request("wide", p, batch(&[b"x", b"y"], 1, Compression::Zstd), -1);
+        req.topic_data[0].partition_data.push(more.topic_data[0].partition_data.remove(0));
+    }
+    let resp = c.call(9, req);
+    let parts = &resp.responses[0].partition_responses;
+    assert_eq!(parts.len(), 8);
+    assert!(parts.iter().all(|p| p.error_code == 0 && p.base_offset == 0));
+    let mut fetch_all = fetch_request("wide", 0, 0, 0, 1 << 20);
+    for p in 1..8 {
+        let mut more = fetch_request("wide", p, 0, 0, 1 << 20);
+        fetch_all.topics[0].partitions.push(more.topics[0].partitions.remove(0));
+    }
+    let resp = c.call(12, fetch_all);
+    let counts: Vec<usize> = resp.responses[0].partitions.iter().map(|p| records_of(&p.records).len()).collect();
+    assert_eq!(counts, vec![1, 2, 2, 2, 2, 2, 2, 2]);
+}
+
+#[test]
+fn long_poll_waits_and_wakes_on_append() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    create_topic(&mut c, "poll", 1);
+    // Nothing to read: waits out max_wait_ms.
+    let t = Instant::now();
+    let resp = fetch(&mut c, "poll", 0, 0, 300, 1024);
+    assert!(t.elapsed() >= Duration::from_millis(290), "waited {:?}", t.elapsed());
+    assert!(records_of(&resp.responses[0].partitions[0].records).is_empty());
+    // A parked fetch returns when data arrives, long before its 20 s max wait.
+    let addr = broker.addr();
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut p = Client::connect(&addr);
+        produce(&mut p, "poll", 0, batch(&[b"wake"], 1, Compression::None), 1)
+    });
+    let t = Instant::now();
+    let resp = fetch(&mut c, "poll", 0, 0, 20_000, 1024);
+    assert!(t.elapsed() < Duration::from_secs(10), "woke after {:?}", t.elapsed());
+    assert_eq!(records_of(&resp.responses[0].partitions[0].records)[0].1.as_ref(), b"wake");
+    assert_eq!(producer.join().expect("producer"), (0, 0));
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    create_topic(&mut c, "pipe", 2);
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let cid = match i % 3 {
+            0 => c.send(12, &MetadataRequest::default()),
+            1 => c.send(9, &produce_request("pipe", i % 2, batch(&[b"v"], 1, Compression::None), -1)),
+            _ => c.send(12, &fetch_request("pipe", 0, 0, 0, 1024)),
+        };
+        sent.push((i % 3, cid));
+    }
+    for (kind, cid) in sent {
+        match kind {
+            0 => {
+                c.recv::<MetadataRequest>(12, cid);
+            }
+            1 => {
+                let r = c.recv::<ProduceRequest>(9, cid);
+                assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+            }
+            _ => {
+                c.recv::<FetchRequest>(12, cid);
+            }
+        }
+    }
+    // Offsets were assigned in request order on each partition.
+    let resp = fetch(&mut c, "pipe", 1, 0, 0, 1 << 20);
+    let offsets: Vec<i64> = records_of(&resp.responses[0].partitions[0].records).iter().map(|r| r.0).collect();
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn delete_topics_by_name_and_id() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    create_topic(&mut c, "gone", 2);
+    let created = create_topic(&mut c, "gone-by-id", 1);
+    let id = created.topics[0].topic_id;
+    produce(&mut c, "gone", 0, batch(&[b"x"], 1, Compression::None), 1);
+    let mut req = DeleteTopicsRequest::default();
+    req.timeout_ms = 1000;
+    req.topic_names = vec![topic_name("gone"), topic_name("never-was")];
+    let resp = c.call(5, req);
+    assert_eq!(resp.responses[0].error_code, 0);
+    assert_eq!(resp.responses[1].error_code, ResponseError::UnknownTopicOrPartition.code());
+    let mut req = DeleteTopicsRequest::default();
+    let mut s = DeleteTopicState::default();
+    s.topic_id = id;
+    req.topics = vec![s];
+    assert_eq!(c.call(6, req).responses[0].error_code, 0);
+    let mut all_req = MetadataRequest::default();
+    all_req.topics = None;
+    let all = c.call(12, all_req);
+    assert!(all.topics.is_empty(), "both topics gone");
+    assert!(!broker.data_dir().join("gone-0").exists(), "partition directory removed");
+    // The name can be used again, starting from offset 0.
+    create_topic(&mut c, "gone", 1);
+    assert_eq!(produce(&mut c, "gone", 0, batch(&[b"y"], 1, Compression::None), 1), (0, 0));
+}
