@@ -21,6 +21,9 @@ use crate::types::Offset;
 pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before `batchLength` counts: baseOffset + batchLength.
 pub const BATCH_LOG_OVERHEAD: usize = 12;
+/// Smallest encoded record: length, attributes, timestamp and offset deltas, key and value
+/// lengths, header count, each at least one byte.
+const RECORD_BYTES_MIN: usize = 7;
 /// The only record format this broker stores.
 pub const MAGIC_V2: i8 = 2;
 
@@ -187,6 +190,11 @@ pub fn validate_produced(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHe
     check_crc(bytes, &header)?;
     let count = header.record_count();
     if count < 1 || header.last_offset_delta() != count - 1 {
+        return Err(BatchError::BadCount(count, header.last_offset_delta()));
+    }
+    // An uncompressed record takes at least 7 bytes: a count the body cannot hold is a lie
+    // that would skip offsets. (Compressed bodies are not opened on the hot path.)
+    if header.compression() == 0 && count as usize > (total - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN {
         return Err(BatchError::BadCount(count, header.last_offset_delta()));
     }
     if header.is_control() {

@@ -17,6 +17,7 @@ from helpers import (CLEAN_SHUTDOWN_MARKER, confluent_consumer, confluent_produc
                      consume_confluent, make_value, parse_value, produce_all)
 
 KEYS = 300
+RATE = 25_000  # records/s: enough to be mid-write at any moment, little enough to verify fast
 READY_WITHIN_S = 10.0
 
 
@@ -54,10 +55,13 @@ class Stream:
             self.failed.append(err)
 
     def produce_for(self, seconds, until=None):
-        """Produce as fast as the queue allows for `seconds` (or until `until()` is true)."""
-        deadline = time.monotonic() + seconds
+        """Produce at RATE records/s for `seconds` (or until `until()` is true)."""
+        start = time.monotonic()
+        deadline = start + seconds
+        sent_before = self.sent
         while time.monotonic() < deadline and not (until and until()):
-            for _ in range(200):
+            due = int((time.monotonic() - start) * RATE) - (self.sent - sent_before)
+            for _ in range(min(due, 1000)):
                 key = f"k{self.sent % KEYS}"
                 seq = self.next_seq.get(key, 0)
                 try:
