@@ -13,15 +13,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid TOML: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("unknown setting `{0}` (see `weir serve --help` and config/single.toml)")]
     Unknown(String),
     #[error("setting `{key}`: {reason}")]
@@ -154,23 +148,17 @@ pub const KNOWN_SETTINGS: &[&str] = &[
 impl Config {
     /// Reads a TOML file into flat `key -> value` settings.
     pub fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let table: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let table: toml::Table =
+            text.parse().map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })?;
         let mut flat = BTreeMap::new();
         flatten("", &table, &mut flat);
         Ok(flat)
     }
 
     /// Builds a config from defaults plus flat settings (later entries win).
-    pub fn from_settings<'a>(
-        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_settings<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         let mut advertised_set = false;
         for (key, value) in settings {
@@ -243,15 +231,27 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let check = |ok: bool, key: &str, reason: &str| if ok { Ok(()) } else { Err(invalid(key, reason)) };
         check(self.num_partitions >= 1, "num.partitions", "must be at least 1")?;
-        check(self.default_replication_factor == 1, "default.replication.factor", "a single node can only hold 1 replica")?;
+        check(
+            self.default_replication_factor == 1,
+            "default.replication.factor",
+            "a single node can only hold 1 replica",
+        )?;
         check(self.segment_bytes >= 14 * 1024, "log.segment.bytes", "must be at least 14 KiB")?;
-        check(self.segment_bytes <= i32::MAX as u64, "log.segment.bytes", "must fit in 31 bits (index positions are 32-bit)")?;
+        check(
+            self.segment_bytes <= i32::MAX as u64,
+            "log.segment.bytes",
+            "must fit in 31 bits (index positions are 32-bit)",
+        )?;
         check(self.segment_ms >= 1, "log.roll.ms", "must be positive")?;
         check(self.index_interval_bytes >= 1, "log.index.interval.bytes", "must be positive")?;
         check(self.flush_interval_ms >= 1, "log.flush.interval.ms", "must be positive")?;
         check(self.request_bytes_max >= 1024, "socket.request.max.bytes", "must be at least 1024")?;
         check(self.batch_bytes_max >= 61, "message.max.bytes", "must hold at least a batch header (61 bytes)")?;
-        check(self.batch_bytes_max <= self.request_bytes_max, "message.max.bytes", "must not exceed socket.request.max.bytes")?;
+        check(
+            self.batch_bytes_max <= self.request_bytes_max,
+            "message.max.bytes",
+            "must not exceed socket.request.max.bytes",
+        )?;
         check(self.fetch_bytes_max >= 1, "fetch.max.bytes", "must be positive")?;
         check(self.connections_max >= 1, "max.connections", "must be positive")?;
         check(self.inflight_requests_max >= 1, "queued.max.requests", "must be positive")?;
@@ -298,16 +298,11 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>
 }
 
 fn invalid(key: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        reason: reason.to_string(),
-    }
+    ConfigError::Invalid { key: key.to_string(), reason: reason.to_string() }
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| invalid(key, &format!("cannot parse `{value}`")))
+    value.parse().map_err(|_| invalid(key, &format!("cannot parse `{value}`")))
 }
 
 fn strip_scheme<'a>(key: &str, value: &'a str) -> Result<&'a str, ConfigError> {
@@ -334,7 +329,8 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = Config::from_settings([("listeners", "PLAINTEXT://127.0.0.1:19092"), ("num.partitions", "6")]).expect("valid");
+        let c = Config::from_settings([("listeners", "PLAINTEXT://127.0.0.1:19092"), ("num.partitions", "6")])
+            .expect("valid");
         assert_eq!(c.listen.port(), 19092);
         assert_eq!(c.advertised, ("127.0.0.1".to_string(), 19092));
         assert_eq!(c.num_partitions, 6);

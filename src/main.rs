@@ -110,7 +110,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let mut config = load_config(&args)?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let lock = std::fs::File::create(data_dir.join(LOCK_FILE)).context("cannot create the data directory lock file")?;
     if lock.try_lock().is_err() {
         bail!("data directory {} is in use by another weir process", data_dir.display());
@@ -138,7 +139,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(listen = %config.listen, advertised = ?config.advertised, "weir is ready");
 
     let (signal_tx, signal_rx) = std::sync::mpsc::channel();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]).context("cannot install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("cannot install signal handlers")?;
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             let _ = signal_tx.send(sig);

@@ -26,7 +26,8 @@ fn header_bytes(key: i16, version: i16, cid: i32) -> Vec<u8> {
 
 #[test]
 fn framing_and_header_errors_close_only_that_connection() {
-    let mut broker = Broker::start_with(&["--set", "socket.request.max.bytes=1048576", "--set", "message.max.bytes=1000000"]);
+    let mut broker =
+        Broker::start_with(&["--set", "socket.request.max.bytes=1048576", "--set", "message.max.bytes=1000000"]);
     let mut bystander = broker.client();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("oversized frame", (2 * 1024 * 1024i32).to_be_bytes().to_vec()),
@@ -47,9 +48,15 @@ fn framing_and_header_errors_close_only_that_connection() {
         ("fetch below v4", header_bytes(ApiKey::Fetch as i16, 3, 1)),
         ("garbage body", [header_bytes(ApiKey::CreateTopics as i16, 4, 1), vec![0xff; 40]].concat()),
         ("truncated body", [header_bytes(ApiKey::Produce as i16, 7, 1), vec![0, 0]].concat()),
-        ("huge array length", [header_bytes(ApiKey::ListOffsets as i16, 5, 1), vec![0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]].concat()),
+        (
+            "huge array length",
+            [header_bytes(ApiKey::ListOffsets as i16, 5, 1), vec![0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]].concat(),
+        ),
         // Flexible header (tagged fields byte), then a compact array claiming 2^32-2 topics.
-        ("huge compact array length", [header_bytes(ApiKey::Metadata as i16, 12, 1), vec![0, 0xff, 0xff, 0xff, 0xff, 0x0f]].concat()),
+        (
+            "huge compact array length",
+            [header_bytes(ApiKey::Metadata as i16, 12, 1), vec![0, 0xff, 0xff, 0xff, 0xff, 0x0f]].concat(),
+        ),
     ];
     for (what, body) in bodies {
         let mut c = broker.client();

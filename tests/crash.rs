@@ -13,9 +13,16 @@ use kafka_protocol::records::Compression;
 
 const PARTITIONS: i32 = 3;
 
+/// Acknowledged records: (partition, offset) -> value.
+type Acked = BTreeMap<(i32, i64), Vec<u8>>;
+
 /// Streams acks=all batches to every partition from one thread per partition until `stop`;
 /// returns every acknowledged (partition, offset) -> value.
-fn stream(addr: String, topic: &'static str, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<BTreeMap<(i32, i64), Vec<u8>>>> {
+fn stream(
+    addr: String,
+    topic: &'static str,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Acked>> {
     (0..PARTITIONS)
         .map(|p| {
             let addr = addr.clone();
@@ -66,13 +73,15 @@ fn read_all(broker: &Broker, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)>
     }
 }
 
-fn check(broker: &Broker, topic: &str, acked: &BTreeMap<(i32, i64), Vec<u8>>) {
+fn check(broker: &Broker, topic: &str, acked: &Acked) {
     for p in 0..PARTITIONS {
         let log = read_all(broker, topic, p);
         assert!(log.iter().enumerate().all(|(i, (o, _))| *o == i as i64), "offsets contiguous from 0 in partition {p}");
         for ((ap, offset), value) in acked.range((p, 0)..(p + 1, 0)) {
             assert_eq!(*ap, p);
-            let stored = log.get(*offset as usize).unwrap_or_else(|| panic!("acknowledged {p}/{offset} lost (log has {})", log.len()));
+            let stored = log
+                .get(*offset as usize)
+                .unwrap_or_else(|| panic!("acknowledged {p}/{offset} lost (log has {})", log.len()));
             assert_eq!(&stored.1, value, "partition {p} offset {offset}");
         }
     }
@@ -88,7 +97,8 @@ fn kill9_during_acks_all_stream_loses_nothing_acknowledged() {
         std::thread::sleep(Duration::from_millis(700));
         broker.kill9();
         stop.store(true, Ordering::Relaxed);
-        let acked: BTreeMap<(i32, i64), Vec<u8>> = producers.into_iter().flat_map(|h| h.join().expect("producer")).collect();
+        let acked: Acked =
+            producers.into_iter().flat_map(|h| h.join().expect("producer")).collect();
         assert!(acked.len() > 10, "round {round}: the stream made progress ({} acked)", acked.len());
         let took = broker.restart();
         assert!(took < Duration::from_secs(20), "restart took {took:?}");
@@ -106,7 +116,8 @@ fn sigterm_under_load_stops_cleanly() {
     std::thread::sleep(Duration::from_millis(500));
     let status = broker.stop();
     stop.store(true, Ordering::Relaxed);
-    let acked: BTreeMap<(i32, i64), Vec<u8>> = producers.into_iter().flat_map(|h| h.join().expect("producer")).collect();
+    let acked: Acked =
+        producers.into_iter().flat_map(|h| h.join().expect("producer")).collect();
     assert!(status.success(), "exit status {status:?}; log:\n{}", broker.log_text());
     assert!(broker.data_dir().join(".weir_clean_shutdown").exists(), "clean-shutdown marker written");
     broker.restart();

@@ -267,9 +267,7 @@ pub fn iter_batches(bytes: &[u8]) -> impl Iterator<Item = (usize, BatchHeader<'_
 pub mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     /// A real batch of `count` records, encoded by kafka-protocol as a client would.
     pub fn make_batch(count: usize, value_bytes: usize, compression: Compression) -> Bytes {

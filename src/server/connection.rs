@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::channel::oneshot;
 use futures::future::{select, Either, Shared};
 use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use futures::channel::oneshot;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
@@ -33,7 +33,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max);
-    let reading = Box::pin(read_requests(&shard, peer, BufReader::with_capacity(READ_BUFFER_BYTES, reader), tx, shutdown));
+    let reading =
+        Box::pin(read_requests(&shard, peer, BufReader::with_capacity(READ_BUFFER_BYTES, reader), tx, shutdown));
     let writing = Box::pin(write_responses(peer, writer, rx));
     match select(reading, writing).await {
         // No more requests: let the responses in flight go out.
@@ -94,11 +95,16 @@ async fn decode_and_dispatch(shard: &Rc<Shard>, body: &mut Bytes) -> Result<Pend
     let api = ApiKey::try_from(key).map_err(|_| (format!("key {key}"), "unknown API key".to_string()))?;
     let name = format!("{api:?} v{version}");
     let header_version = api.request_header_version(version);
-    let header = RequestHeader::decode(body, header_version).map_err(|e| (name.clone(), format!("bad request header: {e}")))?;
+    let header =
+        RequestHeader::decode(body, header_version).map_err(|e| (name.clone(), format!("bad request header: {e}")))?;
     api::dispatch(shard, header, std::mem::take(body)).await.map_err(|e| (name, e.to_string()))
 }
 
-async fn write_responses<W: futures::io::AsyncWrite + Unpin>(peer: Option<SocketAddr>, mut writer: W, rx: local_channel::LocalReceiver<Pending>) {
+async fn write_responses<W: futures::io::AsyncWrite + Unpin>(
+    peer: Option<SocketAddr>,
+    mut writer: W,
+    rx: local_channel::LocalReceiver<Pending>,
+) {
     while let Some(pending) = rx.recv().await {
         match pending.await {
             Reply::Frame(buf) => {

@@ -26,7 +26,8 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 /// Topic-level configs accepted by CreateTopics. The first group is applied by this broker;
 /// the rest are stored (and reported) for the features that will use them.
-pub const TOPIC_CONFIGS_APPLIED: &[&str] = &["segment.bytes", "segment.ms", "index.interval.bytes", "message.timestamp.type", "max.message.bytes"];
+pub const TOPIC_CONFIGS_APPLIED: &[&str] =
+    &["segment.bytes", "segment.ms", "index.interval.bytes", "message.timestamp.type", "max.message.bytes"];
 pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "cleanup.policy",
     "retention.ms",
@@ -63,7 +64,9 @@ pub fn valid_topic_name(name: &str) -> Result<(), String> {
         return Err("Topic name cannot be \".\" or \"..\"".into());
     }
     if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(format!("Topic name is illegal, it can't be longer than {TOPIC_NAME_BYTES_MAX} characters, topic name: {name}"));
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than {TOPIC_NAME_BYTES_MAX} characters, topic name: {name}"
+        ));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
@@ -72,11 +75,20 @@ pub fn valid_topic_name(name: &str) -> Result<(), String> {
 }
 
 fn validate_config(key: &str, value: &str) -> Result<(), String> {
-    let positive = |v: &str| v.parse::<i64>().ok().filter(|n| *n > 0).map(|_| ()).ok_or(format!("Invalid value {v} for configuration {key}"));
+    let positive = |v: &str| {
+        v.parse::<i64>().ok().filter(|n| *n > 0).map(|_| ()).ok_or(format!("Invalid value {v} for configuration {key}"))
+    };
     match key {
-        "segment.bytes" => value.parse::<u64>().ok().filter(|n| *n >= 14 * 1024 && *n <= i32::MAX as u64).map(|_| ()).ok_or(format!("Invalid value {value} for configuration {key}: must be between 14336 and 2147483647")),
+        "segment.bytes" => value
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 14 * 1024 && *n <= i32::MAX as u64)
+            .map(|_| ())
+            .ok_or(format!("Invalid value {value} for configuration {key}: must be between 14336 and 2147483647")),
         "segment.ms" | "index.interval.bytes" | "max.message.bytes" => positive(value),
-        "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => Err(format!("Invalid value {value} for configuration {key}: String must be one of: CreateTime, LogAppendTime")),
+        "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => Err(format!(
+            "Invalid value {value} for configuration {key}: String must be one of: CreateTime, LogAppendTime"
+        )),
         _ if TOPIC_CONFIGS_APPLIED.contains(&key) || TOPIC_CONFIGS_STORED.contains(&key) => Ok(()),
         _ => Err(format!("Unknown topic config name: {key}")),
     }
@@ -141,10 +153,18 @@ impl Controller {
         let mut records = Vec::new();
         let mut seen = HashSet::new();
         for topic in &topics {
-            let mut outcome = TopicOutcome { name: topic.name.clone(), num_partitions: -1, replication_factor: -1, ..Default::default() };
+            let mut outcome = TopicOutcome {
+                name: topic.name.clone(),
+                num_partitions: -1,
+                replication_factor: -1,
+                ..Default::default()
+            };
             let duplicate = names.iter().filter(|n| **n == topic.name).count() > 1;
             let checked = if duplicate {
-                Err((ResponseError::InvalidRequest, format!("Create topics request from client contains duplicate topic {}", topic.name)))
+                Err((
+                    ResponseError::InvalidRequest,
+                    format!("Create topics request from client contains duplicate topic {}", topic.name),
+                ))
             } else {
                 self.check_new_topic(&image, topic, partitions_total)
             };
@@ -156,7 +176,12 @@ impl Controller {
                     outcome.replication_factor = 1;
                     outcome.configs = configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                     if !validate_only {
-                        records.push(MetadataRecord::Topic { name: topic.name.clone(), id: outcome.topic_id, partitions, configs });
+                        records.push(MetadataRecord::Topic {
+                            name: topic.name.clone(),
+                            id: outcome.topic_id,
+                            partitions,
+                            configs,
+                        });
                     }
                 }
                 Ok(_) => {}
@@ -183,7 +208,12 @@ impl Controller {
         outcomes
     }
 
-    fn check_new_topic(&self, image: &MetadataImage, topic: &NewTopic, partitions_total: usize) -> Result<(i32, BTreeMap<String, String>), (ResponseError, String)> {
+    fn check_new_topic(
+        &self,
+        image: &MetadataImage,
+        topic: &NewTopic,
+        partitions_total: usize,
+    ) -> Result<(i32, BTreeMap<String, String>), (ResponseError, String)> {
         let config = &self.shard.config;
         valid_topic_name(&topic.name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
         if image.topic(&topic.name).is_some() {
@@ -193,7 +223,12 @@ impl Controller {
             match topic.num_partitions {
                 -1 => config.num_partitions,
                 n if n >= 1 => n,
-                n => return Err((ResponseError::InvalidPartitions, format!("Number of partitions was set to an invalid non-positive value: {n}"))),
+                n => {
+                    return Err((
+                        ResponseError::InvalidPartitions,
+                        format!("Number of partitions was set to an invalid non-positive value: {n}"),
+                    ))
+                }
             }
         } else {
             if topic.num_partitions != -1 || topic.replication_factor != -1 {
@@ -202,23 +237,41 @@ impl Controller {
             let mut ids: Vec<i32> = topic.assignments.iter().map(|(p, _)| *p).collect();
             ids.sort_unstable();
             if ids.iter().enumerate().any(|(i, p)| *p != i as i32) {
-                return Err((ResponseError::InvalidReplicaAssignment, "Partitions should be a consecutive 0-based integer sequence".into()));
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    "Partitions should be a consecutive 0-based integer sequence".into(),
+                ));
             }
-            if let Some((p, _)) = topic.assignments.iter().find(|(_, replicas)| replicas.as_slice() != [config.node_id]) {
-                return Err((ResponseError::InvalidReplicaAssignment, format!("Replica assignment for partition {p} names brokers other than the only broker, {}", config.node_id)));
+            if let Some((p, _)) = topic.assignments.iter().find(|(_, replicas)| replicas.as_slice() != [config.node_id])
+            {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "Replica assignment for partition {p} names brokers other than the only broker, {}",
+                        config.node_id
+                    ),
+                ));
             }
             ids.len() as i32
         };
         let replication = match topic.replication_factor {
             -1 => config.default_replication_factor,
-            r if r < 1 => return Err((ResponseError::InvalidReplicationFactor, format!("Replication factor must be larger than 0, or -1 to use the default value."))),
+            r if r < 1 => {
+                return Err((
+                    ResponseError::InvalidReplicationFactor,
+                    "Replication factor must be larger than 0, or -1 to use the default value.".to_string(),
+                ))
+            }
             r => r,
         };
         if replication > 1 {
             return Err((ResponseError::InvalidReplicationFactor, format!("Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only 1 broker(s) are registered.")));
         }
         if partitions_total + partitions as usize > config.partitions_max {
-            return Err((ResponseError::PolicyViolation, format!("Creating {partitions} partitions would exceed max.partitions ({})", config.partitions_max)));
+            return Err((
+                ResponseError::PolicyViolation,
+                format!("Creating {partitions} partitions would exceed max.partitions ({})", config.partitions_max),
+            ));
         }
         let mut configs = BTreeMap::new();
         for (key, value) in &topic.configs {

@@ -89,14 +89,38 @@ pub enum TopicRef {
 
 pub enum ShardRequest {
     /// Append batches on the owner; the reply comes once `acks` is satisfied.
-    Produce { acks: i16, timeout_ms: i32, items: Vec<ProduceItem>, reply: oneshot::Sender<Vec<ProduceOutcome>> },
-    Fetch { items: Vec<FetchItem>, reply: oneshot::Sender<Vec<FetchOutcome>> },
+    Produce {
+        acks: i16,
+        timeout_ms: i32,
+        items: Vec<ProduceItem>,
+        reply: oneshot::Sender<Vec<ProduceOutcome>>,
+    },
+    Fetch {
+        items: Vec<FetchItem>,
+        reply: oneshot::Sender<Vec<FetchOutcome>>,
+    },
     /// Fire `reply` when any partition's high watermark moves past the given one.
-    Watch { items: Vec<(TopicPartition, Offset)>, reply: oneshot::Sender<()> },
-    ListOffsets { items: Vec<ListOffsetsItem>, reply: oneshot::Sender<Vec<ListOffsetsOutcome>> },
+    Watch {
+        items: Vec<(TopicPartition, Offset)>,
+        reply: oneshot::Sender<()>,
+    },
+    ListOffsets {
+        items: Vec<ListOffsetsItem>,
+        reply: oneshot::Sender<Vec<ListOffsetsOutcome>>,
+    },
     /// Control -> data: a new metadata image; reply once local partitions match it.
-    Publish { image: Arc<MetadataImage>, reply: oneshot::Sender<()> },
+    Publish {
+        image: Arc<MetadataImage>,
+        reply: oneshot::Sender<()>,
+    },
     /// Data -> control.
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool, reply: oneshot::Sender<Vec<TopicOutcome>> },
-    DeleteTopics { topics: Vec<TopicRef>, reply: oneshot::Sender<Vec<TopicOutcome>> },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        reply: oneshot::Sender<Vec<TopicOutcome>>,
+    },
+    DeleteTopics {
+        topics: Vec<TopicRef>,
+        reply: oneshot::Sender<Vec<TopicOutcome>>,
+    },
 }

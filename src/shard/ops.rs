@@ -46,11 +46,23 @@ impl Shard {
         let mut waiting = Vec::with_capacity(items.len());
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
-                done.push(ProduceOutcome { idx: item.idx, error_code: ResponseError::UnknownTopicOrPartition.code(), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 });
+                done.push(ProduceOutcome {
+                    idx: item.idx,
+                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                });
                 continue;
             };
             if partition.log.has_failed() {
-                done.push(ProduceOutcome { idx: item.idx, error_code: ResponseError::KafkaStorageError.code(), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 });
+                done.push(ProduceOutcome {
+                    idx: item.idx,
+                    error_code: ResponseError::KafkaStorageError.code(),
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                });
                 continue;
             }
             let append_time = log_append_time(&image, &item.tp, self.config.log_append_time).then(now_ms);
@@ -79,7 +91,13 @@ impl Shard {
                     Ok(Err(e)) => storage_error_code(&e),
                     Err(_) => ResponseError::RequestTimedOut.code(),
                 };
-                done.push(ProduceOutcome { idx, error_code, base_offset: info.base_offset, log_append_time_ms: append_time, log_start_offset: log.log_start_offset() });
+                done.push(ProduceOutcome {
+                    idx,
+                    error_code,
+                    base_offset: info.base_offset,
+                    log_append_time_ms: append_time,
+                    log_start_offset: log.log_start_offset(),
+                });
             }
             done
         }
@@ -89,7 +107,13 @@ impl Shard {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
-                out.push(FetchOutcome { idx: item.idx, error_code: ResponseError::UnknownTopicOrPartition.code(), high_watermark: -1, log_start_offset: -1, ..Default::default() });
+                out.push(FetchOutcome {
+                    idx: item.idx,
+                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                });
                 continue;
             };
             let high_watermark = partition.high_watermark();
@@ -107,7 +131,12 @@ impl Shard {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
-                out.push(ListOffsetsOutcome { idx: item.idx, error_code: ResponseError::UnknownTopicOrPartition.code(), offset: -1, timestamp: -1 });
+                out.push(ListOffsetsOutcome {
+                    idx: item.idx,
+                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    offset: -1,
+                    timestamp: -1,
+                });
                 continue;
             };
             let log = &partition.log;
@@ -117,14 +146,21 @@ impl Shard {
                 -3 => log.max_timestamp_offset().await,
                 ts if ts >= 0 => log.offset_for_timestamp(ts).await,
                 _ => {
-                    out.push(ListOffsetsOutcome { idx: item.idx, error_code: ResponseError::InvalidRequest.code(), offset: -1, timestamp: -1 });
+                    out.push(ListOffsetsOutcome {
+                        idx: item.idx,
+                        error_code: ResponseError::InvalidRequest.code(),
+                        offset: -1,
+                        timestamp: -1,
+                    });
                     continue;
                 }
             };
             out.push(match found {
                 Ok(Some((offset, timestamp))) => ListOffsetsOutcome { idx: item.idx, error_code: 0, offset, timestamp },
                 Ok(None) => ListOffsetsOutcome { idx: item.idx, error_code: 0, offset: -1, timestamp: -1 },
-                Err(e) => ListOffsetsOutcome { idx: item.idx, error_code: storage_error_code(&e), offset: -1, timestamp: -1 },
+                Err(e) => {
+                    ListOffsetsOutcome { idx: item.idx, error_code: storage_error_code(&e), offset: -1, timestamp: -1 }
+                }
             });
         }
         out
@@ -193,13 +229,12 @@ impl Shard {
         let id = meta.id;
         let dir2 = dir.clone();
         // A directory left by an older topic of the same name (crash during a delete) is stale.
-        glommio::executor()
-            .spawn_blocking(move || prepare_partition_dir(&dir2, id))
-            .await?;
+        glommio::executor().spawn_blocking(move || prepare_partition_dir(&dir2, id)).await?;
         let config = LogConfig {
             segment_bytes: topic_setting(meta, "segment.bytes").unwrap_or(self.config.segment_bytes),
             segment_ms: topic_setting(meta, "segment.ms").unwrap_or(self.config.segment_ms),
-            index_interval_bytes: topic_setting(meta, "index.interval.bytes").unwrap_or(self.config.index_interval_bytes),
+            index_interval_bytes: topic_setting(meta, "index.interval.bytes")
+                .unwrap_or(self.config.index_interval_bytes),
             tail_cache_bytes: self.config.tail_cache_bytes,
             write_chunk_bytes: WRITE_CHUNK_BYTES,
         };
@@ -209,7 +244,8 @@ impl Shard {
 
     /// Syncs every partition with unsynced data (the periodic part of the flush policy).
     pub async fn sync_all(&self) {
-        let dirty: Vec<Rc<Partition>> = self.partitions().into_iter().filter(|p| p.log.synced_offset() < p.log.next_offset()).collect();
+        let dirty: Vec<Rc<Partition>> =
+            self.partitions().into_iter().filter(|p| p.log.synced_offset() < p.log.next_offset()).collect();
         let syncs = dirty.iter().map(|p| p.log.flush(true));
         for r in futures::future::join_all(syncs).await {
             if let Err(e) = r {

@@ -31,7 +31,12 @@ impl Shard {
 
     /// Stage one of a produce: appends are done (local) or queued in order (remote) when
     /// this returns; the returned future resolves with every partition's outcome.
-    pub async fn route_produce(self: &Rc<Self>, acks: i16, timeout_ms: i32, items: Vec<ProduceItem>) -> LocalFuture<Vec<ProduceOutcome>> {
+    pub async fn route_produce(
+        self: &Rc<Self>,
+        acks: i16,
+        timeout_ms: i32,
+        items: Vec<ProduceItem>,
+    ) -> LocalFuture<Vec<ProduceOutcome>> {
         let mut parts: Vec<LocalFuture<Vec<ProduceOutcome>>> = Vec::new();
         for (owner, items) in self.group_by_owner(items, |i| &i.tp) {
             if Some(owner) == self.data_id() {
@@ -44,7 +49,13 @@ impl Shard {
             parts.push(Box::pin(async move {
                 match (sent, rx.await) {
                     (Ok(()), Ok(out)) => out,
-                    _ => shard_down(&idxs, |idx, code| ProduceOutcome { idx, error_code: code, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }),
+                    _ => shard_down(&idxs, |idx, code| ProduceOutcome {
+                        idx,
+                        error_code: code,
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: -1,
+                    }),
                 }
             }));
         }
@@ -52,39 +63,63 @@ impl Shard {
     }
 
     pub async fn route_fetch(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
-        let parts = self.group_by_owner(items, |i| &i.tp).into_iter().map(|(owner, items)| -> LocalFuture<Vec<FetchOutcome>> {
-            if Some(owner) == self.data_id() {
-                return Box::pin(self.clone().fetch_local(items));
-            }
-            let shard = self.clone();
-            Box::pin(async move {
-                let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
-                let (reply, rx) = oneshot::channel();
-                match shard.send(executor_of(owner), ShardRequest::Fetch { items, reply }).await {
-                    Ok(()) => rx.await.unwrap_or_else(|_| shard_down(&idxs, |idx, code| FetchOutcome { idx, error_code: code, high_watermark: -1, log_start_offset: -1, ..Default::default() })),
-                    Err(_) => shard_down(&idxs, |idx, code| FetchOutcome { idx, error_code: code, high_watermark: -1, log_start_offset: -1, ..Default::default() }),
+        let parts =
+            self.group_by_owner(items, |i| &i.tp).into_iter().map(|(owner, items)| -> LocalFuture<Vec<FetchOutcome>> {
+                if Some(owner) == self.data_id() {
+                    return Box::pin(self.clone().fetch_local(items));
                 }
-            })
-        });
+                let shard = self.clone();
+                Box::pin(async move {
+                    let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
+                    let (reply, rx) = oneshot::channel();
+                    match shard.send(executor_of(owner), ShardRequest::Fetch { items, reply }).await {
+                        Ok(()) => rx.await.unwrap_or_else(|_| {
+                            shard_down(&idxs, |idx, code| FetchOutcome {
+                                idx,
+                                error_code: code,
+                                high_watermark: -1,
+                                log_start_offset: -1,
+                                ..Default::default()
+                            })
+                        }),
+                        Err(_) => shard_down(&idxs, |idx, code| FetchOutcome {
+                            idx,
+                            error_code: code,
+                            high_watermark: -1,
+                            log_start_offset: -1,
+                            ..Default::default()
+                        }),
+                    }
+                })
+            });
         join_all(parts).await.into_iter().flatten().collect()
     }
 
     pub async fn route_list_offsets(self: &Rc<Self>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsOutcome> {
-        let parts = self.group_by_owner(items, |i| &i.tp).into_iter().map(|(owner, items)| -> LocalFuture<Vec<ListOffsetsOutcome>> {
-            if Some(owner) == self.data_id() {
-                return Box::pin(self.clone().list_offsets_local(items));
-            }
-            let shard = self.clone();
-            Box::pin(async move {
-                let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
-                let (reply, rx) = oneshot::channel();
-                let down = |idxs: &[usize]| shard_down(idxs, |idx, code| ListOffsetsOutcome { idx, error_code: code, offset: -1, timestamp: -1 });
-                match shard.send(executor_of(owner), ShardRequest::ListOffsets { items, reply }).await {
-                    Ok(()) => rx.await.unwrap_or_else(|_| down(&idxs)),
-                    Err(_) => down(&idxs),
+        let parts = self.group_by_owner(items, |i| &i.tp).into_iter().map(
+            |(owner, items)| -> LocalFuture<Vec<ListOffsetsOutcome>> {
+                if Some(owner) == self.data_id() {
+                    return Box::pin(self.clone().list_offsets_local(items));
                 }
-            })
-        });
+                let shard = self.clone();
+                Box::pin(async move {
+                    let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
+                    let (reply, rx) = oneshot::channel();
+                    let down = |idxs: &[usize]| {
+                        shard_down(idxs, |idx, code| ListOffsetsOutcome {
+                            idx,
+                            error_code: code,
+                            offset: -1,
+                            timestamp: -1,
+                        })
+                    };
+                    match shard.send(executor_of(owner), ShardRequest::ListOffsets { items, reply }).await {
+                        Ok(()) => rx.await.unwrap_or_else(|_| down(&idxs)),
+                        Err(_) => down(&idxs),
+                    }
+                })
+            },
+        );
         join_all(parts).await.into_iter().flatten().collect()
     }
 

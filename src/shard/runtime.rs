@@ -59,8 +59,10 @@ impl Runtime {
         let data_shards = config.data_shards();
         let executors = data_shards + 1;
         // Full mesh: senders[from][to], receivers[to][from].
-        let mut senders: Vec<Vec<Option<SharedSender<ShardRequest>>>> = (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
-        let mut receivers: Vec<Vec<Option<SharedReceiver<ShardRequest>>>> = (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
+        let mut senders: Vec<Vec<Option<SharedSender<ShardRequest>>>> =
+            (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
+        let mut receivers: Vec<Vec<Option<SharedReceiver<ShardRequest>>>> =
+            (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
         for from in 0..executors {
             for to in 0..executors {
                 if from != to {
@@ -73,7 +75,13 @@ impl Runtime {
         let (events_tx, events) = mpsc::channel();
         let connections_total = Arc::new(AtomicUsize::new(0));
         let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let mut runtime = Runtime { drains: Vec::new(), closes: Vec::new(), handles: Vec::new(), events, events_tx: events_tx.clone() };
+        let mut runtime = Runtime {
+            drains: Vec::new(),
+            closes: Vec::new(),
+            handles: Vec::new(),
+            events,
+            events_tx: events_tx.clone(),
+        };
         for (index, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
             let placement = if !config.pin {
                 Placement::Unbound
@@ -94,7 +102,17 @@ impl Runtime {
                 .name(&name)
                 .io_memory(config.io_memory_bytes)
                 .spawn(move || async move {
-                    let result = run_shard(index, config, clean_start, my_senders, my_receivers, connections, Controls { drain, close }, events.clone()).await;
+                    let result = run_shard(
+                        index,
+                        config,
+                        clean_start,
+                        my_senders,
+                        my_receivers,
+                        connections,
+                        Controls { drain, close },
+                        events.clone(),
+                    )
+                    .await;
                     let event = match result {
                         Ok(clean) => ShardEvent::Stopped { shard: index, clean },
                         Err(e) => ShardEvent::Failed { shard: index, error: format!("{e:#}") },
@@ -185,7 +203,12 @@ async fn run_shard(
     }
 }
 
-async fn run_control(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<ShardRequest>>, controls: Controls, events: mpsc::Sender<ShardEvent>) -> anyhow::Result<bool> {
+async fn run_control(
+    shard: Rc<Shard>,
+    receivers: Vec<ConnectedReceiver<ShardRequest>>,
+    controls: Controls,
+    events: mpsc::Sender<ShardEvent>,
+) -> anyhow::Result<bool> {
     let controller = Controller::start(shard.clone()).await?;
     for rx in receivers {
         glommio::spawn_local(serve_peer(shard.clone(), rx, Some(controller.clone()), None)).detach();
@@ -197,7 +220,12 @@ async fn run_control(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<ShardReq
     Ok(true)
 }
 
-async fn run_data(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<ShardRequest>>, controls: Controls, events: mpsc::Sender<ShardEvent>) -> anyhow::Result<bool> {
+async fn run_data(
+    shard: Rc<Shard>,
+    receivers: Vec<ConnectedReceiver<ShardRequest>>,
+    controls: Controls,
+    events: mpsc::Sender<ShardEvent>,
+) -> anyhow::Result<bool> {
     let (ready_tx, ready_rx) = oneshot::channel();
     let ready = Rc::new(std::cell::RefCell::new(Some(ready_tx)));
     for rx in receivers {
@@ -205,7 +233,8 @@ async fn run_data(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<ShardReques
     }
     // The first published image: our partitions are open after it.
     let _ = ready_rx.await;
-    let listener = listener::bind(&shard).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", shard.config.listen))?;
+    let listener =
+        listener::bind(&shard).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", shard.config.listen))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
     glommio::spawn_local(listener::accept_loop(shard.clone(), listener, stop.clone())).detach();
@@ -227,7 +256,11 @@ async fn run_data(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<ShardReques
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     if shard.connections_here.get() > 0 {
-        warn!(shard = shard.index, open = shard.connections_here.get(), "connections still open after the drain timeout");
+        warn!(
+            shard = shard.index,
+            open = shard.connections_here.get(),
+            "connections still open after the drain timeout"
+        );
     }
     let _ = events.send(ShardEvent::Drained(shard.index));
     let _ = controls.close.await;
@@ -240,7 +273,12 @@ type Ready = Rc<std::cell::RefCell<Option<oneshot::Sender<()>>>>;
 
 /// Serves the messages one peer shard sends us. Appends and image changes are applied in
 /// the order they arrive; reads run as their own tasks.
-async fn serve_peer(shard: Rc<Shard>, rx: ConnectedReceiver<ShardRequest>, controller: Option<Rc<Controller>>, ready: Option<Ready>) {
+async fn serve_peer(
+    shard: Rc<Shard>,
+    rx: ConnectedReceiver<ShardRequest>,
+    controller: Option<Rc<Controller>>,
+    ready: Option<Ready>,
+) {
     while let Some(request) = rx.recv().await {
         match request {
             ShardRequest::Produce { acks, timeout_ms, items, reply } => {

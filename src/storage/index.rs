@@ -46,14 +46,22 @@ impl SegmentIndex {
     /// entry at or before it, or 0.
     pub fn lookup_offset(&self, relative_offset: u32) -> u32 {
         let i = self.offsets.partition_point(|e| e.relative_offset <= relative_offset);
-        if i == 0 { 0 } else { self.offsets[i - 1].position }
+        if i == 0 {
+            0
+        } else {
+            self.offsets[i - 1].position
+        }
     }
 
     /// The relative offset to start scanning from for the first record with a timestamp at or
     /// after `timestamp`: that of the last entry whose timestamp is below it, or 0.
     pub fn lookup_time(&self, timestamp: i64) -> u32 {
         let i = self.times.partition_point(|e| e.timestamp < timestamp);
-        if i == 0 { 0 } else { self.times[i - 1].relative_offset }
+        if i == 0 {
+            0
+        } else {
+            self.times[i - 1].relative_offset
+        }
     }
 
     /// Drops entries at or past `position` / `relative_offset` (after a truncation).
@@ -91,7 +99,8 @@ impl SegmentIndex {
         for chunk in offsets.chunks_exact(8) {
             let relative_offset = u32::from_be_bytes(chunk[0..4].try_into().ok()?);
             let position = u32::from_be_bytes(chunk[4..8].try_into().ok()?);
-            let sorted = index.offsets.last().is_none_or(|e| e.relative_offset < relative_offset && e.position < position);
+            let sorted =
+                index.offsets.last().is_none_or(|e| e.relative_offset < relative_offset && e.position < position);
             if !sorted || u64::from(position) >= log_bytes || u64::from(relative_offset) >= relative_end {
                 return None;
             }
@@ -100,7 +109,8 @@ impl SegmentIndex {
         for chunk in times.chunks_exact(12) {
             let timestamp = i64::from_be_bytes(chunk[0..8].try_into().ok()?);
             let relative_offset = u32::from_be_bytes(chunk[8..12].try_into().ok()?);
-            let sorted = index.times.last().is_none_or(|e| e.timestamp < timestamp && e.relative_offset < relative_offset);
+            let sorted =
+                index.times.last().is_none_or(|e| e.timestamp < timestamp && e.relative_offset < relative_offset);
             if !sorted || u64::from(relative_offset) >= relative_end {
                 return None;
             }

@@ -177,9 +177,7 @@ impl Log {
             super::device::ensure_probed(parent).await?;
         }
         let dir_owned = dir.to_path_buf();
-        let bases = glommio::executor()
-            .spawn_blocking(move || list_segments(&dir_owned))
-            .await?;
+        let bases = glommio::executor().spawn_blocking(move || list_segments(&dir_owned)).await?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut truncated_at: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
@@ -315,7 +313,12 @@ impl Log {
         let target = self.next_offset();
         let bases: Vec<Offset> = {
             let state = self.state.borrow();
-            state.segments.iter().filter(|s| s.synced < s.size || !s.index_files_written && s.sealed).map(|s| s.base_offset).collect()
+            state
+                .segments
+                .iter()
+                .filter(|s| s.synced < s.size || !s.index_files_written && s.sealed)
+                .map(|s| s.base_offset)
+                .collect()
         };
         for base in bases {
             self.write_segment(base).await?;
@@ -373,7 +376,10 @@ impl Log {
             let want = buf.len();
             let wrote = file.write_at(buf, pos).await.map_err(gio)?;
             if wrote != want {
-                return Err(LogError::Io(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {wrote} of {want} bytes"))));
+                return Err(LogError::Io(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short write: {wrote} of {want} bytes"),
+                )));
             }
             let mut state = self.state.borrow_mut();
             if let Some(s) = state.find_mut(base) {
@@ -419,7 +425,11 @@ impl Log {
         let (segment_base, start_pos, size) = {
             let state = self.state.borrow();
             if offset < state.log_start_offset || offset > state.next_offset {
-                return Err(LogError::OffsetOutOfRange { requested: offset, start: state.log_start_offset, end: state.next_offset });
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    start: state.log_start_offset,
+                    end: state.next_offset,
+                });
             }
             if offset == state.next_offset {
                 return Ok(ReadResult::default());
@@ -442,14 +452,24 @@ impl Log {
 
     /// Finds the position and size of the batch holding `offset` in segment `base`,
     /// scanning from `from` (an index position at or before it).
-    async fn find_batch(&self, base: Offset, mut from: u64, size: u64, offset: Offset) -> Result<Option<(u64, u64)>, LogError> {
+    async fn find_batch(
+        &self,
+        base: Offset,
+        mut from: u64,
+        size: u64,
+        offset: Offset,
+    ) -> Result<Option<(u64, u64)>, LogError> {
         while from < size {
             let len = SCAN_READ_BYTES.min(size - from);
             let chunk = self.read_range(base, from, len).await?;
             let mut pos = 0usize;
             while let Some(h) = chunk.get(pos..).and_then(BatchHeader::new) {
                 let Some(total) = h.total_bytes() else {
-                    return Err(LogError::Corrupt(format!("{} segment {base} position {}", self.dir.display(), from + pos as u64)));
+                    return Err(LogError::Corrupt(format!(
+                        "{} segment {base} position {}",
+                        self.dir.display(),
+                        from + pos as u64
+                    )));
                 };
                 if h.last_offset() >= offset {
                     return Ok(Some((from + pos as u64, total as u64)));
@@ -482,16 +502,21 @@ impl Log {
         let read = file.read_at(from, (disk_to - from) as usize).await.map_err(gio)?;
         out.extend_from_slice(&read);
         if disk_to < to {
-            let state = self.state.borrow();
-            // The tail may have been written meanwhile (pending_pos moved up): re-read from memory
-            // or, for the moved part, fall back to what the file now holds.
-            match state.find(base).and_then(|s| s.pending_slice(disk_to, to)) {
-                Some(mem) => out.extend_from_slice(mem),
-                None => {
-                    drop(state);
-                    let rest = file.read_at(disk_to, (to - disk_to) as usize).await.map_err(gio)?;
-                    out.extend_from_slice(&rest);
+            // The tail may have been written meanwhile (pending_pos moved up): take it from
+            // memory if it is still there, else from the file, which now holds it.
+            let copied = {
+                let state = self.state.borrow();
+                match state.find(base).and_then(|s| s.pending_slice(disk_to, to)) {
+                    Some(mem) => {
+                        out.extend_from_slice(mem);
+                        true
+                    }
+                    None => false,
                 }
+            };
+            if !copied {
+                let rest = file.read_at(disk_to, (to - disk_to) as usize).await.map_err(gio)?;
+                out.extend_from_slice(&rest);
             }
         }
         Ok(out.freeze())
@@ -619,7 +644,11 @@ async fn remove_index_files(dir: &Path, base: Offset) {
 async fn remove_segment_files(dir: &Path, base: Offset) {
     remove_index_files(dir, base).await;
     let p = segment::log_path(dir, base);
-    glommio::executor().spawn_blocking(move || { let _ = std::fs::remove_file(p); }).await;
+    glommio::executor()
+        .spawn_blocking(move || {
+            let _ = std::fs::remove_file(p);
+        })
+        .await;
 }
 
 /// Base offsets of the segments in `dir`, sorted; creates `dir` if missing.
@@ -640,7 +669,14 @@ fn list_segments(dir: &Path) -> io::Result<Vec<Offset>> {
 }
 
 /// Opens one segment file. Returns the segment and whether its tail was torn (truncated).
-async fn open_segment(dir: &Path, base: Offset, is_last: bool, next_base: Option<Offset>, clean: bool, interval: u64) -> Result<(Segment, bool), LogError> {
+async fn open_segment(
+    dir: &Path,
+    base: Offset,
+    is_last: bool,
+    next_base: Option<Offset>,
+    clean: bool,
+    interval: u64,
+) -> Result<(Segment, bool), LogError> {
     let path = segment::log_path(dir, base);
     let file = open_dma(&path).await?;
     let file_size = file.file_size().await.map_err(gio)?;
@@ -692,7 +728,13 @@ async fn open_segment(dir: &Path, base: Offset, is_last: bool, next_base: Option
 /// Reads batches from `from` to the end of the file, checking each (CRC, offsets going up,
 /// within the segment) and indexing those past the last index entry every `interval` bytes.
 /// Returns the end of the last valid batch.
-async fn scan_segment(file: &DmaFile, seg: &mut Segment, from: u64, file_size: u64, interval: u64) -> Result<u64, LogError> {
+async fn scan_segment(
+    file: &DmaFile,
+    seg: &mut Segment,
+    from: u64,
+    file_size: u64,
+    interval: u64,
+) -> Result<u64, LogError> {
     let mut pos = from;
     let mut expected_next = if from == 0 { seg.base_offset } else { -1 };
     let indexed_to = seg.index.offsets.last().map(|e| e.position as u64);
@@ -708,12 +750,17 @@ async fn scan_segment(file: &DmaFile, seg: &mut Segment, from: u64, file_size: u
                 break; // continues past this chunk
             }
             let position = pos + at as u64;
-            let in_order = h.base_offset() >= seg.base_offset && (expected_next < 0 || h.base_offset() == expected_next);
+            let in_order =
+                h.base_offset() >= seg.base_offset && (expected_next < 0 || h.base_offset() == expected_next);
             if batch::validate_stored(&chunk[at..at + total]).is_err() || !in_order {
                 return Ok(position);
             }
             if since_index >= interval && indexed_to.is_none_or(|p| position > p) {
-                seg.index.add(relative(seg.base_offset, h.base_offset()), position as u32, h.max_timestamp().max(seg.max_timestamp));
+                seg.index.add(
+                    relative(seg.base_offset, h.base_offset()),
+                    position as u32,
+                    h.max_timestamp().max(seg.max_timestamp),
+                );
                 since_index = 0;
             }
             since_index += total as u64;
@@ -746,7 +793,13 @@ mod tests {
     use kafka_protocol::records::Compression;
 
     fn config() -> LogConfig {
-        LogConfig { segment_bytes: 16 * 1024, segment_ms: i64::MAX / 2, index_interval_bytes: 1024, tail_cache_bytes: 0, write_chunk_bytes: 8 * 1024 }
+        LogConfig {
+            segment_bytes: 16 * 1024,
+            segment_ms: i64::MAX / 2,
+            index_interval_bytes: 1024,
+            tail_cache_bytes: 0,
+            write_chunk_bytes: 8 * 1024,
+        }
     }
 
     fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {

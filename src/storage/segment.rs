@@ -88,7 +88,14 @@ impl Segment {
     }
 
     /// Appends a stamped batch to the in-memory tail; returns its position.
-    pub fn push(&mut self, batch: &[u8], base_offset: Offset, last_offset: Offset, max_timestamp: i64, index_interval_bytes: u64) -> u64 {
+    pub fn push(
+        &mut self,
+        batch: &[u8],
+        base_offset: Offset,
+        last_offset: Offset,
+        max_timestamp: i64,
+        index_interval_bytes: u64,
+    ) -> u64 {
         let position = self.size;
         if self.size == 0 || self.bytes_since_index >= index_interval_bytes {
             let relative = super::index::relative(self.base_offset, base_offset);

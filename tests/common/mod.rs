@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -35,7 +35,14 @@ impl Broker {
     pub fn start_with(args: &[&str]) -> Broker {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("data");
-        let mut b = Broker { child: None, port: free_port(), dir, _tmp: Some(tmp), args: args.iter().map(|s| s.to_string()).collect(), log: Arc::default() };
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir,
+            _tmp: Some(tmp),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log: Arc::default(),
+        };
         b.spawn();
         b
     }
@@ -210,9 +217,12 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, TopicName,
+    CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ProduceRequest, TopicName,
 };
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -263,7 +273,8 @@ pub fn batch(values: &[&[u8]], ts0: i64, compression: Compression) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .expect("encode batch");
     buf.freeze()
 }
 
@@ -306,7 +317,14 @@ pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32,
     req
 }
 
-pub fn fetch(client: &mut Client, topic: &str, partition: i32, offset: i64, max_wait_ms: i32, max_bytes: i32) -> FetchResponse {
+pub fn fetch(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    max_bytes: i32,
+) -> FetchResponse {
     client.call(12, fetch_request(topic, partition, offset, max_wait_ms, max_bytes))
 }
 

@@ -101,9 +101,17 @@ class Broker:
             log.write(f"\n=== compat test: {' '.join(self.command())}\n".encode())
             log.flush()
             offset = log.tell()
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env,
-                                         preexec_fn=_die_with_parent)
+            for attempt in range(120):
+                try:
+                    self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                                 stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                 preexec_fn=_die_with_parent)
+                    break
+                except OSError:  # ETXTBSY/ENOEXEC/ENOENT while cargo rewrites the binary
+                    if attempt == 119:
+                        raise
+                    time.sleep(0.5)
+                    _wait_for_binary(WEIR_BIN)
         deadline = t0 + timeout
         while True:
             if READY_LINE in self._log_since(offset):

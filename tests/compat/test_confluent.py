@@ -449,13 +449,13 @@ def test_offset_out_of_range(shared_broker, reset):
 
 
 def test_long_poll_wakes_up_on_append(shared_broker):
-    """A consumer waiting at the end of a partition (Fetch with max_wait 5 s) gets a new
+    """A consumer waiting at the end of a partition (Fetch with max_wait 3 s) gets a new
     record as soon as it is written, not when the wait expires."""
     topic = "cf-long-poll"
     create_topic(shared_broker, topic, 1)
     producer = confluent_producer(shared_broker.bootstrap, acks="1", **{"linger.ms": 0})
     produce_all(producer, topic, [(None, b"first")])
-    consumer = confluent_consumer(shared_broker.bootstrap, **{"fetch.wait.max.ms": 5000,
+    consumer = confluent_consumer(shared_broker.bootstrap, **{"fetch.wait.max.ms": 3000,
                                                               "fetch.min.bytes": 1})
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
@@ -466,7 +466,7 @@ def test_long_poll_wakes_up_on_append(shared_broker):
         assert msg is not None and msg.value() == b"first"
         latencies = []
         for i in range(3):
-            time.sleep(1.0)  # the consumer is now parked in a long-poll Fetch
+            time.sleep(0.5)  # the consumer is now parked in a long-poll Fetch
             t0 = time.monotonic()
             produce_all(producer, topic, [(None, b"next%d" % i)])
             msg = None

@@ -195,6 +195,34 @@ def test_sigterm_mid_stream(broker):
     verify(broker, topic, partitions, stream.acked)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("disconnect_first", [False, True], ids=["connected", "disconnected"])
+def test_sigterm_with_parked_long_poll(broker, disconnect_first):
+    """A consumer parked in a long-poll Fetch (max_wait 20 s) must not hold up a clean
+    stop: Kafka answers or drops delayed fetches at shutdown."""
+    create_topic(broker, "parked", 1)
+    produce_all(confluent_producer(broker.bootstrap, acks="all"), "parked", [(None, b"x")])
+    consumer = confluent_consumer(broker.bootstrap, **{"fetch.wait.max.ms": 20000})
+    try:
+        consumer.assign([TopicPartition("parked", 0, 0)])
+        deadline = time.monotonic() + 10
+        msg = None
+        while msg is None and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+        assert msg is not None
+        time.sleep(0.5)  # now parked at the end of the partition
+        if disconnect_first:
+            consumer.close()
+            consumer = None
+        t0 = time.monotonic()
+        assert broker.stop(timeout=30) == 0
+        took = time.monotonic() - t0
+        assert took < 3, f"SIGTERM took {took:.1f}s with a parked Fetch"
+    finally:
+        if consumer is not None:
+            consumer.close()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["sigterm", "kill9"])
 def test_restart_with_empty_partitions(broker, how):

@@ -29,7 +29,13 @@ pub async fn create(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: boo
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     let topics = names
         .into_iter()
-        .map(|name| NewTopic { name, num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() })
+        .map(|name| NewTopic {
+            name,
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: Vec::new(),
+            configs: Vec::new(),
+        })
         .collect();
     create(shard, topics, false).await;
 }
@@ -43,7 +49,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
             name: t.name.0.to_string(),
             num_partitions: t.num_partitions,
             replication_factor: t.replication_factor,
-            assignments: t.assignments.into_iter().map(|a| (a.partition_index, a.broker_ids.into_iter().map(|b| b.0).collect())).collect(),
+            assignments: t
+                .assignments
+                .into_iter()
+                .map(|a| (a.partition_index, a.broker_ids.into_iter().map(|b| b.0).collect()))
+                .collect(),
             configs: t.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()))).collect(),
         })
         .collect();

@@ -29,8 +29,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
     let fallback: Vec<TopicOutcome> = refs
         .iter()
         .map(|r| match r {
-            TopicRef::Name(n) => TopicOutcome { name: n.clone(), error_code: ResponseError::NotController.code(), ..Default::default() },
-            TopicRef::Id(id) => TopicOutcome { topic_id: *id, error_code: ResponseError::NotController.code(), ..Default::default() },
+            TopicRef::Name(n) => {
+                TopicOutcome { name: n.clone(), error_code: ResponseError::NotController.code(), ..Default::default() }
+            }
+            TopicRef::Id(id) => {
+                TopicOutcome { topic_id: *id, error_code: ResponseError::NotController.code(), ..Default::default() }
+            }
         })
         .collect();
     let (reply, rx) = oneshot::channel();

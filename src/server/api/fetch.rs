@@ -65,12 +65,20 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
             slots.push((t, part.partition));
             let error = match meta {
                 None => Some(ResponseError::UnknownTopicOrPartition),
-                Some(m) if part.partition < 0 || part.partition >= m.partitions => Some(ResponseError::UnknownTopicOrPartition),
+                Some(m) if part.partition < 0 || part.partition >= m.partitions => {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                }
                 Some(_) if part.current_leader_epoch > 0 => Some(ResponseError::UnknownLeaderEpoch),
                 Some(_) => None,
             };
             match error {
-                Some(e) => fixed.push(FetchOutcome { idx, error_code: e.code(), high_watermark: -1, log_start_offset: -1, ..Default::default() }),
+                Some(e) => fixed.push(FetchOutcome {
+                    idx,
+                    error_code: e.code(),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                }),
                 None => items.push(FetchItem {
                     idx,
                     tp: TopicPartition::new(name, part.partition),
@@ -91,7 +99,8 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         if enough || errors || now >= deadline || items.is_empty() {
             break outcomes;
         }
-        let watch: Vec<(TopicPartition, i64)> = outcomes.iter().zip(&items).map(|(o, i)| (i.tp.clone(), o.high_watermark.max(i.offset))).collect();
+        let watch: Vec<(TopicPartition, i64)> =
+            outcomes.iter().zip(&items).map(|(o, i)| (i.tp.clone(), o.high_watermark.max(i.offset))).collect();
         let woke = select(Box::pin(shard.watch_any(watch)), Box::pin(glommio::timer::sleep(deadline - now))).await;
         if let Either::Right(_) = woke {
             // Timed out: one last read, so data that came at the very end is not missed.

@@ -33,7 +33,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
             let error = error.or((part.current_leader_epoch > 0).then_some(ResponseError::UnknownLeaderEpoch));
             match error {
                 Some(e) => outcomes.push(ListOffsetsOutcome { idx, error_code: e.code(), offset: -1, timestamp: -1 }),
-                None => items.push(ListOffsetsItem { idx, tp: TopicPartition::new(name, part.partition_index), timestamp: part.timestamp }),
+                None => items.push(ListOffsetsItem {
+                    idx,
+                    tp: TopicPartition::new(name, part.partition_index),
+                    timestamp: part.timestamp,
+                }),
             }
         }
     }

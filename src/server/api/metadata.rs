@@ -4,7 +4,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -62,7 +64,11 @@ fn by_name(shard: &Shard, image: &MetadataImage, name: &str) -> MetadataResponse
     if let Some(meta) = image.topic(name) {
         return topic_entry(shard, meta);
     }
-    let error = if valid_topic_name(name).is_err() { ResponseError::InvalidTopicException } else { ResponseError::UnknownTopicOrPartition };
+    let error = if valid_topic_name(name).is_err() {
+        ResponseError::InvalidTopicException
+    } else {
+        ResponseError::UnknownTopicOrPartition
+    };
     let mut t = MetadataResponseTopic::default();
     t.error_code = error.code();
     t.name = Some(TopicName(StrBytes::from_string(name.to_string())));

@@ -118,8 +118,12 @@ pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, mut body: Bytes)
         ApiKey::Fetch => fetch::handle(shard, version, cid, decode(api, version, &mut body)?),
         ApiKey::ListOffsets => ready(list_offsets::handle(shard, version, cid, decode(api, version, &mut body)?).await),
         ApiKey::Metadata => ready(metadata::handle(shard, version, cid, decode(api, version, &mut body)?).await),
-        ApiKey::CreateTopics => ready(create_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await),
-        ApiKey::DeleteTopics => ready(delete_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await),
+        ApiKey::CreateTopics => {
+            ready(create_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await)
+        }
+        ApiKey::DeleteTopics => {
+            ready(delete_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await)
+        }
         _ => return Err(RequestError::UnknownApi(header.request_api_key)),
     };
     Ok(pending)

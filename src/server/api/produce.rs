@@ -73,13 +73,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
         }
     }
     if shard.config.auto_create_topics && !missing.is_empty() {
-        let valid: Vec<String> = missing.into_iter().filter(|n| crate::shard::control::valid_topic_name(n).is_ok()).collect();
+        let valid: Vec<String> =
+            missing.into_iter().filter(|n| crate::shard::control::valid_topic_name(n).is_ok()).collect();
         if !valid.is_empty() {
             let shard = shard.clone();
             glommio::spawn_local(async move { create_topics::auto_create(&shard, valid).await }).detach();
         }
     }
-    let durable = if items.is_empty() { None } else { Some(shard.route_produce(acks, request.timeout_ms, items).await) };
+    let durable =
+        if items.is_empty() { None } else { Some(shard.route_produce(acks, request.timeout_ms, items).await) };
     Box::pin(async move {
         let mut outcomes = early;
         if let Some(durable) = durable {
@@ -120,7 +122,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
 /// Produce v0-2, which kafka-protocol does not decode: read the topic/partition layout by
 /// hand and answer every partition with UNSUPPORTED_FOR_MESSAGE_FORMAT.
 pub fn handle_legacy(version: i16, correlation_id: i32, body: &mut Bytes) -> Result<Reply, RequestError> {
-    let malformed = || RequestError::Malformed { api: ApiKey::Produce, version, reason: "truncated legacy produce request".into() };
+    let malformed =
+        || RequestError::Malformed { api: ApiKey::Produce, version, reason: "truncated legacy produce request".into() };
     let need = |b: &Bytes, n: usize| if b.remaining() >= n { Ok(()) } else { Err(malformed()) };
     need(body, 10)?;
     let acks = body.get_i16();
