@@ -18,11 +18,7 @@ type Acked = BTreeMap<(i32, i64), Vec<u8>>;
 
 /// Streams acks=all batches to every partition from one thread per partition until `stop`;
 /// returns every acknowledged (partition, offset) -> value.
-fn stream(
-    addr: String,
-    topic: &'static str,
-    stop: Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<Acked>> {
+fn stream(addr: String, topic: &'static str, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Acked>> {
     (0..PARTITIONS)
         .map(|p| {
             let addr = addr.clone();
@@ -97,8 +93,7 @@ fn kill9_during_acks_all_stream_loses_nothing_acknowledged() {
         std::thread::sleep(Duration::from_millis(700));
         broker.kill9();
         stop.store(true, Ordering::Relaxed);
-        let acked: Acked =
-            producers.into_iter().flat_map(|h| h.join().expect("producer")).collect();
+        let acked: Acked = producers.into_iter().flat_map(|h| h.join().expect("producer")).collect();
         assert!(acked.len() > 10, "round {round}: the stream made progress ({} acked)", acked.len());
         let took = broker.restart();
         assert!(took < Duration::from_secs(20), "restart took {took:?}");
@@ -116,8 +111,7 @@ fn sigterm_under_load_stops_cleanly() {
     std::thread::sleep(Duration::from_millis(500));
     let status = broker.stop();
     stop.store(true, Ordering::Relaxed);
-    let acked: Acked =
-        producers.into_iter().flat_map(|h| h.join().expect("producer")).collect();
+    let acked: Acked = producers.into_iter().flat_map(|h| h.join().expect("producer")).collect();
     assert!(status.success(), "exit status {status:?}; log:\n{}", broker.log_text());
     assert!(broker.data_dir().join(".weir_clean_shutdown").exists(), "clean-shutdown marker written");
     broker.restart();

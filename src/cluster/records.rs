@@ -2,13 +2,20 @@
 //! and applied to the image. Applying the same records in the same order gives the same
 //! image, which is what lets a Raft quorum replicate them later.
 //!
-//! Encoding (version 1): `type u8`, then fields; strings as `u16 length + UTF-8`, UUIDs as
-//! 16 bytes, integers big-endian.
+//! Encoded as FlatBuffers (schema: `schema/metadata.fbs`; the generated code is committed
+//! and rebuilt by `scripts/gen-flatbuffers.sh`). Decoding verifies the buffer first.
 
 use std::collections::BTreeMap;
 
+use flatbuffers::FlatBufferBuilder;
 use thiserror::Error;
 use uuid::Uuid;
+
+#[allow(unsafe_code, clippy::all, clippy::unwrap_used, unused_imports, mismatched_lifetime_syntaxes)]
+#[path = "schema/metadata_generated.rs"]
+mod generated;
+
+use generated::weir::metadata as fb;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -20,87 +27,69 @@ pub enum MetadataRecord {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecordError {
-    #[error("metadata record truncated")]
-    Truncated,
-    #[error("unknown metadata record type {0}")]
+    #[error("metadata record is not a valid FlatBuffer: {0}")]
+    Invalid(String),
+    #[error("metadata record has an unknown payload type {0}")]
     UnknownType(u8),
-    #[error("metadata record string is not UTF-8")]
-    BadString,
 }
 
-const TYPE_TOPIC: u8 = 1;
-const TYPE_REMOVE_TOPIC: u8 = 2;
+fn to_fb_uuid(id: &Uuid) -> fb::Uuid {
+    let (hi, lo) = id.as_u64_pair();
+    fb::Uuid::new(hi, lo)
+}
+
+fn from_fb_uuid(id: &fb::Uuid) -> Uuid {
+    Uuid::from_u64_pair(id.hi(), id.lo())
+}
 
 impl MetadataRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        match self {
+        let mut fbb = FlatBufferBuilder::new();
+        let (payload_type, payload) = match self {
             MetadataRecord::Topic { name, id, partitions, configs } => {
-                out.push(TYPE_TOPIC);
-                put_str(&mut out, name);
-                out.extend_from_slice(id.as_bytes());
-                out.extend_from_slice(&partitions.to_be_bytes());
-                out.extend_from_slice(&(configs.len() as u16).to_be_bytes());
-                for (k, v) in configs {
-                    put_str(&mut out, k);
-                    put_str(&mut out, v);
-                }
+                let name = fbb.create_string(name);
+                let entries: Vec<_> = configs
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = Some(fbb.create_string(k));
+                        let value = Some(fbb.create_string(v));
+                        fb::ConfigEntry::create(&mut fbb, &fb::ConfigEntryArgs { key, value })
+                    })
+                    .collect();
+                let configs = Some(fbb.create_vector(&entries));
+                let id = to_fb_uuid(id);
+                let args = fb::TopicRecordArgs { name: Some(name), id: Some(&id), partitions: *partitions, configs };
+                (fb::Payload::TopicRecord, fb::TopicRecord::create(&mut fbb, &args).as_union_value())
             }
             MetadataRecord::RemoveTopic { id } => {
-                out.push(TYPE_REMOVE_TOPIC);
-                out.extend_from_slice(id.as_bytes());
+                let id = to_fb_uuid(id);
+                let args = fb::RemoveTopicRecordArgs { id: Some(&id) };
+                (fb::Payload::RemoveTopicRecord, fb::RemoveTopicRecord::create(&mut fbb, &args).as_union_value())
             }
-        }
-        out
+        };
+        let root = fb::MetadataRecord::create(&mut fbb, &fb::MetadataRecordArgs { payload_type, payload: Some(payload) });
+        fbb.finish(root, None);
+        fbb.finished_data().to_vec()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
-        let mut r = Reader { bytes, at: 0 };
-        match r.u8()? {
-            TYPE_TOPIC => {
-                let name = r.string()?;
-                let id = r.uuid()?;
-                let partitions = i32::from_be_bytes(r.take(4)?.try_into().map_err(|_| RecordError::Truncated)?);
-                let count = u16::from_be_bytes(r.take(2)?.try_into().map_err(|_| RecordError::Truncated)?);
-                let mut configs = BTreeMap::new();
-                for _ in 0..count {
-                    let k = r.string()?;
-                    configs.insert(k, r.string()?);
-                }
-                Ok(MetadataRecord::Topic { name, id, partitions, configs })
-            }
-            TYPE_REMOVE_TOPIC => Ok(MetadataRecord::RemoveTopic { id: r.uuid()? }),
-            other => Err(RecordError::UnknownType(other)),
+        let record = fb::root_as_metadata_record(bytes).map_err(|e| RecordError::Invalid(e.to_string()))?;
+        if let Some(t) = record.payload_as_topic_record() {
+            let configs = t
+                .configs()
+                .map(|c| c.iter().map(|e| (e.key().to_string(), e.value().to_string())).collect())
+                .unwrap_or_default();
+            return Ok(MetadataRecord::Topic {
+                name: t.name().to_string(),
+                id: from_fb_uuid(t.id()),
+                partitions: t.partitions(),
+                configs,
+            });
         }
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
-        let s = self.bytes.get(self.at..self.at + n).ok_or(RecordError::Truncated)?;
-        self.at += n;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, RecordError> {
-        Ok(self.take(1)?[0])
-    }
-    fn string(&mut self) -> Result<String, RecordError> {
-        let len = u16::from_be_bytes(self.take(2)?.try_into().map_err(|_| RecordError::Truncated)?) as usize;
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| RecordError::BadString)
-    }
-    fn uuid(&mut self) -> Result<Uuid, RecordError> {
-        Uuid::from_slice(self.take(16)?).map_err(|_| RecordError::Truncated)
+        if let Some(r) = record.payload_as_remove_topic_record() {
+            return Ok(MetadataRecord::RemoveTopic { id: from_fb_uuid(r.id()) });
+        }
+        Err(RecordError::UnknownType(record.payload_type().0))
     }
 }
 
@@ -122,8 +111,8 @@ mod tests {
         for r in records {
             assert_eq!(MetadataRecord::decode(&r.encode()), Ok(r.clone()));
             let enc = r.encode();
-            assert_eq!(MetadataRecord::decode(&enc[..enc.len() - 1]), Err(RecordError::Truncated));
+            assert!(matches!(MetadataRecord::decode(&enc[..enc.len() / 2]), Err(RecordError::Invalid(_))));
         }
-        assert_eq!(MetadataRecord::decode(&[9]), Err(RecordError::UnknownType(9)));
+        assert!(matches!(MetadataRecord::decode(&[9, 0, 0]), Err(RecordError::Invalid(_))));
     }
 }

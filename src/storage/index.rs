@@ -92,7 +92,7 @@ impl SegmentIndex {
     /// offsets end before `relative_end`; `None` when either is damaged (odd size, unsorted
     /// entries, or pointing past the log), so the caller rebuilds them from the log.
     pub fn decode(offsets: &[u8], times: &[u8], log_bytes: u64, relative_end: u64) -> Option<SegmentIndex> {
-        if offsets.len() % 8 != 0 || times.len() % 12 != 0 {
+        if !offsets.len().is_multiple_of(8) || !times.len().is_multiple_of(12) {
             return None;
         }
         let mut index = SegmentIndex::default();

@@ -122,7 +122,7 @@ impl Segment {
 
     /// Forgets in-memory bytes below `new_pending_pos` once they are in the file.
     pub fn release_written(&mut self, new_pending_pos: u64) {
-        debug_assert!(new_pending_pos % ALIGN == 0 && new_pending_pos >= self.pending_pos);
+        debug_assert!(new_pending_pos.is_multiple_of(ALIGN) && new_pending_pos >= self.pending_pos);
         let drop = (new_pending_pos - self.pending_pos) as usize;
         self.pending.drain(..drop.min(self.pending.len()));
         self.pending_pos = new_pending_pos;
