@@ -67,7 +67,8 @@ impl MetadataRecord {
                 (fb::Payload::RemoveTopicRecord, fb::RemoveTopicRecord::create(&mut fbb, &args).as_union_value())
             }
         };
-        let root = fb::MetadataRecord::create(&mut fbb, &fb::MetadataRecordArgs { payload_type, payload: Some(payload) });
+        let root =
+            fb::MetadataRecord::create(&mut fbb, &fb::MetadataRecordArgs { payload_type, payload: Some(payload) });
         fbb.finish(root, None);
         fbb.finished_data().to_vec()
     }

@@ -2,831 +2,869 @@
 // @generated
 extern crate alloc;
 
-
 #[allow(unused_imports, dead_code)]
 pub mod weir {
 
-#[allow(unused_imports, dead_code)]
-pub mod metadata {
+    #[allow(unused_imports, dead_code)]
+    pub mod metadata {
 
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MIN_PAYLOAD: u8 = 0;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MAX_PAYLOAD: u8 = 2;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        #[allow(non_camel_case_types)]
+        pub const ENUM_VALUES_PAYLOAD: [Payload; 3] = [Payload::NONE, Payload::TopicRecord, Payload::RemoveTopicRecord];
 
-#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_PAYLOAD: u8 = 0;
-#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_PAYLOAD: u8 = 2;
-#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-#[allow(non_camel_case_types)]
-pub const ENUM_VALUES_PAYLOAD: [Payload; 3] = [
-  Payload::NONE,
-  Payload::TopicRecord,
-  Payload::RemoveTopicRecord,
-];
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[repr(transparent)]
+        pub struct Payload(pub u8);
+        #[allow(non_upper_case_globals)]
+        impl Payload {
+            pub const NONE: Self = Self(0);
+            pub const TopicRecord: Self = Self(1);
+            pub const RemoveTopicRecord: Self = Self(2);
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-#[repr(transparent)]
-pub struct Payload(pub u8);
-#[allow(non_upper_case_globals)]
-impl Payload {
-  pub const NONE: Self = Self(0);
-  pub const TopicRecord: Self = Self(1);
-  pub const RemoveTopicRecord: Self = Self(2);
-
-  pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 2;
-  pub const ENUM_VALUES: &'static [Self] = &[
-    Self::NONE,
-    Self::TopicRecord,
-    Self::RemoveTopicRecord,
-  ];
-  /// Returns the variant's name or "" if unknown.
-  pub fn variant_name(self) -> Option<&'static str> {
-    match self {
-      Self::NONE => Some("NONE"),
-      Self::TopicRecord => Some("TopicRecord"),
-      Self::RemoveTopicRecord => Some("RemoveTopicRecord"),
-      _ => None,
-    }
-  }
-}
-impl ::core::fmt::Debug for Payload {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-    if let Some(name) = self.variant_name() {
-      f.write_str(name)
-    } else {
-      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
-    }
-  }
-}
-impl<'a> ::flatbuffers::Follow<'a> for Payload {
-  type Inner = Self;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
-    Self(b)
-  }
-}
-
-impl ::flatbuffers::Push for Payload {
-    type Output = Payload;
-    #[inline]
-    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
-    }
-}
-
-impl ::flatbuffers::EndianScalar for Payload {
-  type Scalar = u8;
-  #[inline]
-  fn to_little_endian(self) -> u8 {
-    self.0.to_le()
-  }
-  #[inline]
-  #[allow(clippy::wrong_self_convention)]
-  fn from_little_endian(v: u8) -> Self {
-    let b = u8::from_le(v);
-    Self(b)
-  }
-}
-
-impl<'a> ::flatbuffers::Verifiable for Payload {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    u8::run_verifier(v, pos)
-  }
-}
-
-impl ::flatbuffers::SimpleToVerifyInSlice for Payload {}
-pub struct PayloadUnionTableOffset {}
-
-// struct Uuid, aligned to 8
-#[repr(transparent)]
-#[derive(Clone, Copy, PartialEq)]
-pub struct Uuid(pub [u8; 16]);
-impl Default for Uuid { 
-  fn default() -> Self { 
-    Self([0; 16])
-  }
-}
-impl ::core::fmt::Debug for Uuid {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-    f.debug_struct("Uuid")
-      .field("hi", &self.hi())
-      .field("lo", &self.lo())
-      .finish()
-  }
-}
-
-impl ::flatbuffers::SimpleToVerifyInSlice for Uuid {}
-impl<'a> ::flatbuffers::Follow<'a> for Uuid {
-  type Inner = &'a Uuid;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    unsafe { <&'a Uuid>::follow(buf, loc) }
-  }
-}
-impl<'a> ::flatbuffers::Follow<'a> for &'a Uuid {
-  type Inner = &'a Uuid;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    unsafe { ::flatbuffers::follow_cast_ref::<Uuid>(buf, loc) }
-  }
-}
-impl<'b> ::flatbuffers::Push for Uuid {
-    type Output = Uuid;
-    #[inline]
-    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-        let src = unsafe { ::core::slice::from_raw_parts(self as *const Uuid as *const u8, <Self as ::flatbuffers::Push>::size()) };
-        dst.copy_from_slice(src);
-    }
-    #[inline]
-    fn alignment() -> ::flatbuffers::PushAlignment {
-        ::flatbuffers::PushAlignment::new(8)
-    }
-}
-
-impl<'a> ::flatbuffers::Verifiable for Uuid {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.in_buffer::<Self>(pos)
-  }
-}
-
-impl<'a> Uuid {
-  #[allow(clippy::too_many_arguments)]
-  pub fn new(
-    hi: u64,
-    lo: u64,
-  ) -> Self {
-    let mut s = Self([0; 16]);
-    s.set_hi(hi);
-    s.set_lo(lo);
-    s
-  }
-
-  pub fn hi(&self) -> u64 {
-    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        self.0[0..].as_ptr(),
-        mem.as_mut_ptr() as *mut u8,
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-      mem.assume_init()
-    })
-  }
-
-  pub fn set_hi(&mut self, x: u64) {
-    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        &x_le as *const _ as *const u8,
-        self.0[0..].as_mut_ptr(),
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-    }
-  }
-
-  pub fn lo(&self) -> u64 {
-    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        self.0[8..].as_ptr(),
-        mem.as_mut_ptr() as *mut u8,
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-      mem.assume_init()
-    })
-  }
-
-  pub fn set_lo(&mut self, x: u64) {
-    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        &x_le as *const _ as *const u8,
-        self.0[8..].as_mut_ptr(),
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-    }
-  }
-
-}
-
-pub enum ConfigEntryOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-pub struct ConfigEntry<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for ConfigEntry<'a> {
-  type Inner = ConfigEntry<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> ConfigEntry<'a> {
-  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
-  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    ConfigEntry { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args ConfigEntryArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<ConfigEntry<'bldr>> {
-    let mut builder = ConfigEntryBuilder::new(_fbb);
-    if let Some(x) = args.value { builder.add_value(x); }
-    if let Some(x) = args.key { builder.add_key(x); }
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn key(&self) -> &'a str {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigEntry::VT_KEY, None).unwrap()}
-  }
-  #[inline]
-  pub fn value(&self) -> &'a str {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigEntry::VT_VALUE, None).unwrap()}
-  }
-}
-
-impl ::flatbuffers::Verifiable for ConfigEntry<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, true)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("value", Self::VT_VALUE, true)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct ConfigEntryArgs<'a> {
-    pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
-}
-impl<'a> Default for ConfigEntryArgs<'a> {
-  #[inline]
-  fn default() -> Self {
-    ConfigEntryArgs {
-      key: None, // required field
-      value: None, // required field
-    }
-  }
-}
-
-pub struct ConfigEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConfigEntryBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigEntry::VT_KEY, key);
-  }
-  #[inline]
-  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigEntry::VT_VALUE, value);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConfigEntryBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    ConfigEntryBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<ConfigEntry<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, ConfigEntry::VT_KEY,"key");
-    self.fbb_.required(o, ConfigEntry::VT_VALUE,"value");
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for ConfigEntry<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("ConfigEntry");
-      ds.field("key", &self.key());
-      ds.field("value", &self.value());
-      ds.finish()
-  }
-}
-pub enum TopicRecordOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-/// A topic was created (or, with the same id, replaced).
-pub struct TopicRecord<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for TopicRecord<'a> {
-  type Inner = TopicRecord<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> TopicRecord<'a> {
-  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
-  pub const VT_ID: ::flatbuffers::VOffsetT = 6;
-  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 8;
-  pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 10;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    TopicRecord { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args TopicRecordArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<TopicRecord<'bldr>> {
-    let mut builder = TopicRecordBuilder::new(_fbb);
-    if let Some(x) = args.configs { builder.add_configs(x); }
-    builder.add_partitions(args.partitions);
-    if let Some(x) = args.id { builder.add_id(x); }
-    if let Some(x) = args.name { builder.add_name(x); }
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn name(&self) -> &'a str {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TopicRecord::VT_NAME, None).unwrap()}
-  }
-  #[inline]
-  pub fn id(&self) -> &'a Uuid {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<Uuid>(TopicRecord::VT_ID, None).unwrap()}
-  }
-  #[inline]
-  pub fn partitions(&self) -> i32 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<i32>(TopicRecord::VT_PARTITIONS, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn configs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>(TopicRecord::VT_CONFIGS, None)}
-  }
-}
-
-impl ::flatbuffers::Verifiable for TopicRecord<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
-     .visit_field::<Uuid>("id", Self::VT_ID, true)?
-     .visit_field::<i32>("partitions", Self::VT_PARTITIONS, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>("configs", Self::VT_CONFIGS, false)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct TopicRecordArgs<'a> {
-    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub id: Option<&'a Uuid>,
-    pub partitions: i32,
-    pub configs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>>,
-}
-impl<'a> Default for TopicRecordArgs<'a> {
-  #[inline]
-  fn default() -> Self {
-    TopicRecordArgs {
-      name: None, // required field
-      id: None, // required field
-      partitions: 0,
-      configs: None,
-    }
-  }
-}
-
-pub struct TopicRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TopicRecordBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TopicRecord::VT_NAME, name);
-  }
-  #[inline]
-  pub fn add_id(&mut self, id: &Uuid) {
-    self.fbb_.push_slot_always::<&Uuid>(TopicRecord::VT_ID, id);
-  }
-  #[inline]
-  pub fn add_partitions(&mut self, partitions: i32) {
-    self.fbb_.push_slot::<i32>(TopicRecord::VT_PARTITIONS, partitions, 0);
-  }
-  #[inline]
-  pub fn add_configs(&mut self, configs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConfigEntry<'b >>>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TopicRecord::VT_CONFIGS, configs);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TopicRecordBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    TopicRecordBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<TopicRecord<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, TopicRecord::VT_NAME,"name");
-    self.fbb_.required(o, TopicRecord::VT_ID,"id");
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for TopicRecord<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("TopicRecord");
-      ds.field("name", &self.name());
-      ds.field("id", &self.id());
-      ds.field("partitions", &self.partitions());
-      ds.field("configs", &self.configs());
-      ds.finish()
-  }
-}
-pub enum RemoveTopicRecordOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-/// A topic was deleted.
-pub struct RemoveTopicRecord<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for RemoveTopicRecord<'a> {
-  type Inner = RemoveTopicRecord<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> RemoveTopicRecord<'a> {
-  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    RemoveTopicRecord { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args RemoveTopicRecordArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<RemoveTopicRecord<'bldr>> {
-    let mut builder = RemoveTopicRecordBuilder::new(_fbb);
-    if let Some(x) = args.id { builder.add_id(x); }
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn id(&self) -> &'a Uuid {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<Uuid>(RemoveTopicRecord::VT_ID, None).unwrap()}
-  }
-}
-
-impl ::flatbuffers::Verifiable for RemoveTopicRecord<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<Uuid>("id", Self::VT_ID, true)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct RemoveTopicRecordArgs<'a> {
-    pub id: Option<&'a Uuid>,
-}
-impl<'a> Default for RemoveTopicRecordArgs<'a> {
-  #[inline]
-  fn default() -> Self {
-    RemoveTopicRecordArgs {
-      id: None, // required field
-    }
-  }
-}
-
-pub struct RemoveTopicRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemoveTopicRecordBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_id(&mut self, id: &Uuid) {
-    self.fbb_.push_slot_always::<&Uuid>(RemoveTopicRecord::VT_ID, id);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RemoveTopicRecordBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    RemoveTopicRecordBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<RemoveTopicRecord<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, RemoveTopicRecord::VT_ID,"id");
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for RemoveTopicRecord<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("RemoveTopicRecord");
-      ds.field("id", &self.id());
-      ds.finish()
-  }
-}
-pub enum MetadataRecordOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-pub struct MetadataRecord<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for MetadataRecord<'a> {
-  type Inner = MetadataRecord<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> MetadataRecord<'a> {
-  pub const VT_PAYLOAD_TYPE: ::flatbuffers::VOffsetT = 4;
-  pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 6;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    MetadataRecord { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args MetadataRecordArgs
-  ) -> ::flatbuffers::WIPOffset<MetadataRecord<'bldr>> {
-    let mut builder = MetadataRecordBuilder::new(_fbb);
-    if let Some(x) = args.payload { builder.add_payload(x); }
-    builder.add_payload_type(args.payload_type);
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn payload_type(&self) -> Payload {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<Payload>(MetadataRecord::VT_PAYLOAD_TYPE, Some(Payload::NONE)).unwrap()}
-  }
-  #[inline]
-  pub fn payload(&self) -> ::flatbuffers::Table<'a> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(MetadataRecord::VT_PAYLOAD, None).unwrap()}
-  }
-  #[inline]
-  #[allow(non_snake_case)]
-  pub fn payload_as_topic_record(&self) -> Option<TopicRecord<'a>> {
-    if self.payload_type() == Payload::TopicRecord {
-      let u = self.payload();
-      // Safety:
-      // Created from a valid Table for this object
-      // Which contains a valid union in this slot
-      Some(unsafe { TopicRecord::init_from_table(u) })
-    } else {
-      None
-    }
-  }
-
-  #[inline]
-  #[allow(non_snake_case)]
-  pub fn payload_as_remove_topic_record(&self) -> Option<RemoveTopicRecord<'a>> {
-    if self.payload_type() == Payload::RemoveTopicRecord {
-      let u = self.payload();
-      // Safety:
-      // Created from a valid Table for this object
-      // Which contains a valid union in this slot
-      Some(unsafe { RemoveTopicRecord::init_from_table(u) })
-    } else {
-      None
-    }
-  }
-
-}
-
-impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_union::<Payload, _>("payload_type", Self::VT_PAYLOAD_TYPE, "payload", Self::VT_PAYLOAD, true, |key, v, pos| {
-        match key {
-          Payload::TopicRecord => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TopicRecord>>("Payload::TopicRecord", pos),
-          Payload::RemoveTopicRecord => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveTopicRecord>>("Payload::RemoveTopicRecord", pos),
-          _ => Ok(()),
+            pub const ENUM_MIN: u8 = 0;
+            pub const ENUM_MAX: u8 = 2;
+            pub const ENUM_VALUES: &'static [Self] = &[Self::NONE, Self::TopicRecord, Self::RemoveTopicRecord];
+            /// Returns the variant's name or "" if unknown.
+            pub fn variant_name(self) -> Option<&'static str> {
+                match self {
+                    Self::NONE => Some("NONE"),
+                    Self::TopicRecord => Some("TopicRecord"),
+                    Self::RemoveTopicRecord => Some("RemoveTopicRecord"),
+                    _ => None,
+                }
+            }
         }
-     })?
-     .finish();
-    Ok(())
-  }
-}
-pub struct MetadataRecordArgs {
-    pub payload_type: Payload,
-    pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
-}
-impl<'a> Default for MetadataRecordArgs {
-  #[inline]
-  fn default() -> Self {
-    MetadataRecordArgs {
-      payload_type: Payload::NONE,
-      payload: None, // required field
+        impl ::core::fmt::Debug for Payload {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+                if let Some(name) = self.variant_name() {
+                    f.write_str(name)
+                } else {
+                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+                }
+            }
+        }
+        impl<'a> ::flatbuffers::Follow<'a> for Payload {
+            type Inner = Self;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+                Self(b)
+            }
+        }
+
+        impl ::flatbuffers::Push for Payload {
+            type Output = Payload;
+            #[inline]
+            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+                unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+            }
+        }
+
+        impl ::flatbuffers::EndianScalar for Payload {
+            type Scalar = u8;
+            #[inline]
+            fn to_little_endian(self) -> u8 {
+                self.0.to_le()
+            }
+            #[inline]
+            #[allow(clippy::wrong_self_convention)]
+            fn from_little_endian(v: u8) -> Self {
+                let b = u8::from_le(v);
+                Self(b)
+            }
+        }
+
+        impl<'a> ::flatbuffers::Verifiable for Payload {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                u8::run_verifier(v, pos)
+            }
+        }
+
+        impl ::flatbuffers::SimpleToVerifyInSlice for Payload {}
+        pub struct PayloadUnionTableOffset {}
+
+        // struct Uuid, aligned to 8
+        #[repr(transparent)]
+        #[derive(Clone, Copy, PartialEq)]
+        pub struct Uuid(pub [u8; 16]);
+        impl Default for Uuid {
+            fn default() -> Self {
+                Self([0; 16])
+            }
+        }
+        impl ::core::fmt::Debug for Uuid {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+                f.debug_struct("Uuid").field("hi", &self.hi()).field("lo", &self.lo()).finish()
+            }
+        }
+
+        impl ::flatbuffers::SimpleToVerifyInSlice for Uuid {}
+        impl<'a> ::flatbuffers::Follow<'a> for Uuid {
+            type Inner = &'a Uuid;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                unsafe { <&'a Uuid>::follow(buf, loc) }
+            }
+        }
+        impl<'a> ::flatbuffers::Follow<'a> for &'a Uuid {
+            type Inner = &'a Uuid;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                unsafe { ::flatbuffers::follow_cast_ref::<Uuid>(buf, loc) }
+            }
+        }
+        impl<'b> ::flatbuffers::Push for Uuid {
+            type Output = Uuid;
+            #[inline]
+            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+                let src = unsafe {
+                    ::core::slice::from_raw_parts(
+                        self as *const Uuid as *const u8,
+                        <Self as ::flatbuffers::Push>::size(),
+                    )
+                };
+                dst.copy_from_slice(src);
+            }
+            #[inline]
+            fn alignment() -> ::flatbuffers::PushAlignment {
+                ::flatbuffers::PushAlignment::new(8)
+            }
+        }
+
+        impl<'a> ::flatbuffers::Verifiable for Uuid {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.in_buffer::<Self>(pos)
+            }
+        }
+
+        impl<'a> Uuid {
+            #[allow(clippy::too_many_arguments)]
+            pub fn new(hi: u64, lo: u64) -> Self {
+                let mut s = Self([0; 16]);
+                s.set_hi(hi);
+                s.set_lo(lo);
+                s
+            }
+
+            pub fn hi(&self) -> u64 {
+                let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+                // Safety:
+                // Created from a valid Table for this object
+                // Which contains a valid value in this slot
+                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+                    ::core::ptr::copy_nonoverlapping(
+                        self.0[0..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+                    );
+                    mem.assume_init()
+                })
+            }
+
+            pub fn set_hi(&mut self, x: u64) {
+                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+                // Safety:
+                // Created from a valid Table for this object
+                // Which contains a valid value in this slot
+                unsafe {
+                    ::core::ptr::copy_nonoverlapping(
+                        &x_le as *const _ as *const u8,
+                        self.0[0..].as_mut_ptr(),
+                        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+                    );
+                }
+            }
+
+            pub fn lo(&self) -> u64 {
+                let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+                // Safety:
+                // Created from a valid Table for this object
+                // Which contains a valid value in this slot
+                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+                    ::core::ptr::copy_nonoverlapping(
+                        self.0[8..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+                    );
+                    mem.assume_init()
+                })
+            }
+
+            pub fn set_lo(&mut self, x: u64) {
+                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+                // Safety:
+                // Created from a valid Table for this object
+                // Which contains a valid value in this slot
+                unsafe {
+                    ::core::ptr::copy_nonoverlapping(
+                        &x_le as *const _ as *const u8,
+                        self.0[8..].as_mut_ptr(),
+                        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+                    );
+                }
+            }
+        }
+
+        pub enum ConfigEntryOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ConfigEntry<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ConfigEntry<'a> {
+            type Inner = ConfigEntry<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> ConfigEntry<'a> {
+            pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+            pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ConfigEntry { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ConfigEntryArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ConfigEntry<'bldr>> {
+                let mut builder = ConfigEntryBuilder::new(_fbb);
+                if let Some(x) = args.value {
+                    builder.add_value(x);
+                }
+                if let Some(x) = args.key {
+                    builder.add_key(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn key(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigEntry::VT_KEY, None).unwrap() }
+            }
+            #[inline]
+            pub fn value(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigEntry::VT_VALUE, None).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ConfigEntry<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, true)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("value", Self::VT_VALUE, true)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ConfigEntryArgs<'a> {
+            pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for ConfigEntryArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ConfigEntryArgs {
+                    key: None,   // required field
+                    value: None, // required field
+                }
+            }
+        }
+
+        pub struct ConfigEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConfigEntryBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigEntry::VT_KEY, key);
+            }
+            #[inline]
+            pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigEntry::VT_VALUE, value);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConfigEntryBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ConfigEntryBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ConfigEntry<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, ConfigEntry::VT_KEY, "key");
+                self.fbb_.required(o, ConfigEntry::VT_VALUE, "value");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ConfigEntry<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ConfigEntry");
+                ds.field("key", &self.key());
+                ds.field("value", &self.value());
+                ds.finish()
+            }
+        }
+        pub enum TopicRecordOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A topic was created (or, with the same id, replaced).
+        pub struct TopicRecord<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for TopicRecord<'a> {
+            type Inner = TopicRecord<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> TopicRecord<'a> {
+            pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+            pub const VT_ID: ::flatbuffers::VOffsetT = 6;
+            pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 8;
+            pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                TopicRecord { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args TopicRecordArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<TopicRecord<'bldr>> {
+                let mut builder = TopicRecordBuilder::new(_fbb);
+                if let Some(x) = args.configs {
+                    builder.add_configs(x);
+                }
+                builder.add_partitions(args.partitions);
+                if let Some(x) = args.id {
+                    builder.add_id(x);
+                }
+                if let Some(x) = args.name {
+                    builder.add_name(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn name(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TopicRecord::VT_NAME, None).unwrap() }
+            }
+            #[inline]
+            pub fn id(&self) -> &'a Uuid {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<Uuid>(TopicRecord::VT_ID, None).unwrap() }
+            }
+            #[inline]
+            pub fn partitions(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(TopicRecord::VT_PARTITIONS, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn configs(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry>>,
+                    >>(TopicRecord::VT_CONFIGS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for TopicRecord<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+                    .visit_field::<Uuid>("id", Self::VT_ID, true)?
+                    .visit_field::<i32>("partitions", Self::VT_PARTITIONS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>,
+                    >>("configs", Self::VT_CONFIGS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct TopicRecordArgs<'a> {
+            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub id: Option<&'a Uuid>,
+            pub partitions: i32,
+            pub configs: Option<
+                ::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>,
+            >,
+        }
+        impl<'a> Default for TopicRecordArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                TopicRecordArgs {
+                    name: None, // required field
+                    id: None,   // required field
+                    partitions: 0,
+                    configs: None,
+                }
+            }
+        }
+
+        pub struct TopicRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TopicRecordBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TopicRecord::VT_NAME, name);
+            }
+            #[inline]
+            pub fn add_id(&mut self, id: &Uuid) {
+                self.fbb_.push_slot_always::<&Uuid>(TopicRecord::VT_ID, id);
+            }
+            #[inline]
+            pub fn add_partitions(&mut self, partitions: i32) {
+                self.fbb_.push_slot::<i32>(TopicRecord::VT_PARTITIONS, partitions, 0);
+            }
+            #[inline]
+            pub fn add_configs(
+                &mut self,
+                configs: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<ConfigEntry<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TopicRecord::VT_CONFIGS, configs);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TopicRecordBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                TopicRecordBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<TopicRecord<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, TopicRecord::VT_NAME, "name");
+                self.fbb_.required(o, TopicRecord::VT_ID, "id");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for TopicRecord<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("TopicRecord");
+                ds.field("name", &self.name());
+                ds.field("id", &self.id());
+                ds.field("partitions", &self.partitions());
+                ds.field("configs", &self.configs());
+                ds.finish()
+            }
+        }
+        pub enum RemoveTopicRecordOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A topic was deleted.
+        pub struct RemoveTopicRecord<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for RemoveTopicRecord<'a> {
+            type Inner = RemoveTopicRecord<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> RemoveTopicRecord<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                RemoveTopicRecord { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args RemoveTopicRecordArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<RemoveTopicRecord<'bldr>> {
+                let mut builder = RemoveTopicRecordBuilder::new(_fbb);
+                if let Some(x) = args.id {
+                    builder.add_id(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> &'a Uuid {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<Uuid>(RemoveTopicRecord::VT_ID, None).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for RemoveTopicRecord<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.visit_field::<Uuid>("id", Self::VT_ID, true)?.finish();
+                Ok(())
+            }
+        }
+        pub struct RemoveTopicRecordArgs<'a> {
+            pub id: Option<&'a Uuid>,
+        }
+        impl<'a> Default for RemoveTopicRecordArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                RemoveTopicRecordArgs {
+      id: None, // required field
     }
-  }
-}
+            }
+        }
 
-pub struct MetadataRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetadataRecordBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_payload_type(&mut self, payload_type: Payload) {
-    self.fbb_.push_slot::<Payload>(MetadataRecord::VT_PAYLOAD_TYPE, payload_type, Payload::NONE);
-  }
-  #[inline]
-  pub fn add_payload(&mut self, payload: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetadataRecord::VT_PAYLOAD, payload);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetadataRecordBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    MetadataRecordBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<MetadataRecord<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, MetadataRecord::VT_PAYLOAD,"payload");
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
+        pub struct RemoveTopicRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemoveTopicRecordBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: &Uuid) {
+                self.fbb_.push_slot_always::<&Uuid>(RemoveTopicRecord::VT_ID, id);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RemoveTopicRecordBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                RemoveTopicRecordBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<RemoveTopicRecord<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, RemoveTopicRecord::VT_ID, "id");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
 
-impl ::core::fmt::Debug for MetadataRecord<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("MetadataRecord");
-      ds.field("payload_type", &self.payload_type());
-      match self.payload_type() {
-        Payload::TopicRecord => {
-          if let Some(x) = self.payload_as_topic_record() {
-            ds.field("payload", &x)
-          } else {
-            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
-          }
-        },
-        Payload::RemoveTopicRecord => {
-          if let Some(x) = self.payload_as_remove_topic_record() {
-            ds.field("payload", &x)
-          } else {
-            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
-          }
-        },
-        _ => {
-          let x: Option<()> = None;
-          ds.field("payload", &x)
-        },
-      };
-      ds.finish()
-  }
-}
-#[inline]
-/// Verifies that a buffer of bytes contains a `MetadataRecord`
-/// and returns it.
-/// Note that verification is still experimental and may not
-/// catch every error, or be maximally performant. For the
-/// previous, unchecked, behavior use
-/// `root_as_metadata_record_unchecked`.
-pub fn root_as_metadata_record(buf: &[u8]) -> Result<MetadataRecord<'_>, ::flatbuffers::InvalidFlatbuffer> {
-  ::flatbuffers::root::<MetadataRecord>(buf)
-}
-#[inline]
-/// Verifies that a buffer of bytes contains a size prefixed
-/// `MetadataRecord` and returns it.
-/// Note that verification is still experimental and may not
-/// catch every error, or be maximally performant. For the
-/// previous, unchecked, behavior use
-/// `size_prefixed_root_as_metadata_record_unchecked`.
-pub fn size_prefixed_root_as_metadata_record(buf: &[u8]) -> Result<MetadataRecord<'_>, ::flatbuffers::InvalidFlatbuffer> {
-  ::flatbuffers::size_prefixed_root::<MetadataRecord>(buf)
-}
-#[inline]
-/// Verifies, with the given options, that a buffer of bytes
-/// contains a `MetadataRecord` and returns it.
-/// Note that verification is still experimental and may not
-/// catch every error, or be maximally performant. For the
-/// previous, unchecked, behavior use
-/// `root_as_metadata_record_unchecked`.
-pub fn root_as_metadata_record_with_opts<'b, 'o>(
-  opts: &'o ::flatbuffers::VerifierOptions,
-  buf: &'b [u8],
-) -> Result<MetadataRecord<'b>, ::flatbuffers::InvalidFlatbuffer> {
-  ::flatbuffers::root_with_opts::<MetadataRecord<'b>>(opts, buf)
-}
-#[inline]
-/// Verifies, with the given verifier options, that a buffer of
-/// bytes contains a size prefixed `MetadataRecord` and returns
-/// it. Note that verification is still experimental and may not
-/// catch every error, or be maximally performant. For the
-/// previous, unchecked, behavior use
-/// `root_as_metadata_record_unchecked`.
-pub fn size_prefixed_root_as_metadata_record_with_opts<'b, 'o>(
-  opts: &'o ::flatbuffers::VerifierOptions,
-  buf: &'b [u8],
-) -> Result<MetadataRecord<'b>, ::flatbuffers::InvalidFlatbuffer> {
-  ::flatbuffers::size_prefixed_root_with_opts::<MetadataRecord<'b>>(opts, buf)
-}
-#[inline]
-/// Assumes, without verification, that a buffer of bytes contains a MetadataRecord and returns it.
-/// # Safety
-/// Callers must trust the given bytes do indeed contain a valid `MetadataRecord`.
-pub unsafe fn root_as_metadata_record_unchecked(buf: &[u8]) -> MetadataRecord<'_> {
-  unsafe { ::flatbuffers::root_unchecked::<MetadataRecord>(buf) }
-}
-#[inline]
-/// Assumes, without verification, that a buffer of bytes contains a size prefixed MetadataRecord and returns it.
-/// # Safety
-/// Callers must trust the given bytes do indeed contain a valid size prefixed `MetadataRecord`.
-pub unsafe fn size_prefixed_root_as_metadata_record_unchecked(buf: &[u8]) -> MetadataRecord<'_> {
-  unsafe { ::flatbuffers::size_prefixed_root_unchecked::<MetadataRecord>(buf) }
-}
-#[inline]
-pub fn finish_metadata_record_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(
-    fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-    root: ::flatbuffers::WIPOffset<MetadataRecord<'a>>) {
-  fbb.finish(root, None);
-}
+        impl ::core::fmt::Debug for RemoveTopicRecord<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("RemoveTopicRecord");
+                ds.field("id", &self.id());
+                ds.finish()
+            }
+        }
+        pub enum MetadataRecordOffset {}
+        #[derive(Copy, Clone, PartialEq)]
 
-#[inline]
-pub fn finish_size_prefixed_metadata_record_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>, root: ::flatbuffers::WIPOffset<MetadataRecord<'a>>) {
-  fbb.finish_size_prefixed(root, None);
-}
-}  // pub mod metadata
-}  // pub mod weir
+        pub struct MetadataRecord<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
 
+        impl<'a> ::flatbuffers::Follow<'a> for MetadataRecord<'a> {
+            type Inner = MetadataRecord<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> MetadataRecord<'a> {
+            pub const VT_PAYLOAD_TYPE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                MetadataRecord { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args MetadataRecordArgs,
+            ) -> ::flatbuffers::WIPOffset<MetadataRecord<'bldr>> {
+                let mut builder = MetadataRecordBuilder::new(_fbb);
+                if let Some(x) = args.payload {
+                    builder.add_payload(x);
+                }
+                builder.add_payload_type(args.payload_type);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn payload_type(&self) -> Payload {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<Payload>(MetadataRecord::VT_PAYLOAD_TYPE, Some(Payload::NONE)).unwrap() }
+            }
+            #[inline]
+            pub fn payload(&self) -> ::flatbuffers::Table<'a> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(
+                            MetadataRecord::VT_PAYLOAD,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn payload_as_topic_record(&self) -> Option<TopicRecord<'a>> {
+                if self.payload_type() == Payload::TopicRecord {
+                    let u = self.payload();
+                    // Safety:
+                    // Created from a valid Table for this object
+                    // Which contains a valid union in this slot
+                    Some(unsafe { TopicRecord::init_from_table(u) })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn payload_as_remove_topic_record(&self) -> Option<RemoveTopicRecord<'a>> {
+                if self.payload_type() == Payload::RemoveTopicRecord {
+                    let u = self.payload();
+                    // Safety:
+                    // Created from a valid Table for this object
+                    // Which contains a valid union in this slot
+                    Some(unsafe { RemoveTopicRecord::init_from_table(u) })
+                } else {
+                    None
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_union::<Payload, _>(
+                        "payload_type",
+                        Self::VT_PAYLOAD_TYPE,
+                        "payload",
+                        Self::VT_PAYLOAD,
+                        true,
+                        |key, v, pos| match key {
+                            Payload::TopicRecord => v
+                                .verify_union_variant::<::flatbuffers::ForwardsUOffset<TopicRecord>>(
+                                    "Payload::TopicRecord",
+                                    pos,
+                                ),
+                            Payload::RemoveTopicRecord => v
+                                .verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveTopicRecord>>(
+                                    "Payload::RemoveTopicRecord",
+                                    pos,
+                                ),
+                            _ => Ok(()),
+                        },
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct MetadataRecordArgs {
+            pub payload_type: Payload,
+            pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+        }
+        impl<'a> Default for MetadataRecordArgs {
+            #[inline]
+            fn default() -> Self {
+                MetadataRecordArgs {
+                    payload_type: Payload::NONE,
+                    payload: None, // required field
+                }
+            }
+        }
+
+        pub struct MetadataRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetadataRecordBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_payload_type(&mut self, payload_type: Payload) {
+                self.fbb_.push_slot::<Payload>(MetadataRecord::VT_PAYLOAD_TYPE, payload_type, Payload::NONE);
+            }
+            #[inline]
+            pub fn add_payload(&mut self, payload: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetadataRecord::VT_PAYLOAD, payload);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetadataRecordBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                MetadataRecordBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<MetadataRecord<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, MetadataRecord::VT_PAYLOAD, "payload");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for MetadataRecord<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("MetadataRecord");
+                ds.field("payload_type", &self.payload_type());
+                match self.payload_type() {
+                    Payload::TopicRecord => {
+                        if let Some(x) = self.payload_as_topic_record() {
+                            ds.field("payload", &x)
+                        } else {
+                            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Payload::RemoveTopicRecord => {
+                        if let Some(x) = self.payload_as_remove_topic_record() {
+                            ds.field("payload", &x)
+                        } else {
+                            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    _ => {
+                        let x: Option<()> = None;
+                        ds.field("payload", &x)
+                    }
+                };
+                ds.finish()
+            }
+        }
+        #[inline]
+        /// Verifies that a buffer of bytes contains a `MetadataRecord`
+        /// and returns it.
+        /// Note that verification is still experimental and may not
+        /// catch every error, or be maximally performant. For the
+        /// previous, unchecked, behavior use
+        /// `root_as_metadata_record_unchecked`.
+        pub fn root_as_metadata_record(buf: &[u8]) -> Result<MetadataRecord<'_>, ::flatbuffers::InvalidFlatbuffer> {
+            ::flatbuffers::root::<MetadataRecord>(buf)
+        }
+        #[inline]
+        /// Verifies that a buffer of bytes contains a size prefixed
+        /// `MetadataRecord` and returns it.
+        /// Note that verification is still experimental and may not
+        /// catch every error, or be maximally performant. For the
+        /// previous, unchecked, behavior use
+        /// `size_prefixed_root_as_metadata_record_unchecked`.
+        pub fn size_prefixed_root_as_metadata_record(
+            buf: &[u8],
+        ) -> Result<MetadataRecord<'_>, ::flatbuffers::InvalidFlatbuffer> {
+            ::flatbuffers::size_prefixed_root::<MetadataRecord>(buf)
+        }
+        #[inline]
+        /// Verifies, with the given options, that a buffer of bytes
+        /// contains a `MetadataRecord` and returns it.
+        /// Note that verification is still experimental and may not
+        /// catch every error, or be maximally performant. For the
+        /// previous, unchecked, behavior use
+        /// `root_as_metadata_record_unchecked`.
+        pub fn root_as_metadata_record_with_opts<'b, 'o>(
+            opts: &'o ::flatbuffers::VerifierOptions,
+            buf: &'b [u8],
+        ) -> Result<MetadataRecord<'b>, ::flatbuffers::InvalidFlatbuffer> {
+            ::flatbuffers::root_with_opts::<MetadataRecord<'b>>(opts, buf)
+        }
+        #[inline]
+        /// Verifies, with the given verifier options, that a buffer of
+        /// bytes contains a size prefixed `MetadataRecord` and returns
+        /// it. Note that verification is still experimental and may not
+        /// catch every error, or be maximally performant. For the
+        /// previous, unchecked, behavior use
+        /// `root_as_metadata_record_unchecked`.
+        pub fn size_prefixed_root_as_metadata_record_with_opts<'b, 'o>(
+            opts: &'o ::flatbuffers::VerifierOptions,
+            buf: &'b [u8],
+        ) -> Result<MetadataRecord<'b>, ::flatbuffers::InvalidFlatbuffer> {
+            ::flatbuffers::size_prefixed_root_with_opts::<MetadataRecord<'b>>(opts, buf)
+        }
+        #[inline]
+        /// Assumes, without verification, that a buffer of bytes contains a MetadataRecord and returns it.
+        /// # Safety
+        /// Callers must trust the given bytes do indeed contain a valid `MetadataRecord`.
+        pub unsafe fn root_as_metadata_record_unchecked(buf: &[u8]) -> MetadataRecord<'_> {
+            unsafe { ::flatbuffers::root_unchecked::<MetadataRecord>(buf) }
+        }
+        #[inline]
+        /// Assumes, without verification, that a buffer of bytes contains a size prefixed MetadataRecord and returns it.
+        /// # Safety
+        /// Callers must trust the given bytes do indeed contain a valid size prefixed `MetadataRecord`.
+        pub unsafe fn size_prefixed_root_as_metadata_record_unchecked(buf: &[u8]) -> MetadataRecord<'_> {
+            unsafe { ::flatbuffers::size_prefixed_root_unchecked::<MetadataRecord>(buf) }
+        }
+        #[inline]
+        pub fn finish_metadata_record_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(
+            fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            root: ::flatbuffers::WIPOffset<MetadataRecord<'a>>,
+        ) {
+            fbb.finish(root, None);
+        }
+
+        #[inline]
+        pub fn finish_size_prefixed_metadata_record_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(
+            fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            root: ::flatbuffers::WIPOffset<MetadataRecord<'a>>,
+        ) {
+            fbb.finish_size_prefixed(root, None);
+        }
+    } // pub mod metadata
+} // pub mod weir
