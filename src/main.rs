@@ -15,6 +15,10 @@ use weir::shard::runtime::{Runtime, ShardEvent};
 /// Marker written after a clean stop; its absence at start means recovery must scan.
 const CLEAN_SHUTDOWN_MARKER: &str = ".weir_clean_shutdown";
 const LOCK_FILE: &str = ".lock";
+/// Longest wait for every shard to recover its partitions and listen.
+const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// glommio refuses to build an executor when RLIMIT_MEMLOCK is below this.
+const LOCKED_MEMORY_MIN_BYTES: u64 = 512 * 1024;
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Weir: a Kafka-compatible message broker, thread-per-core on io_uring")]
@@ -119,12 +123,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.cluster_id = Some(cluster_id(&data_dir, &config)?);
     let clean = take_clean_marker(&data_dir)?;
     info!(data_dir = %data_dir.display(), clean_start = clean, shards = config.data_shards(), "starting");
+    check_locked_memory_limit()?;
     let config = Arc::new(config);
     let mut runtime = Runtime::start(config.clone(), clean)?;
 
     let mut waiting = runtime.executors();
     while waiting > 0 {
-        match runtime.events.recv() {
+        match runtime.events.recv_timeout(STARTUP_TIMEOUT) {
             Ok(ShardEvent::Ready(_)) => waiting -= 1,
             Ok(ShardEvent::Failed { shard, error }) => {
                 error!(shard, %error, "shard failed to start");
@@ -133,7 +138,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 bail!("startup failed: {error}");
             }
             Ok(other) => warn!(?other, "unexpected event during start"),
-            Err(_) => bail!("shards ended during start"),
+            Err(_) => bail!("shards did not start within {STARTUP_TIMEOUT:?} (an executor failed to start; see the log)"),
         }
     }
     info!(listen = %config.listen, advertised = ?config.advertised, "weir is ready");
@@ -236,4 +241,22 @@ fn write_clean_marker(data_dir: &Path) -> anyhow::Result<()> {
 
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// glommio's io_uring executors need a locked-memory limit of at least 512 KiB; without it
+/// they fail inside their threads, so check first and say what to do.
+fn check_locked_memory_limit() -> anyhow::Result<()> {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return Ok(()) };
+    let Some(line) = limits.lines().find(|l| l.starts_with("Max locked memory")) else { return Ok(()) };
+    let soft = line.split_whitespace().nth(3).unwrap_or("unlimited");
+    if let Ok(bytes) = soft.parse::<u64>() {
+        if bytes < LOCKED_MEMORY_MIN_BYTES {
+            bail!(
+                "the locked-memory limit is {} KiB; io_uring executors need at least {} KiB: run `ulimit -l 8192` (or set memlock in /etc/security/limits.conf) and start again",
+                bytes / 1024,
+                LOCKED_MEMORY_MIN_BYTES / 1024
+            );
+        }
+    }
+    Ok(())
 }

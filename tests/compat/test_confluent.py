@@ -1,6 +1,7 @@
-"""confluent-kafka (current librdkafka) against weir: admin (create/delete topics and their
-errors), keyed produce with every acks setting and codec, consume back with assign()+seek,
-offsets (earliest/latest/max timestamp/by time), auto-creation."""
+"""confluent-kafka (current librdkafka) against weir: admin (create/describe/delete topics
+and their errors), keyed produce with every acks setting and codec, consume back with
+assign()+seek, offsets (earliest/latest/max timestamp/by time, out of range), auto-creation,
+size limits, long polling."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 
 import pytest
 from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, KafkaError,
-                             KafkaException, TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+                             KafkaException, TopicCollection, TopicPartition)
+from confluent_kafka.admin import AclOperation, AdminClient, NewTopic, OffsetSpec
 
 from helpers import (check_keyed_records, confluent_consumer, confluent_producer,
                      consume_confluent, make_value, produce_all, wait_until)
@@ -86,6 +87,27 @@ def test_create_list_delete_topic(shared_broker):
                                                   cached=False) == (0, 0)
     finally:
         consumer.close()
+
+
+def test_describe_topics_and_cluster(shared_broker):
+    """DescribeTopics/DescribeCluster through librdkafka. Asked for authorized operations,
+    Kafka without an authorizer lists every operation (it never leaves them out)."""
+    create_topic(shared_broker, "cf-describe", 3)
+    a = admin(shared_broker)
+    d = a.describe_topics(TopicCollection(["cf-describe"]),
+                          request_timeout=15)["cf-describe"].result(timeout=20)
+    assert d.name == "cf-describe" and not d.is_internal
+    assert str(d.topic_id) not in ("", "AAAAAAAAAAAAAAAAAAAAAA")  # a real (non-zero) topic id
+    assert [p.id for p in d.partitions] == [0, 1, 2]
+    assert all(p.leader.id == 0 and [r.id for r in p.replicas] == [0] for p in d.partitions)
+    cluster = a.describe_cluster(request_timeout=15).result(timeout=20)
+    assert cluster.controller.id == 0 and [n.id for n in cluster.nodes] == [0]
+    assert cluster.cluster_id
+
+    d = a.describe_topics(TopicCollection(["cf-describe"]), include_authorized_operations=True,
+                          request_timeout=15)["cf-describe"].result(timeout=20)
+    assert d.authorized_operations is not None, "no authorized operations in the answer"
+    assert {AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE} <= set(d.authorized_operations)
 
 
 def test_create_topic_errors(shared_broker):

@@ -10,7 +10,7 @@ import signal
 import time
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from helpers import (CLEAN_SHUTDOWN_MARKER, confluent_consumer, confluent_producer,
@@ -30,6 +30,12 @@ def list_topics(broker) -> dict[str, int]:
     a = AdminClient({"bootstrap.servers": broker.bootstrap})
     md = a.list_topics(timeout=10)
     return {name: len(t.partitions) for name, t in md.topics.items()}
+
+
+def topic_ids(broker, names) -> dict[str, str]:
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    fs = a.describe_topics(TopicCollection(names), request_timeout=15)
+    return {name: str(f.result(timeout=20).topic_id) for name, f in fs.items()}
 
 
 class Stream:
@@ -267,6 +273,7 @@ def test_topic_metadata_survives_restart(make_broker, how):
     assert a.delete_topics(["deleted"], request_timeout=15)["deleted"].result(timeout=20) is None
     before = list_topics(broker)
     assert before == {"kept": 5, "auto-created": 2}
+    ids_before = topic_ids(broker, ["kept", "auto-created"])
 
     if how == "sigterm":
         assert broker.stop() == 0
@@ -275,8 +282,10 @@ def test_topic_metadata_survives_restart(make_broker, how):
     broker.start()
     assert_ready_quickly(broker)
     assert list_topics(broker) == before
+    assert topic_ids(broker, ["kept", "auto-created"]) == ids_before  # topic ids are durable
     # The deleted topic stays deleted: creating it again starts from scratch.
     create_topic(broker, "deleted", 1)
+    assert topic_ids(broker, ["deleted"])["deleted"] not in ids_before.values()
     consumer = confluent_consumer(broker.bootstrap)
     try:
         assert consumer.get_watermark_offsets(TopicPartition("deleted", 0), timeout=10,

@@ -17,7 +17,7 @@ from kafka.errors import (InvalidPartitionsError, InvalidReplicationFactorError,
                           TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 from helpers import (check_keyed_records, consume_kafka_python, kafka_python_consumer,
-                     make_value, wait_until)
+                     make_value)
 
 ACKS = [0, 1, "all"]
 CODECS = [None, "gzip", "snappy", "lz4", "zstd"]
