@@ -30,8 +30,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker until SIGINT or SIGTERM.
+    #[command(after_help = "Settings come from the TOML file (--config), then the flags, then --set; \
+`weir settings` lists every setting with what it does. Logs go to stderr. \
+The broker needs a locked-memory limit (ulimit -l) of at least 512 KiB.")]
     Serve(ServeArgs),
-    /// List every setting `--config` files and `--set` accept.
+    /// List every setting that config files and `--set` accept, with what it does.
     Settings,
 }
 
@@ -67,8 +70,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Settings => {
-            for s in KNOWN_SETTINGS {
-                println!("{s}");
+            for (name, what) in KNOWN_SETTINGS {
+                println!("{name:<30} {what}");
             }
             Ok(())
         }
@@ -138,7 +141,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 bail!("startup failed: {error}");
             }
             Ok(other) => warn!(?other, "unexpected event during start"),
-            Err(_) => bail!("shards did not start within {STARTUP_TIMEOUT:?} (an executor failed to start; see the log)"),
+            Err(_) => {
+                bail!("shards did not start within {STARTUP_TIMEOUT:?} (an executor failed to start; see the log)")
+            }
         }
     }
     info!(listen = %config.listen, advertised = ?config.advertised, "weir is ready");

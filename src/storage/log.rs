@@ -890,6 +890,22 @@ mod tests {
     }
 
     #[test]
+    fn rolls_by_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let log = Log::open(&path, LogConfig { segment_ms: 20, ..config() }, false).await.expect("open");
+            append_n(&log, 2, 1).await;
+            glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
+            append_n(&log, 1, 1).await;
+            let bases: Vec<Offset> = log.state.borrow().segments.iter().map(|s| s.base_offset).collect();
+            assert_eq!(bases, vec![0, 2]);
+            log.sync_to(2).await.expect("sync");
+            assert!(segment::index_path(&path, 0).exists(), "sealed segment got its index files");
+        });
+    }
+
+    #[test]
     fn damaged_index_files_are_rebuilt() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().to_path_buf();
