@@ -156,6 +156,16 @@ fn metadata_auto_creates_only_when_allowed() {
     let all = c.call(12, all_req);
     let names: Vec<String> = all.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
     assert_eq!(names, vec!["auto-yes".to_string()]);
+    // Authorized operations, when asked for: everything (there is no authorizer), as Kafka does.
+    let mut req = MetadataRequest::default();
+    req.topics = None;
+    req.include_topic_authorized_operations = true;
+    req.include_cluster_authorized_operations = true;
+    let resp = c.call(10, req);
+    assert_eq!(resp.cluster_authorized_operations, 0b1_1111_1010_0000);
+    assert_eq!(resp.topics[0].topic_authorized_operations, 0b1101_1111_1000);
+    let resp = c.call(10, MetadataRequest::default());
+    assert_eq!(resp.cluster_authorized_operations, i32::MIN, "not asked for");
 }
 
 #[test]

@@ -51,6 +51,8 @@ pub struct Shard {
     pub connections_here: Cell<usize>,
     /// Long-poll fetches parked on this shard's partitions.
     pub fetch_waiters: Cell<usize>,
+    /// Set when the shard drains for shutdown: long polls stop waiting.
+    stopping: Cell<bool>,
 }
 
 impl Shard {
@@ -72,6 +74,7 @@ impl Shard {
             connections_total,
             connections_here: Cell::new(0),
             fetch_waiters: Cell::new(0),
+            stopping: Cell::new(false),
         }
     }
 
@@ -108,6 +111,18 @@ impl Shard {
     pub async fn send(&self, to: usize, request: ShardRequest) -> Result<(), ShardGone> {
         let sender = self.peers.get(to).and_then(|p| p.clone()).ok_or(ShardGone(to))?;
         sender.send(request).await.map_err(|_| ShardGone(to))
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Starts the drain: parked fetches are woken and new ones no longer wait.
+    pub fn begin_stopping(&self) {
+        self.stopping.set(true);
+        for p in self.partitions() {
+            p.notify();
+        }
     }
 
     pub fn executors(&self) -> usize {

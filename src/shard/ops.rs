@@ -183,7 +183,7 @@ impl Shard {
             }
         }
         self.fetch_waiters.set(parked);
-        if parked > self.config.fetch_waiters_max {
+        if parked > self.config.fetch_waiters_max || self.is_stopping() {
             if let Some(s) = waiter.borrow_mut().take() {
                 let _ = s.send(());
             }

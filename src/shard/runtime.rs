@@ -250,6 +250,7 @@ async fn run_data(
     let _ = events.send(ShardEvent::Ready(shard.index));
 
     let _ = controls.drain.await;
+    shard.begin_stopping();
     let _ = stop_tx.send(());
     let started = std::time::Instant::now();
     while shard.connections_here.get() > 0 && started.elapsed() < DRAIN_TIMEOUT {

@@ -381,14 +381,16 @@ TIMESTAMPS = [1000, 3000, 2000, 4000, 4000, 5000]
 TARGETS = {0: 0, 1000: 0, 1001: 1, 2000: 1, 3000: 1, 3001: 3, 4000: 3, 4001: 5, 5000: 5, 5001: -1}
 
 
+@pytest.mark.parametrize("value_size", [10, 3000])  # 3000: the records span several 4 KiB blocks
 @pytest.mark.parametrize("batching", ["one-batch", "batch-per-record"])
-def test_offsets_for_times(shared_broker, batching):
-    topic = f"cf-times-{batching}"
+def test_offsets_for_times(shared_broker, batching, value_size):
+    topic = f"cf-times-{batching}-{value_size}"
     create_topic(shared_broker, topic, 1)
     base = int(time.time() * 1000) - 3_600_000
     producer = confluent_producer(shared_broker.bootstrap, acks="all", **{"linger.ms": 100})
     for i, ts in enumerate(TIMESTAMPS):
-        producer.produce(topic, value=f"r{i}".encode(), partition=0, timestamp=base + ts)
+        producer.produce(topic, value=f"r{i}".encode() + b"." * value_size, partition=0,
+                         timestamp=base + ts)
         if batching == "batch-per-record":
             assert producer.flush(10) == 0
     assert producer.flush(10) == 0
@@ -419,7 +421,7 @@ def test_offsets_for_times(shared_broker, batching):
         consumer.close()
     records = consume_confluent(shared_broker.bootstrap, topic, {0: tp.offset}, 3)
     assert [(r.offset, r.value, r.timestamp) for r in records] == [
-        (i, f"r{i}".encode(), base + TIMESTAMPS[i]) for i in (3, 4, 5)]
+        (i, f"r{i}".encode() + b"." * value_size, base + TIMESTAMPS[i]) for i in (3, 4, 5)]
 
 
 def test_log_append_time(make_broker):

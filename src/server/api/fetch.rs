@@ -96,7 +96,7 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         let errors = outcomes.iter().any(|o| o.error_code != 0) || !fixed.is_empty();
         let now = Instant::now();
         let enough = if min_bytes == 0 { true } else { bytes >= min_bytes };
-        if enough || errors || now >= deadline || items.is_empty() {
+        if enough || errors || now >= deadline || items.is_empty() || shard.is_stopping() {
             break outcomes;
         }
         let watch: Vec<(TopicPartition, i64)> =

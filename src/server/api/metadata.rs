@@ -19,6 +19,23 @@ use crate::shard::Shard;
 /// Kafka's "authorized operations not requested" value.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
+/// ACL operation codes (Kafka's `AclOperation`), as bits of the authorized-operations field.
+const fn ops(codes: &[u8]) -> i32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < codes.len() {
+        bits |= 1 << codes[i];
+        i += 1;
+    }
+    bits
+}
+/// With no authorizer every supported operation is allowed, as Kafka reports: topics
+/// support READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+const TOPIC_OPERATIONS: i32 = ops(&[3, 4, 5, 6, 7, 8, 10, 11]);
+/// The cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+/// IDEMPOTENT_WRITE.
+const CLUSTER_OPERATIONS: i32 = ops(&[5, 7, 8, 9, 10, 11, 12]);
+
 pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: MetadataRequest) -> Reply {
     let config = &shard.config;
     let allow_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
@@ -46,23 +63,31 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
     response.brokers = vec![broker];
     response.cluster_id = config.cluster_id.clone().map(StrBytes::from_string);
     response.controller_id = BrokerId(config.node_id);
-    response.cluster_authorized_operations = OPERATIONS_OMITTED;
+    // Asked for from v8; the cluster field exists in v8-10 only.
+    response.cluster_authorized_operations =
+        if request.include_cluster_authorized_operations && (8..=10).contains(&version) {
+            CLUSTER_OPERATIONS
+        } else {
+            OPERATIONS_OMITTED
+        };
+    let topic_operations =
+        if request.include_topic_authorized_operations && version >= 8 { TOPIC_OPERATIONS } else { OPERATIONS_OMITTED };
     response.topics = match requested {
-        None => image.topics.values().map(|t| topic_entry(shard, t)).collect(),
+        None => image.topics.values().map(|t| topic_entry(shard, t, topic_operations)).collect(),
         Some(topics) => topics
             .iter()
             .map(|t| match &t.name {
-                Some(name) => by_name(shard, &image, name.0.as_str()),
-                None => by_id(shard, &image, t.topic_id),
+                Some(name) => by_name(shard, &image, name.0.as_str(), topic_operations),
+                None => by_id(shard, &image, t.topic_id, topic_operations),
             })
             .collect(),
     };
     encode_frame(ApiKey::Metadata, version, correlation_id, &response)
 }
 
-fn by_name(shard: &Shard, image: &MetadataImage, name: &str) -> MetadataResponseTopic {
+fn by_name(shard: &Shard, image: &MetadataImage, name: &str, operations: i32) -> MetadataResponseTopic {
     if let Some(meta) = image.topic(name) {
-        return topic_entry(shard, meta);
+        return topic_entry(shard, meta, operations);
     }
     let error = if valid_topic_name(name).is_err() {
         ResponseError::InvalidTopicException
@@ -76,9 +101,9 @@ fn by_name(shard: &Shard, image: &MetadataImage, name: &str) -> MetadataResponse
     t
 }
 
-fn by_id(shard: &Shard, image: &MetadataImage, id: uuid::Uuid) -> MetadataResponseTopic {
+fn by_id(shard: &Shard, image: &MetadataImage, id: uuid::Uuid, operations: i32) -> MetadataResponseTopic {
     if let Some(meta) = image.ids.get(&id).and_then(|n| image.topic(n)) {
-        return topic_entry(shard, meta);
+        return topic_entry(shard, meta, operations);
     }
     let mut t = MetadataResponseTopic::default();
     t.error_code = ResponseError::UnknownTopicId.code();
@@ -87,13 +112,13 @@ fn by_id(shard: &Shard, image: &MetadataImage, id: uuid::Uuid) -> MetadataRespon
     t
 }
 
-fn topic_entry(shard: &Shard, meta: &TopicMeta) -> MetadataResponseTopic {
+fn topic_entry(shard: &Shard, meta: &TopicMeta, operations: i32) -> MetadataResponseTopic {
     let node = BrokerId(shard.config.node_id);
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(meta.name.clone())));
     t.topic_id = meta.id;
     t.is_internal = meta.name.starts_with("__");
-    t.topic_authorized_operations = OPERATIONS_OMITTED;
+    t.topic_authorized_operations = operations;
     t.partitions = (0..meta.partitions)
         .map(|p| {
             let mut part = MetadataResponsePartition::default();
