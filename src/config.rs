@@ -63,6 +63,10 @@ pub struct Config {
     pub inflight_requests_max: usize,
     /// `max.partitions` (weir): partitions across all topics.
     pub partitions_max: usize,
+    /// `producer.id.expiration.ms`: an idle idempotent producer's state is dropped after this.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`: how often expiry runs.
+    pub producer_id_expiration_check_interval_ms: u64,
     /// `weir.cores`: data shards (0 = one per online CPU).
     pub cores: usize,
     /// `weir.cpu.list`: CPUs to pin data shards to, in order (empty = 0..cores).
@@ -102,6 +106,8 @@ impl Default for Config {
             connections_max: 10_000,
             inflight_requests_max: 64,
             partitions_max: 100_000,
+            producer_id_expiration_ms: 86_400_000,
+            producer_id_expiration_check_interval_ms: 600_000,
             cores: 0,
             cpu_list: Vec::new(),
             pin: true,
@@ -134,6 +140,9 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("max.connections", "open client connections across all shards; more are closed (default 10000)"),
     ("queued.max.requests", "requests one connection may have in flight, pipelined (default 64)"),
     ("max.partitions", "partitions across all topics; more gets POLICY_VIOLATION (default 100000)"),
+    ("producer.id.expiration.ms", "idle idempotent producers are forgotten after this (default 1 day)"),
+    ("transactional.id.expiration.ms", "accepted as Kafka's older name for producer.id.expiration.ms"),
+    ("producer.id.expiration.check.interval.ms", "how often producer expiry runs (default 10 minutes)"),
     ("weir.cores", "data shards, one executor per core; 0 = one per online CPU (default 0)"),
     ("weir.cpu.list", "CPUs to pin data shards to, in order, e.g. 2,3 (default 0..cores)"),
     ("weir.pin", "pin executors to CPUs (default true; --unpinned sets false)"),
@@ -208,6 +217,12 @@ impl Config {
             "max.connections" => self.connections_max = parse(key, v)?,
             "queued.max.requests" => self.inflight_requests_max = parse(key, v)?,
             "max.partitions" => self.partitions_max = parse(key, v)?,
+            "producer.id.expiration.ms" | "transactional.id.expiration.ms" => {
+                self.producer_id_expiration_ms = parse(key, v)?
+            }
+            "producer.id.expiration.check.interval.ms" => {
+                self.producer_id_expiration_check_interval_ms = parse(key, v)?
+            }
             "weir.cores" => self.cores = parse(key, v)?,
             "weir.cpu.list" => {
                 self.cpu_list = v
@@ -254,6 +269,12 @@ impl Config {
         check(self.connections_max >= 1, "max.connections", "must be positive")?;
         check(self.inflight_requests_max >= 1, "queued.max.requests", "must be positive")?;
         check(self.partitions_max >= 1, "max.partitions", "must be positive")?;
+        check(self.producer_id_expiration_ms >= 1, "producer.id.expiration.ms", "must be positive")?;
+        check(
+            self.producer_id_expiration_check_interval_ms >= 1,
+            "producer.id.expiration.check.interval.ms",
+            "must be positive",
+        )?;
         check(self.io_memory_bytes >= 64 * 1024, "weir.io.memory.bytes", "must be at least 64 KiB")?;
         check(self.channel_capacity >= 1, "weir.shard.channel.capacity", "must be positive")?;
         check(self.fetch_waiters_max >= 1, "weir.fetch.waiters.max", "must be positive")?;

@@ -93,6 +93,18 @@ fn every_advertised_version_answers() {
                     }
                     c.call(v, r);
                 }
+                ApiKey::InitProducerId => {
+                    let mut r = InitProducerIdRequest::default();
+                    r.transaction_timeout_ms = 60_000;
+                    r.producer_id = ProducerId(-1);
+                    r.producer_epoch = -1;
+                    let resp = c.call(v, r);
+                    assert_eq!(resp.error_code, 0, "InitProducerId v{v}");
+                    assert!(resp.producer_id.0 >= 0);
+                }
+                ApiKey::DescribeProducers => {
+                    c.call(v, DescribeProducersRequest::default());
+                }
                 other => panic!("advertised {other:?} has no test"),
             }
         }

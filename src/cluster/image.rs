@@ -25,6 +25,8 @@ pub struct MetadataImage {
     pub ids: HashMap<Uuid, String>,
     /// Data shards that partitions are spread over.
     pub data_shards: usize,
+    /// The first producer id not yet handed out.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -45,6 +47,9 @@ impl MetadataImage {
                 if let Some(name) = self.ids.remove(id) {
                     self.topics.remove(&name);
                 }
+            }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
     }

@@ -23,6 +23,8 @@ pub enum MetadataRecord {
     Topic { name: String, id: Uuid, partitions: i32, configs: BTreeMap<String, String> },
     /// A topic was deleted.
     RemoveTopic { id: Uuid },
+    /// Producer ids below `next_producer_id` have been handed out.
+    ProducerIds { next_producer_id: i64 },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -66,6 +68,10 @@ impl MetadataRecord {
                 let args = fb::RemoveTopicRecordArgs { id: Some(&id) };
                 (fb::Payload::RemoveTopicRecord, fb::RemoveTopicRecord::create(&mut fbb, &args).as_union_value())
             }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                let args = fb::ProducerIdsRecordArgs { next_producer_id: *next_producer_id };
+                (fb::Payload::ProducerIdsRecord, fb::ProducerIdsRecord::create(&mut fbb, &args).as_union_value())
+            }
         };
         let root =
             fb::MetadataRecord::create(&mut fbb, &fb::MetadataRecordArgs { payload_type, payload: Some(payload) });
@@ -90,6 +96,9 @@ impl MetadataRecord {
         if let Some(r) = record.payload_as_remove_topic_record() {
             return Ok(MetadataRecord::RemoveTopic { id: from_fb_uuid(r.id()) });
         }
+        if let Some(r) = record.payload_as_producer_ids_record() {
+            return Ok(MetadataRecord::ProducerIds { next_producer_id: r.next_producer_id() });
+        }
         Err(RecordError::UnknownType(record.payload_type().0))
     }
 }
@@ -108,6 +117,7 @@ mod tests {
                 configs: [("cleanup.policy".to_string(), "delete".to_string())].into(),
             },
             MetadataRecord::RemoveTopic { id: Uuid::new_v4() },
+            MetadataRecord::ProducerIds { next_producer_id: 4000 },
         ];
         for r in records {
             assert_eq!(MetadataRecord::decode(&r.encode()), Ok(r.clone()));

@@ -131,7 +131,24 @@ impl Controller {
         }
     }
 
-    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), std::io::Error> {
+    /// Reserves `count` producer ids: durable before any is handed out, so ids never
+    /// repeat across restarts.
+    pub async fn allocate_producer_ids(&self, count: i64) -> Option<(i64, i64)> {
+        let _permit = self.lock.acquire_permit(1).await.ok()?;
+        let start = self.shard.image().next_producer_id;
+        let end = start.checked_add(count)?;
+        match self.commit_local(vec![MetadataRecord::ProducerIds { next_producer_id: end }]).await {
+            Ok(()) => Some((start, end)),
+            Err(e) => {
+                warn!(error = %e, "cannot reserve producer ids");
+                None
+            }
+        }
+    }
+
+    /// Makes records durable and applies them to the control shard's image only (for
+    /// records no data shard reads).
+    async fn commit_local(&self, records: Vec<MetadataRecord>) -> Result<(), std::io::Error> {
         let log = self.log.clone();
         let to_write = records.clone();
         glommio::executor().spawn_blocking(move || log.append(&to_write)).await?;
@@ -140,6 +157,12 @@ impl Controller {
             image.apply(r);
         }
         self.shard.set_image(Arc::new(image));
+        Ok(())
+    }
+
+    /// Makes records durable, applies them and publishes the new image to every data shard.
+    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), std::io::Error> {
+        self.commit_local(records).await?;
         self.publish().await;
         Ok(())
     }

@@ -87,6 +87,15 @@ pub enum TopicRef {
     Id(uuid::Uuid),
 }
 
+/// One partition's active producers (DescribeProducers).
+#[derive(Debug, Clone, Default)]
+pub struct ProducersOutcome {
+    pub idx: usize,
+    pub error_code: i16,
+    /// (producer id, epoch, last sequence, last timestamp)
+    pub producers: Vec<(i64, i16, i32, i64)>,
+}
+
 pub enum ShardRequest {
     /// Append batches on the owner; the reply comes once `acks` is satisfied.
     Produce {
@@ -107,6 +116,15 @@ pub enum ShardRequest {
     ListOffsets {
         items: Vec<ListOffsetsItem>,
         reply: oneshot::Sender<Vec<ListOffsetsOutcome>>,
+    },
+    DescribeProducers {
+        items: Vec<(usize, TopicPartition)>,
+        reply: oneshot::Sender<Vec<ProducersOutcome>>,
+    },
+    /// Data -> control: a block of `count` producer ids, `[start, end)`, durably reserved.
+    AllocateProducerIds {
+        count: i64,
+        reply: oneshot::Sender<Option<(i64, i64)>>,
     },
     /// Control -> data: a new metadata image; reply once local partitions match it.
     Publish {

@@ -29,6 +29,9 @@ pub use message::ShardRequest;
 /// Executor index of the control shard.
 pub const CONTROL: usize = 0;
 
+/// Producer ids a data shard reserves at once (one metadata-log write per block).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
 /// Executor index of a data shard.
 pub fn executor_of(shard: ShardId) -> usize {
     shard.0 + 1
@@ -53,6 +56,8 @@ pub struct Shard {
     pub fetch_waiters: Cell<usize>,
     /// Set when the shard drains for shutdown: long polls stop waiting.
     stopping: Cell<bool>,
+    /// Producer ids reserved for this shard and not yet handed out: `[next, end)`.
+    producer_ids: Cell<(i64, i64)>,
 }
 
 impl Shard {
@@ -75,6 +80,7 @@ impl Shard {
             connections_here: Cell::new(0),
             fetch_waiters: Cell::new(0),
             stopping: Cell::new(false),
+            producer_ids: Cell::new((0, 0)),
         }
     }
 
@@ -111,6 +117,25 @@ impl Shard {
     pub async fn send(&self, to: usize, request: ShardRequest) -> Result<(), ShardGone> {
         let sender = self.peers.get(to).and_then(|p| p.clone()).ok_or(ShardGone(to))?;
         sender.send(request).await.map_err(|_| ShardGone(to))
+    }
+
+    /// A new producer id: from this shard's block, reserving a new block from the control
+    /// shard when it runs out. `None` when the control shard cannot reserve one.
+    pub async fn next_producer_id(&self) -> Option<i64> {
+        loop {
+            let (next, end) = self.producer_ids.get();
+            if next < end {
+                self.producer_ids.set((next + 1, end));
+                return Some(next);
+            }
+            let (reply, rx) = futures::channel::oneshot::channel();
+            self.send(CONTROL, ShardRequest::AllocateProducerIds { count: PRODUCER_ID_BLOCK, reply }).await.ok()?;
+            let (start, end) = rx.await.ok()??;
+            // Another task may have refilled the block meanwhile; the newer block wins.
+            if self.producer_ids.get().1 < end {
+                self.producer_ids.set((start, end));
+            }
+        }
     }
 
     pub fn is_stopping(&self) -> bool {

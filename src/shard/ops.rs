@@ -12,13 +12,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::channel::oneshot;
 use kafka_protocol::ResponseError;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::message::*;
 use super::Shard;
 use crate::cluster::{MetadataImage, TopicMeta};
-use crate::partition::{Partition, Waiter};
-use crate::storage::{Log, LogConfig, LogError};
+use crate::partition::producer_state::Verdict;
+use crate::partition::{producer_batch, Partition, Waiter};
+use crate::protocol::batch::BatchHeader;
+use crate::storage::{AppendInfo, Log, LogConfig, LogError};
 use crate::types::{now_ms, Offset, TopicPartition};
 
 /// Buffered bytes per partition beyond which even acks=0/1 produce waits for the disk.
@@ -44,29 +46,61 @@ impl Shard {
         let image = self.image();
         let mut done = Vec::with_capacity(items.len());
         let mut waiting = Vec::with_capacity(items.len());
+        let failed = |idx: usize, error: ResponseError| ProduceOutcome {
+            idx,
+            error_code: error.code(),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        };
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
-                done.push(ProduceOutcome {
-                    idx: item.idx,
-                    error_code: ResponseError::UnknownTopicOrPartition.code(),
-                    base_offset: -1,
-                    log_append_time_ms: -1,
-                    log_start_offset: -1,
-                });
+                done.push(failed(item.idx, ResponseError::UnknownTopicOrPartition));
                 continue;
             };
             if partition.log.has_failed() {
-                done.push(ProduceOutcome {
-                    idx: item.idx,
-                    error_code: ResponseError::KafkaStorageError.code(),
-                    base_offset: -1,
-                    log_append_time_ms: -1,
-                    log_start_offset: -1,
-                });
+                done.push(failed(item.idx, ResponseError::KafkaStorageError));
                 continue;
+            }
+            let header = BatchHeader::new(&item.batch);
+            if header.is_some_and(|h| h.is_transactional()) {
+                // Transactions are not implemented: InitProducerId hands out no transactional ids.
+                done.push(failed(item.idx, ResponseError::InvalidTxnState));
+                continue;
+            }
+            let producer = header.as_ref().and_then(producer_batch);
+            if let Some(batch) = &producer {
+                let verdict = partition.producers.borrow().check(batch);
+                match verdict {
+                    Ok(Verdict::Append) => {}
+                    Ok(Verdict::Duplicate { first_offset, last_offset }) => {
+                        // A retry of a batch we have: its original offsets, nothing appended.
+                        let info =
+                            AppendInfo { base_offset: first_offset, last_offset, flush_due: false, rolled: false };
+                        waiting.push((item.idx, partition, info, -1));
+                        continue;
+                    }
+                    Err(e) => {
+                        debug!(partition = %item.tp, producer_id = batch.producer_id, error = %e, "idempotent batch refused");
+                        done.push(ProduceOutcome {
+                            error_code: e.error_code(),
+                            ..failed(item.idx, ResponseError::UnknownServerError)
+                        });
+                        continue;
+                    }
+                }
             }
             let append_time = log_append_time(&image, &item.tp, self.config.log_append_time).then(now_ms);
             let info = partition.log.append(BytesMut::from(&item.batch[..]), append_time);
+            if info.rolled {
+                // The state before this batch is the state at the new segment's base offset.
+                let table = partition.producers.borrow().clone();
+                let p = partition.clone();
+                glommio::spawn_local(async move { p.write_snapshot(table, info.base_offset).await }).detach();
+            }
+            if let Some(batch) = &producer {
+                partition.producers.borrow_mut().record(batch, info.base_offset);
+            }
             partition.notify();
             if info.flush_due {
                 schedule_write(&partition);
@@ -239,7 +273,9 @@ impl Shard {
             write_chunk_bytes: WRITE_CHUNK_BYTES,
         };
         let log = Log::open(&dir, config, self.clean_start).await?;
-        Ok(Partition::new(tp.clone(), meta.id, log))
+        let partition = Partition::new(tp.clone(), meta.id, log);
+        partition.recover_producers().await?;
+        Ok(partition)
     }
 
     /// Syncs every partition with unsynced data (the periodic part of the flush policy).
@@ -254,10 +290,49 @@ impl Shard {
         }
     }
 
+    /// The active producers of each partition, for DescribeProducers.
+    pub fn describe_producers_local(&self, items: Vec<(usize, TopicPartition)>) -> Vec<ProducersOutcome> {
+        items
+            .into_iter()
+            .map(|(idx, tp)| match self.partition(&tp) {
+                None => ProducersOutcome {
+                    idx,
+                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    producers: Vec::new(),
+                },
+                Some(p) => {
+                    let table = p.producers.borrow();
+                    let mut producers: Vec<(i64, i16, i32, i64)> = table
+                        .producers
+                        .iter()
+                        .map(|(id, e)| (*id, e.epoch, e.last_seq().unwrap_or(-1), e.last_timestamp))
+                        .collect();
+                    producers.sort_unstable();
+                    ProducersOutcome { idx, error_code: 0, producers }
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets producers idle longer than `producer.id.expiration.ms`.
+    pub fn expire_producers(&self) {
+        let now = now_ms();
+        for p in self.partitions() {
+            let expired = p.producers.borrow_mut().expire(now, self.config.producer_id_expiration_ms);
+            if expired > 0 {
+                debug!(partition = %p.tp, expired, "producer ids expired");
+            }
+        }
+    }
+
     /// Closes every log cleanly (sync, final index files). Returns whether all closed.
     pub async fn close_all(&self) -> bool {
         let mut ok = true;
         for p in self.partitions() {
+            let table = p.producers.borrow().clone();
+            if !table.producers.is_empty() {
+                p.write_snapshot(table, p.log.next_offset()).await;
+            }
             if let Err(e) = p.log.close().await {
                 warn!(partition = %p.tp, error = %e, "close failed");
                 ok = false;

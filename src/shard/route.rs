@@ -123,6 +123,29 @@ impl Shard {
         join_all(parts).await.into_iter().flatten().collect()
     }
 
+    pub async fn route_describe_producers(
+        self: &Rc<Self>,
+        items: Vec<(usize, TopicPartition)>,
+    ) -> Vec<ProducersOutcome> {
+        let mut out = Vec::with_capacity(items.len());
+        for (owner, items) in self.group_by_owner(items, |i| &i.1) {
+            if Some(owner) == self.data_id() {
+                out.extend(self.describe_producers_local(items));
+                continue;
+            }
+            let idxs: Vec<usize> = items.iter().map(|i| i.0).collect();
+            let (reply, rx) = oneshot::channel();
+            let answer = match self.send(executor_of(owner), ShardRequest::DescribeProducers { items, reply }).await {
+                Ok(()) => rx.await.ok(),
+                Err(_) => None,
+            };
+            out.extend(answer.unwrap_or_else(|| {
+                shard_down(&idxs, |idx, code| ProducersOutcome { idx, error_code: code, producers: Vec::new() })
+            }));
+        }
+        out
+    }
+
     /// Resolves when any of the partitions' high watermark passes the one given (or a
     /// shard can no longer tell). The caller bounds the wait with its own timer.
     pub async fn watch_any(self: &Rc<Self>, items: Vec<(TopicPartition, Offset)>) {

@@ -247,6 +247,15 @@ async fn run_data(
         }
     })
     .detach();
+    let expirer = shard.clone();
+    let expiry_interval = Duration::from_millis(shard.config.producer_id_expiration_check_interval_ms);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(expiry_interval).await;
+            expirer.expire_producers();
+        }
+    })
+    .detach();
     let _ = events.send(ShardEvent::Ready(shard.index));
 
     let _ = controls.drain.await;
@@ -304,6 +313,17 @@ async fn serve_peer(
                 .detach();
             }
             ShardRequest::Watch { items, reply } => shard.watch_local(items, reply),
+            ShardRequest::DescribeProducers { items, reply } => {
+                let _ = reply.send(shard.describe_producers_local(items));
+            }
+            ShardRequest::AllocateProducerIds { count, reply } => {
+                if let Some(c) = controller.clone() {
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(c.allocate_producer_ids(count).await);
+                    })
+                    .detach();
+                }
+            }
             ShardRequest::Publish { image, reply } => {
                 shard.apply_image(image).await;
                 let _ = reply.send(());

@@ -63,6 +63,8 @@ pub struct AppendInfo {
     pub last_offset: Offset,
     /// True when the caller should start a background flush (enough bytes are buffered).
     pub flush_due: bool,
+    /// True when this batch started a new segment (at `base_offset`).
+    pub rolled: bool,
 }
 
 /// Batches read from the log for a fetch.
@@ -263,7 +265,8 @@ impl Log {
         }
         let last_offset = base_offset + count_delta;
         let now = now_ms();
-        if self.roll_due(state.active(), batch.len() as u64, last_offset, now) {
+        let rolled = self.roll_due(state.active(), batch.len() as u64, last_offset, now);
+        if rolled {
             state.active().sealed = true;
             state.segments.push(Segment::new_empty(base_offset, now));
             debug!(dir = %self.dir.display(), base_offset, "segment rolled");
@@ -275,7 +278,7 @@ impl Log {
         state.next_offset = last_offset + 1;
         let bytes = batch.freeze();
         state.tail.push(base_offset, last_offset, bytes, self.config.tail_cache_bytes);
-        AppendInfo { base_offset, last_offset, flush_due }
+        AppendInfo { base_offset, last_offset, flush_due, rolled }
     }
 
     fn roll_due(&self, active: &Segment, batch_bytes: u64, last_offset: Offset, now: i64) -> bool {
@@ -520,6 +523,25 @@ impl Log {
             }
         }
         Ok(out.freeze())
+    }
+
+    /// Calls `visit` with the header of every batch from the one holding `from` to the end
+    /// (recovery of producer state).
+    pub async fn for_each_batch(&self, from: Offset, mut visit: impl FnMut(&BatchHeader<'_>)) -> Result<(), LogError> {
+        let mut offset = from.max(self.log_start_offset());
+        while offset < self.next_offset() {
+            let read = self.read(offset, IO_CHUNK_BYTES as usize).await?;
+            if read.records.is_empty() {
+                break;
+            }
+            for (_, header) in batch::iter_batches(&read.records) {
+                if header.last_offset() >= offset {
+                    visit(&header);
+                }
+                offset = offset.max(header.last_offset() + 1);
+            }
+        }
+        Ok(())
     }
 
     /// The offset and timestamp of the first record whose timestamp is at or after

@@ -17,13 +17,14 @@ pub mod weir {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_PAYLOAD: u8 = 2;
+        pub const ENUM_MAX_PAYLOAD: u8 = 3;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_PAYLOAD: [Payload; 3] = [Payload::NONE, Payload::TopicRecord, Payload::RemoveTopicRecord];
+        pub const ENUM_VALUES_PAYLOAD: [Payload; 4] =
+            [Payload::NONE, Payload::TopicRecord, Payload::RemoveTopicRecord, Payload::ProducerIdsRecord];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
         #[repr(transparent)]
@@ -33,16 +34,19 @@ pub mod weir {
             pub const NONE: Self = Self(0);
             pub const TopicRecord: Self = Self(1);
             pub const RemoveTopicRecord: Self = Self(2);
+            pub const ProducerIdsRecord: Self = Self(3);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 2;
-            pub const ENUM_VALUES: &'static [Self] = &[Self::NONE, Self::TopicRecord, Self::RemoveTopicRecord];
+            pub const ENUM_MAX: u8 = 3;
+            pub const ENUM_VALUES: &'static [Self] =
+                &[Self::NONE, Self::TopicRecord, Self::RemoveTopicRecord, Self::ProducerIdsRecord];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
                 match self {
                     Self::NONE => Some("NONE"),
                     Self::TopicRecord => Some("TopicRecord"),
                     Self::RemoveTopicRecord => Some("RemoveTopicRecord"),
+                    Self::ProducerIdsRecord => Some("ProducerIdsRecord"),
                     _ => None,
                 }
             }
@@ -605,6 +609,96 @@ pub mod weir {
                 ds.finish()
             }
         }
+        pub enum ProducerIdsRecordOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// Producer ids below `next_producer_id` have been handed out (in blocks).
+        pub struct ProducerIdsRecord<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ProducerIdsRecord<'a> {
+            type Inner = ProducerIdsRecord<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> ProducerIdsRecord<'a> {
+            pub const VT_NEXT_PRODUCER_ID: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ProducerIdsRecord { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ProducerIdsRecordArgs,
+            ) -> ::flatbuffers::WIPOffset<ProducerIdsRecord<'bldr>> {
+                let mut builder = ProducerIdsRecordBuilder::new(_fbb);
+                builder.add_next_producer_id(args.next_producer_id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn next_producer_id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(ProducerIdsRecord::VT_NEXT_PRODUCER_ID, Some(0)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ProducerIdsRecord<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.visit_field::<i64>("next_producer_id", Self::VT_NEXT_PRODUCER_ID, false)?.finish();
+                Ok(())
+            }
+        }
+        pub struct ProducerIdsRecordArgs {
+            pub next_producer_id: i64,
+        }
+        impl<'a> Default for ProducerIdsRecordArgs {
+            #[inline]
+            fn default() -> Self {
+                ProducerIdsRecordArgs { next_producer_id: 0 }
+            }
+        }
+
+        pub struct ProducerIdsRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProducerIdsRecordBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_next_producer_id(&mut self, next_producer_id: i64) {
+                self.fbb_.push_slot::<i64>(ProducerIdsRecord::VT_NEXT_PRODUCER_ID, next_producer_id, 0);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProducerIdsRecordBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ProducerIdsRecordBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ProducerIdsRecord<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ProducerIdsRecord<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ProducerIdsRecord");
+                ds.field("next_producer_id", &self.next_producer_id());
+                ds.finish()
+            }
+        }
         pub enum MetadataRecordOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -689,6 +783,20 @@ pub mod weir {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn payload_as_producer_ids_record(&self) -> Option<ProducerIdsRecord<'a>> {
+                if self.payload_type() == Payload::ProducerIdsRecord {
+                    let u = self.payload();
+                    // Safety:
+                    // Created from a valid Table for this object
+                    // Which contains a valid union in this slot
+                    Some(unsafe { ProducerIdsRecord::init_from_table(u) })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
@@ -713,6 +821,11 @@ pub mod weir {
                             Payload::RemoveTopicRecord => v
                                 .verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveTopicRecord>>(
                                     "Payload::RemoveTopicRecord",
+                                    pos,
+                                ),
+                            Payload::ProducerIdsRecord => v
+                                .verify_union_variant::<::flatbuffers::ForwardsUOffset<ProducerIdsRecord>>(
+                                    "Payload::ProducerIdsRecord",
                                     pos,
                                 ),
                             _ => Ok(()),
@@ -776,6 +889,13 @@ pub mod weir {
                     }
                     Payload::RemoveTopicRecord => {
                         if let Some(x) = self.payload_as_remove_topic_record() {
+                            ds.field("payload", &x)
+                        } else {
+                            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Payload::ProducerIdsRecord => {
+                        if let Some(x) = self.payload_as_producer_ids_record() {
                             ds.field("payload", &x)
                         } else {
                             ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -9,7 +9,9 @@
 pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
+pub mod describe_producers;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -44,6 +46,8 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     ApiSupport { key: ApiKey::ApiVersions, min: 0, max: 3 },
     ApiSupport { key: ApiKey::CreateTopics, min: 2, max: 7 },
     ApiSupport { key: ApiKey::DeleteTopics, min: 1, max: 6 },
+    ApiSupport { key: ApiKey::InitProducerId, min: 0, max: 4 },
+    ApiSupport { key: ApiKey::DescribeProducers, min: 0, max: 0 },
 ];
 
 pub fn supported(key: ApiKey) -> Option<ApiSupport> {
@@ -123,6 +127,12 @@ pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, mut body: Bytes)
         }
         ApiKey::DeleteTopics => {
             ready(delete_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await)
+        }
+        ApiKey::InitProducerId => {
+            ready(init_producer_id::handle(shard, version, cid, decode(api, version, &mut body)?).await)
+        }
+        ApiKey::DescribeProducers => {
+            ready(describe_producers::handle(shard, version, cid, decode(api, version, &mut body)?).await)
         }
         _ => return Err(RequestError::UnknownApi(header.request_api_key)),
     };
