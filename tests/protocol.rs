@@ -95,6 +95,7 @@ fn every_advertised_version_answers() {
                 }
                 ApiKey::InitProducerId => {
                     let mut r = InitProducerIdRequest::default();
+                    r.transactional_id = None;
                     r.transaction_timeout_ms = 60_000;
                     r.producer_id = ProducerId(-1);
                     r.producer_epoch = -1;

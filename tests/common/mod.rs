@@ -253,6 +253,18 @@ pub fn create_topic(client: &mut Client, name: &str, partitions: i32) -> CreateT
 
 /// A client-encoded batch of `values`, with timestamps `ts0, ts0+1, ...` and keys `k<i>`.
 pub fn batch(values: &[&[u8]], ts0: i64, compression: Compression) -> Bytes {
+    idempotent_batch(values, ts0, compression, -1, -1, -1)
+}
+
+/// Like [`batch`], from an idempotent producer: id, epoch and the first record's sequence.
+pub fn idempotent_batch(
+    values: &[&[u8]],
+    ts0: i64,
+    compression: Compression,
+    producer_id: i64,
+    epoch: i16,
+    first_seq: i32,
+) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -261,11 +273,12 @@ pub fn batch(values: &[&[u8]], ts0: i64, compression: Compression) -> Bytes {
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: i as i32 - 1,
+            // kafka-protocol keeps records in one batch while offset - sequence is constant.
+            sequence: if producer_id < 0 { i as i32 - 1 } else { first_seq.wrapping_add(i as i32) },
             timestamp: ts0 + i as i64,
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::copy_from_slice(v)),
@@ -340,6 +353,18 @@ pub fn records_of(bytes: &Option<Bytes>) -> Vec<(i64, Bytes)> {
         }
     }
     out
+}
+
+/// A new producer id and epoch from InitProducerId.
+pub fn init_producer_id(client: &mut Client) -> (i64, i16) {
+    let mut r = kafka_protocol::messages::InitProducerIdRequest::default();
+    r.transactional_id = None;
+    r.transaction_timeout_ms = 60_000;
+    r.producer_id = (-1).into();
+    r.producer_epoch = -1;
+    let resp = client.call(4, r);
+    assert_eq!(resp.error_code, 0);
+    (resp.producer_id.0, resp.producer_epoch)
 }
 
 pub fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
