@@ -25,6 +25,13 @@ pub struct ProduceOutcome {
     pub log_start_offset: Offset,
 }
 
+impl ProduceOutcome {
+    /// A partition that was not appended to.
+    pub fn failed(idx: usize, error_code: i16) -> Self {
+        Self { idx, error_code, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FetchItem {
     pub idx: usize,

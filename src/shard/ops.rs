@@ -46,13 +46,7 @@ impl Shard {
         let image = self.image();
         let mut done = Vec::with_capacity(items.len());
         let mut waiting = Vec::with_capacity(items.len());
-        let failed = |idx: usize, error: ResponseError| ProduceOutcome {
-            idx,
-            error_code: error.code(),
-            base_offset: -1,
-            log_append_time_ms: -1,
-            log_start_offset: -1,
-        };
+        let failed = |idx: usize, error: ResponseError| ProduceOutcome::failed(idx, error.code());
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
                 done.push(failed(item.idx, ResponseError::UnknownTopicOrPartition));

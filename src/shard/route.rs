@@ -49,101 +49,85 @@ impl Shard {
             parts.push(Box::pin(async move {
                 match (sent, rx.await) {
                     (Ok(()), Ok(out)) => out,
-                    _ => shard_down(&idxs, |idx, code| ProduceOutcome {
-                        idx,
-                        error_code: code,
-                        base_offset: -1,
-                        log_append_time_ms: -1,
-                        log_start_offset: -1,
-                    }),
+                    _ => shard_down(&idxs, ProduceOutcome::failed),
                 }
             }));
         }
         Box::pin(async move { join_all(parts).await.into_iter().flatten().collect() })
     }
 
-    pub async fn route_fetch(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
-        let parts =
-            self.group_by_owner(items, |i| &i.tp).into_iter().map(|(owner, items)| -> LocalFuture<Vec<FetchOutcome>> {
-                if Some(owner) == self.data_id() {
-                    return Box::pin(self.clone().fetch_local(items));
-                }
-                let shard = self.clone();
-                Box::pin(async move {
-                    let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
-                    let (reply, rx) = oneshot::channel();
-                    match shard.send(executor_of(owner), ShardRequest::Fetch { items, reply }).await {
-                        Ok(()) => rx.await.unwrap_or_else(|_| {
-                            shard_down(&idxs, |idx, code| FetchOutcome {
-                                idx,
-                                error_code: code,
-                                high_watermark: -1,
-                                log_start_offset: -1,
-                                ..Default::default()
-                            })
-                        }),
-                        Err(_) => shard_down(&idxs, |idx, code| FetchOutcome {
-                            idx,
-                            error_code: code,
-                            high_watermark: -1,
-                            log_start_offset: -1,
-                            ..Default::default()
-                        }),
-                    }
-                })
-            });
+    /// Runs read-style work on each owner at once: `local` on this shard, a message built by
+    /// `remote` elsewhere; `down` answers for items whose shard could not (it is stopping).
+    async fn scatter<I, O>(
+        self: &Rc<Self>,
+        items: Vec<I>,
+        key: fn(&I) -> (usize, &TopicPartition),
+        local: fn(Rc<Shard>, Vec<I>) -> LocalFuture<Vec<O>>,
+        remote: fn(Vec<I>, oneshot::Sender<Vec<O>>) -> ShardRequest,
+        down: fn(usize, i16) -> O,
+    ) -> Vec<O>
+    where
+        I: 'static,
+        O: 'static,
+    {
+        let parts = self.group_by_owner(items, |i| key(i).1).into_iter().map(|(owner, items)| -> LocalFuture<Vec<O>> {
+            if Some(owner) == self.data_id() {
+                return local(self.clone(), items);
+            }
+            let shard = self.clone();
+            Box::pin(async move {
+                let idxs: Vec<usize> = items.iter().map(|i| key(i).0).collect();
+                let (reply, rx) = oneshot::channel();
+                let answer = match shard.send(executor_of(owner), remote(items, reply)).await {
+                    Ok(()) => rx.await.ok(),
+                    Err(_) => None,
+                };
+                answer.unwrap_or_else(|| shard_down(&idxs, down))
+            })
+        });
         join_all(parts).await.into_iter().flatten().collect()
     }
 
-    pub async fn route_list_offsets(self: &Rc<Self>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsOutcome> {
-        let parts = self.group_by_owner(items, |i| &i.tp).into_iter().map(
-            |(owner, items)| -> LocalFuture<Vec<ListOffsetsOutcome>> {
-                if Some(owner) == self.data_id() {
-                    return Box::pin(self.clone().list_offsets_local(items));
-                }
-                let shard = self.clone();
-                Box::pin(async move {
-                    let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
-                    let (reply, rx) = oneshot::channel();
-                    let down = |idxs: &[usize]| {
-                        shard_down(idxs, |idx, code| ListOffsetsOutcome {
-                            idx,
-                            error_code: code,
-                            offset: -1,
-                            timestamp: -1,
-                        })
-                    };
-                    match shard.send(executor_of(owner), ShardRequest::ListOffsets { items, reply }).await {
-                        Ok(()) => rx.await.unwrap_or_else(|_| down(&idxs)),
-                        Err(_) => down(&idxs),
-                    }
-                })
+    pub async fn route_fetch(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
+        self.scatter(
+            items,
+            |i| (i.idx, &i.tp),
+            |shard, items| Box::pin(shard.fetch_local(items)),
+            |items, reply| ShardRequest::Fetch { items, reply },
+            |idx, error_code| FetchOutcome {
+                idx,
+                error_code,
+                high_watermark: -1,
+                log_start_offset: -1,
+                ..Default::default()
             },
-        );
-        join_all(parts).await.into_iter().flatten().collect()
+        )
+        .await
+    }
+
+    pub async fn route_list_offsets(self: &Rc<Self>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsOutcome> {
+        self.scatter(
+            items,
+            |i| (i.idx, &i.tp),
+            |shard, items| Box::pin(shard.list_offsets_local(items)),
+            |items, reply| ShardRequest::ListOffsets { items, reply },
+            |idx, error_code| ListOffsetsOutcome { idx, error_code, offset: -1, timestamp: -1 },
+        )
+        .await
     }
 
     pub async fn route_describe_producers(
         self: &Rc<Self>,
         items: Vec<(usize, TopicPartition)>,
     ) -> Vec<ProducersOutcome> {
-        let mut out = Vec::with_capacity(items.len());
-        for (owner, items) in self.group_by_owner(items, |i| &i.1) {
-            if Some(owner) == self.data_id() {
-                out.extend(self.describe_producers_local(items));
-                continue;
-            }
-            let idxs: Vec<usize> = items.iter().map(|i| i.0).collect();
-            let (reply, rx) = oneshot::channel();
-            let answer = match self.send(executor_of(owner), ShardRequest::DescribeProducers { items, reply }).await {
-                Ok(()) => rx.await.ok(),
-                Err(_) => None,
-            };
-            out.extend(answer.unwrap_or_else(|| {
-                shard_down(&idxs, |idx, code| ProducersOutcome { idx, error_code: code, producers: Vec::new() })
-            }));
-        }
-        out
+        self.scatter(
+            items,
+            |i| (i.0, &i.1),
+            |shard, items| Box::pin(std::future::ready(shard.describe_producers_local(items))),
+            |items, reply| ShardRequest::DescribeProducers { items, reply },
+            |idx, error_code| ProducersOutcome { idx, error_code, producers: Vec::new() },
+        )
+        .await
     }
 
     /// Resolves when any of the partitions' high watermark passes the one given (or a
@@ -170,7 +154,7 @@ impl Shard {
 }
 
 /// Outcomes for partitions whose shard could not answer (it is stopping).
-fn shard_down<T>(idxs: &[usize], make: impl Fn(usize, i16) -> T) -> Vec<T> {
+fn shard_down<T>(idxs: &[usize], make: fn(usize, i16) -> T) -> Vec<T> {
     let code = kafka_protocol::ResponseError::NotLeaderOrFollower.code();
     idxs.iter().map(|&idx| make(idx, code)).collect()
 }

@@ -22,10 +22,6 @@ use crate::shard::message::{ProduceItem, ProduceOutcome};
 use crate::shard::Shard;
 use crate::types::TopicPartition;
 
-fn failed(idx: usize, error: i16) -> ProduceOutcome {
-    ProduceOutcome { idx, error_code: error, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
-}
-
 pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: ProduceRequest) -> Pending {
     let acks = request.acks;
     let image = shard.image();
@@ -45,28 +41,28 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
             let idx = slots.len();
             slots.push((t, p));
             if !matches!(acks, -1..=1) {
-                early.push(failed(idx, ResponseError::InvalidRequiredAcks.code()));
+                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidRequiredAcks.code()));
                 continue;
             }
             match meta {
                 Some(m) if part.index >= 0 && part.index < m.partitions => {}
                 Some(_) => {
-                    early.push(failed(idx, ResponseError::UnknownTopicOrPartition.code()));
+                    early.push(ProduceOutcome::failed(idx, ResponseError::UnknownTopicOrPartition.code()));
                     continue;
                 }
                 None => {
                     missing.insert(name.to_string());
-                    early.push(failed(idx, ResponseError::UnknownTopicOrPartition.code()));
+                    early.push(ProduceOutcome::failed(idx, ResponseError::UnknownTopicOrPartition.code()));
                     continue;
                 }
             }
             let Some(records) = &part.records else {
-                early.push(failed(idx, ResponseError::InvalidRecord.code()));
+                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidRecord.code()));
                 continue;
             };
             if let Err(e) = batch::validate_produced(records, batch_max) {
                 debug!(topic = name, partition = part.index, error = %e, "produce batch refused");
-                early.push(failed(idx, e.error_code()));
+                early.push(ProduceOutcome::failed(idx, e.error_code()));
                 continue;
             }
             items.push(ProduceItem { idx, tp: TopicPartition::new(name, part.index), batch: records.clone() });
