@@ -263,38 +263,46 @@ pub fn iter_batches(bytes: &[u8]) -> impl Iterator<Item = (usize, BatchHeader<'_
     })
 }
 
+/// A real batch of `count` records with `value_bytes`-byte values and keys `k<i>`, encoded
+/// by kafka-protocol as a client would (for tests and benches).
+pub fn sample_batch(
+    count: usize,
+    value_bytes: usize,
+    compression: kafka_protocol::records::Compression,
+) -> bytes::Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // kafka-protocol starts a new batch when offset - sequence changes; this
+            // keeps one batch with the non-idempotent base sequence -1.
+            sequence: i as i32 - 1,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(bytes::Bytes::from(format!("k{i}"))),
+            value: Some(bytes::Bytes::from(vec![b'v'; value_bytes])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    // Encoding records we built ourselves cannot fail.
+    #[allow(clippy::expect_used)]
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).expect("encode");
+    buf.freeze()
+}
+
 #[cfg(test)]
 pub mod tests {
+    pub use super::sample_batch as make_batch;
     use super::*;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-
-    /// A real batch of `count` records, encoded by kafka-protocol as a client would.
-    pub fn make_batch(count: usize, value_bytes: usize, compression: Compression) -> Bytes {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // kafka-protocol starts a new batch when offset - sequence changes; this
-                // keeps one batch with the non-idempotent base sequence -1.
-                sequence: i as i32 - 1,
-                timestamp: 1_700_000_000_000 + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![b'v'; value_bytes])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-            .expect("encode");
-        buf.freeze()
-    }
 
     #[test]
     fn validates_and_reads_header() {
