@@ -301,8 +301,7 @@ pub fn sample_batch(
 pub mod tests {
     pub use super::sample_batch as make_batch;
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::Compression;
 
     #[test]
     fn validates_and_reads_header() {
