@@ -289,7 +289,7 @@ def confluent_producer(bootstrap: str, **extra):
 
     conf = {
         "bootstrap.servers": bootstrap,
-        # Weir has no idempotent producer yet; librdkafka's default is false anyway.
+        # Plain producer (librdkafka's default); test_idempotence.py turns idempotence on.
         "enable.idempotence": False,
         "linger.ms": 5,
         "message.timeout.ms": 30000,

@@ -8,7 +8,7 @@ order per key, at the offsets the delivery reports gave, when:
       flight (responses swallowed after the broker wrote the batch, responses or requests
       cut halfway), so clients resend batches the broker already has;
     - the broker is killed (SIGKILL) mid-stream and restarted on the same port and dir, so
-      retries meet producer state rebuilt from snapshots and the log.
+      retries meet producer state rebuilt from the log.
 
 And DescribeProducers reports the producer id, epoch and last sequence of the producers that
 just wrote, also after restarts. Neither client has a DescribeProducers API (confluent-kafka
@@ -215,7 +215,91 @@ def verify_exactly_once(bootstrap, topic, producer, source: KeyedSource, partiti
              if (p, o) not in by_pos or (by_pos[(p, o)].key, by_pos[(p, o)].value) != (k, v)]
     assert not wrong, (f"{len(wrong)} delivery reports give an offset that holds another record, "
                        f"e.g. {wrong[:5]}")
+    check_producer_state(bootstrap, topic, records, partitions)
     return records
+
+
+def _describe_producers_request():
+    """DescribeProducers v0 (KIP-664) in kafka-python's protocol classes: neither client
+    library has it."""
+    from kafka.protocol.api import Request, Response
+    from kafka.protocol.types import (CompactArray, CompactString, Int16, Int32, Int64, Schema,
+                                      TaggedFields)
+
+    class DescribeProducersResponse_v0(Response):
+        API_KEY = 61
+        API_VERSION = 0
+        FLEXIBLE_VERSION = True
+        SCHEMA = Schema(
+            ("throttle_time_ms", Int32),
+            ("topics", CompactArray(
+                ("name", CompactString("utf-8")),
+                ("partitions", CompactArray(
+                    ("partition_index", Int32),
+                    ("error_code", Int16),
+                    ("error_message", CompactString("utf-8")),
+                    ("active_producers", CompactArray(
+                        ("producer_id", Int64),
+                        ("producer_epoch", Int32),
+                        ("last_sequence", Int32),
+                        ("last_timestamp", Int64),
+                        ("coordinator_epoch", Int32),
+                        ("current_txn_start_offset", Int64),
+                        ("tags", TaggedFields))),
+                    ("tags", TaggedFields))),
+                ("tags", TaggedFields))),
+            ("tags", TaggedFields))
+
+    class DescribeProducersRequest_v0(Request):
+        API_KEY = 61
+        API_VERSION = 0
+        FLEXIBLE_VERSION = True
+        RESPONSE_TYPE = DescribeProducersResponse_v0
+        SCHEMA = Schema(
+            ("topics", CompactArray(
+                ("name", CompactString("utf-8")),
+                ("partition_indexes", CompactArray(Int32)),
+                ("tags", TaggedFields))),
+            ("tags", TaggedFields))
+
+    return DescribeProducersRequest_v0
+
+
+def describe_producers(bootstrap, topic, partitions) -> dict[int, tuple]:
+    """{partition: (error code, sorted [(producer id, epoch, last sequence, last timestamp)])}"""
+    from kafka.admin import KafkaAdminClient
+
+    request_cls = _describe_producers_request()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        response = admin.send_request(request_cls(topics=[(topic, list(partitions), {})], tags={}))
+    finally:
+        admin.close()
+    (topic_response,) = response.topics
+    assert topic_response[0] == topic
+    return {p[0]: (p[1], sorted((s[0], s[1], s[2], s[3]) for s in p[3]))
+            for p in topic_response[1]}
+
+
+def check_producer_state(bootstrap, topic, records, partitions=PARTITIONS):
+    """One producer (one id, epoch 0) wrote the topic, each partition's sequences from 0:
+    DescribeProducers must report it in every partition it wrote with last sequence
+    records - 1 (resent duplicates must not have moved it)."""
+    counts = Counter(r.partition for r in records)
+    got = describe_producers(bootstrap, topic, range(partitions))
+    ids = set()
+    for p in range(partitions):
+        error, states = got[p]
+        assert error == 0, f"DescribeProducers p{p}: error {error}"
+        if not counts[p]:
+            assert states == [], f"p{p} has no records but producers {states}"
+            continue
+        assert len(states) == 1, f"p{p}: producers {states}"
+        pid, epoch, last_seq, _ = states[0]
+        assert (epoch, last_seq) == (0, counts[p] - 1), (
+            f"p{p}: {counts[p]} records, DescribeProducers says epoch {epoch}, last sequence {last_seq}")
+        ids.add(pid)
+    assert len(ids) == 1, f"several producer ids: {ids}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -344,6 +428,43 @@ def produce_batches(frame: bytes) -> list[tuple]:
     return out
 
 
+def produce_response_partitions(body: bytes, version: int) -> dict[tuple, tuple]:
+    """{(topic, partition): (error code, base offset)} of a Produce response (v3+; the
+    frame without its size prefix)."""
+    r = _Reader(body, 4)  # after the correlation id
+    flexible = version >= 9
+    if flexible:
+        r.tagged_fields()  # response header v1
+
+    def array_len():
+        return r.uvarint() - 1 if flexible else r.take(">i")
+
+    def nullable_string():
+        return r.compact_string() if flexible else r.string()
+
+    out = {}
+    for _ in range(array_len()):
+        topic = nullable_string()
+        for _ in range(array_len()):
+            partition, error, base_offset = r.take(">i"), r.take(">h"), r.take(">q")
+            r.skip(8)  # log append time
+            if version >= 5:
+                r.skip(8)  # log start offset
+            if version >= 8:
+                for _ in range(array_len()):  # record errors
+                    r.skip(4)
+                    nullable_string()
+                    if flexible:
+                        r.tagged_fields()
+                nullable_string()  # error message
+            if flexible:
+                r.tagged_fields()
+            out[(topic, partition)] = (error, base_offset)
+        if flexible:
+            r.tagged_fields()
+    return out
+
+
 class FaultProxy:
     """A TCP proxy on 127.0.0.1 in front of the broker that reads Kafka frames both ways and
     cuts connections in the middle of produce traffic, at seeded random moments:
@@ -391,6 +512,7 @@ class FaultProxy:
         self.on_next_response = None
         self.hook_swallowed = set()
         self.held = 0
+        self.error_answers = Counter()  # error code -> batches answered with it
         self.errors = []
 
     @property
@@ -446,7 +568,7 @@ class FaultProxy:
 
     def _close_link(self, link):
         link["closed"] = True
-        for api_key, batches in link["pending"].values():
+        for api_key, _, batches in link["pending"].values():
             if api_key == 0:
                 self.unanswered.update(batches)
         for s in (link["client"], link["server"]):
@@ -464,7 +586,7 @@ class FaultProxy:
         return self.KINDS[len(self.drops) % len(self.KINDS)] in kind_wanted
 
     def _drop(self, link, kind):
-        in_flight = sum(1 for api, _ in link["pending"].values() if api == 0)
+        in_flight = sum(1 for api, _, _ in link["pending"].values() if api == 0)
         self.drops.append((kind, in_flight))
         self.next_drop_at = self.produce_events + self.rng.randint(*self.gap)
 
@@ -482,7 +604,7 @@ class FaultProxy:
                 frame = head + body
                 cut = hook = None
                 if upstream:
-                    api_key, corr = struct.unpack_from(">h", body)[0], struct.unpack_from(">i", body, 4)[0]
+                    api_key, version, corr = struct.unpack_from(">hhi", body)
                     batches = []
                     if api_key == 0:
                         try:
@@ -497,18 +619,19 @@ class FaultProxy:
                                 self._drop(link, cut)
                             else:
                                 self.batches_sent.update(batches)
-                        link["pending"][corr] = (api_key, batches)
+                        if cut is None:
+                            link["pending"][corr] = (api_key, version, batches)
                 else:
                     corr = struct.unpack_from(">i", body)[0]
                     with self.lock:
-                        api_key, batches = link["pending"].get(corr, (None, []))
+                        api_key, version, batches = link["pending"].get(corr, (None, None, []))
                         if api_key == 0:
                             self.produce_responses += 1
                             if self.on_next_response is not None:
                                 hook, self.on_next_response = self.on_next_response, None
                                 cut = "swallow"
                                 self.drops.append(("swallow+hook", sum(
-                                    1 for api, _ in link["pending"].values() if api == 0)))
+                                    1 for api, _, _ in link["pending"].values() if api == 0)))
                                 self.swallowed.update(batches)
                                 self.hook_swallowed = set(batches)
                             elif self._drop_due(("swallow", "truncate_response")):
@@ -517,7 +640,17 @@ class FaultProxy:
                                 if cut == "swallow":
                                     self.swallowed.update(batches)
                             else:
-                                self.records_acknowledged += sum(b[5] for b in batches)
+                                try:
+                                    answers = produce_response_partitions(body, version)
+                                except Exception as e:  # noqa: BLE001 - reported by the test
+                                    self.errors.append(f"cannot parse a Produce response: {e!r}")
+                                    answers = {}
+                                for b in batches:
+                                    error = answers.get((b[0], b[1]), (None,))[0]
+                                    if error == 0:
+                                        self.records_acknowledged += b[5]
+                                    else:
+                                        self.error_answers[error] += 1
                         if cut is None:  # answered (a cut one stays unanswered)
                             link["pending"].pop(corr, None)
                 if hook is not None:
@@ -559,6 +692,7 @@ class FaultProxy:
         return (f"{self.connections} connections, {self.produce_requests} produce requests, "
                 f"{self.produce_responses} responses, cuts {self.drops}, "
                 f"{len(self.swallowed)} batches with swallowed responses, "
+                f"batches answered with errors {dict(self.error_answers)}, "
                 f"{sum(1 for n in self.batches_sent.values() if n > 1)} batches resent")
 
 
@@ -598,12 +732,16 @@ def test_connections_cut_mid_stream(proxied_broker, client):
     source = KeyedSource()
     t0 = time.monotonic()
     try:
-        produce_at_rate(producer, topic, source, seconds=60, rate=30_000 if client == "confluent" else 10_000,
+        rate = 30_000 if client == "confluent" else 10_000
+        produce_at_rate(producer, topic, source, seconds=60, rate=rate,
                         until=lambda: source.sent >= n)
         left = producer.flush(60)
         print(f"{client}: {source.sent} records in {time.monotonic() - t0:.1f}s; {proxy.summary()}")
         assert left == 0, f"{left} records undelivered; {proxy.summary()}"
         assert not proxy.errors, proxy.errors[:3]
+        # Resent batches are answered as successes (with their original offsets), never
+        # with errors such as OUT_OF_ORDER_SEQUENCE_NUMBER (45) or DUPLICATE_SEQUENCE_NUMBER.
+        assert not proxy.error_answers, proxy.summary()
         # The faults really happened while produce requests were in flight, and the clients
         # resent batches the broker had already written.
         assert len(proxy.drops) >= 4, proxy.summary()
@@ -711,6 +849,7 @@ def test_kill9_mid_stream_retries_are_deduplicated(proxied_broker, client):
         print(f"{client}: sent {source.sent}; (round, records acknowledged before the kill, in "
               f"the log at restart, unanswered batches resent): {rounds}; {proxy.summary()}")
         assert not proxy.errors, proxy.errors[:3]
+        assert not proxy.error_answers, proxy.summary()
         verify_exactly_once(broker.bootstrap, topic, producer, source)
     finally:
         producer.close()
@@ -720,66 +859,6 @@ def test_kill9_mid_stream_retries_are_deduplicated(proxied_broker, client):
 
 # ----------------------------------------------------------------------------------------
 # 4. DescribeProducers
-
-
-def _describe_producers_classes():
-    from kafka.protocol.api import Request, Response
-    from kafka.protocol.types import (CompactArray, CompactString, Int16, Int32, Int64, Schema,
-                                      TaggedFields)
-
-    class DescribeProducersResponse_v0(Response):
-        API_KEY = 61
-        API_VERSION = 0
-        FLEXIBLE_VERSION = True
-        SCHEMA = Schema(
-            ("throttle_time_ms", Int32),
-            ("topics", CompactArray(
-                ("name", CompactString("utf-8")),
-                ("partitions", CompactArray(
-                    ("partition_index", Int32),
-                    ("error_code", Int16),
-                    ("error_message", CompactString("utf-8")),
-                    ("active_producers", CompactArray(
-                        ("producer_id", Int64),
-                        ("producer_epoch", Int32),
-                        ("last_sequence", Int32),
-                        ("last_timestamp", Int64),
-                        ("coordinator_epoch", Int32),
-                        ("current_txn_start_offset", Int64),
-                        ("tags", TaggedFields))),
-                    ("tags", TaggedFields))),
-                ("tags", TaggedFields))),
-            ("tags", TaggedFields))
-
-    class DescribeProducersRequest_v0(Request):
-        API_KEY = 61
-        API_VERSION = 0
-        FLEXIBLE_VERSION = True
-        RESPONSE_TYPE = DescribeProducersResponse_v0
-        SCHEMA = Schema(
-            ("topics", CompactArray(
-                ("name", CompactString("utf-8")),
-                ("partition_indexes", CompactArray(Int32)),
-                ("tags", TaggedFields))),
-            ("tags", TaggedFields))
-
-    return DescribeProducersRequest_v0
-
-
-def describe_producers(bootstrap, topic, partitions) -> dict[int, tuple]:
-    """{partition: (error code, sorted [(producer id, epoch, last sequence, last timestamp)])}"""
-    from kafka.admin import KafkaAdminClient
-
-    request_cls = _describe_producers_classes()
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    try:
-        response = admin.send_request(request_cls(topics=[(topic, list(partitions), {})], tags={}))
-    finally:
-        admin.close()
-    (topic_response,) = response.topics
-    assert topic_response[0] == topic
-    return {p[0]: (p[1], sorted((s[0], s[1], s[2], s[3]) for s in p[3]))
-            for p in topic_response[1]}
 
 
 class _Capture(logging.Handler):
@@ -829,6 +908,7 @@ def test_describe_producers(broker):
     finally:
         cf.close()
         kp.close()
+        rd_logger.removeHandler(capture)
 
     def check(when):
         got = describe_producers(broker.bootstrap, topic, [0, 1, 2])
