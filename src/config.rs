@@ -148,7 +148,7 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("weir.pin", "pin executors to CPUs (default true; --unpinned sets false)"),
     ("weir.io.memory.bytes", "io_uring buffer memory per executor, locked memory (default 512 KiB)"),
     ("weir.tail.cache.bytes", "recent batches each partition keeps in memory for fetches (default 1 MiB)"),
-    ("weir.fetch.waiters.max", "long-poll fetches parked per shard before fetches stop parking (default 10000)"),
+    ("weir.fetch.waiters.max", "long-poll fetches a shard parks; beyond it fetches answer at once (default 10000)"),
     ("weir.shard.channel.capacity", "messages queued between two shards (default 1024)"),
 ];
 

@@ -17,6 +17,9 @@ use crate::protocol::batch::BatchHeader;
 use crate::storage::Log;
 use crate::types::{Offset, TopicPartition};
 
+/// Buffered bytes per partition beyond which even acks=0 produce waits for the disk.
+const WRITE_BACKLOG_BYTES_MAX: u64 = 32 << 20;
+
 /// A parked fetch, shared by every partition it watches; fired once.
 pub type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
 
@@ -68,22 +71,44 @@ impl Partition {
         }
     }
 
+    /// Waits until `last_offset` meets `acks` (-1: synced, 1: written; 0: written only if
+    /// the partition is backlogged). The I/O runs in its own task, so a caller that gives up
+    /// (a produce timeout, a closed connection) never cancels a write half way.
+    pub fn durable(
+        self: &Rc<Self>,
+        acks: i16,
+        last_offset: crate::types::Offset,
+    ) -> futures::channel::oneshot::Receiver<Result<(), crate::storage::LogError>> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let p = self.clone();
+        glommio::spawn_local(async move {
+            let log = &p.log;
+            let result = match acks {
+                -1 => log.sync_to(last_offset).await,
+                1 => log.write_to(last_offset).await,
+                _ if log.unwritten_bytes() > WRITE_BACKLOG_BYTES_MAX => log.write_to(last_offset).await,
+                _ => Ok(()),
+            };
+            let _ = tx.send(result);
+        })
+        .detach();
+        rx
+    }
+
     /// Offsets below this are visible to consumers (single node: the log end).
     pub fn high_watermark(&self) -> Offset {
         self.log.next_offset()
     }
 
     /// Parks `waiter` until the log grows past `offset`; fires it now if it already has.
-    /// Returns the number of waiters parked here afterwards.
-    pub fn watch(&self, offset: Offset, waiter: &Waiter) -> usize {
+    pub fn watch(&self, offset: Offset, waiter: &Waiter) {
         if self.high_watermark() > offset {
             fire(waiter);
-            return self.waiters.borrow().len();
+            return;
         }
         let mut waiters = self.waiters.borrow_mut();
         waiters.retain(|w| w.borrow().as_ref().is_some_and(|s| !s.is_canceled()));
         waiters.push(waiter.clone());
-        waiters.len()
     }
 
     /// Wakes every parked fetch (after an append).

@@ -37,7 +37,10 @@ pub struct FetchItem {
     pub idx: usize,
     pub tp: TopicPartition,
     pub offset: Offset,
+    /// This partition's limit (`partition_max_bytes`).
     pub max_bytes: usize,
+    /// The whole response's limit (`max_bytes`), shared by the request's partitions.
+    pub budget: usize,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -52,7 +52,7 @@ pub struct Shard {
     pub connections_total: Arc<AtomicUsize>,
     /// Open client connections on this shard.
     pub connections_here: Cell<usize>,
-    /// Long-poll fetches parked on this shard's partitions.
+    /// Long-poll fetches parked by this shard's connections.
     pub fetch_waiters: Cell<usize>,
     /// Set when the shard drains for shutdown: long polls stop waiting.
     stopping: Cell<bool>,

@@ -23,8 +23,6 @@ use crate::protocol::batch::BatchHeader;
 use crate::storage::{AppendInfo, Log, LogConfig, LogError};
 use crate::types::{now_ms, Offset, TopicPartition};
 
-/// Buffered bytes per partition beyond which even acks=0/1 produce waits for the disk.
-const WRITE_BACKLOG_BYTES_MAX: u64 = 32 << 20;
 /// Buffered bytes that start a background write.
 const WRITE_CHUNK_BYTES: u64 = 256 << 10;
 
@@ -102,37 +100,41 @@ impl Shard {
             waiting.push((item.idx, partition, info, append_time.unwrap_or(-1)));
         }
         async move {
-            for (idx, partition, info, append_time) in waiting {
-                let log = &partition.log;
-                let wait = async {
-                    match acks {
-                        -1 => log.sync_to(info.last_offset).await,
-                        1 => log.write_to(info.last_offset).await,
-                        _ if log.unwritten_bytes() > WRITE_BACKLOG_BYTES_MAX => log.write_to(info.last_offset).await,
-                        _ => Ok(()),
-                    }
+            // All partitions wait at once under one deadline. Kafka's timeout bounds the wait
+            // for acks=all; acks=0/1 are answered once written whatever the timeout.
+            let deadline = Duration::from_millis(timeout_ms.max(0) as u64);
+            let waits = waiting.into_iter().map(|(idx, partition, info, append_time)| async move {
+                let durable = partition.durable(acks, info.last_offset);
+                let result = if acks == -1 {
+                    glommio::timer::timeout(deadline, async { Ok(durable.await) }).await
+                } else {
+                    Ok(durable.await)
                 };
-                let deadline = Duration::from_millis(timeout_ms.max(0) as u64);
-                let result = glommio::timer::timeout(deadline, async { Ok(wait.await) }).await;
                 let error_code = match result {
-                    Ok(Ok(())) => 0,
-                    Ok(Err(e)) => storage_error_code(&e),
+                    Ok(Ok(Ok(()))) => 0,
+                    Ok(Ok(Err(e))) => storage_error_code(&e),
+                    Ok(Err(_)) => ResponseError::KafkaStorageError.code(),
                     Err(_) => ResponseError::RequestTimedOut.code(),
                 };
-                done.push(ProduceOutcome {
+                ProduceOutcome {
                     idx,
                     error_code,
                     base_offset: info.base_offset,
                     log_append_time_ms: append_time,
-                    log_start_offset: log.log_start_offset(),
-                });
-            }
+                    log_start_offset: partition.log.log_start_offset(),
+                }
+            });
+            done.extend(futures::future::join_all(waits).await);
             done
         }
     }
 
+    /// Reads the items in request order against the response budget: once `budget` bytes
+    /// are read, later partitions report their offsets but read nothing, so a request
+    /// naming many partitions cannot make the shard hold more than one response's worth.
     pub async fn fetch_local(self: Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
         let mut out = Vec::with_capacity(items.len());
+        let mut remaining = items.first().map(|i| i.budget).unwrap_or(0);
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
                 out.push(FetchOutcome {
@@ -146,10 +148,18 @@ impl Shard {
             };
             let high_watermark = partition.high_watermark();
             let log_start_offset = partition.log.log_start_offset();
-            let (error_code, records) = match partition.log.read(item.offset, item.max_bytes).await {
+            let limit = item.max_bytes.min(remaining);
+            let read = if limit == 0 && item.offset <= high_watermark && item.offset >= log_start_offset {
+                Ok(Default::default())
+            } else {
+                // The first batch is returned whole even past the limit (KIP-74).
+                partition.log.read(item.offset, limit).await
+            };
+            let (error_code, records) = match read {
                 Ok(r) => (0, r.records),
                 Err(e) => (storage_error_code(&e), Default::default()),
             };
+            remaining = remaining.saturating_sub(records.len());
             out.push(FetchOutcome { idx: item.idx, error_code, high_watermark, log_start_offset, records });
         }
         out
@@ -194,14 +204,13 @@ impl Shard {
         out
     }
 
-    /// Parks `reply` on each partition until its high watermark passes the one given.
-    /// Fires at once when the shard already holds its limit of parked fetches.
+    /// Parks `reply` on each partition until its high watermark passes the one given
+    /// (fires at once when the shard is stopping).
     pub fn watch_local(&self, items: Vec<(TopicPartition, Offset)>, reply: oneshot::Sender<()>) {
         let waiter: Waiter = Rc::new(std::cell::RefCell::new(Some(reply)));
-        let mut parked = 0usize;
         for (tp, seen) in items {
             match self.partition(&tp) {
-                Some(p) => parked = parked.max(p.watch(seen, &waiter)),
+                Some(p) => p.watch(seen, &waiter),
                 None => {
                     // The partition went away (deleted or moved): let the fetch look again.
                     if let Some(s) = waiter.borrow_mut().take() {
@@ -210,8 +219,7 @@ impl Shard {
                 }
             }
         }
-        self.fetch_waiters.set(parked);
-        if parked > self.config.fetch_waiters_max || self.is_stopping() {
+        if self.is_stopping() {
             if let Some(s) = waiter.borrow_mut().take() {
                 let _ = s.send(());
             }

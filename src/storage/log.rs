@@ -244,6 +244,13 @@ impl Log {
         self.failed.get()
     }
 
+    fn check_healthy(&self) -> Result<(), LogError> {
+        if self.failed.get() {
+            return Err(LogError::Io(io::Error::other("an earlier write or sync of this log failed")));
+        }
+        Ok(())
+    }
+
     /// Bytes appended but not yet written to files.
     pub fn unwritten_bytes(&self) -> u64 {
         self.state.borrow().segments.iter().map(Segment::unwritten_bytes).sum()
@@ -292,18 +299,26 @@ impl Log {
 
     /// Writes buffered bytes to the segment files; with `sync`, also makes them durable.
     /// Everything appended before the call is covered when it returns.
+    ///
+    /// Must not be cancelled once started (a dropped future would leave a DMA write in
+    /// flight that a later flush overwrites): callers that may give up run it in a detached
+    /// task (see `Partition::durable`).
     pub async fn flush(&self, sync: bool) -> Result<(), LogError> {
         let target = self.next_offset();
         let done = if sync { self.synced_offset.get() } else { self.written_offset.get() };
         if done >= target {
             return Ok(());
         }
+        self.check_healthy()?;
         let _permit = self.io.acquire_permit(1).await.map_err(gio)?;
         // Group commit: whoever held the permit before us may already have covered us.
         let done = if sync { self.synced_offset.get() } else { self.written_offset.get() };
         if done >= target {
             return Ok(());
         }
+        // After a failed write or sync nothing is retried: Linux reports an fsync error
+        // once, so a second fsync "succeeding" would acknowledge data that may be lost.
+        self.check_healthy()?;
         let result = self.flush_locked(sync).await;
         if let Err(e) = &result {
             self.failed.set(true);

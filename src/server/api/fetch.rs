@@ -57,10 +57,15 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
     let mut items = Vec::new();
     let mut fixed: Vec<FetchOutcome> = Vec::new();
     let image = shard.image();
+    let mut seen = std::collections::HashSet::new();
     for (t, topic) in request.topics.iter().enumerate() {
         let name = topic.topic.0.as_str();
         let meta = image.topic(name);
         for part in &topic.partitions {
+            // A partition named twice is read once, as Kafka's fetch session does.
+            if !seen.insert((name, part.partition)) {
+                continue;
+            }
             let idx = slots.len();
             slots.push((t, part.partition));
             let error = match meta {
@@ -83,7 +88,8 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
                     idx,
                     tp: TopicPartition::new(name, part.partition),
                     offset: part.fetch_offset,
-                    max_bytes: (part.partition_max_bytes.max(0) as usize).min(max_bytes.max(1)),
+                    max_bytes: (part.partition_max_bytes.max(0) as usize).min(max_bytes),
+                    budget: max_bytes,
                 }),
             }
         }
@@ -99,9 +105,15 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         if enough || errors || now >= deadline || items.is_empty() || shard.is_stopping() {
             break outcomes;
         }
+        if shard.fetch_waiters.get() >= shard.config.fetch_waiters_max {
+            // At the limit of parked fetches: answer now rather than park.
+            break outcomes;
+        }
         let watch: Vec<(TopicPartition, i64)> =
             outcomes.iter().zip(&items).map(|(o, i)| (i.tp.clone(), o.high_watermark.max(i.offset))).collect();
+        let parked = Parked::new(shard);
         let woke = select(Box::pin(shard.watch_any(watch)), Box::pin(glommio::timer::sleep(deadline - now))).await;
+        drop(parked);
         if let Either::Right(_) = woke {
             // Timed out: one last read, so data that came at the very end is not missed.
             let mut last = shard.route_fetch(items.clone()).await;
@@ -148,4 +160,21 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         response.responses[t].partitions.push(pd);
     }
     response
+}
+
+/// Counts a parked fetch against `weir.fetch.waiters.max` for as long as it lives (also when
+/// the fetch is dropped because its connection closed).
+struct Parked<'a>(&'a Shard);
+
+impl<'a> Parked<'a> {
+    fn new(shard: &'a Shard) -> Self {
+        shard.fetch_waiters.set(shard.fetch_waiters.get() + 1);
+        Parked(shard)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_waiters.set(self.0.fetch_waiters.get().saturating_sub(1));
+    }
 }
