@@ -411,3 +411,31 @@ fn delete_topics_by_name_and_id() {
     create_topic(&mut c, "gone", 1);
     assert_eq!(produce(&mut c, "gone", 0, batch(&[b"y"], 1, Compression::None), 1), (0, 0));
 }
+
+#[test]
+fn list_offsets_for_log_append_time_and_compressed_batches() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    let mut req = create_topics_request(&[("lat", 1, 1)], false);
+    let mut cfg = CreatableTopicConfig::default();
+    cfg.name = StrBytes::from_static_str("message.timestamp.type");
+    cfg.value = Some(StrBytes::from_static_str("LogAppendTime"));
+    req.topics[0].configs = vec![cfg];
+    assert_eq!(c.call(7, req).topics[0].error_code, 0);
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    // The producer's clock says 1970: the broker's append time is what counts.
+    assert_eq!(produce(&mut c, "lat", 0, batch(&[b"a", b"b"], 5, Compression::Gzip), 1), (0, 0));
+    let (err, offset, ts) = list_offset(&mut c, "lat", 0, before - 1000);
+    assert_eq!((err, offset), (0, 0));
+    assert!(ts >= before, "append time {ts} reported, not the create time");
+    assert_eq!(list_offset(&mut c, "lat", 0, 100).1, 0);
+    // Compressed CreateTime batches are looked into (capped) for the exact record.
+    create_topic(&mut c, "zipped", 1);
+    for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        produce(&mut c, "zipped", 0, batch(&[b"x", b"y", b"z"], 10_000, codec), 1);
+    }
+    assert_eq!(list_offset(&mut c, "zipped", 0, 10_002), (0, 2, 10_002));
+    assert_eq!(list_offset(&mut c, "zipped", 0, 10_001).1, 1);
+    // Several records share the largest timestamp: the first of them, as Kafka answers.
+    assert_eq!(list_offset(&mut c, "zipped", 0, -3), (0, 2, 10_002));
+}

@@ -135,6 +135,9 @@ impl<'a> BatchHeader<'a> {
     pub fn compression(&self) -> i16 {
         self.attributes() & ATTR_COMPRESSION_MASK
     }
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes() & ATTR_LOG_APPEND_TIME != 0
+    }
     pub fn is_transactional(&self) -> bool {
         self.attributes() & ATTR_TRANSACTIONAL != 0
     }

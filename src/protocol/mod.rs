@@ -2,4 +2,5 @@
 //! benches, fuzzers and the load generator can use it.
 
 pub mod batch;
+pub mod decompress;
 pub mod frame;

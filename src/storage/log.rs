@@ -641,11 +641,31 @@ impl Log {
     }
 }
 
-/// Decodes one batch (ListOffsets only, not the hot path) to find the first record with a
-/// timestamp at or after `timestamp`.
+/// Most bytes a batch may decompress to when ListOffsets looks inside it.
+const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// The first record of one batch whose timestamp is at or after `timestamp` (ListOffsets
+/// only, not the hot path). In a LogAppendTime batch every record has the batch's time, so
+/// the batch's first offset answers without decoding. A batch that cannot be decoded within
+/// [`DECOMPRESSED_BYTES_MAX`] is answered with its first offset (a consumer starting there
+/// sees every record at or after the timestamp).
 fn first_record_at_or_after(mut bytes: Bytes, timestamp: i64) -> Option<(Offset, i64)> {
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
-    set.records.iter().find(|r| r.timestamp >= timestamp).map(|r| (r.offset, r.timestamp))
+    let (base, max_ts, log_append_time) = {
+        let h = BatchHeader::new(&bytes)?;
+        (h.base_offset(), h.max_timestamp(), h.is_log_append_time())
+    };
+    if log_append_time {
+        return Some((base, max_ts));
+    }
+    let capped =
+        |data: &mut Bytes, codec| crate::protocol::decompress::decompress_capped(data, codec, DECOMPRESSED_BYTES_MAX);
+    match kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(capped)) {
+        Ok(set) => set.records.iter().find(|r| r.timestamp >= timestamp).map(|r| (r.offset, r.timestamp)),
+        Err(e) => {
+            warn!(error = %e, base, "cannot look inside a stored batch; answering with its first offset");
+            Some((base, max_ts))
+        }
+    }
 }
 
 async fn open_dma(path: &Path) -> Result<DmaFile, LogError> {
