@@ -6,8 +6,10 @@
 //! thread (`spawn_blocking`) rather than the data path's io_uring files.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tracing::warn;
 
@@ -15,6 +17,11 @@ use super::records::MetadataRecord;
 
 pub struct MetadataLog {
     path: PathBuf,
+    /// Bytes of whole, synced frames: where the next append goes.
+    good_bytes: AtomicU64,
+    /// A failed append could not be undone: refuse further appends rather than write
+    /// records after a torn frame (replay stops at the first bad frame).
+    broken: AtomicBool,
 }
 
 impl MetadataLog {
@@ -26,7 +33,16 @@ impl MetadataLog {
     pub fn open(data_dir: &Path) -> io::Result<(MetadataLog, Vec<MetadataRecord>)> {
         let path = Self::path_in(data_dir);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            if !parent.exists() {
+                std::fs::create_dir_all(parent)?;
+                File::open(data_dir)?.sync_all()?;
+            }
+        }
+        if !path.exists() {
+            File::create(&path)?.sync_all()?;
+            if let Some(parent) = path.parent() {
+                File::open(parent)?.sync_all()?;
+            }
         }
         let mut bytes = Vec::new();
         if path.exists() {
@@ -56,11 +72,16 @@ impl MetadataLog {
             f.set_len(at as u64)?;
             f.sync_all()?;
         }
-        Ok((MetadataLog { path }, records))
+        let log = MetadataLog { path, good_bytes: AtomicU64::new(at as u64), broken: AtomicBool::new(false) };
+        Ok((log, records))
     }
 
-    /// Appends records durably (written and fsynced) before returning.
+    /// Appends records durably (written and fsynced) before returning. A failed append is
+    /// cut off again, so a later append never lands behind a torn frame.
     pub fn append(&self, records: &[MetadataRecord]) -> io::Result<()> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(io::Error::other("the metadata log could not be repaired after a failed write"));
+        }
         let mut buf = Vec::new();
         for r in records {
             let body = r.encode();
@@ -68,10 +89,22 @@ impl MetadataLog {
             buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
             buf.extend_from_slice(&body);
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.path)?;
-        f.write_all(&buf)?;
-        f.sync_data()?;
-        Ok(())
+        let good = self.good_bytes.load(Ordering::Acquire);
+        let f = OpenOptions::new().write(true).open(&self.path)?;
+        let end = good + buf.len() as u64;
+        // set_len also cuts any stale tail past the new end.
+        match f.write_all_at(&buf, good).and_then(|_| f.set_len(end)).and_then(|_| f.sync_data()) {
+            Ok(()) => {
+                self.good_bytes.store(end, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                if f.set_len(good).and_then(|_| f.sync_data()).is_err() {
+                    self.broken.store(true, Ordering::Release);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -89,11 +122,19 @@ mod tests {
         log.append(&[r1.clone(), r2.clone()]).expect("append");
         let path = MetadataLog::path_in(dir.path());
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
-        f.write_all(&[0, 0, 0, 50, 1, 2]).expect("torn");
+        std::io::Write::write_all(&mut f, &[0, 0, 0, 50, 1, 2]).expect("torn");
         drop(f);
         let (_, recs) = MetadataLog::open(dir.path()).expect("reopen");
-        assert_eq!(recs, vec![r1, r2]);
-        let (_, recs) = MetadataLog::open(dir.path()).expect("reopen twice");
+        assert_eq!(recs, vec![r1.clone(), r2.clone()]);
+        let (log, recs) = MetadataLog::open(dir.path()).expect("reopen twice");
         assert_eq!(recs.len(), 2);
+        // Garbage left behind a failed write is overwritten and cut by the next append.
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        std::io::Write::write_all(&mut f, &[9u8; 300]).expect("junk");
+        drop(f);
+        let r3 = MetadataRecord::ProducerIds { next_producer_id: 7 };
+        log.append(std::slice::from_ref(&r3)).expect("append");
+        let (_, recs) = MetadataLog::open(dir.path()).expect("reopen");
+        assert_eq!(recs, vec![r1, r2, r3]);
     }
 }

@@ -104,10 +104,14 @@ impl Controller {
             .spawn_blocking(move || -> std::io::Result<(MetadataLog, MetadataImage)> {
                 let (log, records) = MetadataLog::open(&data_dir)?;
                 let mut image = MetadataImage::new(data_shards);
+                let mut removed = HashSet::new();
                 for r in &records {
                     image.apply(r);
+                    if let MetadataRecord::RemoveTopic { id } = r {
+                        removed.insert(*id);
+                    }
                 }
-                remove_stale_partition_dirs(&data_dir, &image);
+                remove_deleted_partition_dirs(&data_dir, &removed);
                 Ok((log, image))
             })
             .await?;
@@ -353,21 +357,23 @@ impl Controller {
     }
 }
 
-/// Removes `<topic>-<n>` directories whose topic is not in the image (a delete that crashed
-/// before the data shards removed them).
-fn remove_stale_partition_dirs(data_dir: &Path, image: &MetadataImage) {
+/// Removes partition directories of deleted topics (a delete that crashed before the data
+/// shards removed them): only those whose `partition.metadata` names a topic id that a
+/// RemoveTopic record deleted. Anything else unknown is left alone, with a warning.
+fn remove_deleted_partition_dirs(data_dir: &Path, removed: &HashSet<uuid::Uuid>) {
     let Ok(entries) = std::fs::read_dir(data_dir) else { return };
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some((topic, partition)) = name.rsplit_once('-') else { continue };
-        let Ok(partition) = partition.parse::<i32>() else { continue };
-        if !entry.path().join("partition.metadata").exists() {
-            continue;
-        }
-        let live = image.topic(topic).is_some_and(|t| partition < t.partitions);
-        if !live {
-            warn!(dir = %entry.path().display(), "removing directory of a deleted partition");
-            let _ = std::fs::remove_dir_all(entry.path());
+        let Ok(meta) = std::fs::read_to_string(entry.path().join("partition.metadata")) else { continue };
+        let id = meta
+            .lines()
+            .find_map(|l| l.strip_prefix("topic_id: "))
+            .and_then(|id| uuid::Uuid::parse_str(id.trim()).ok());
+        match id {
+            Some(id) if removed.contains(&id) => {
+                warn!(dir = %entry.path().display(), "removing directory of a deleted topic");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+            _ => {}
         }
     }
 }
