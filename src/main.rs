@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use weir::config::{Config, KNOWN_SETTINGS};
-use weir::shard::runtime::{Runtime, ShardEvent};
+use weir::shard::runtime::{Runtime, ShardEvent, DRAIN_TIMEOUT};
 
 /// Marker written after a clean stop; its absence at start means recovery must scan.
 const CLEAN_SHUTDOWN_MARKER: &str = ".weir_clean_shutdown";
@@ -173,7 +173,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_shards = runtime.executors() - 1;
     let mut drained = 0;
     while drained < data_shards {
-        match runtime.events.recv() {
+        match runtime.events.recv_timeout(DRAIN_TIMEOUT + std::time::Duration::from_secs(5)) {
             Ok(ShardEvent::Drained(_)) => drained += 1,
             Ok(ShardEvent::Failed { shard, error }) => {
                 error!(shard, %error, "shard failed while draining");
@@ -181,7 +181,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 drained += 1;
             }
             Ok(_) => {}
-            Err(_) => break,
+            Err(_) => {
+                error!("shards did not drain in time");
+                healthy = false;
+                break;
+            }
         }
     }
     let clean = runtime.close(healthy);

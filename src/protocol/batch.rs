@@ -24,6 +24,9 @@ pub const BATCH_LOG_OVERHEAD: usize = 12;
 /// Smallest encoded record: length, attributes, timestamp and offset deltas, key and value
 /// lengths, header count, each at least one byte.
 const RECORD_BYTES_MIN: usize = 7;
+/// No codec Kafka uses expands data more than this (zstd's RLE blocks come closest:
+/// a few bytes for 128 KiB).
+const EXPANSION_MAX: usize = 1 << 17;
 /// The only record format this broker stores.
 pub const MAGIC_V2: i8 = 2;
 
@@ -195,9 +198,16 @@ pub fn validate_produced(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHe
     if count < 1 || header.last_offset_delta() != count - 1 {
         return Err(BatchError::BadCount(count, header.last_offset_delta()));
     }
-    // An uncompressed record takes at least 7 bytes: a count the body cannot hold is a lie
-    // that would skip offsets. (Compressed bodies are not opened on the hot path.)
-    if header.compression() == 0 && count as usize > (total - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN {
+    // A record takes at least 7 bytes: a count the body cannot hold is a lie that would
+    // skip offsets. Compressed bodies are not opened on the hot path, so for them the bound
+    // is what the best codec could expand the body to.
+    let body = total - BATCH_HEADER_BYTES;
+    let records_max = if header.compression() == 0 {
+        body / RECORD_BYTES_MIN
+    } else {
+        body.saturating_mul(EXPANSION_MAX) / RECORD_BYTES_MIN
+    };
+    if count as usize > records_max {
         return Err(BatchError::BadCount(count, header.last_offset_delta()));
     }
     if header.is_control() {
@@ -337,6 +347,18 @@ pub mod tests {
         let mut two = batch.to_vec();
         two.extend_from_slice(&batch);
         assert_eq!(validate_produced(&two, 1 << 20).err(), Some(BatchError::MultipleBatches));
+    }
+
+    #[test]
+    fn record_counts_the_body_cannot_hold_are_refused() {
+        for compression in [Compression::None, Compression::Gzip] {
+            let mut b = make_batch(2, 10, compression).to_vec();
+            b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+            b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+            let crc = crc32c::crc32c(&b[21..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(validate_produced(&b, 1 << 20).err(), Some(BatchError::BadCount(i32::MAX, i32::MAX - 1)));
+        }
     }
 
     #[test]

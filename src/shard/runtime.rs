@@ -28,7 +28,9 @@ use crate::config::Config;
 use crate::server::listener;
 
 /// Longest wait for connections to finish their in-flight requests at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the data shards to sync and close their logs.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a shard reports to `main`.
 #[derive(Debug)]
@@ -37,6 +39,21 @@ pub enum ShardEvent {
     Drained(usize),
     Stopped { shard: usize, clean: bool },
     Failed { shard: usize, error: String },
+}
+
+/// Tells `main` when a shard's thread unwinds from a panic (glommio does not catch panics
+/// in tasks): without it the shard would vanish silently and shutdown would wait for it.
+struct PanicReport {
+    shard: usize,
+    events: mpsc::Sender<ShardEvent>,
+}
+
+impl Drop for PanicReport {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.events.send(ShardEvent::Failed { shard: self.shard, error: "shard panicked".into() });
+        }
+    }
 }
 
 /// Commands `main` sends to one shard.
@@ -102,6 +119,7 @@ impl Runtime {
                 .name(&name)
                 .io_memory(config.io_memory_bytes)
                 .spawn(move || async move {
+                    let _report = PanicReport { shard: index, events: events.clone() };
                     let result = run_shard(
                         index,
                         config,
@@ -145,7 +163,7 @@ impl Runtime {
         let data_shards = self.handles.len() - 1;
         let mut stopped = 0;
         while stopped < data_shards {
-            match self.events.recv() {
+            match self.events.recv_timeout(CLOSE_TIMEOUT) {
                 Ok(ShardEvent::Stopped { clean: c, .. }) => {
                     clean &= c;
                     stopped += 1;
@@ -156,7 +174,10 @@ impl Runtime {
                     stopped += 1;
                 }
                 Ok(_) => {}
-                Err(_) => break,
+                Err(_) => {
+                    error!("shards did not close within {CLOSE_TIMEOUT:?}");
+                    return false;
+                }
             }
         }
         if let Some(tx) = self.closes[CONTROL].take() {

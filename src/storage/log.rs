@@ -371,6 +371,9 @@ impl Log {
         let needs_file = matches!(self.state.borrow().find(base), Some(s) if s.file.is_none());
         if needs_file {
             let file = open_dma(&segment::log_path(&self.dir, base)).await?;
+            // The new file's directory entry must be durable before its data is called synced.
+            let dir = self.dir.clone();
+            glommio::executor().spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await?;
             if let Some(s) = self.state.borrow_mut().find_mut(base) {
                 s.file = Some(Rc::new(file));
             }
@@ -750,6 +753,8 @@ async fn open_segment(
             // Trusted: synced before its index files were written. Scan only past the last
             // index entry, to learn the next offset and the largest timestamp.
             let from = index.offsets.last().map(|e| e.position as u64).unwrap_or(0);
+            // The batch at the last entry starts at this offset; the scan checks it does.
+            seg.next_offset = base + index.offsets.last().map(|e| i64::from(e.relative_offset)).unwrap_or(0);
             seg.max_timestamp = index.times.last().map(|e| e.timestamp).unwrap_or(-1);
             seg.index = index;
             seg.index_files_written = true;
@@ -793,7 +798,7 @@ async fn scan_segment(
     interval: u64,
 ) -> Result<u64, LogError> {
     let mut pos = from;
-    let mut expected_next = if from == 0 { seg.base_offset } else { -1 };
+    let mut expected_next = seg.next_offset;
     let indexed_to = seg.index.offsets.last().map(|e| e.position as u64);
     let mut since_index = interval;
     let mut want = IO_CHUNK_BYTES;
@@ -807,8 +812,7 @@ async fn scan_segment(
                 break; // continues past this chunk
             }
             let position = pos + at as u64;
-            let in_order =
-                h.base_offset() >= seg.base_offset && (expected_next < 0 || h.base_offset() == expected_next);
+            let in_order = h.base_offset() == expected_next;
             if batch::validate_stored(&chunk[at..at + total]).is_err() || !in_order {
                 return Ok(position);
             }

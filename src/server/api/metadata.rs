@@ -16,6 +16,9 @@ use crate::cluster::{MetadataImage, TopicMeta};
 use crate::shard::control::valid_topic_name;
 use crate::shard::Shard;
 
+/// Topics Kafka marks internal (clients leave them out of pattern subscriptions).
+const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// Kafka's "authorized operations not requested" value.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
@@ -117,7 +120,7 @@ fn topic_entry(shard: &Shard, meta: &TopicMeta, operations: i32) -> MetadataResp
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(meta.name.clone())));
     t.topic_id = meta.id;
-    t.is_internal = meta.name.starts_with("__");
+    t.is_internal = INTERNAL_TOPICS.contains(&meta.name.as_str());
     t.topic_authorized_operations = operations;
     t.partitions = (0..meta.partitions)
         .map(|p| {
