@@ -60,12 +60,15 @@ mod tests {
 
     fn compress(codec: Compression, data: &[u8]) -> Vec<u8> {
         let mut out = bytes::BytesMut::new();
-        let mut input = bytes::BytesMut::from(data);
+        let fill = |b: &mut bytes::BytesMut| {
+            b.extend_from_slice(data);
+            Ok(())
+        };
         let r = match codec {
-            Compression::Gzip => Gzip::compress(&mut out, |b| Ok(b.extend_from_slice(&input.split()))),
-            Compression::Lz4 => Lz4::compress(&mut out, |b| Ok(b.extend_from_slice(&input.split()))),
-            Compression::Zstd => Zstd::compress(&mut out, |b| Ok(b.extend_from_slice(&input.split()))),
-            Compression::Snappy => Snappy::compress(&mut out, |b| Ok(b.extend_from_slice(&input.split()))),
+            Compression::Gzip => Gzip::compress(&mut out, fill),
+            Compression::Lz4 => Lz4::compress(&mut out, fill),
+            Compression::Zstd => Zstd::compress(&mut out, fill),
+            Compression::Snappy => Snappy::compress(&mut out, fill),
             Compression::None => return data.to_vec(),
         };
         r.expect("compress");
