@@ -153,6 +153,13 @@ fn odd_fetch_sizes_and_offsets() {
         assert_eq!(p.error_code, 0, "max_bytes {max_bytes} / {partition_max}");
         assert_eq!(p.high_watermark, 2);
     }
+    // The same partition named 200 times with huge limits: read once, within max_bytes.
+    let mut req = fetch_request("f", 0, 0, 0, i32::MAX);
+    let one = req.topics[0].partitions[0].clone();
+    req.topics[0].partitions = vec![one; 200];
+    req.max_bytes = 1_000_000;
+    let resp = c.call(12, req);
+    assert_eq!(resp.responses[0].partitions.len(), 1);
     let resp = fetch(&mut c, "f", 0, i64::MAX, 0, 100);
     assert_eq!(resp.responses[0].partitions[0].error_code, ResponseError::OffsetOutOfRange.code());
     let resp = fetch(&mut c, "f", 9, 0, 0, 100);
