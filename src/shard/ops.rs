@@ -74,10 +74,7 @@ impl Shard {
                     }
                     Err(e) => {
                         debug!(partition = %item.tp, producer_id = batch.producer_id, error = %e, "idempotent batch refused");
-                        done.push(ProduceOutcome {
-                            error_code: e.error_code(),
-                            ..failed(item.idx, ResponseError::UnknownServerError)
-                        });
+                        done.push(ProduceOutcome::failed(item.idx, e.error_code()));
                         continue;
                     }
                 }
