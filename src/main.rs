@@ -127,6 +127,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clean = take_clean_marker(&data_dir)?;
     info!(data_dir = %data_dir.display(), clean_start = clean, shards = config.data_shards(), "starting");
     check_locked_memory_limit()?;
+    // Shards bind with SO_REUSEPORT, which would let a second broker silently share the
+    // port: a plain bind first fails if anything else holds it.
+    std::net::TcpListener::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let config = Arc::new(config);
     let mut runtime = Runtime::start(config.clone(), clean)?;
 
@@ -137,7 +140,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Ok(ShardEvent::Failed { shard, error }) => {
                 error!(shard, %error, "shard failed to start");
                 runtime.drain();
-                runtime.close(false);
+                runtime.close(false, usize::from(shard > 0));
                 bail!("startup failed: {error}");
             }
             Ok(other) => warn!(?other, "unexpected event during start"),
@@ -158,6 +161,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     // Wait for a signal while watching for a shard failure.
     let mut healthy = true;
+    let mut ended = 0;
     loop {
         if let Ok(sig) = signal_rx.recv_timeout(std::time::Duration::from_millis(200)) {
             info!(signal = sig, "stopping");
@@ -166,12 +170,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Ok(ShardEvent::Failed { shard, error }) = runtime.events.try_recv() {
             error!(shard, %error, "shard failed; stopping");
             healthy = false;
+            ended += usize::from(shard > 0);
             break;
         }
     }
     runtime.drain();
     let data_shards = runtime.executors() - 1;
-    let mut drained = 0;
+    let mut drained = ended;
     while drained < data_shards {
         match runtime.events.recv_timeout(DRAIN_TIMEOUT + std::time::Duration::from_secs(5)) {
             Ok(ShardEvent::Drained(_)) => drained += 1,
@@ -179,6 +184,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 error!(shard, %error, "shard failed while draining");
                 healthy = false;
                 drained += 1;
+                ended += 1;
             }
             Ok(_) => {}
             Err(_) => {
@@ -188,7 +194,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let clean = runtime.close(healthy);
+    let clean = runtime.close(healthy, ended);
     if clean {
         write_clean_marker(&data_dir)?;
         info!("stopped cleanly");

@@ -147,7 +147,7 @@ impl Runtime {
         self.handles.len()
     }
 
-    /// Tells every data shard to drain, then waits until all have (or one fails).
+    /// Tells every data shard to drain (main then waits for their `Drained` events).
     pub fn drain(&mut self) {
         for tx in self.drains.iter_mut().skip(1).filter_map(Option::take) {
             let _ = tx.send(());
@@ -155,13 +155,14 @@ impl Runtime {
     }
 
     /// Tells shards to close: data shards first, then the control shard, and waits for
-    /// all executors to end. Returns whether every shard stopped cleanly.
-    pub fn close(mut self, mut clean: bool) -> bool {
+    /// all executors to end. `already_ended` data shards have reported failure before.
+    /// Returns whether every shard stopped cleanly.
+    pub fn close(mut self, mut clean: bool, already_ended: usize) -> bool {
         for tx in self.closes.iter_mut().skip(1).filter_map(Option::take) {
             let _ = tx.send(());
         }
         let data_shards = self.handles.len() - 1;
-        let mut stopped = 0;
+        let mut stopped = already_ended;
         while stopped < data_shards {
             match self.events.recv_timeout(CLOSE_TIMEOUT) {
                 Ok(ShardEvent::Stopped { clean: c, .. }) => {
