@@ -127,9 +127,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clean = take_clean_marker(&data_dir)?;
     info!(data_dir = %data_dir.display(), clean_start = clean, shards = config.data_shards(), "starting");
     check_locked_memory_limit()?;
-    // Shards bind with SO_REUSEPORT, which would let a second broker silently share the
-    // port: a plain bind first fails if anything else holds it.
-    std::net::TcpListener::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    refuse_taken_port(config.listen)?;
     let config = Arc::new(config);
     let mut runtime = Runtime::start(config.clone(), clean)?;
 
@@ -272,6 +270,20 @@ fn check_locked_memory_limit() -> anyhow::Result<()> {
                 LOCKED_MEMORY_MIN_BYTES / 1024
             );
         }
+    }
+    Ok(())
+}
+
+/// Shards bind with SO_REUSEPORT, which would let a second broker silently share the port
+/// with a running one. A plain bind cannot tell (connections left in TIME_WAIT by a crashed
+/// broker make it fail), so ask whether anything accepts connections there.
+fn refuse_taken_port(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(500)).is_ok() {
+        bail!("cannot listen on {listen}: Address already in use (another process accepts connections there)");
     }
     Ok(())
 }
