@@ -15,6 +15,8 @@ use weir::shard::runtime::{Runtime, ShardEvent, DRAIN_TIMEOUT};
 /// Marker written after a clean stop; its absence at start means recovery must scan.
 const CLEAN_SHUTDOWN_MARKER: &str = ".weir_clean_shutdown";
 const LOCK_FILE: &str = ".lock";
+/// How long a port may keep accepting after its broker died before it counts as taken.
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Longest wait for every shard to recover its partitions and listen.
 const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// glommio refuses to build an executor when RLIMIT_MEMLOCK is below this.
@@ -276,14 +278,28 @@ fn check_locked_memory_limit() -> anyhow::Result<()> {
 
 /// Shards bind with SO_REUSEPORT, which would let a second broker silently share the port
 /// with a running one. A plain bind cannot tell (connections left in TIME_WAIT by a crashed
-/// broker make it fail), so ask whether anything accepts connections there.
+/// broker make it fail), so ask whether anything accepts connections there. A broker killed
+/// a moment ago still does for a short while: its io_uring instance, torn down by the kernel
+/// after the process is gone, holds the listening sockets until then. So look again for a
+/// few seconds before concluding another process holds the port.
 fn refuse_taken_port(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut probe = listen;
     if probe.ip().is_unspecified() {
         probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    if std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(500)).is_ok() {
-        bail!("cannot listen on {listen}: Address already in use (another process accepts connections there)");
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        let Ok(stream) = std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(500)) else {
+            return Ok(());
+        };
+        // With no listener, a connect from an ephemeral port equal to the target port
+        // "succeeds" by connecting to itself (TCP simultaneous open): the port is free.
+        if stream.local_addr().ok() == stream.peer_addr().ok() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("cannot listen on {listen}: Address already in use (another process accepts connections there)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    Ok(())
 }
