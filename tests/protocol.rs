@@ -282,9 +282,16 @@ fn produce_fetch_and_offsets() {
     let got = records_of(&part.records);
     assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
     assert_eq!(&got[4].1[..], b"e");
-    // A tiny max_bytes still returns one whole batch (KIP-74).
+    // A tiny max_bytes still returns one whole batch (KIP-74), even 0; only the first
+    // partition with data gets one.
     let resp = fetch(&mut c, "orders", 2, 3, 0, 1);
     assert_eq!(records_of(&resp.responses[0].partitions[0].records).len(), 2);
+    let mut zero = fetch_request("orders", 0, 0, 0, 0);
+    zero.topics[0].partitions.push(fetch_request("orders", 1, 0, 0, 0).topics[0].partitions.remove(0));
+    zero.max_bytes = 0;
+    let resp = c.call(12, zero);
+    let counts: Vec<usize> = resp.responses[0].partitions.iter().map(|p| records_of(&p.records).len()).collect();
+    assert_eq!(counts, vec![3, 0]);
     // Out of range.
     let resp = fetch(&mut c, "orders", 2, 6, 0, 1024);
     assert_eq!(resp.responses[0].partitions[0].error_code, ResponseError::OffsetOutOfRange.code());

@@ -132,6 +132,7 @@ impl Shard {
     pub async fn fetch_local(self: Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
         let mut out = Vec::with_capacity(items.len());
         let mut remaining = items.first().map(|i| i.budget).unwrap_or(0);
+        let mut read_any = false;
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
                 out.push(FetchOutcome {
@@ -146,7 +147,8 @@ impl Shard {
             let high_watermark = partition.high_watermark();
             let log_start_offset = partition.log.log_start_offset();
             let limit = item.max_bytes.min(remaining);
-            let read = if limit == 0 && item.offset <= high_watermark && item.offset >= log_start_offset {
+            // Until something is read, one whole batch is returned whatever the limits (KIP-74).
+            let read = if limit == 0 && read_any && item.offset <= high_watermark && item.offset >= log_start_offset {
                 Ok(Default::default())
             } else {
                 // The first batch is returned whole even past the limit (KIP-74).
@@ -157,6 +159,7 @@ impl Shard {
                 Err(e) => (storage_error_code(&e), Default::default()),
             };
             remaining = remaining.saturating_sub(records.len());
+            read_any |= !records.is_empty();
             out.push(FetchOutcome { idx: item.idx, error_code, high_watermark, log_start_offset, records });
         }
         out
