@@ -68,9 +68,14 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
             }
         };
         let mut body = BytesMut::zeroed(len);
-        if reader.read_exact(&mut body).await.is_err() {
-            debug!(?peer, "connection closed mid-frame");
-            return;
+        match select(Box::pin(reader.read_exact(&mut body)), shutdown.clone()).await {
+            Either::Left((Ok(()), _)) => {}
+            Either::Left((Err(_), _)) => {
+                debug!(?peer, "connection closed mid-frame");
+                return;
+            }
+            // Stopping: a client stalled mid-frame does not hold up the drain.
+            Either::Right(_) => return,
         }
         let mut body = body.freeze();
         let pending = match decode_and_dispatch(shard, &mut body).await {
