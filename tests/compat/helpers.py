@@ -249,6 +249,22 @@ def confluent_consumer(bootstrap: str, **extra):
     return Consumer(conf)
 
 
+def _polling(records: list, count: int, topic: str, timeout: float, settle: float):
+    """Yields once per poll until `count` records arrived and `settle` more seconds passed;
+    fails the test at `timeout`."""
+    deadline = time.monotonic() + timeout
+    settle_until = None
+    while True:
+        now = time.monotonic()
+        if settle_until is None and len(records) >= count:
+            settle_until = now + settle
+        if settle_until is not None and now >= settle_until:
+            return
+        if now > deadline:
+            raise AssertionError(f"{topic}: consumed {len(records)} of {count} records within {timeout}s")
+        yield
+
+
 def consume_confluent(bootstrap: str, topic: str, partitions, count: int, timeout: float = 60.0,
                       start=None, settle: float = 0.5, **extra) -> list[Record]:
     """Assign `partitions` (a list of ids, or {id: start offset}) and read until `count`
@@ -261,17 +277,7 @@ def consume_confluent(bootstrap: str, topic: str, partitions, count: int, timeou
     records: list[Record] = []
     try:
         consumer.assign([TopicPartition(topic, p, o) for p, o in partitions.items()])
-        deadline = time.monotonic() + timeout
-        settle_until = None
-        while True:
-            now = time.monotonic()
-            if settle_until is None and len(records) >= count:
-                settle_until = now + settle
-            if settle_until is not None and now >= settle_until:
-                break
-            if now > deadline:
-                raise AssertionError(f"{topic}: consumed {len(records)} of {count} records "
-                                     f"within {timeout}s")
+        for _ in _polling(records, count, topic, timeout, settle):
             for m in consumer.consume(num_messages=10000, timeout=0.2):
                 if m.error():
                     raise AssertionError(f"{topic}: consumer error {m.error()}")
@@ -352,17 +358,7 @@ def consume_kafka_python(bootstrap: str, topic: str, partitions, count: int,
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout
-        settle_until = None
-        while True:
-            now = time.monotonic()
-            if settle_until is None and len(records) >= count:
-                settle_until = now + settle
-            if settle_until is not None and now >= settle_until:
-                break
-            if now > deadline:
-                raise AssertionError(f"{topic}: consumed {len(records)} of {count} records "
-                                     f"within {timeout}s")
+        for _ in _polling(records, count, topic, timeout, settle):
             batch = consumer.poll(timeout_ms=200, max_records=10000)
             for tp, msgs in batch.items():
                 for m in msgs:
