@@ -67,6 +67,23 @@ pub struct Config {
     pub producer_id_expiration_ms: i64,
     /// `producer.id.expiration.check.interval.ms`: how often expiry runs.
     pub producer_id_expiration_check_interval_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (fixed once created).
+    pub offsets_partitions: i32,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (small, so it compacts).
+    pub offsets_segment_bytes: u64,
+    /// `offsets.retention.minutes` (as ms): offsets of an empty group are dropped after this.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often offset expiry runs.
+    pub offsets_retention_check_interval_ms: u64,
+    /// `offset.metadata.max.bytes`: longest metadata string a commit may carry.
+    pub offset_metadata_max_bytes: usize,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
+    /// waits for more members to join.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    pub group_session_timeout_ms: (i32, i32),
+    /// `group.max.size`: members one group may have.
+    pub group_max_size: usize,
     /// `weir.cores`: data shards (0 = one per online CPU).
     pub cores: usize,
     /// `weir.cpu.list`: CPUs to pin data shards to, in order (empty = 0..cores).
@@ -108,6 +125,14 @@ impl Default for Config {
             partitions_max: 100_000,
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
+            offsets_partitions: 50,
+            offsets_segment_bytes: 100 * 1024 * 1024,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
+            group_initial_rebalance_delay_ms: 3000,
+            group_session_timeout_ms: (6000, 1_800_000),
+            group_max_size: i32::MAX as usize,
             cores: 0,
             cpu_list: Vec::new(),
             pin: true,
@@ -143,6 +168,21 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("producer.id.expiration.ms", "idle idempotent producers are forgotten after this (default 1 day)"),
     ("transactional.id.expiration.ms", "accepted as Kafka's older name for producer.id.expiration.ms"),
     ("producer.id.expiration.check.interval.ms", "how often producer expiry runs (default 10 minutes)"),
+    ("offsets.topic.num.partitions", "partitions of __consumer_offsets, fixed once it exists (default 50)"),
+    (
+        "offsets.topic.segment.bytes",
+        "segment size of __consumer_offsets; sealed segments are compacted (default 100 MiB)",
+    ),
+    ("offsets.retention.minutes", "committed offsets of an empty group are dropped after this (default 7 days)"),
+    ("offsets.retention.check.interval.ms", "how often offset expiry runs (default 10 minutes)"),
+    ("offset.metadata.max.bytes", "longest metadata string an offset commit may carry (default 4096)"),
+    (
+        "group.initial.rebalance.delay.ms",
+        "first rebalance of an empty group waits this long for more members (default 3000)",
+    ),
+    ("group.min.session.timeout.ms", "shortest session timeout a member may ask for (default 6000)"),
+    ("group.max.session.timeout.ms", "longest session timeout a member may ask for (default 1800000)"),
+    ("group.max.size", "members one consumer group may have (default unlimited)"),
     ("weir.cores", "data shards, one executor per core; 0 = one per online CPU (default 0)"),
     ("weir.cpu.list", "CPUs to pin data shards to, in order, e.g. 2,3 (default 0..cores)"),
     ("weir.pin", "pin executors to CPUs (default true; --unpinned sets false)"),
@@ -223,6 +263,15 @@ impl Config {
             "producer.id.expiration.check.interval.ms" => {
                 self.producer_id_expiration_check_interval_ms = parse(key, v)?
             }
+            "offsets.topic.num.partitions" => self.offsets_partitions = parse(key, v)?,
+            "offsets.topic.segment.bytes" => self.offsets_segment_bytes = parse(key, v)?,
+            "offsets.retention.minutes" => self.offsets_retention_ms = parse::<i64>(key, v)?.saturating_mul(60_000),
+            "offsets.retention.check.interval.ms" => self.offsets_retention_check_interval_ms = parse(key, v)?,
+            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse(key, v)?,
+            "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = parse(key, v)?,
+            "group.min.session.timeout.ms" => self.group_session_timeout_ms.0 = parse(key, v)?,
+            "group.max.session.timeout.ms" => self.group_session_timeout_ms.1 = parse(key, v)?,
+            "group.max.size" => self.group_max_size = parse(key, v)?,
             "weir.cores" => self.cores = parse(key, v)?,
             "weir.cpu.list" => {
                 self.cpu_list = v
@@ -275,6 +324,25 @@ impl Config {
             "producer.id.expiration.check.interval.ms",
             "must be positive",
         )?;
+        check(self.offsets_partitions >= 1, "offsets.topic.num.partitions", "must be at least 1")?;
+        check(
+            (14 * 1024..=i32::MAX as u64).contains(&self.offsets_segment_bytes),
+            "offsets.topic.segment.bytes",
+            "must be between 14 KiB and 2 GiB",
+        )?;
+        check(self.offsets_retention_ms >= 60_000, "offsets.retention.minutes", "must be at least 1")?;
+        check(
+            self.offsets_retention_check_interval_ms >= 1,
+            "offsets.retention.check.interval.ms",
+            "must be positive",
+        )?;
+        check(self.group_session_timeout_ms.0 >= 1, "group.min.session.timeout.ms", "must be positive")?;
+        check(
+            self.group_session_timeout_ms.1 >= self.group_session_timeout_ms.0,
+            "group.max.session.timeout.ms",
+            "must be at least group.min.session.timeout.ms",
+        )?;
+        check(self.group_max_size >= 1, "group.max.size", "must be positive")?;
         check(self.io_memory_bytes >= 64 * 1024, "weir.io.memory.bytes", "must be at least 64 KiB")?;
         check(self.channel_capacity >= 1, "weir.shard.channel.capacity", "must be positive")?;
         check(self.fetch_waiters_max >= 1, "weir.fetch.waiters.max", "must be positive")?;

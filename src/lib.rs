@@ -1,7 +1,7 @@
 //! Weir: a Kafka-compatible broker, thread-per-core on glommio (io_uring).
 //!
 //! Layers, lower never importing higher:
-//! `types, config -> protocol -> storage -> partition -> cluster -> shard -> server`.
+//! `types, config -> protocol -> storage -> partition -> cluster -> group -> shard -> server`.
 //!
 //! | module      | runs on            | what it is |
 //! |-------------|--------------------|------------|
@@ -9,11 +9,13 @@
 //! | `storage`   | owning data shard  | segmented log, indexes, group commit, recovery |
 //! | `partition` | owning data shard  | a log plus long-poll waiters |
 //! | `cluster`   | control shard      | metadata records, the metadata log, the image |
+//! | `group`     | owning data shard  | consumer-group state machine, `__consumer_offsets` records |
 //! | `shard`     | every shard        | cross-shard messages, placement, shard state |
 //! | `server`    | data shards        | listener, connections, one file per Kafka API |
 
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod partition;
 pub mod protocol;
 pub mod server;

@@ -78,7 +78,7 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
             Either::Right(_) => return,
         }
         let mut body = body.freeze();
-        let pending = match decode_and_dispatch(shard, &mut body).await {
+        let pending = match decode_and_dispatch(shard, &mut body, peer).await {
             Ok(p) => p,
             Err((api, reason)) => {
                 warn!(?peer, api = %api, reason = %reason, "closing connection: bad request");
@@ -91,7 +91,11 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
     }
 }
 
-async fn decode_and_dispatch(shard: &Rc<Shard>, body: &mut Bytes) -> Result<Pending, (String, String)> {
+async fn decode_and_dispatch(
+    shard: &Rc<Shard>,
+    body: &mut Bytes,
+    peer: Option<SocketAddr>,
+) -> Result<Pending, (String, String)> {
     if body.len() < 8 {
         return Err(("?".into(), format!("request of {} bytes is shorter than a header", body.len())));
     }
@@ -102,7 +106,7 @@ async fn decode_and_dispatch(shard: &Rc<Shard>, body: &mut Bytes) -> Result<Pend
     let header_version = api.request_header_version(version);
     let header =
         RequestHeader::decode(body, header_version).map_err(|e| (name.clone(), format!("bad request header: {e}")))?;
-    api::dispatch(shard, header, std::mem::take(body)).await.map_err(|e| (name, e.to_string()))
+    api::dispatch(shard, header, std::mem::take(body), peer).await.map_err(|e| (name, e.to_string()))
 }
 
 async fn write_responses<W: futures::io::AsyncWrite + Unpin>(

@@ -151,4 +151,6 @@ pub enum ShardRequest {
         topics: Vec<TopicRef>,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },
+    /// Any shard -> the group's coordinator shard (or every data shard, for a listing).
+    Group(super::groups::GroupCall),
 }

@@ -7,6 +7,7 @@
 //! keeps its own copy of the latest [`MetadataImage`], published by the control shard.
 
 pub mod control;
+pub mod groups;
 pub mod message;
 pub mod ops;
 pub mod route;
@@ -58,6 +59,8 @@ pub struct Shard {
     stopping: Cell<bool>,
     /// Producer ids reserved for this shard and not yet handed out: `[next, end)`.
     producer_ids: Cell<(i64, i64)>,
+    /// The consumer groups this shard coordinates.
+    pub groups: groups::GroupCoordinator,
 }
 
 impl Shard {
@@ -81,6 +84,7 @@ impl Shard {
             fetch_waiters: Cell::new(0),
             stopping: Cell::new(false),
             producer_ids: Cell::new((0, 0)),
+            groups: Default::default(),
         }
     }
 

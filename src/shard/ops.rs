@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::message::*;
 use super::Shard;
 use crate::cluster::{MetadataImage, TopicMeta};
+use crate::group::OFFSETS_TOPIC;
 use crate::partition::producer_state::Verdict;
 use crate::partition::{producer_batch, Partition, Waiter};
 use crate::protocol::batch::BatchHeader;
@@ -239,6 +240,10 @@ impl Shard {
             .collect();
         self.set_image(image.clone());
         for tp in stale {
+            if tp.topic == OFFSETS_TOPIC {
+                let total = image.topic(OFFSETS_TOPIC).map(|t| t.partitions).unwrap_or(0);
+                self.unload_groups(tp.partition, total);
+            }
             if let Some(p) = self.remove_partition(&tp) {
                 p.notify();
                 if let Err(e) = p.log.close().await {
@@ -254,7 +259,13 @@ impl Shard {
                 continue;
             }
             match self.open_partition(&tp, &meta).await {
-                Ok(p) => self.insert_partition(Rc::new(p)),
+                Ok(p) => {
+                    let p = Rc::new(p);
+                    self.insert_partition(p.clone());
+                    if tp.topic == OFFSETS_TOPIC {
+                        self.load_groups(p).await;
+                    }
+                }
                 Err(e) => warn!(partition = %tp, error = %e, "cannot open partition; it stays offline"),
             }
         }

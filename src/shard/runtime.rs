@@ -278,6 +278,23 @@ async fn run_data(
         }
     })
     .detach();
+    let groups = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(super::groups::GROUP_TICK).await;
+            groups.tick_groups();
+        }
+    })
+    .detach();
+    let retention = shard.clone();
+    let retention_interval = Duration::from_millis(shard.config.offsets_retention_check_interval_ms);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(retention_interval).await;
+            retention.expire_group_offsets();
+        }
+    })
+    .detach();
     let _ = events.send(ShardEvent::Ready(shard.index));
 
     let _ = controls.drain.await;
@@ -335,6 +352,7 @@ async fn serve_peer(
                 .detach();
             }
             ShardRequest::Watch { items, reply } => shard.watch_local(items, reply),
+            ShardRequest::Group(call) => shard.serve_group(call),
             ShardRequest::DescribeProducers { items, reply } => {
                 let _ = reply.send(shard.describe_producers_local(items));
             }

@@ -10,6 +10,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Reply};
+use crate::config::Config;
+use crate::group::OFFSETS_TOPIC;
 use crate::shard::message::{NewTopic, TopicOutcome};
 use crate::shard::{Shard, ShardRequest, CONTROL};
 
@@ -25,19 +27,34 @@ pub async fn create(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: boo
     rx.await.unwrap_or_default()
 }
 
-/// Creates topics with the broker defaults (auto-creation by Metadata or Produce).
+/// Creates topics with the broker defaults (auto-creation by Metadata or Produce);
+/// `__consumer_offsets` gets its own settings.
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     let topics = names
         .into_iter()
-        .map(|name| NewTopic {
-            name,
-            num_partitions: -1,
-            replication_factor: -1,
-            assignments: Vec::new(),
-            configs: Vec::new(),
+        .map(|name| {
+            if name == OFFSETS_TOPIC {
+                return offsets_topic(&shard.config);
+            }
+            NewTopic { name, num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() }
         })
         .collect();
     create(shard, topics, false).await;
+}
+
+/// `__consumer_offsets` as Kafka creates it: `offsets.topic.num.partitions` partitions,
+/// compacted, with `offsets.topic.segment.bytes` segments.
+pub fn offsets_topic(config: &Config) -> NewTopic {
+    NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        num_partitions: config.offsets_partitions,
+        replication_factor: -1,
+        assignments: Vec::new(),
+        configs: vec![
+            ("cleanup.policy".into(), Some("compact".into())),
+            ("segment.bytes".into(), Some(config.offsets_segment_bytes.to_string())),
+        ],
+    }
 }
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: CreateTopicsRequest) -> Reply {

@@ -8,13 +8,23 @@
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod describe_producers;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,7 +58,25 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     ApiSupport { key: ApiKey::DeleteTopics, min: 1, max: 6 },
     ApiSupport { key: ApiKey::InitProducerId, min: 0, max: 4 },
     ApiSupport { key: ApiKey::DescribeProducers, min: 0, max: 0 },
+    ApiSupport { key: ApiKey::FindCoordinator, min: 0, max: 4 },
+    ApiSupport { key: ApiKey::JoinGroup, min: 0, max: 9 },
+    ApiSupport { key: ApiKey::SyncGroup, min: 0, max: 5 },
+    ApiSupport { key: ApiKey::Heartbeat, min: 0, max: 4 },
+    ApiSupport { key: ApiKey::LeaveGroup, min: 0, max: 5 },
+    ApiSupport { key: ApiKey::OffsetCommit, min: 2, max: 9 },
+    ApiSupport { key: ApiKey::OffsetFetch, min: 1, max: 9 },
+    ApiSupport { key: ApiKey::ListGroups, min: 0, max: 5 },
+    ApiSupport { key: ApiKey::DescribeGroups, min: 0, max: 5 },
+    ApiSupport { key: ApiKey::DeleteGroups, min: 0, max: 2 },
 ];
+
+/// Who sent a request, as group members are described (DescribeGroups).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub client_id: String,
+    /// Kafka's form: `/<ip>`.
+    pub client_host: String,
+}
 
 pub fn supported(key: ApiKey) -> Option<ApiSupport> {
     SUPPORTED_APIS.iter().copied().find(|a| a.key == key)
@@ -105,7 +133,12 @@ pub fn ready(reply: Reply) -> Pending {
 }
 
 /// Runs the handler for one request. `body` is what follows the request header.
-pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, mut body: Bytes) -> Result<Pending, RequestError> {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    header: RequestHeader,
+    mut body: Bytes,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Pending, RequestError> {
     let api = ApiKey::try_from(header.request_api_key).map_err(|_| RequestError::UnknownApi(header.request_api_key))?;
     let version = header.request_api_version;
     let cid = header.correlation_id;
@@ -133,6 +166,28 @@ pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, mut body: Bytes)
         }
         ApiKey::DescribeProducers => {
             ready(describe_producers::handle(shard, version, cid, decode(api, version, &mut body)?).await)
+        }
+        ApiKey::FindCoordinator => {
+            ready(find_coordinator::handle(shard, version, cid, decode(api, version, &mut body)?).await)
+        }
+        ApiKey::JoinGroup => {
+            let context = RequestContext {
+                client_id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+                client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+            };
+            join_group::handle(shard, version, cid, &context, decode(api, version, &mut body)?).await
+        }
+        ApiKey::SyncGroup => sync_group::handle(shard, version, cid, decode(api, version, &mut body)?).await,
+        ApiKey::Heartbeat => heartbeat::handle(shard, version, cid, decode(api, version, &mut body)?).await,
+        ApiKey::LeaveGroup => leave_group::handle(shard, version, cid, decode(api, version, &mut body)?).await,
+        ApiKey::OffsetCommit => offset_commit::handle(shard, version, cid, decode(api, version, &mut body)?).await,
+        ApiKey::OffsetFetch => offset_fetch::handle(shard, version, cid, decode(api, version, &mut body)?).await,
+        ApiKey::ListGroups => ready(list_groups::handle(shard, version, cid, decode(api, version, &mut body)?).await),
+        ApiKey::DescribeGroups => {
+            ready(describe_groups::handle(shard, version, cid, decode(api, version, &mut body)?).await)
+        }
+        ApiKey::DeleteGroups => {
+            ready(delete_groups::handle(shard, version, cid, decode(api, version, &mut body)?).await)
         }
         _ => return Err(RequestError::UnknownApi(header.request_api_key)),
     };

@@ -17,6 +17,7 @@ use kafka_protocol::ResponseError;
 use tracing::debug;
 
 use super::{create_topics, encode_frame, Pending, Reply, RequestError};
+use crate::group::OFFSETS_TOPIC;
 use crate::protocol::batch;
 use crate::shard::message::{ProduceItem, ProduceOutcome};
 use crate::shard::Shard;
@@ -42,6 +43,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
             slots.push((t, p));
             if !matches!(acks, -1..=1) {
                 early.push(ProduceOutcome::failed(idx, ResponseError::InvalidRequiredAcks.code()));
+                continue;
+            }
+            if name == OFFSETS_TOPIC {
+                // Only the group coordinator writes there (Kafka: "Cannot append to internal topic").
+                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidTopicException.code()));
                 continue;
             }
             match meta {

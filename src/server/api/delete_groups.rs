@@ -1,0 +1,34 @@
+//! DeleteGroups (key 42), v0-2: removes empty groups and their committed offsets
+//! (tombstones in `__consumer_offsets`). A group with members gets NON_EMPTY_GROUP.
+
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse};
+use kafka_protocol::ResponseError;
+
+use super::{encode_frame, Reply};
+use crate::shard::groups::GroupCall;
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: DeleteGroupsRequest) -> Reply {
+    let mut waits = Vec::with_capacity(request.groups_names.len());
+    for group in request.groups_names {
+        let (reply, rx) = oneshot::channel();
+        if group.is_empty() {
+            let _ = reply.send(ResponseError::InvalidGroupId.code());
+        } else {
+            shard.route_group(GroupCall::Delete { group: group.to_string(), reply }).await;
+        }
+        waits.push((group, rx));
+    }
+    let mut response = DeleteGroupsResponse::default();
+    for (group_id, rx) in waits {
+        let mut r = DeletableGroupResult::default();
+        r.group_id = group_id;
+        r.error_code = rx.await.unwrap_or(ResponseError::CoordinatorNotAvailable.code());
+        response.results.push(r);
+    }
+    encode_frame(ApiKey::DeleteGroups, version, correlation_id, &response)
+}
