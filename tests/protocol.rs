@@ -46,8 +46,9 @@ fn api_versions_every_version_and_downgrade() {
 
 #[test]
 fn every_advertised_version_answers() {
-    let broker = Broker::start();
+    let broker = Broker::start_with(GROUPS_FAST);
     let mut c = broker.client();
+    c.call(7, create_topics_request(&[("groups-t", 1, 1)], false));
     for (key, min, max) in advertised(&mut c) {
         for v in min..=max {
             let api = ApiKey::try_from(key).expect("known key");
@@ -105,6 +106,109 @@ fn every_advertised_version_answers() {
                 }
                 ApiKey::DescribeProducers => {
                     c.call(v, DescribeProducersRequest::default());
+                }
+                ApiKey::FindCoordinator => {
+                    let mut r = FindCoordinatorRequest::default();
+                    if v >= 4 {
+                        r.coordinator_keys = vec![s("g")];
+                    } else {
+                        r.key = s("g");
+                    }
+                    let resp = c.call(v, r);
+                    let error = resp.coordinators.first().map_or(resp.error_code, |x| x.error_code);
+                    assert_eq!(error, 0, "FindCoordinator v{v}");
+                }
+                ApiKey::JoinGroup => {
+                    let group = format!("join-v{v}");
+                    let request = |member: &str| {
+                        let mut r = join_request(&group, member, None, 10_000);
+                        if v == 0 {
+                            r.rebalance_timeout_ms = -1; // not in v0
+                        }
+                        r
+                    };
+                    let mut resp = c.call(v, request(""));
+                    if v >= 4 {
+                        assert_eq!(resp.error_code, code(ResponseError::MemberIdRequired), "JoinGroup v{v}");
+                        resp = c.call(v, request(&resp.member_id.to_string()));
+                    }
+                    assert_eq!((resp.error_code, resp.generation_id), (0, 1), "JoinGroup v{v}");
+                }
+                ApiKey::SyncGroup => {
+                    let group = format!("sync-v{v}");
+                    let j = join(&mut c, &group, 10_000);
+                    let id = j.member_id.to_string();
+                    let resp = c.call(v, sync_request(&group, &id, j.generation_id, &[(&id, b"a")]));
+                    assert_eq!((resp.error_code, &resp.assignment[..]), (0, &b"a"[..]), "SyncGroup v{v}");
+                }
+                ApiKey::Heartbeat => {
+                    let (id, generation) = stable_group(&mut c, &format!("hb-v{v}"));
+                    let mut r = HeartbeatRequest::default();
+                    r.group_id = GroupId(s(&format!("hb-v{v}")));
+                    r.member_id = s(&id);
+                    r.generation_id = generation;
+                    assert_eq!(c.call(v, r).error_code, 0, "Heartbeat v{v}");
+                }
+                ApiKey::LeaveGroup => {
+                    let group = format!("leave-v{v}");
+                    let (id, _) = stable_group(&mut c, &group);
+                    let mut r = LeaveGroupRequest::default();
+                    r.group_id = GroupId(s(&group));
+                    if v >= 3 {
+                        let mut m = leave_group_request::MemberIdentity::default();
+                        m.member_id = s(&id);
+                        r.members = vec![m];
+                    } else {
+                        r.member_id = s(&id);
+                    }
+                    let resp = c.call(v, r);
+                    let error = resp.members.first().map_or(resp.error_code, |m| m.error_code);
+                    assert_eq!(error, 0, "LeaveGroup v{v}");
+                }
+                ApiKey::OffsetCommit => {
+                    let codes = commit(&mut c, v, &format!("commit-v{v}"), "", -1, "groups-t", &[(0, i64::from(v))]);
+                    assert_eq!(codes, vec![0], "OffsetCommit v{v}");
+                }
+                ApiKey::OffsetFetch => {
+                    commit(&mut c, 2, "fetched", "", -1, "groups-t", &[(0, 42)]);
+                    let mut r = OffsetFetchRequest::default();
+                    if v >= 8 {
+                        let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+                        g.group_id = GroupId(s("fetched"));
+                        g.topics = None;
+                        r.groups = vec![g];
+                    } else {
+                        r.group_id = GroupId(s("fetched"));
+                        let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
+                        t.name = topic_name("groups-t");
+                        t.partition_indexes = vec![0];
+                        r.topics = Some(vec![t]);
+                    }
+                    let resp = c.call(v, r);
+                    let offset = if v >= 8 {
+                        resp.groups[0].topics[0].partitions[0].committed_offset
+                    } else {
+                        resp.topics[0].partitions[0].committed_offset
+                    };
+                    assert_eq!(offset, 42, "OffsetFetch v{v}");
+                }
+                ApiKey::ListGroups => {
+                    assert_eq!(c.call(v, ListGroupsRequest::default()).error_code, 0, "ListGroups v{v}");
+                }
+                ApiKey::DescribeGroups => {
+                    let group = format!("describe-v{v}");
+                    stable_group(&mut c, &group);
+                    let mut r = DescribeGroupsRequest::default();
+                    r.groups = vec![GroupId(s(&group))];
+                    let resp = c.call(v, r);
+                    assert_eq!(resp.groups[0].group_state.to_string(), "Stable", "DescribeGroups v{v}");
+                }
+                ApiKey::DeleteGroups => {
+                    let group = format!("delete-v{v}");
+                    commit(&mut c, 2, &group, "", -1, "groups-t", &[(0, 1)]);
+                    let mut r = DeleteGroupsRequest::default();
+                    r.groups_names = vec![GroupId(s(&group))];
+                    assert_eq!(c.call(v, r).results[0].error_code, 0, "DeleteGroups v{v}");
                 }
                 other => panic!("advertised {other:?} has no test"),
             }

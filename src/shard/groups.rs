@@ -631,7 +631,12 @@ impl Shard {
         if skipped > 0 {
             warn!(partition = %partition.tp, skipped, "some group record batches could not be decoded");
         }
-        info!(partition = %partition.tp, groups = count, elapsed_ms = started.elapsed().as_millis() as u64, "groups loaded");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if count > 0 {
+            info!(partition = %partition.tp, groups = count, elapsed_ms, "groups loaded");
+        } else {
+            debug!(partition = %partition.tp, elapsed_ms, "no groups to load");
+        }
     }
 
     /// Forgets the groups of a `__consumer_offsets` partition this shard no longer has.

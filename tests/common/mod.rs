@@ -381,3 +381,104 @@ pub fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: 
     let p = &resp.topics[0].partitions[0];
     (p.error_code, p.offset, p.timestamp)
 }
+
+// ---- Consumer groups ----
+
+/// Broker flags for group tests: no initial rebalance delay, a small `__consumer_offsets`.
+pub const GROUPS_FAST: &[&str] =
+    &["--set", "group.initial.rebalance.delay.ms=0", "--set", "offsets.topic.num.partitions=8"];
+
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{GroupId, JoinGroupRequest, JoinGroupResponse, OffsetCommitRequest, SyncGroupRequest};
+use kafka_protocol::ResponseError;
+
+pub fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+pub fn join_request(group: &str, member: &str, instance: Option<&str>, session_ms: i32) -> JoinGroupRequest {
+    let mut r = JoinGroupRequest::default();
+    r.group_id = GroupId(s(group));
+    r.member_id = s(member);
+    r.group_instance_id = instance.map(s);
+    r.session_timeout_ms = session_ms;
+    r.rebalance_timeout_ms = 10_000;
+    r.protocol_type = s("consumer");
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = s("range");
+    p.metadata = Bytes::from_static(b"subscription");
+    r.protocols = vec![p];
+    r
+}
+
+pub fn sync_request(group: &str, member: &str, generation: i32, assignments: &[(&str, &[u8])]) -> SyncGroupRequest {
+    let mut r = SyncGroupRequest::default();
+    r.group_id = GroupId(s(group));
+    r.member_id = s(member);
+    r.generation_id = generation;
+    r.assignments = assignments
+        .iter()
+        .map(|(m, a)| {
+            let mut x = SyncGroupRequestAssignment::default();
+            x.member_id = s(m);
+            x.assignment = Bytes::copy_from_slice(a);
+            x
+        })
+        .collect();
+    r
+}
+
+/// Joins with the v4+ member-id round trip; returns the JoinGroup response.
+pub fn join(c: &mut Client, group: &str, session_ms: i32) -> JoinGroupResponse {
+    let first = c.call(7, join_request(group, "", None, session_ms));
+    assert_eq!(first.error_code, code(ResponseError::MemberIdRequired));
+    assert!(!first.member_id.is_empty());
+    c.call(7, join_request(group, &first.member_id, None, session_ms))
+}
+
+/// A one-member Stable group; returns (member id, generation).
+pub fn stable_group(c: &mut Client, group: &str) -> (String, i32) {
+    let j = join(c, group, 10_000);
+    assert_eq!(j.error_code, 0);
+    let id = j.member_id.to_string();
+    let sync = c.call(3, sync_request(group, &id, j.generation_id, &[(&id, b"assignment")]));
+    assert_eq!(sync.error_code, 0);
+    (id, j.generation_id)
+}
+
+/// Commits offsets of one topic; returns each partition's error code.
+pub fn commit(
+    c: &mut Client,
+    version: i16,
+    group: &str,
+    member: &str,
+    generation: i32,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Vec<i16> {
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = GroupId(s(group));
+    r.member_id = s(member);
+    r.generation_id_or_member_epoch = generation;
+    r.retention_time_ms = -1;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = topic_name(topic);
+    t.partitions = offsets
+        .iter()
+        .map(|&(p, o)| {
+            let mut x = OffsetCommitRequestPartition::default();
+            x.partition_index = p;
+            x.committed_offset = o;
+            x.committed_metadata = Some(s("meta"));
+            x
+        })
+        .collect();
+    r.topics = vec![t];
+    c.call(version, r).topics.into_iter().flat_map(|t| t.partitions.into_iter().map(|p| p.error_code)).collect()
+}
