@@ -11,8 +11,10 @@
 //! | `cluster`   | control shard      | metadata records, the metadata log, the image |
 //! | `group`     | owning data shard  | consumer-group state machine, `__consumer_offsets` records |
 //! | `shard`     | every shard        | cross-shard messages, placement, shard state |
+//! | `admin`     | the `weir` CLI     | a blocking client for admin commands (`weir groups`) |
 //! | `server`    | data shards        | listener, connections, one file per Kafka API |
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod group;

@@ -38,6 +38,22 @@ The broker needs a locked-memory limit (ulimit -l) of at least 512 KiB.")]
     Serve(ServeArgs),
     /// List every setting that config files and `--set` accept, with what it does.
     Settings,
+    /// Show consumer groups: with no GROUP, every group and its state; with groups, the
+    /// committed offset, log end, lag and owner of each partition.
+    Groups(GroupsArgs),
+}
+
+#[derive(Args)]
+struct GroupsArgs {
+    /// A broker to ask (any Kafka-compatible broker).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Groups to describe; `--all` describes every group.
+    #[arg(value_name = "GROUP")]
+    groups: Vec<String>,
+    /// Describe every group.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Args)]
@@ -78,7 +94,36 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args),
+        Command::Groups(args) => groups(args),
     }
+}
+
+fn groups(args: GroupsArgs) -> anyhow::Result<()> {
+    use weir::admin::groups;
+    let bootstrap = args.bootstrap.as_str();
+    let listed = groups::list(bootstrap).with_context(|| format!("cannot list groups at {bootstrap}"))?;
+    let names: Vec<String> = if args.all { listed.iter().map(|g| g.group.clone()).collect() } else { args.groups };
+    if names.is_empty() {
+        if listed.is_empty() {
+            println!("No consumer groups.");
+        }
+        let width = listed.iter().map(|g| g.group.len()).max().unwrap_or(5).max(5);
+        if !listed.is_empty() {
+            println!("{:<width$}  {:<20}  PROTOCOL-TYPE", "GROUP", "STATE");
+        }
+        for g in &listed {
+            println!("{:<width$}  {:<20}  {}", g.group, g.state, g.protocol_type);
+        }
+        return Ok(());
+    }
+    for (i, name) in names.iter().enumerate() {
+        let report = groups::describe(bootstrap, name).with_context(|| format!("cannot describe group {name}"))?;
+        if i > 0 {
+            println!();
+        }
+        print!("{}", groups::format_report(&report));
+    }
+    Ok(())
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {

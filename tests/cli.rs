@@ -41,3 +41,37 @@ fn bad_settings_and_a_taken_port_fail_fast() {
     let out = weir(&["serve", "--listen", &listen, "--data-dir", &broker.data_dir().to_string_lossy(), "--unpinned"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another weir process"));
 }
+
+#[test]
+fn groups_subcommand_lists_groups_and_shows_lag() {
+    let broker = Broker::start_with(GROUPS_FAST);
+    let mut c = broker.client();
+    c.call(7, create_topics_request(&[("orders", 2, 1)], false));
+    for _ in 0..5 {
+        produce(&mut c, "orders", 0, batch(&[b"a", b"b"], 0, kafka_protocol::records::Compression::None), 1);
+    }
+    produce(&mut c, "orders", 1, batch(&[b"c"], 0, kafka_protocol::records::Compression::None), 1);
+    let (member, generation) = stable_group(&mut c, "live");
+    assert_eq!(commit(&mut c, 8, "live", &member, generation, "orders", &[(0, 4)]), vec![0]);
+    assert_eq!(commit(&mut c, 8, "billing", "", -1, "orders", &[(0, 10), (1, 0)]), vec![0, 0]);
+
+    let out = weir(&["groups", "--bootstrap", &broker.addr()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows, vec![vec!["billing", "Empty"], vec!["live", "Stable", "consumer"]], "{text}");
+
+    let out = weir(&["groups", "--bootstrap", &broker.addr(), "billing", "live"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert!(lines.contains(&vec!["orders", "0", "10", "10", "0", "-", "-", "-"]), "{text}");
+    assert!(lines.contains(&vec!["orders", "1", "0", "1", "1", "-", "-", "-"]), "{text}");
+    // The live member's row: committed 4 of 10, lag 6 (its assignment is not a consumer-protocol one).
+    assert!(lines.contains(&vec!["orders", "0", "4", "10", "6", "-", "-", "-"]), "{text}");
+    assert!(text.contains("Group live (Stable, 1 member"), "{text}");
+
+    let out = weir(&["groups", "--bootstrap", "127.0.0.1:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list groups at 127.0.0.1:1"));
+}

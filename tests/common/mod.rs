@@ -436,6 +436,10 @@ pub fn sync_request(group: &str, member: &str, generation: i32, assignments: &[(
 
 /// Joins with the v4+ member-id round trip; returns the JoinGroup response.
 pub fn join(c: &mut Client, group: &str, session_ms: i32) -> JoinGroupResponse {
+    // As clients do: FindCoordinator first (it creates __consumer_offsets).
+    let mut find = kafka_protocol::messages::FindCoordinatorRequest::default();
+    find.key = s(group);
+    assert_eq!(c.call(3, find).error_code, 0, "FindCoordinator");
     let first = c.call(7, join_request(group, "", None, session_ms));
     assert_eq!(first.error_code, code(ResponseError::MemberIdRequired));
     assert!(!first.member_id.is_empty());
