@@ -67,6 +67,10 @@ pub struct Config {
     pub producer_id_expiration_ms: i64,
     /// `producer.id.expiration.check.interval.ms`: how often expiry runs.
     pub producer_id_expiration_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often compacted topics are checked for sealed segments to clean.
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.delete.retention.ms`: how long a tombstone outlives compaction (topic: `delete.retention.ms`).
+    pub delete_retention_ms: i64,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (fixed once created).
     pub offsets_partitions: i32,
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (small, so it compacts).
@@ -125,6 +129,8 @@ impl Default for Config {
             partitions_max: 100_000,
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
+            cleaner_backoff_ms: 15_000,
+            delete_retention_ms: 86_400_000,
             offsets_partitions: 50,
             offsets_segment_bytes: 100 * 1024 * 1024,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
@@ -168,6 +174,8 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("producer.id.expiration.ms", "idle idempotent producers are forgotten after this (default 1 day)"),
     ("transactional.id.expiration.ms", "accepted as Kafka's older name for producer.id.expiration.ms"),
     ("producer.id.expiration.check.interval.ms", "how often producer expiry runs (default 10 minutes)"),
+    ("log.cleaner.backoff.ms", "how often compacted topics are checked for segments to clean (default 15000)"),
+    ("log.cleaner.delete.retention.ms", "how long tombstones survive compaction (default 1 day)"),
     ("offsets.topic.num.partitions", "partitions of __consumer_offsets, fixed once it exists (default 50)"),
     (
         "offsets.topic.segment.bytes",
@@ -263,6 +271,8 @@ impl Config {
             "producer.id.expiration.check.interval.ms" => {
                 self.producer_id_expiration_check_interval_ms = parse(key, v)?
             }
+            "log.cleaner.backoff.ms" => self.cleaner_backoff_ms = parse(key, v)?,
+            "log.cleaner.delete.retention.ms" => self.delete_retention_ms = parse(key, v)?,
             "offsets.topic.num.partitions" => self.offsets_partitions = parse(key, v)?,
             "offsets.topic.segment.bytes" => self.offsets_segment_bytes = parse(key, v)?,
             "offsets.retention.minutes" => self.offsets_retention_ms = parse::<i64>(key, v)?.saturating_mul(60_000),
@@ -324,6 +334,8 @@ impl Config {
             "producer.id.expiration.check.interval.ms",
             "must be positive",
         )?;
+        check(self.cleaner_backoff_ms >= 1, "log.cleaner.backoff.ms", "must be positive")?;
+        check(self.delete_retention_ms >= 0, "log.cleaner.delete.retention.ms", "must not be negative")?;
         check(self.offsets_partitions >= 1, "offsets.topic.num.partitions", "must be at least 1")?;
         check(
             (14 * 1024..=i32::MAX as u64).contains(&self.offsets_segment_bytes),

@@ -323,3 +323,44 @@ fn offset_fetch_several_groups_and_old_versions() {
     assert_eq!(resp.topics[0].partitions[0].committed_offset, 3);
     assert_eq!(resp.topics[0].partitions[0].metadata.as_ref().map(|m| m.to_string()).as_deref(), Some("meta"));
 }
+
+#[test]
+fn consumer_offsets_is_compacted_and_reloads_from_the_compacted_log() {
+    let mut broker = Broker::start_with(&[
+        "--set",
+        "offsets.topic.num.partitions=1",
+        "--set",
+        "offsets.topic.segment.bytes=16384",
+        "--set",
+        "log.cleaner.backoff.ms=200",
+    ]);
+    let mut c = broker.client();
+    c.call(7, create_topics_request(&[("t", 2, 1)], false));
+    find_coordinator(&mut c, "g");
+    for n in 0..1500 {
+        assert_eq!(commit(&mut c, 8, "g", "", -1, "t", &[(0, n), (1, 2 * n)]), vec![0, 0]);
+    }
+    assert_eq!(commit(&mut c, 8, "other", "", -1, "t", &[(0, 7)]), vec![0]);
+    let dir = broker.data_dir().join("__consumer_offsets-0");
+    let size = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    };
+    let written = 1500 * 2 * 60; // roughly: a commit record is over 60 bytes
+    let start = Instant::now();
+    while !broker.log_text().contains("log compacted") {
+        assert!(start.elapsed() < Duration::from_secs(20), "no compaction; log:\n{}", broker.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(size(&dir) < written / 4, "compacted to {} bytes", size(&dir));
+    drop(c);
+    broker.kill9();
+    broker.restart();
+    let mut c = broker.client();
+    assert_eq!(fetch_offsets(&mut c, "g"), (0, vec![("t".into(), 0, 1499), ("t".into(), 1, 2998)]));
+    assert_eq!(fetch_offsets(&mut c, "other").1, vec![("t".into(), 0, 7)]);
+}

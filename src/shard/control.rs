@@ -26,15 +26,20 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 /// Topic-level configs accepted by CreateTopics. The first group is applied by this broker;
 /// the rest are stored (and reported) for the features that will use them.
-pub const TOPIC_CONFIGS_APPLIED: &[&str] =
-    &["segment.bytes", "segment.ms", "index.interval.bytes", "message.timestamp.type", "max.message.bytes"];
-pub const TOPIC_CONFIGS_STORED: &[&str] = &[
+pub const TOPIC_CONFIGS_APPLIED: &[&str] = &[
+    "segment.bytes",
+    "segment.ms",
+    "index.interval.bytes",
+    "message.timestamp.type",
+    "max.message.bytes",
     "cleanup.policy",
+    "delete.retention.ms",
+];
+pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "retention.ms",
     "retention.bytes",
     "min.insync.replicas",
     "compression.type",
-    "delete.retention.ms",
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
     "min.cleanable.dirty.ratio",
@@ -86,6 +91,15 @@ fn validate_config(key: &str, value: &str) -> Result<(), String> {
             .map(|_| ())
             .ok_or(format!("Invalid value {value} for configuration {key}: must be between 14336 and 2147483647")),
         "segment.ms" | "index.interval.bytes" | "max.message.bytes" => positive(value),
+        "delete.retention.ms" => value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|_| ())
+            .ok_or(format!("Invalid value {value} for configuration {key}")),
+        "cleanup.policy" if !value.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) => {
+            Err(format!("Invalid value {value} for configuration {key}: String must be one of: compact, delete"))
+        }
         "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => Err(format!(
             "Invalid value {value} for configuration {key}: String must be one of: CreateTime, LogAppendTime"
         )),

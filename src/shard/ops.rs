@@ -303,6 +303,24 @@ impl Shard {
         }
     }
 
+    /// Compacts the sealed segments of partitions whose topic has `cleanup.policy=compact`
+    /// and new sealed data, one partition at a time (the cleaner's pass).
+    pub async fn compact_logs(&self) {
+        let image = self.image();
+        for p in self.partitions() {
+            let Some(meta) = image.topic(&p.tp.topic) else { continue };
+            let compacted =
+                meta.configs.get("cleanup.policy").is_some_and(|v| v.split(',').any(|x| x.trim() == "compact"));
+            if !compacted || !p.log.compaction_due() {
+                continue;
+            }
+            let retention = topic_setting(meta, "delete.retention.ms").unwrap_or(self.config.delete_retention_ms);
+            if let Err(e) = p.log.compact(now_ms(), retention).await {
+                warn!(partition = %p.tp, error = %e, "compaction failed; the segments stay as they were");
+            }
+        }
+    }
+
     /// The active producers of each partition, for DescribeProducers.
     pub fn describe_producers_local(&self, items: Vec<(usize, TopicPartition)>) -> Vec<ProducersOutcome> {
         items

@@ -278,6 +278,15 @@ async fn run_data(
         }
     })
     .detach();
+    let cleaner = shard.clone();
+    let cleaner_interval = Duration::from_millis(shard.config.cleaner_backoff_ms);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(cleaner_interval).await;
+            cleaner.compact_logs().await;
+        }
+    })
+    .detach();
     let groups = shard.clone();
     glommio::spawn_local(async move {
         loop {

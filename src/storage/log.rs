@@ -26,6 +26,9 @@ use super::segment::{self, align_down, align_up, Segment};
 use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::types::{now_ms, Offset};
 
+mod compaction;
+pub use compaction::CompactionStats;
+
 /// Largest single DMA write or recovery read.
 const IO_CHUNK_BYTES: u64 = 1 << 20;
 /// Smallest read when searching for a batch on disk.
@@ -169,6 +172,8 @@ pub struct Log {
     /// Offsets below this are written to files.
     written_offset: Cell<Offset>,
     failed: Cell<bool>,
+    /// Offsets below this were in sealed segments at the last compaction.
+    cleaned_to: Cell<Offset>,
 }
 
 impl Log {
@@ -220,6 +225,7 @@ impl Log {
             synced_offset: Cell::new(next_offset),
             written_offset: Cell::new(next_offset),
             failed: Cell::new(false),
+            cleaned_to: Cell::new(0),
         })
     }
 
@@ -462,13 +468,23 @@ impl Log {
             (seg.base_offset, seg.index.lookup_offset(relative(seg.base_offset, offset)) as u64, seg.size)
         };
         let Some((batch_pos, first_len)) = self.find_batch(segment_base, start_pos, size, offset).await? else {
-            return Ok(ReadResult::default());
+            // Past this segment's last batch (a gap left by compaction): read on from the next.
+            return match self.next_segment_base(offset) {
+                Some(next) => Box::pin(self.read(next, max_bytes)).await,
+                None => Ok(ReadResult::default()),
+            };
         };
         let want = (max_bytes as u64).max(first_len).min(size - batch_pos);
         let bytes = self.read_range(segment_base, batch_pos, want).await?;
         // Keep whole batches only (the first one always fits, by `want`).
         let keep = batch::iter_batches(&bytes).map(|(pos, h)| pos + h.total_bytes().unwrap_or(0)).last().unwrap_or(0);
         Ok(ReadResult { records: bytes.slice(..keep) })
+    }
+
+    /// The base offset of the segment after the one holding `offset`.
+    fn next_segment_base(&self, offset: Offset) -> Option<Offset> {
+        let state = self.state.borrow();
+        state.segments.get(state.segment_for(offset) + 1).map(|s| s.base_offset)
     }
 
     /// Finds the position and size of the batch holding `offset` in segment `base`,
@@ -812,7 +828,8 @@ async fn scan_segment(
                 break; // continues past this chunk
             }
             let position = pos + at as u64;
-            let in_order = h.base_offset() == expected_next;
+            // Offsets go up; compacted segments have gaps.
+            let in_order = h.base_offset() >= expected_next;
             if batch::validate_stored(&chunk[at..at + total]).is_err() || !in_order {
                 return Ok(position);
             }
