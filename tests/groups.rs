@@ -364,3 +364,20 @@ fn consumer_offsets_is_compacted_and_reloads_from_the_compacted_log() {
     assert_eq!(fetch_offsets(&mut c, "g"), (0, vec![("t".into(), 0, 1499), ("t".into(), 1, 2998)]));
     assert_eq!(fetch_offsets(&mut c, "other").1, vec![("t".into(), 0, 7)]);
 }
+
+#[test]
+fn a_parked_join_does_not_hold_up_shutdown() {
+    let mut broker = Broker::start_with(GROUPS_FAST);
+    let mut a = broker.client();
+    stable_group(&mut a, "g");
+    // B's join waits for A to rejoin, which A never does (rebalance timeout 10 s).
+    let mut b = broker.client();
+    let first = b.call(7, join_request("g", "", None, 10_000));
+    let parked = b.send(7, &join_request("g", &first.member_id.to_string(), None, 10_000));
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    assert!(broker.stop().success());
+    assert!(start.elapsed() < Duration::from_secs(5), "stop took {:?}", start.elapsed());
+    let answer = b.recv::<JoinGroupRequest>(7, parked);
+    assert_eq!(answer.error_code, code(ResponseError::NotCoordinator));
+}

@@ -832,6 +832,15 @@ impl Group {
             .collect()
     }
 
+    /// Answers every parked JoinGroup and SyncGroup with `error` (the coordinator is
+    /// going away); members find the coordinator again and rejoin.
+    pub fn fail_waiters(&mut self, error: ResponseError) {
+        for m in &mut self.members {
+            m.answer_join(JoinOutcome::failed(error, &m.id.clone()));
+            m.answer_sync(SyncOutcome::failed(error));
+        }
+    }
+
     pub fn mark_dead(&mut self) {
         self.state = GroupState::Dead;
     }

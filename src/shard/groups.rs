@@ -645,6 +645,14 @@ impl Shard {
         self.groups.groups.borrow_mut().retain(|id, _| records::partition_for(id, partitions_total) != partition);
     }
 
+    /// At shutdown: parked joins and syncs are answered NOT_COORDINATOR at once, so their
+    /// connections can drain instead of waiting out a rebalance.
+    pub fn release_group_waiters(&self) {
+        for g in self.groups.groups.borrow_mut().values_mut() {
+            g.fail_waiters(ResponseError::NotCoordinator);
+        }
+    }
+
     /// The group timers: run every [`GROUP_TICK`] on each data shard.
     pub fn tick_groups(self: &Rc<Self>) {
         let now = now_ms();

@@ -152,6 +152,7 @@ impl Shard {
         for p in self.partitions() {
             p.notify();
         }
+        self.release_group_waiters();
     }
 
     pub fn executors(&self) -> usize {
