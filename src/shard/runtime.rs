@@ -260,50 +260,15 @@ async fn run_data(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
     glommio::spawn_local(listener::accept_loop(shard.clone(), listener, stop.clone())).detach();
-    let syncer = shard.clone();
-    let interval = Duration::from_millis(shard.config.flush_interval_ms);
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(interval).await;
-            syncer.sync_all().await;
-        }
-    })
-    .detach();
-    let expirer = shard.clone();
-    let expiry_interval = Duration::from_millis(shard.config.producer_id_expiration_check_interval_ms);
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(expiry_interval).await;
-            expirer.expire_producers();
-        }
-    })
-    .detach();
-    let cleaner = shard.clone();
-    let cleaner_interval = Duration::from_millis(shard.config.cleaner_backoff_ms);
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(cleaner_interval).await;
-            cleaner.compact_logs().await;
-        }
-    })
-    .detach();
-    let groups = shard.clone();
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(super::groups::GROUP_TICK).await;
-            groups.tick_groups();
-        }
-    })
-    .detach();
-    let retention = shard.clone();
-    let retention_interval = Duration::from_millis(shard.config.offsets_retention_check_interval_ms);
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(retention_interval).await;
-            retention.expire_group_offsets();
-        }
-    })
-    .detach();
+    // The shard's timers: periodic sync, producer expiry, compaction, group timers, offset retention.
+    let config = shard.config.clone();
+    every(&shard, Duration::from_millis(config.flush_interval_ms), |s| async move { s.sync_all().await });
+    let expiry = Duration::from_millis(config.producer_id_expiration_check_interval_ms);
+    every(&shard, expiry, |s| async move { s.expire_producers() });
+    every(&shard, Duration::from_millis(config.cleaner_backoff_ms), |s| async move { s.compact_logs().await });
+    every(&shard, super::groups::GROUP_TICK, |s| async move { s.tick_groups() });
+    let retention = Duration::from_millis(config.offsets_retention_check_interval_ms);
+    every(&shard, retention, |s| async move { s.expire_group_offsets() });
     let _ = events.send(ShardEvent::Ready(shard.index));
 
     let _ = controls.drain.await;
@@ -325,6 +290,22 @@ async fn run_data(
     let clean = shard.close_all().await;
     info!(shard = shard.index, clean, "shard stopped");
     Ok(clean)
+}
+
+/// Runs `job` on this shard every `interval`, for as long as the executor runs.
+fn every<F, Fut>(shard: &Rc<Shard>, interval: Duration, job: F)
+where
+    F: Fn(Rc<Shard>) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(interval).await;
+            job(shard.clone()).await;
+        }
+    })
+    .detach();
 }
 
 type Ready = Rc<std::cell::RefCell<Option<oneshot::Sender<()>>>>;
