@@ -1,0 +1,7 @@
+//! `weir-loadgen`: a load generator for Kafka-compatible brokers, thread-per-core on glommio.
+//!
+//! Producers batch like real clients and send each partition's batches to its leader;
+//! consumers fetch their assigned partitions directly (no consumer groups) with long polls and
+//! measure end-to-end latency from the send time each record carries in a header.
+
+pub mod workload;
