@@ -4,4 +4,13 @@
 //! consumers fetch their assigned partitions directly (no consumer groups) with long polls and
 //! measure end-to-end latency from the send time each record carries in a header.
 
+pub mod client;
+pub mod clock;
+pub mod cluster;
+pub mod errors;
+pub mod payload;
+pub mod producer;
+pub mod rate;
+pub mod run;
+pub mod stats;
 pub mod workload;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use weir_loadgen::run::{self, RunOptions};
 use weir_loadgen::workload::Workload;
 
 #[derive(Parser)]
@@ -86,9 +87,41 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let workload = Workload::load(&args.workload)?;
-    println!("{workload:#?}");
-    let _ = (args.bootstrap, args.duration, args.warmup, args.out, args.cores, args.unpinned);
+    let mut workload = Workload::load(&args.workload)?;
+    if let Some(d) = args.duration {
+        anyhow::ensure!(d > 0, "--duration must be at least 1 second");
+        workload.duration_s = d;
+    }
+    if let Some(w) = args.warmup {
+        workload.warmup_s = w;
+    }
+    anyhow::ensure!(args.cores >= 1 && args.cores <= 1024, "--cores must be 1 to 1024");
+    let opts = RunOptions {
+        bootstrap: args.bootstrap,
+        workload,
+        workload_path: args.workload,
+        cores: args.cores,
+        pinned: !args.unpinned,
+        out: args.out,
+    };
+    let cluster = run::setup(&opts.bootstrap, &opts.workload)?;
+    let result = run::run(&opts, cluster)?;
+    let t = &result.totals;
+    let secs = t.measured_us as f64 / 1e6;
+    println!(
+        "published {} (acked {} in the measured {:.1} s: {:.0} msg/s), publish p50 {} us p99 {} us max {} us, errors {:?}",
+        t.all.sent,
+        t.measured.acked,
+        secs,
+        t.measured.acked as f64 / secs.max(1e-9),
+        t.data.publish.value_at_quantile(0.5),
+        t.data.publish.value_at_quantile(0.99),
+        t.data.publish.max(),
+        t.all.errors
+    );
+    if let Some(f) = result.fatal {
+        anyhow::bail!("run stopped: {f}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
