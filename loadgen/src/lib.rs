@@ -7,10 +7,12 @@
 pub mod client;
 pub mod clock;
 pub mod cluster;
+pub mod consumer;
 pub mod errors;
 pub mod payload;
 pub mod producer;
 pub mod rate;
 pub mod run;
 pub mod stats;
+pub mod verify;
 pub mod workload;

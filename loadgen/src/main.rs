@@ -119,6 +119,18 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         t.data.publish.max(),
         t.all.errors
     );
+    let producers: Vec<_> = result.reports.iter().flat_map(|r| r.producers.iter().cloned()).collect();
+    let consumers: Vec<_> = result.reports.iter().flat_map(|r| r.consumers.iter().cloned()).collect();
+    if !consumers.is_empty() {
+        let d = weir_loadgen::verify::check(&producers, &consumers);
+        println!(
+            "e2e p50 {} us p99 {} us max {} us; delivery {:?}",
+            t.data.e2e.value_at_quantile(0.5),
+            t.data.e2e.value_at_quantile(0.99),
+            t.data.e2e.max(),
+            d
+        );
+    }
     if let Some(f) = result.fatal {
         anyhow::bail!("run stopped: {f}");
     }

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::clock;
 use crate::cluster::{self, Cluster};
+use crate::consumer::{self as cons, ConsumerReport};
 use crate::payload::{Keys, Payload};
 use crate::producer::{Producer, ProducerReport, ShardCtx};
 use crate::stats::{classify, Aggregator, Control, Interval, Merged, Phase, Snapshot, Totals};
@@ -51,6 +52,7 @@ pub enum ShardMsg {
 #[derive(Debug, Default)]
 pub struct ShardReport {
     pub producers: Vec<ProducerReport>,
+    pub consumers: Vec<ConsumerReport>,
 }
 
 /// The outcome of a run, before it is written out.
@@ -235,16 +237,35 @@ async fn shard_main(ctx: Rc<ShardCtx>, cores: usize, tx: mpsc::Sender<ShardMsg>)
             }
         }
     }
+    let mut consumers = Vec::new();
+    if !control.aborted() {
+        for id in (ctx.shard..w.consumers.count as usize).step_by(cores) {
+            match cons::connect_consumer(id as u32, &ctx).await {
+                Ok(c) => consumers.push((id as u32, c)),
+                Err(e) => {
+                    control.fatal(format!("consumer {id} cannot connect: {e}"));
+                    break;
+                }
+            }
+        }
+    }
     control.ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     while !control.started() {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     let done = Rc::new(Cell::new(false));
     let ticker = glommio::spawn_local(ticker(ctx.clone(), tx, done.clone()));
+    let consumer_tasks: Vec<_> = consumers
+        .into_iter()
+        .map(|(id, conns)| glommio::spawn_local(cons::run_consumer(id, ctx.clone(), conns)))
+        .collect();
     let tasks: Vec<_> = producers.into_iter().map(|p| glommio::spawn_local(p.run())).collect();
     let mut report = ShardReport::default();
     for t in tasks {
         report.producers.push(t.await);
+    }
+    for t in consumer_tasks {
+        report.consumers.push(t.await);
     }
     done.set(true);
     ticker.await;

@@ -54,9 +54,8 @@ pub fn check(producers: &[ProducerReport], consumers: &[ConsumerReport]) -> Deli
             d.produced += part.sent;
             let unacked: u64 = part.unacked.iter().map(|(a, b)| b - a).sum();
             d.acknowledged += part.sent.saturating_sub(unacked);
-            let tracker = owner
-                .get(&part.index)
-                .and_then(|&(ci, pi)| consumers[ci].parts[pi].producers.get(pr.id as usize));
+            let tracker =
+                owner.get(&part.index).and_then(|&(ci, pi)| consumers[ci].parts[pi].producers.get(pr.id as usize));
             let Some(t) = tracker else {
                 d.missing += part.sent.saturating_sub(unacked);
                 continue;
