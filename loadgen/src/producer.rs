@@ -256,13 +256,14 @@ impl Producer {
             Pacer::new(t0 + offset_us, per)
         });
         let mut drain_deadline: Option<u64> = None;
+        let mut warned_behind = false;
         loop {
             let now = clock::now_us();
             if control.aborted() {
                 self.give_up("aborted");
                 break;
             }
-            if control.stopping() && drain_deadline.is_none() {
+            if drain_deadline.is_none() && control.stopped_at(now).is_some() {
                 // Seal everything; only what is already generated goes out now.
                 let deadline = now + self.timeout_us.min(30_000_000);
                 drain_deadline = Some(deadline);
@@ -288,6 +289,18 @@ impl Producer {
                     generated += 1;
                 }
                 self.expire_lingers(now);
+                if let Some(p) = &pacer {
+                    // The schedule is kept (latency is charged from the intended times); say
+                    // once when the generator cannot keep up with it.
+                    if !warned_behind && now > p.next_at() + 1_000_000 {
+                        warned_behind = true;
+                        warn!(
+                            producer = self.id,
+                            behind_ms = (now - p.next_at()) / 1000,
+                            "more than 1 s behind the target rate (broker or load generator saturated)"
+                        );
+                    }
+                }
             }
 
             self.send_ready().await;

@@ -127,9 +127,9 @@ pub fn run(opts: &RunOptions, cluster: Cluster) -> anyhow::Result<RunResult> {
     }
     let t0 = clock::now_us();
     let started_unix = clock::wall_us(t0) as f64 / 1e6;
-    control.start(t0);
     let warmup_us = opts.workload.warmup_s * 1_000_000;
     let stop_at = t0 + warmup_us + opts.workload.duration_s * 1_000_000;
+    control.start(t0, stop_at);
     if !control.aborted() {
         info!(
             warmup_s = opts.workload.warmup_s,
@@ -199,7 +199,7 @@ pub fn run(opts: &RunOptions, cluster: Cluster) -> anyhow::Result<RunResult> {
             }
         }
     }
-    let run_us = control.stop_us().saturating_sub(t0);
+    let run_us = control.stopped_at(clock::now_us()).unwrap_or(stop_at).saturating_sub(t0);
     Ok(RunResult {
         totals,
         intervals,
@@ -291,11 +291,15 @@ async fn ticker(ctx: Rc<ShardCtx>, tx: mpsc::Sender<ShardMsg>, done: Rc<Cell<boo
             send((second, phase), start, now.max(start), true);
             return;
         }
-        if phase == Phase::Run && control.stopping() {
-            let cut = control.stop_us().saturating_sub(t0).clamp(start, now.max(start));
+        let stopped = if phase == Phase::Run { control.stopped_at(t0 + now) } else { None };
+        if let Some(stop) = stopped.filter(|&s| s.saturating_sub(t0) <= boundary) {
+            let cut = stop.saturating_sub(t0).clamp(start, boundary);
             send((second, Phase::Run), start, cut, false);
             start = cut;
             phase = Phase::Drain;
+            if cut >= boundary {
+                second += 1;
+            }
             continue;
         }
         if now >= boundary {

@@ -261,6 +261,8 @@ pub struct Control {
     t0_us: AtomicU64,
     /// Monotonic µs when the stop was requested.
     stop_us: AtomicU64,
+    /// Monotonic µs of the planned end (warm-up + duration after the start).
+    planned_stop_us: AtomicU64,
     /// Shards whose tasks are connected and waiting for the start.
     pub ready: AtomicUsize,
     /// Producers that have finished (all their batches answered or given up).
@@ -274,8 +276,10 @@ impl Control {
         Control { producers_total, ..Default::default() }
     }
 
-    pub fn start(&self, t0_us: u64) {
+    /// Starts the run at `t0_us`, to stop at `planned_stop_us` (monotonic µs).
+    pub fn start(&self, t0_us: u64, planned_stop_us: u64) {
         self.t0_us.store(t0_us, Ordering::SeqCst);
+        self.planned_stop_us.store(planned_stop_us, Ordering::SeqCst);
         self.go.store(true, Ordering::SeqCst);
     }
     pub fn started(&self) -> bool {
@@ -297,6 +301,19 @@ impl Control {
     /// Monotonic µs of the stop request (0 if none yet).
     pub fn stop_us(&self) -> u64 {
         self.stop_us.load(Ordering::SeqCst)
+    }
+
+    /// When the run part ends, if it has by `now_us`: the planned end, or an earlier stop
+    /// request (Ctrl-C, a fatal error). Every thread cuts its measurements at this time.
+    pub fn stopped_at(&self, now_us: u64) -> Option<u64> {
+        let planned = self.planned_stop_us.load(Ordering::Relaxed);
+        if self.stopping() {
+            Some(self.stop_us().min(planned))
+        } else if self.started() && now_us >= planned {
+            Some(planned)
+        } else {
+            None
+        }
     }
 
     /// Stop everything now, without draining.
