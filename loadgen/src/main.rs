@@ -7,8 +7,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use weir_loadgen::progress::Progress;
+use weir_loadgen::results::{self, Summary, SummaryInput};
 use weir_loadgen::run::{self, RunOptions};
 use weir_loadgen::workload::Workload;
+use weir_loadgen::{hlog, verify};
 
 #[derive(Parser)]
 #[command(
@@ -88,12 +94,15 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut workload = Workload::load(&args.workload)?;
+    let mut overrides = Vec::new();
     if let Some(d) = args.duration {
         anyhow::ensure!(d > 0, "--duration must be at least 1 second");
         workload.duration_s = d;
+        overrides.push(format!("--duration {d}"));
     }
     if let Some(w) = args.warmup {
         workload.warmup_s = w;
+        overrides.push(format!("--warmup {w}"));
     }
     anyhow::ensure!(args.cores >= 1 && args.cores <= 1024, "--cores must be 1 to 1024");
     let opts = RunOptions {
@@ -104,35 +113,63 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         pinned: !args.unpinned,
         out: args.out,
     };
-    let cluster = run::setup(&opts.bootstrap, &opts.workload)?;
-    let result = run::run(&opts, cluster)?;
-    let t = &result.totals;
-    let secs = t.measured_us as f64 / 1e6;
-    println!(
-        "published {} (acked {} in the measured {:.1} s: {:.0} msg/s), publish p50 {} us p99 {} us max {} us, errors {:?}",
-        t.all.sent,
-        t.measured.acked,
-        secs,
-        t.measured.acked as f64 / secs.max(1e-9),
-        t.data.publish.value_at_quantile(0.5),
-        t.data.publish.value_at_quantile(0.99),
-        t.data.publish.max(),
-        t.all.errors
-    );
+    let w = &opts.workload;
+    let cluster = run::setup(&opts.bootstrap, w)?;
+    let partitions = cluster.partitions.len() as u64;
+
+    let started = SystemTime::now();
+    let unix = started.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let dir = results::create_dir(&opts.out, &w.name, unix)
+        .with_context(|| format!("cannot create a results directory in {}", opts.out.display()))?;
+    results::write_workload(&dir, w, &opts.workload_path, &overrides.join(" "))?;
+
+    let progress = Progress::new(w.warmup_s + w.duration_s);
+    let mut hlog_error = None;
+    let outcome = hlog::with_hlogs(&dir, started, |logs| {
+        run::run(&opts, cluster, &mut |m, class, t0| {
+            if hlog_error.is_none() {
+                if let Err(e) = logs.write(m, class, t0) {
+                    hlog_error = Some(e);
+                }
+            }
+            progress.interval(m, class);
+        })
+    });
+    progress.finish();
+    let result = outcome??;
+    if let Some(e) = &hlog_error {
+        tracing::error!("interval log incomplete: {e}");
+    }
+
     let producers: Vec<_> = result.reports.iter().flat_map(|r| r.producers.iter().cloned()).collect();
     let consumers: Vec<_> = result.reports.iter().flat_map(|r| r.consumers.iter().cloned()).collect();
-    if !consumers.is_empty() {
-        let d = weir_loadgen::verify::check(&producers, &consumers);
-        println!(
-            "e2e p50 {} us p99 {} us max {} us; delivery {:?}",
-            t.data.e2e.value_at_quantile(0.5),
-            t.data.e2e.value_at_quantile(0.99),
-            t.data.e2e.max(),
-            d
-        );
+    let has_consumers = w.consumers.count > 0;
+    let delivery = (has_consumers && !consumers.is_empty()).then(|| verify::check(&producers, &consumers));
+    let summary = Summary::build(SummaryInput {
+        workload: w,
+        workload_file: &opts.workload_path,
+        bootstrap: &opts.bootstrap,
+        started_unix: result.started_unix,
+        interrupted: result.interrupted,
+        fatal_error: result.fatal.clone(),
+        totals: &result.totals,
+        intervals: &result.intervals,
+        delivery,
+        cpu: result.cpu.clone(),
+        partitions,
+        has_consumers,
+    });
+    summary.write(&dir)?;
+    print!("{}", summary.table(&dir));
+    if let Some(f) = &result.fatal {
+        eprintln!("weir-loadgen: error: the run was stopped: {f}");
+        return Ok(ExitCode::FAILURE);
     }
-    if let Some(f) = result.fatal {
-        anyhow::bail!("run stopped: {f}");
+    if hlog_error.is_some() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if result.interrupted {
+        return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,8 @@ use crate::cluster::{self, Cluster};
 use crate::consumer::{self as cons, ConsumerReport};
 use crate::payload::{Keys, Payload};
 use crate::producer::{Producer, ProducerReport, ShardCtx};
+use crate::results::{cpu_times, Cpu, IntervalRow};
+use crate::stats::Class;
 use crate::stats::{classify, Aggregator, Control, Interval, Merged, Phase, Snapshot, Totals};
 use crate::workload::Workload;
 
@@ -58,7 +60,7 @@ pub struct ShardReport {
 /// The outcome of a run, before it is written out.
 pub struct RunResult {
     pub totals: Totals,
-    pub intervals: Vec<Merged>,
+    pub intervals: Vec<IntervalRow>,
     pub reports: Vec<ShardReport>,
     pub cluster: Arc<Cluster>,
     pub warmup_s: u64,
@@ -68,6 +70,8 @@ pub struct RunResult {
     pub started_unix: f64,
     /// Microseconds from start to the stop request.
     pub run_us: u64,
+    /// The load generator's CPU use from the start of the load to the end of the drain.
+    pub cpu: Cpu,
 }
 
 /// Sets the cluster up on a short-lived executor on this thread.
@@ -80,7 +84,13 @@ pub fn setup(bootstrap: &str, w: &Workload) -> anyhow::Result<Cluster> {
     Ok(cluster)
 }
 
-pub fn run(opts: &RunOptions, cluster: Cluster) -> anyhow::Result<RunResult> {
+/// Runs the workload; `sink` sees every merged interval (with the run's start time in Unix
+/// seconds) as it completes.
+pub fn run(
+    opts: &RunOptions,
+    cluster: Cluster,
+    sink: &mut dyn FnMut(&Merged, Class, f64),
+) -> anyhow::Result<RunResult> {
     let w = Arc::new(opts.workload.clone());
     let cluster = Arc::new(cluster);
     let control = Arc::new(Control::new(w.producers.count as usize));
@@ -125,6 +135,7 @@ pub fn run(opts: &RunOptions, cluster: Cluster) -> anyhow::Result<RunResult> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let (user0, sys0) = cpu_times();
     let t0 = clock::now_us();
     let started_unix = clock::wall_us(t0) as f64 / 1e6;
     let warmup_us = opts.workload.warmup_s * 1_000_000;
@@ -149,8 +160,8 @@ pub fn run(opts: &RunOptions, cluster: Cluster) -> anyhow::Result<RunResult> {
     let mut on_merged = |m: Merged, totals: &mut Totals| {
         let class = classify(&m, warmup_us);
         totals.add(&m, class);
-        print_progress(&m, class);
-        intervals.push(m);
+        sink(&m, class, started_unix);
+        intervals.push(IntervalRow::of(&m, class));
     };
     while !agg.all_done() {
         let now = clock::now_us();
@@ -199,7 +210,19 @@ pub fn run(opts: &RunOptions, cluster: Cluster) -> anyhow::Result<RunResult> {
             }
         }
     }
-    let run_us = control.stopped_at(clock::now_us()).unwrap_or(stop_at).saturating_sub(t0);
+    let end = clock::now_us();
+    let (user1, sys1) = cpu_times();
+    let wall = (end.saturating_sub(t0)) as f64 / 1e6;
+    let total = (user1 - user0) + (sys1 - sys0);
+    let cpu = Cpu {
+        user_seconds: user1 - user0,
+        system_seconds: sys1 - sys0,
+        total_seconds: total,
+        wall_seconds: wall,
+        percent_of_run: if wall > 0.0 { total / wall * 100.0 } else { 0.0 },
+        executors: cores,
+    };
+    let run_us = control.stopped_at(end).unwrap_or(stop_at).saturating_sub(t0);
     Ok(RunResult {
         totals,
         intervals,
@@ -210,6 +233,7 @@ pub fn run(opts: &RunOptions, cluster: Cluster) -> anyhow::Result<RunResult> {
         interrupted: false,
         started_unix,
         run_us,
+        cpu,
     })
 }
 
@@ -310,32 +334,4 @@ async fn ticker(ctx: Rc<ShardCtx>, tx: mpsc::Sender<ShardMsg>, done: Rc<Cell<boo
         }
         glommio::timer::sleep(Duration::from_micros((boundary - now).min(10_000))).await;
     }
-}
-
-fn print_progress(m: &Merged, class: crate::stats::Class) {
-    use crate::stats::Class;
-    let d = &m.data;
-    let secs = (m.end_us.saturating_sub(m.start_us)) as f64 / 1e6;
-    if secs <= 0.0 {
-        return;
-    }
-    let tag = match class {
-        Class::Warmup => " (warm-up)",
-        Class::Measured => "",
-        Class::Drain => " (drain)",
-    };
-    let ms = |v: u64| v as f64 / 1000.0;
-    println!(
-        "[{:>5.1}s] pub {:>9.0} msg/s {:>8.2} MB/s | pub ms p50 {:>7.2} p99 {:>7.2} max {:>8.2} | e2e p99 {:>8.2} ms | cons {:>9.0} msg/s | err {}{}",
-        m.end_us as f64 / 1e6,
-        d.acked as f64 / secs,
-        d.acked_bytes as f64 / secs / 1e6,
-        ms(d.publish.value_at_quantile(0.5)),
-        ms(d.publish.value_at_quantile(0.99)),
-        ms(d.publish.max()),
-        ms(d.e2e.value_at_quantile(0.99)),
-        d.consumed as f64 / secs,
-        d.error_count(),
-        tag
-    );
 }

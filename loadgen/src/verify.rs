@@ -1,12 +1,12 @@
 //! Delivery check: every acknowledged record must be consumed exactly once and, per
 //! producer and partition, in the order it was produced.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::consumer::ConsumerReport;
 use crate::producer::ProducerReport;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// Records the producers generated.
     pub produced: u64,
