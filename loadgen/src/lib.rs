@@ -7,6 +7,7 @@
 pub mod client;
 pub mod clock;
 pub mod cluster;
+pub mod compare;
 pub mod consumer;
 pub mod errors;
 pub mod hlog;

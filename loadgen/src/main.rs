@@ -14,7 +14,7 @@ use weir_loadgen::progress::Progress;
 use weir_loadgen::results::{self, Summary, SummaryInput};
 use weir_loadgen::run::{self, RunOptions};
 use weir_loadgen::workload::Workload;
-use weir_loadgen::{hlog, verify};
+use weir_loadgen::{compare, hlog, verify};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +68,9 @@ struct CompareArgs {
     /// HTML chart file.
     #[arg(long, value_name = "FILE.html", default_value = "compare.html")]
     out: PathBuf,
+    /// Latency axis of the charts.
+    #[arg(long, value_name = "SCALE", default_value = "log", value_parser = ["log", "linear"])]
+    y_scale: String,
 }
 
 fn main() -> ExitCode {
@@ -175,6 +178,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let _ = args.out;
-    anyhow::bail!("compare is not written yet ({} runs)", args.runs.len())
+    let runs = args
+        .runs
+        .iter()
+        .map(|d| compare::RunData::load(d).with_context(|| format!("cannot read run {}", d.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    print!("{}", compare::table(&runs));
+    let scale = if args.y_scale == "linear" { compare::Scale::Linear } else { compare::Scale::Log };
+    std::fs::write(&args.out, compare::html(&runs, scale))
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("\nChart: {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
 }
