@@ -23,7 +23,12 @@ pub struct RunData {
 impl RunData {
     /// Reads `summary.json` and the interval logs of a results directory.
     pub fn load(dir: &Path) -> anyhow::Result<RunData> {
-        anyhow::ensure!(dir.is_dir(), "{} is not a results directory", dir.display());
+        anyhow::ensure!(
+            dir.join(crate::results::SUMMARY_FILE).is_file(),
+            "{} is not a weir-loadgen results directory (no {})",
+            dir.display(),
+            crate::results::SUMMARY_FILE
+        );
         let summary = Summary::read(dir)?;
         let (publish, _) = hlog::read_merged(&dir.join(hlog::PUBLISH_FILE))?;
         let e2e = match summary.end_to_end_latency_us {

@@ -23,8 +23,8 @@ pub const WARMUP_TAG: &str = "warmup";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HlogError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: cannot write a histogram: {message}")]
     Write { path: String, message: String },
     #[error("{path}: not an HdrHistogram interval log (parse error at byte {offset})")]
@@ -84,7 +84,7 @@ fn write_header(w: &mut BufWriter<File>, what: &str, base: SystemTime) -> std::i
 /// Opens `publish.hlog` and `e2e.hlog` in `dir` with `base` as StartTime and BaseTime, runs
 /// `f` with them, and flushes them after (also when `f` returns an error).
 pub fn with_hlogs<T>(dir: &Path, base: SystemTime, f: impl FnOnce(&mut Hlogs<'_>) -> T) -> Result<T, HlogError> {
-    let io = |name: &'static str| move |source| HlogError::Io { path: dir.join(name).display().to_string(), source };
+    let io = |name: &'static str| move |error| HlogError::Io { path: dir.join(name).display().to_string(), error };
     let mut pf = BufWriter::new(File::create(dir.join(PUBLISH_FILE)).map_err(io(PUBLISH_FILE))?);
     let mut ef = BufWriter::new(File::create(dir.join(E2E_FILE)).map_err(io(E2E_FILE))?);
     write_header(&mut pf, "publish latency, ack time minus (intended) send time", base).map_err(io(PUBLISH_FILE))?;
@@ -108,7 +108,7 @@ pub fn with_hlogs<T>(dir: &Path, base: SystemTime, f: impl FnOnce(&mut Hlogs<'_>
 /// histogram and the number of intervals.
 pub fn read_merged(path: &Path) -> Result<(Histogram<u64>, usize), HlogError> {
     let p = path.display().to_string();
-    let text = std::fs::read(path).map_err(|source| HlogError::Io { path: p.clone(), source })?;
+    let text = std::fs::read(path).map_err(|error| HlogError::Io { path: p.clone(), error })?;
     let mut total = new_histogram();
     let mut n = 0;
     let mut de = Deserializer::new();

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod rate;
 pub mod results;
 pub mod run;
+pub mod signals;
 pub mod stats;
 pub mod verify;
 pub mod workload;

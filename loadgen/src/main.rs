@@ -82,6 +82,10 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = weir_loadgen::signals::install() {
+        eprintln!("weir-loadgen: cannot handle signals: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Compare(args) => compare(args),
@@ -108,6 +112,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         overrides.push(format!("--warmup {w}"));
     }
     anyhow::ensure!(args.cores >= 1 && args.cores <= 1024, "--cores must be 1 to 1024");
+    check_bootstrap(&args.bootstrap)?;
     let opts = RunOptions {
         bootstrap: args.bootstrap,
         workload,
@@ -175,6 +180,14 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// HOST:PORT (or [IPv6]:PORT) with a numeric port.
+fn check_bootstrap(addr: &str) -> anyhow::Result<()> {
+    let ok =
+        addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    anyhow::ensure!(ok, "--bootstrap must be HOST:PORT (e.g. 127.0.0.1:9092), not {addr:?}");
+    Ok(())
 }
 
 fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {

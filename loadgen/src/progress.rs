@@ -71,6 +71,9 @@ pub fn line(m: &Merged, class: Class) -> Option<String> {
         }
     };
     if class == Class::Drain {
+        if d.acked == 0 && d.consumed == 0 && d.error_count() == 0 {
+            return None;
+        }
         // Rates over a partial second mean little: counts instead.
         return Some(format!(
             "[{:>5.1}s] drain: {} acked, {} consumed | pub p99 {} ms | e2e p99 {} ms | err {}",

@@ -480,6 +480,10 @@ impl Summary {
         );
         let mut row = |name: &str, l: &Latency| {
             let _ = write!(s, "{name:<20}");
+            if l.count == 0 {
+                let _ = writeln!(s, "{:>10}", "no samples");
+                return;
+            }
             for v in l.row() {
                 let _ = write!(s, "{:>10.3}", v as f64 / 1000.0);
             }
@@ -509,7 +513,13 @@ impl Summary {
                 d.missing,
                 d.duplicates,
                 d.out_of_order,
-                if d.exactly_once_in_order() { " (exactly once, in order)" } else { "" }
+                if d.acknowledged == 0 {
+                    " (nothing was acknowledged)"
+                } else if d.exactly_once_in_order() {
+                    " (exactly once, in order)"
+                } else {
+                    ""
+                }
             );
         }
         let cpu = &self.loadgen_cpu;

@@ -94,6 +94,7 @@ pub fn run(
     let w = Arc::new(opts.workload.clone());
     let cluster = Arc::new(cluster);
     let control = Arc::new(Control::new(w.producers.count as usize));
+    crate::signals::attach(control.clone());
     let payload = Payload::for_messages(&w.messages, 0x9a71_0ad5)
         .with_context(|| format!("cannot read payload file {:?}", w.messages.payload_file))?;
     let keys = Arc::new(Keys::new(if w.messages.keyed { w.messages.key_count } else { 0 }));
@@ -230,7 +231,7 @@ pub fn run(
         cluster,
         warmup_s: opts.workload.warmup_s,
         fatal: control.fatal_error(),
-        interrupted: false,
+        interrupted: crate::signals::received() > 0,
         started_unix,
         run_us,
         cpu,

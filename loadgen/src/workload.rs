@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("cannot read workload file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read workload file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("workload file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("workload file {path}: field `{field}`: {message}")]
@@ -336,7 +336,7 @@ impl Workload {
     /// workload file's directory.
     pub fn load(path: &Path) -> Result<Workload, WorkloadError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| WorkloadError::Read { path: path.to_path_buf(), source })?;
+            std::fs::read_to_string(path).map_err(|error| WorkloadError::Read { path: path.to_path_buf(), error })?;
         let mut w = Workload::parse(&text, path)?;
         if let Some(p) = &w.messages.payload_file {
             if p.is_relative() {
