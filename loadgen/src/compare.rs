@@ -55,34 +55,58 @@ fn ratio(v: f64, first: f64) -> String {
     }
 }
 
+/// Renders rows as aligned columns: the first left-aligned, the rest right-aligned, two
+/// spaces apart.
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..n).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0)).collect();
+    let mut s = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, v) in r.iter().enumerate() {
+            if c == 0 {
+                let _ = write!(line, "{v:<w$}", w = widths[0]);
+            } else {
+                let _ = write!(line, "  {v:>w$}", w = widths[c]);
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
 /// The side-by-side table: throughput and publish and end-to-end percentiles, each value
 /// with its ratio to the first run.
 pub fn table(runs: &[RunData]) -> String {
     let mut s = String::new();
     let Some(first) = runs.first() else { return s };
-    let width = runs.iter().map(|r| r.label.len()).max().unwrap_or(0).max(8) + 2;
     let _ = writeln!(s, "Runs compared to the first ({}); ratios are run / first.\n", first.label);
 
-    let _ = writeln!(
-        s,
-        "{:<width$}{:>14}{:>8}{:>10}{:>8}{:>14}{:>8}",
-        "Throughput", "pub msg/s", "", "MB/s", "", "cons msg/s", ""
-    );
     let f = &first.summary.throughput;
+    let mut rows = vec![vec![
+        "Throughput".to_string(),
+        "publish msg/s".into(),
+        "ratio".into(),
+        "MB/s".into(),
+        "ratio".into(),
+        "consume msg/s".into(),
+        "ratio".into(),
+    ]];
     for r in runs {
         let t = &r.summary.throughput;
-        let _ = writeln!(
-            s,
-            "{:<width$}{:>14}{:>8}{:>10.2}{:>8}{:>14}{:>8}",
-            r.label,
+        rows.push(vec![
+            r.label.clone(),
             group(t.publish_msgs_per_sec),
             ratio(t.publish_msgs_per_sec, f.publish_msgs_per_sec),
-            t.publish_mb_per_sec,
+            format!("{:.2}", t.publish_mb_per_sec),
             ratio(t.publish_mb_per_sec, f.publish_mb_per_sec),
             group(t.consume_msgs_per_sec),
             ratio(t.consume_msgs_per_sec, f.consume_msgs_per_sec),
-        );
+        ]);
     }
+    s.push_str(&columns(&rows));
     let heads = ["p50", "p90", "p99", "p99.9", "p99.99", "max"];
     let mut lat_table = |title: &str, get: &dyn Fn(&RunData) -> Option<Latency>| {
         let Some(base) = get(first) else {
@@ -91,26 +115,22 @@ pub fn table(runs: &[RunData]) -> String {
             }
             return;
         };
-        let _ = write!(s, "\n{:<width$}", format!("{title} (ms)"));
-        for h in heads {
-            let _ = write!(s, "{h:>16}");
-        }
-        let _ = writeln!(s);
+        let mut rows =
+            vec![std::iter::once(format!("{title} (ms)")).chain(heads.iter().map(|h| h.to_string())).collect()];
         for r in runs {
-            let _ = write!(s, "{:<width$}", r.label);
+            let mut row = vec![r.label.clone()];
             match get(r) {
                 Some(l) => {
                     for (v, b) in l.row().iter().zip(base.row()) {
-                        let cell = format!("{:.3} {}", *v as f64 / 1000.0, ratio(*v as f64, b as f64));
-                        let _ = write!(s, "{cell:>16}");
+                        row.push(format!("{:.3} {}", *v as f64 / 1000.0, ratio(*v as f64, b as f64)));
                     }
                 }
-                None => {
-                    let _ = write!(s, "{:>16}", "-");
-                }
+                None => row.push("-".into()),
             }
-            let _ = writeln!(s);
+            rows.push(row);
         }
+        s.push('\n');
+        s.push_str(&columns(&rows));
     };
     lat_table("Publish latency", &|r| Some(r.summary.publish_latency_us.clone()));
     lat_table("End-to-end latency", &|r| r.summary.end_to_end_latency_us.clone());
@@ -208,6 +228,7 @@ fn trim(v: f64) -> String {
 /// One chart: a percentile-distribution SVG with one `<path class="run">` per series.
 pub fn svg_chart(title: &str, series: &[(&str, &Histogram<u64>)], scale: Scale) -> String {
     let (w, h) = (960.0, 520.0);
+    let total_h = h + 16.0 + 20.0 * series.len() as f64;
     let (ml, mr, mt, mb) = (80.0, 30.0, 48.0, 64.0);
     let (pw, ph) = (w - ml - mr, h - mt - mb);
     let curves: Vec<Vec<(f64, f64)>> = series.iter().map(|(_, h)| curve(h)).collect();
@@ -227,9 +248,9 @@ pub fn svg_chart(title: &str, series: &[(&str, &Histogram<u64>)], scale: Scale) 
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="Helvetica, Arial, sans-serif" font-size="13">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {total_h}" width="{w}" height="{total_h}" font-family="Helvetica, Arial, sans-serif" font-size="13">"#
     );
-    let _ = writeln!(s, r#"<rect x="0" y="0" width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(s, r#"<rect x="0" y="0" width="{w}" height="{total_h}" fill="white"/>"#);
     let _ = writeln!(
         s,
         r#"<text x="{}" y="28" text-anchor="middle" font-size="17" font-weight="bold">{}</text>"#,
@@ -268,28 +289,21 @@ pub fn svg_chart(title: &str, series: &[(&str, &Histogram<u64>)], scale: Scale) 
             esc(series[i].0)
         );
     }
-    // Legend, top left (percentile curves rise to the right).
+    // Legend under the plot, so it never hides a curve.
     let lh = 20.0;
-    let lw = series.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0) as f64 * 7.4 + 46.0;
-    let _ = writeln!(
-        s,
-        r##"<rect x="{:.1}" y="{:.1}" width="{lw:.1}" height="{:.1}" fill="white" fill-opacity="0.9" stroke="#bbb"/>"##,
-        ml + 10.0,
-        mt + 10.0,
-        lh * series.len() as f64 + 10.0
-    );
+    let ly = h + 6.0;
     for (i, (name, _)) in series.iter().enumerate() {
-        let y = mt + 10.0 + 15.0 + lh * i as f64;
+        let y = ly + lh * i as f64 + 12.0;
         let color = COLORS[i % COLORS.len()];
         let _ = writeln!(
             s,
             r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="3"/>"#,
-            ml + 18.0,
+            ml,
             y - 4.0,
-            ml + 40.0,
+            ml + 24.0,
             y - 4.0
         );
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{y:.1}">{}</text>"#, ml + 46.0, esc(name));
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{y:.1}">{}</text>"#, ml + 32.0, esc(name));
     }
     s.push_str("</svg>\n");
     s
