@@ -52,10 +52,11 @@ struct RunArgs {
     /// Results go into DIR/<workload>-<UTC time>/.
     #[arg(long, value_name = "DIR", default_value = "results")]
     out: PathBuf,
-    /// Executors (threads), one per core.
+    /// Executors (threads), one per core; producers and consumers are spread over them.
     #[arg(long, value_name = "N", default_value_t = 1)]
     cores: usize,
-    /// Do not pin executors to CPUs.
+    /// Do not pin executors to CPUs (by default they are pinned from the highest-numbered
+    /// CPU down, away from a local broker's shards, which pin from CPU 0 up).
     #[arg(long)]
     unpinned: bool,
 }

@@ -103,7 +103,9 @@ pub fn run(
 
     let mut handles = Vec::new();
     for shard in 0..cores {
-        let placement = if opts.pinned { Placement::Fixed(shard) } else { Placement::Unbound };
+        // Pinned from the highest-numbered CPU down: brokers (Weir too) pin from CPU 0 up.
+        let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let placement = if opts.pinned { Placement::Fixed(online - 1 - (shard % online)) } else { Placement::Unbound };
         let (w, cluster, control, payload, keys, tx) =
             (w.clone(), cluster.clone(), control.clone(), payload.clone(), keys.clone(), tx.clone());
         let handle = LocalExecutorBuilder::new(placement)
