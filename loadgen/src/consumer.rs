@@ -175,10 +175,15 @@ async fn fetch_loop(id: u32, ctx: Rc<ShardCtx>, addr: String, conn: Conn, parts:
             }
         }
         // Once every producer is done, the next response's high watermarks are the targets.
-        let producers_done = targets.is_none() && control.all_producers_done();
-        if producers_done && drain_deadline.is_none() {
-            drain_deadline = Some(clock::now_us() + DRAIN_TIMEOUT.as_micros() as u64);
+        let now = clock::now_us();
+        if drain_deadline.is_none() && control.all_producers_done() {
+            drain_deadline = Some(now + DRAIN_TIMEOUT.as_micros() as u64);
         }
+        // With acks=0 the last requests may still be on their way to the broker when the
+        // producers finish: read the targets a little later.
+        let settle_us = if ctx.workload.producers.acks == crate::workload::Acks::None { 300_000 } else { 0 };
+        let producers_done = targets.is_none()
+            && drain_deadline.is_some_and(|d| now + DRAIN_TIMEOUT.as_micros() as u64 >= d + settle_us);
         let Some(cn) = conn.as_mut() else {
             failures += 1;
             if failures > MAX_RECONNECTS {
