@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: unit and integration tests (Rust, against the real `weir` binary)
-# and the client compatibility tests (kcat, confluent-kafka, kafka-python). Installs what
-# it needs: kcat from Debian, a Python venv (.venv) with the pinned clients.
+# The whole test suite: unit and integration tests (Rust, against the real `weir` binary;
+# the broker's and weir-loadgen's) and the client compatibility tests (kcat,
+# confluent-kafka, kafka-python). Installs what it needs: kcat from Debian, a Python venv
+# (.venv) with the pinned clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,11 +25,11 @@ if [ ! -x .venv/bin/python ] || ! cmp -s "$REQ" "$STAMP"; then
     cp "$REQ" "$STAMP"
 fi
 
-log "building (release)"
-cargo build --release --bins --quiet
+log "building (release): the broker and the load generator"
+cargo build --release --bins --workspace --quiet
 
-log "unit and integration tests"
-cargo test --release --quiet -- --test-threads=2
+log "unit and integration tests (broker and load generator)"
+WEIR_BIN="$PWD/target/release/weir" cargo test --release --workspace --quiet -- --test-threads=2
 
 log "client compatibility tests"
 WEIR_BIN="$PWD/target/release/weir" .venv/bin/python -m pytest -q tests/compat "$@"

@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Benchmarks Weir with weir-loadgen and writes docs/BENCHMARKS.md.
+#
+#   scripts/bench.sh                      # every standard workload for its full duration
+#   BENCH_DURATION=5 scripts/bench.sh     # 5 measured seconds each (a smoke run, marked so)
+#
+# Builds the release binaries, measures the machine's limits the same day (fio: sequential
+# O_DIRECT write bandwidth with 1 MiB blocks and 4 KiB write+fdatasync latency; loopback TCP
+# bandwidth with iperf3 and round-trip latency with sockperf), then for each workload starts
+# a fresh broker (config/bench.toml, data in a temporary directory), runs weir-loadgen
+# against it on 127.0.0.1 and records the broker's CPU use (from /proc/<pid>/stat) beside
+# the load generator's. Results: results/bench-<UTC time>/ (not in git), the report
+# (docs/BENCHMARKS.md) and the percentile charts (docs/bench/).
+#
+# Environment:
+#   BENCH_DURATION   measured seconds per workload (default: each workload's duration_s)
+#   BENCH_WARMUP     warm-up seconds (default: the workload's; 1 when BENCH_DURATION is set)
+#   BENCH_WORKLOADS  workload names in config/workloads (default: the standard four)
+#   BENCH_PORT       broker port on 127.0.0.1 (default 19392)
+#   BENCH_TMP        where the broker's data and fio's files go (default: a new dir in $TMPDIR)
+#   BENCH_DOC        report path (default docs/BENCHMARKS.md); charts go to docs/bench/
+#   BENCH_SKIP_LIMITS=1  skip fio/iperf3/sockperf
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf '\n== %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+WORKLOADS=${BENCH_WORKLOADS:-"latency-small throughput-1k throughput-1k-acks-all many-partitions"}
+PORT=${BENCH_PORT:-19392}
+DOC=${BENCH_DOC:-docs/BENCHMARKS.md}
+CHARTS=docs/bench
+DURATION=${BENCH_DURATION:-}
+WARMUP=${BENCH_WARMUP:-}
+if [ -n "$DURATION" ] && [ -z "$WARMUP" ]; then WARMUP=1; fi
+LIMIT_SECS=${DURATION:-20}
+[ "$LIMIT_SECS" -gt 20 ] && LIMIT_SECS=20
+
+STAMP=$(date -u +%Y%m%dT%H%M%S)
+RESULTS=$ROOT/results/bench-$STAMP
+mkdir -p "$RESULTS" "$CHARTS" "$(dirname "$DOC")"
+if [ -n "${BENCH_TMP:-}" ]; then TMP=$BENCH_TMP; mkdir -p "$TMP"; else TMP=$(mktemp -d -t weir-bench.XXXXXX); fi
+
+BROKER_PID=
+SERVER_PIDS=()
+cleanup() {
+    if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
+    for p in "${SERVER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$TMP/data" "$TMP/fio"
+    [ -z "${BENCH_TMP:-}" ] && rm -rf "$TMP"
+    return 0
+}
+trap cleanup EXIT
+
+log "building release binaries"
+cargo build --release --bins --workspace --quiet
+WEIR=$ROOT/target/release/weir
+LOADGEN=$ROOT/target/release/weir-loadgen
+
+# ---- the machine ----
+log "machine"
+{
+    echo "cores=$(nproc)"
+    echo "cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
+    echo "kernel=$(uname -srm)"
+    echo "memory=$(free -h | awk '/^Mem:/ {print $2}')"
+    dev=$(df --output=source "$TMP" | tail -1)
+    echo "disk_fs=$(df -h --output=source,fstype,size "$TMP" | tail -1 | tr -s ' ' | sed 's/^ //')"
+    base=$(basename "$dev" | sed -E 's/p?[0-9]+$//')
+    echo "disk_model=$(lsblk -dno MODEL "/dev/$base" 2>/dev/null | xargs || true)"
+    echo "disk_rotational=$(cat "/sys/block/$base/queue/rotational" 2>/dev/null || echo '?')"
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+    echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
+} > "$RESULTS/machine.env"
+cat "$RESULTS/machine.env" >&2
+
+# ---- physical limits ----
+if [ "${BENCH_SKIP_LIMITS:-0}" != 1 ]; then
+    need=()
+    command -v fio >/dev/null || need+=(fio)
+    command -v iperf3 >/dev/null || need+=(iperf3)
+    command -v sockperf >/dev/null || need+=(sockperf)
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing ${need[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    mkdir -p "$TMP/fio"
+    log "disk: sequential O_DIRECT writes, 1 MiB blocks (${LIMIT_SECS} s)"
+    fio --name=seqwrite --directory="$TMP/fio" --rw=write --bs=1M --size=2G --direct=1 --ioengine=libaio \
+        --iodepth=8 --runtime="$LIMIT_SECS" --time_based --group_reporting --output-format=json \
+        > "$RESULTS/fio-seqwrite.json"
+    rm -f "$TMP"/fio/*
+    log "disk: 4 KiB writes, each followed by fdatasync (${LIMIT_SECS} s)"
+    fio --name=fdatasync --directory="$TMP/fio" --rw=write --bs=4k --size=256M --fdatasync=1 --ioengine=sync \
+        --runtime="$LIMIT_SECS" --time_based --output-format=json > "$RESULTS/fio-fdatasync.json"
+    rm -rf "$TMP/fio"
+    log "loopback TCP bandwidth: iperf3 (${LIMIT_SECS} s)"
+    iperf3 -s -1 -p $((PORT + 1)) >/dev/null 2>&1 &
+    SERVER_PIDS+=($!)
+    sleep 0.5
+    iperf3 -c 127.0.0.1 -p $((PORT + 1)) -t "$LIMIT_SECS" -J > "$RESULTS/iperf3.json"
+    log "loopback TCP round trip: sockperf ping-pong, 64 B (${LIMIT_SECS} s)"
+    sockperf server -i 127.0.0.1 -p $((PORT + 2)) --tcp >/dev/null 2>&1 &
+    SERVER_PIDS+=($!)
+    sleep 0.5
+    sockperf ping-pong -i 127.0.0.1 -p $((PORT + 2)) --tcp -m 64 -t "$LIMIT_SECS" --full-rtt \
+        2>&1 | sed 's/\x1b\[[0-9;]*m//g' > "$RESULTS/sockperf.txt"
+    kill "${SERVER_PIDS[-1]}" 2>/dev/null || true
+fi
+
+# ---- the workloads ----
+TICKS=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+start_broker() {
+    rm -rf "$TMP/data"
+    "$WEIR" serve --config config/bench.toml --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" \
+        2> "$RESULTS/broker-$1.log" &
+    BROKER_PID=$!
+    for _ in $(seq 1 300); do
+        grep -q "weir is ready" "$RESULTS/broker-$1.log" && return 0
+        kill -0 "$BROKER_PID" 2>/dev/null || { cat "$RESULTS/broker-$1.log" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "broker not ready after 30 s" >&2
+    return 1
+}
+
+stop_broker() {
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=
+    rm -rf "$TMP/data"
+}
+
+: > "$RESULTS/runs.tsv"
+for w in $WORKLOADS; do
+    file=config/workloads/$w.toml
+    [ -f "$file" ] || { echo "no workload $file" >&2; exit 1; }
+    log "workload $w"
+    start_broker "$w"
+    args=(run --bootstrap "127.0.0.1:$PORT" --workload "$file" --out "$RESULTS" --unpinned)
+    [ -n "$DURATION" ] && args+=(--duration "$DURATION")
+    [ -n "$WARMUP" ] && args+=(--warmup "$WARMUP")
+    before=$(cpu_ticks "$BROKER_PID")
+    t0=$(date +%s.%N)
+    status=0
+    "$LOADGEN" "${args[@]}" | tee "$RESULTS/$w.out" || status=$?
+    t1=$(date +%s.%N)
+    after=$(cpu_ticks "$BROKER_PID")
+    stop_broker
+    dir=$(sed -n 's/^Results: //p' "$RESULTS/$w.out" | tail -1)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$dir" "$status" "$(( after - before ))" "$TICKS" \
+        "$(awk "BEGIN {print $t1 - $t0}")" >> "$RESULTS/runs.tsv"
+    echo "weir-loadgen ${args[*]}" > "$RESULTS/$w.cmd"
+done
+
+# ---- charts ----
+log "charts"
+runs=$(awk -F'\t' '$2 != "" {print $2}' "$RESULTS/runs.tsv")
+CHART_HTML=$CHARTS/latency.html
+# shellcheck disable=SC2086
+"$LOADGEN" compare $runs --out "$CHART_HTML" > "$RESULTS/compare.txt"
+CHART_PNG=
+for c in chromium chromium-browser google-chrome; do
+    if command -v "$c" >/dev/null; then
+        CHART_PNG=$CHARTS/latency.png
+        "$c" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1240,2100 \
+            --screenshot="$ROOT/$CHART_PNG" "file://$ROOT/$CHART_HTML" >/dev/null 2>&1 || CHART_PNG=
+        break
+    fi
+done
+
+# ---- the report ----
+log "writing $DOC"
+python3 - "$RESULTS" "$DOC" "$CHART_HTML" "$CHART_PNG" "${DURATION:-}" "${WARMUP:-}" "$PORT" <<'PY'
+import json, os, re, sys
+res, doc, chart_html, chart_png, duration, warmup, port = sys.argv[1:8]
+
+def env(path):
+    out = {}
+    for line in open(path):
+        k, _, v = line.rstrip("\n").partition("=")
+        out[k] = v
+    return out
+
+def load(name):
+    p = os.path.join(res, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+
+m = env(os.path.join(res, "machine.env"))
+docdir = os.path.dirname(os.path.abspath(doc))
+rel = lambda p: os.path.relpath(os.path.abspath(p), docdir)
+L = []
+w = L.append
+w("# Benchmarks")
+w("")
+if duration:
+    w(f"> **SMOKE RUN** (BENCH_DURATION={duration}, BENCH_WARMUP={warmup}): every workload ran for only "
+      f"{duration} s. These numbers check that the script works; they are not benchmark results.")
+    w("")
+w(f"Run on {m['date']} at commit `{m['commit']}` with `scripts/bench.sh`"
+  + (f" (BENCH_DURATION={duration})" if duration else "") + ".")
+w("")
+w("## Machine")
+w("")
+w("| | |")
+w("|---|---|")
+w(f"| CPU | {m['cpu']} ({m['cores']} cores online) |")
+w(f"| Memory | {m['memory']} |")
+w(f"| Kernel | {m['kernel']} |")
+w(f"| Disk | {m['disk_fs']}{(' — ' + m['disk_model']) if m.get('disk_model') else ''} (rotational: {m['disk_rotational']}) |")
+w(f"| Load average at start | {m['loadavg']} |")
+w("")
+w("Broker: `config/bench.toml` (one data shard plus the control shard, unpinned), a fresh data "
+  "directory for each workload, on 127.0.0.1. Load generator: one executor, unpinned, on the same machine.")
+w("")
+
+fs, fd, ip = load("fio-seqwrite.json"), load("fio-fdatasync.json"), load("iperf3.json")
+sp = os.path.join(res, "sockperf.txt")
+if fs or fd or ip or os.path.exists(sp):
+    w("## Physical limits (same day)")
+    w("")
+    w("| Measure | Tool | Result |")
+    w("|---|---|---|")
+    if fs:
+        j = fs["jobs"][0]["write"]
+        w(f"| Sequential write, O_DIRECT, 1 MiB blocks, iodepth 8 | fio | {j['bw_bytes']/1e6:,.0f} MB/s |")
+    if fd:
+        j = fd["jobs"][0]
+        pct = j["sync"]["lat_ns"]["percentile"]
+        g = lambda k: pct.get(k, 0) / 1e6
+        w(f"| 4 KiB write + fdatasync | fio | {j['write']['iops']:,.0f} syncs/s; fdatasync p50 {g('50.000000'):.3f} ms, "
+          f"p99 {g('99.000000'):.3f} ms, p99.9 {g('99.900000'):.3f} ms |")
+    if ip:
+        w(f"| Loopback TCP bandwidth, one stream | iperf3 | {ip['end']['sum_received']['bits_per_second']/8e6:,.0f} MB/s "
+          f"({ip['end']['sum_received']['bits_per_second']/1e9:.1f} Gbit/s) |")
+    if os.path.exists(sp):
+        t = open(sp).read()
+        q = lambda p: (re.search(r"percentile " + re.escape(p) + r" =\s*([0-9.]+)", t) or [None, "?"])[1]
+        w(f"| Loopback TCP round trip, 64 B ping-pong | sockperf | p50 {q('50.000')} µs, p99 {q('99.000')} µs, "
+          f"p99.9 {q('99.900')} µs |")
+    w("")
+
+runs = [l.rstrip("\n").split("\t") for l in open(os.path.join(res, "runs.tsv")) if l.strip()]
+w("## Results")
+w("")
+w("Throughput counts acknowledged messages in the measured window (warm-up excluded). Latency is in ms, "
+  "from each message's send time — its intended send time in fixed-rate workloads, so stalls are not "
+  "hidden (coordinated omission) — to the ack (publish) or to its receipt by a consumer (end-to-end).")
+w("")
+w("| Workload | Mode | msg/s | MB/s | Publish p50 / p99 / p99.9 / max | End-to-end p50 / p99 / p99.9 / max | Errors | Delivery | weir-loadgen CPU | broker CPU |")
+w("|---|---|---:|---:|---|---|---|---|---|---|")
+details = []
+for name, d, status, bticks, hz, wall in runs:
+    if not d or not os.path.exists(os.path.join(d, "summary.json")):
+        w(f"| {name} | failed (exit {status}) | | | | | | | | |")
+        continue
+    s = json.load(open(os.path.join(d, "summary.json")))
+    wl = s["workload"]
+    mode = (f"{wl['producers']['rate']:,.0f} msg/s" if wl["producers"]["rate"] > 0 else "max") + \
+        f", acks={wl['producers']['acks']}, {wl['messages']['size'] if isinstance(wl['messages']['size'], int) else str(wl['messages']['size']['min']) + '..' + str(wl['messages']['size']['max'])} B, " \
+        f"{s['omb']['partitions']} partitions"
+    lat = lambda l: " / ".join(f"{l[k]/1000:.2f}" for k in ("p50", "p99", "p99.9", "max")) if l and l["count"] else "—"
+    errs = ", ".join(f"{k} {v}" for k, v in s["errors"].items() if v) or "none"
+    dl = s.get("delivery")
+    dels = (f"{dl['missing']} missing, {dl['duplicates']} dup, {dl['out_of_order']} reordered" if dl else "—")
+    cpu = s["loadgenCpu"]
+    bcpu = int(bticks) / int(hz)
+    wall_s = float(wall)
+    w(f"| {name} | {mode} | {s['throughput']['publishMsgsPerSec']:,.0f} | {s['throughput']['publishMBPerSec']:,.1f} | "
+      f"{lat(s['publishLatencyUs'])} | {lat(s.get('endToEndLatencyUs'))} | {errs} | {dels} | "
+      f"{cpu['totalSeconds']:.1f} s ({cpu['percentOfRun']:.0f}%) | {bcpu:.1f} s ({bcpu / wall_s * 100:.0f}%) |")
+    details.append((name, d, s))
+w("")
+w("CPU: user+system seconds over the run (load, drain and, for the broker, the load generator's setup), "
+  "and as a percentage of one core over that time. The load generator's comes from getrusage, the broker's "
+  "from /proc/<pid>/stat before and after the workload.")
+w("")
+if chart_html:
+    w("## Percentile distributions")
+    w("")
+    w(f"All workloads of this run, publish and end-to-end latency: [{chart_html}]({rel(chart_html)})"
+      + (" (rendered below)." if chart_png else "."))
+    w("")
+    if chart_png:
+        w(f"![percentile distribution]({rel(chart_png)})")
+        w("")
+w("## Commands")
+w("")
+w("```sh")
+w(f"scripts/bench.sh" if not duration else f"BENCH_DURATION={duration} scripts/bench.sh")
+w(f"# broker, fresh data directory per workload:")
+w(f"target/release/weir serve --config config/bench.toml --listen 127.0.0.1:{port} --data-dir $TMP/data")
+for name, d, s in details:
+    cmdf = os.path.join(res, name + ".cmd")
+    if os.path.exists(cmdf):
+        w(open(cmdf).read().strip().replace(res, "results/" + os.path.basename(res)))
+w("```")
+w("")
+w(f"Raw results (summary.json, .hlog interval logs, broker logs): `results/{os.path.basename(res)}/` (not in git).")
+w("")
+w("## Analysis")
+w("")
+w("_To be written after a full run on a quiet machine._")
+w("")
+open(doc, "w").write("\n".join(L))
+PY
+log "done: $DOC, $CHART_HTML${CHART_PNG:+, $CHART_PNG}, results in $RESULTS"
