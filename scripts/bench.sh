@@ -137,8 +137,43 @@ stop_broker() {
 }
 
 : > "$RESULTS/runs.tsv"
-for w in $WORKLOADS; do
+# Fixed-rate 1 KiB runs at half of the measured acks=1 maximum (the issue's latency targets),
+# written once throughput-1k has run: same topics and sizes, an open loop at that rate.
+half_max_workloads() {
+    local summary=$1 rate
+    rate=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['throughput']['publishMsgsPerSec'] / 2))" "$summary")
+    mkdir -p "$RESULTS/workloads"
+    for acks in 1 all; do
+        local name=half-max-1k-acks-$acks
+        sed -e "s/^rate = .*/rate = $rate/" \
+            -e "s/^acks = .*/acks = $( [ "$acks" = all ] && echo '"all"' || echo 1 )/" \
+            -e "s/^description = .*/description = \"1 KiB messages at $rate msg\/s (half of the acks=1 maximum), acks=$acks, 6 partitions\"/" \
+            -e "s/^prefix = .*/prefix = \"lg-$name\"/" \
+            config/workloads/throughput-1k.toml > "$RESULTS/workloads/$name.toml"
+        QUEUE+=("$name")
+    done
+}
+
+# The 1,000-partition workload's baseline: the same rate and sizes over 6 partitions.
+baseline_workload() {
+    mkdir -p "$RESULTS/workloads"
+    sed -e "s/^partitions = .*/partitions = 6/" \
+        -e "s/^description = .*/description = \"6-partition baseline of many-partitions (same rate and sizes)\"/" \
+        -e "s/^prefix = .*/prefix = \"lg-many-partitions-baseline\"/" \
+        config/workloads/many-partitions.toml > "$RESULTS/workloads/many-partitions-baseline.toml"
+}
+
+QUEUE=($WORKLOADS)
+if [[ " $WORKLOADS " == *" many-partitions "* ]]; then
+    baseline_workload
+    QUEUE+=(many-partitions-baseline)
+fi
+i=0
+while [ $i -lt ${#QUEUE[@]} ]; do
+    w=${QUEUE[$i]}
+    i=$((i + 1))
     file=config/workloads/$w.toml
+    [ -f "$file" ] || file=$RESULTS/workloads/$w.toml
     [ -f "$file" ] || { echo "no workload $file" >&2; exit 1; }
     log "workload $w"
     start_broker "$w"
@@ -156,6 +191,9 @@ for w in $WORKLOADS; do
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$dir" "$status" "$(( after - before ))" "$TICKS" \
         "$(awk "BEGIN {print $t1 - $t0}")" >> "$RESULTS/runs.tsv"
     echo "weir-loadgen ${args[*]}" > "$RESULTS/$w.cmd"
+    if [ "$w" = throughput-1k ] && [ "$status" = 0 ] && [ -f "$dir/summary.json" ]; then
+        half_max_workloads "$dir/summary.json"
+    fi
 done
 
 # ---- charts ----
@@ -280,6 +318,41 @@ w("CPU: user+system seconds over the run (load, drain and, for the broker, the l
   "and as a percentage of one core over that time. The load generator's comes from getrusage, the broker's "
   "from /proc/<pid>/stat before and after the workload.")
 w("")
+# ---- the issue's targets, checked against this run ----
+by_name = {name: s for name, d, s in details}
+seq_mbs = None
+if fs:
+    seq_mbs = fs["jobs"][0]["write"]["bw_bytes"] / 1e6
+def pct(name, kind, p):
+    s = by_name.get(name)
+    l = s and s.get(kind)
+    return l[p] / 1000 if l and l.get("count") else None
+def mbs(name):
+    s = by_name.get(name)
+    return s["throughput"]["publishMBPerSec"] if s else None
+rows = []
+def target(what, value, limit, unit, ok):
+    if value is None or limit is None:
+        rows.append((what, "—", f"{limit if limit is not None else '?'} {unit}", "not measured"))
+    else:
+        rows.append((what, f"{value:,.2f} {unit}", f"{limit:,.2f} {unit}", "met" if ok(value, limit) else "**missed**"))
+ge = lambda v, l: v >= l
+le = lambda v, l: v <= l
+target("1 KiB acks=1 max throughput ≥ 60 % of fio sequential write", mbs("throughput-1k"), seq_mbs and 0.60 * seq_mbs, "MB/s", ge)
+target("1 KiB acks=all max throughput ≥ 45 % of fio sequential write", mbs("throughput-1k-acks-all"), seq_mbs and 0.45 * seq_mbs, "MB/s", ge)
+target("half-max acks=1: publish p99 ≤ 0.5 ms", pct("half-max-1k-acks-1", "publishLatencyUs", "p99"), 0.5, "ms", le)
+target("half-max acks=1: publish p99.99 ≤ 3 ms", pct("half-max-1k-acks-1", "publishLatencyUs", "p99.99"), 3.0, "ms", le)
+target("half-max acks=all: publish p99 ≤ 2 ms", pct("half-max-1k-acks-all", "publishLatencyUs", "p99"), 2.0, "ms", le)
+target("half-max acks=1: end-to-end p99 ≤ 1 ms", pct("half-max-1k-acks-1", "endToEndLatencyUs", "p99"), 1.0, "ms", le)
+base = pct("many-partitions-baseline", "publishLatencyUs", "p99")
+target("1,000 partitions: publish p99 ≤ 2 × the 6-partition baseline", pct("many-partitions", "publishLatencyUs", "p99"), base and 2 * base, "ms", le)
+w("## Targets")
+w("")
+w("| Target | Measured | Limit | |")
+w("|---|---:|---:|---|")
+for r in rows:
+    w("| " + " | ".join(r) + " |")
+w("")
 if chart_html:
     w("## Percentile distributions")
     w("")
@@ -305,7 +378,11 @@ w(f"Raw results (summary.json, .hlog interval logs, broker logs): `results/{os.p
 w("")
 w("## Analysis")
 w("")
-w("_To be written after a full run on a quiet machine._")
+analysis = os.path.join(os.path.dirname(doc) or ".", "bench", "analysis.md")
+if os.path.exists(analysis) and not duration:
+    w(open(analysis).read().strip())
+else:
+    w("_See docs/bench/analysis.md (written by hand after a full run)._")
 w("")
 open(doc, "w").write("\n".join(L))
 PY
