@@ -243,14 +243,16 @@ pub fn decode_batches(mut bytes: Bytes) -> Result<Vec<(i64, GroupRecord)>, Group
     Ok(out)
 }
 
-/// Kafka's placement of a group on a `__consumer_offsets` partition: Java's
-/// `String.hashCode` of the group id, made non-negative, modulo the partition count.
+/// Kafka's placement of a group on a `__consumer_offsets` partition:
+/// `Utils.abs(groupId.hashCode) % partitions`, with Java's `String.hashCode` and Kafka's
+/// `abs` (which maps `i32::MIN` to 0).
 pub fn partition_for(group: &str, partitions: i32) -> i32 {
     let mut h: i32 = 0;
     for unit in group.encode_utf16() {
         h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
     }
-    (h & 0x7fff_ffff) % partitions.max(1)
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -379,5 +381,9 @@ mod tests {
         let h = "test".encode_utf16().fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32));
         assert_eq!(h, 3_556_498); // "test".hashCode() in Java
         assert_eq!(partition_for("test", 50), 3_556_498 % 50);
+        // Negative hashes: Kafka takes the absolute value (not a bit mask).
+        assert_eq!(partition_for("analytics", 50), 10);
+        assert_eq!(partition_for("payments-consumer-group", 50), 0);
+        assert_eq!(partition_for("orders-service", 50), 17);
     }
 }

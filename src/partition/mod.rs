@@ -89,15 +89,19 @@ impl Partition {
                 _ if log.unwritten_bytes() > WRITE_BACKLOG_BYTES_MAX => log.write_to(last_offset).await,
                 _ => Ok(()),
             };
+            // Written data is visible now: wake the parked fetches.
+            p.notify();
             let _ = tx.send(result);
         })
         .detach();
         rx
     }
 
-    /// Offsets below this are visible to consumers (single node: the log end).
+    /// Offsets below this are visible to consumers: what has reached the segment files, so
+    /// a consumer never sees (nor commits past) a record that a broker crash could take back.
+    /// (Kafka's single-node equivalent is the log end in the page cache.)
     pub fn high_watermark(&self) -> Offset {
-        self.log.next_offset()
+        self.log.written_offset()
     }
 
     /// Parks `waiter` until the log grows past `offset`; fires it now if it already has.

@@ -13,6 +13,7 @@
 //! 53 baseSequence i32      57 recordCount i32     61 records...
 //! ```
 
+use bytes::Bytes;
 use thiserror::Error;
 
 use crate::types::Offset;
@@ -258,6 +259,16 @@ pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
     let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
     batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The leading whole batches of `bytes` that end below offset `end`.
+pub fn below(bytes: Bytes, end: Offset) -> Bytes {
+    let keep = iter_batches(&bytes)
+        .take_while(|(_, h)| h.last_offset() < end)
+        .map(|(pos, h)| pos + h.total_bytes().unwrap_or(0))
+        .last()
+        .unwrap_or(0);
+    bytes.slice(..keep)
 }
 
 /// Walks the batches stored back to back in `bytes`, yielding `(position, header)` for each

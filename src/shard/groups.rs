@@ -628,6 +628,8 @@ impl Shard {
         let count = loaded.len();
         self.groups.groups.borrow_mut().extend(loaded);
         self.groups.partitions.borrow_mut().insert(p, Load::Ready);
+        // Offsets of topics deleted while their tombstones were not yet written.
+        self.forget_deleted_topics(&self.image());
         if skipped > 0 {
             warn!(partition = %partition.tp, skipped, "some group record batches could not be decoded");
         }
@@ -643,6 +645,35 @@ impl Shard {
     pub fn unload_groups(&self, partition: i32, partitions_total: i32) {
         self.groups.partitions.borrow_mut().remove(&partition);
         self.groups.groups.borrow_mut().retain(|id, _| records::partition_for(id, partitions_total) != partition);
+    }
+
+    /// Drops committed offsets of topics that no longer exist (Kafka does this when a topic
+    /// is deleted), so a topic created again under the same name starts from the reset policy.
+    pub fn forget_deleted_topics(self: &Rc<Self>, image: &MetadataImage) {
+        let mut writes: Vec<(String, Vec<KeyValue>)> = Vec::new();
+        for (id, g) in self.groups.groups.borrow_mut().iter_mut() {
+            let gone: Vec<(String, i32)> =
+                g.offsets.keys().filter(|(topic, _)| image.topic(topic).is_none()).cloned().collect();
+            if gone.is_empty() {
+                continue;
+            }
+            let mut tombstones = Vec::with_capacity(gone.len());
+            for (topic, partition) in gone {
+                g.offsets.remove(&(topic.clone(), partition));
+                tombstones.push((records::encode_key(&GroupKey::Offset { group: id.clone(), topic, partition }), None));
+            }
+            writes.push((id.clone(), tombstones));
+        }
+        for (group, tombstones) in writes {
+            info!(group = %group, removed = tombstones.len(), "committed offsets of deleted topics removed");
+            let stored = self.append_group_records(&group, &tombstones);
+            glommio::spawn_local(async move {
+                if let Err(e) = stored.await {
+                    warn!(group = %group, error = ?e, "removal of deleted topics' offsets not stored");
+                }
+            })
+            .detach();
+        }
     }
 
     /// At shutdown: parked joins and syncs are answered NOT_COORDINATOR at once, so their

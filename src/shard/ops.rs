@@ -91,8 +91,9 @@ impl Shard {
             if let Some(batch) = &producer {
                 partition.producers.borrow_mut().record(batch, info.base_offset);
             }
-            partition.notify();
-            if info.flush_due {
+            // Consumers see the batch once it is written: acks=1/all write it before answering,
+            // acks=0 (and large backlogs) get a background write now.
+            if info.flush_due || acks == 0 {
                 schedule_write(&partition);
             }
             waiting.push((item.idx, partition, info, append_time.unwrap_or(-1)));
@@ -156,7 +157,8 @@ impl Shard {
                 partition.log.read(item.offset, limit).await
             };
             let (error_code, records) = match read {
-                Ok(r) => (0, r.records),
+                // Only what is below the high watermark (written) goes out.
+                Ok(r) => (0, crate::protocol::batch::below(r.records, high_watermark)),
                 Err(e) => (storage_error_code(&e), Default::default()),
             };
             remaining = remaining.saturating_sub(records.len());
@@ -239,6 +241,7 @@ impl Shard {
             .map(|p| p.tp.clone())
             .collect();
         self.set_image(image.clone());
+        self.forget_deleted_topics(&image);
         for tp in stale {
             if tp.topic == OFFSETS_TOPIC {
                 let total = image.topic(OFFSETS_TOPIC).map(|t| t.partitions).unwrap_or(0);
@@ -300,6 +303,9 @@ impl Shard {
             if let Err(e) = r {
                 warn!(error = %e, "periodic sync failed");
             }
+        }
+        for p in &dirty {
+            p.notify();
         }
     }
 
@@ -383,6 +389,7 @@ fn schedule_write(partition: &Rc<Partition>) {
             warn!(partition = %p.tp, error = %e, "background write failed");
         }
         p.write_scheduled.set(false);
+        p.notify();
     })
     .detach();
 }

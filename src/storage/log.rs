@@ -241,6 +241,11 @@ impl Log {
         self.state.borrow().log_start_offset
     }
 
+    /// Offsets below this are in the segment files (they survive a broker crash).
+    pub fn written_offset(&self) -> Offset {
+        self.written_offset.get()
+    }
+
     pub fn synced_offset(&self) -> Offset {
         self.synced_offset.get()
     }
