@@ -110,7 +110,9 @@ pub fn encode_frame<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32
     let header_version = api.response_header_version(version);
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
-    let mut buf = BytesMut::with_capacity(64);
+    // Sized up front: growing the buffer while encoding copies the records again and again.
+    let size = header.compute_size(header_version).unwrap_or(0) + response.compute_size(version).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(0);
     let encoded = header.encode(&mut buf, header_version).and_then(|_| response.encode(&mut buf, version));
     match encoded {
