@@ -24,6 +24,9 @@ use crate::protocol::batch::BatchHeader;
 use crate::storage::{AppendInfo, Log, LogConfig, LogError};
 use crate::types::{now_ms, Offset, TopicPartition};
 
+/// Periodic syncs in flight at once on one shard.
+const PERIODIC_SYNCS_AT_ONCE: usize = 8;
+
 /// Buffered bytes that start a background write.
 const WRITE_CHUNK_BYTES: u64 = 256 << 10;
 
@@ -298,8 +301,13 @@ impl Shard {
     pub async fn sync_all(&self) {
         let dirty: Vec<Rc<Partition>> =
             self.partitions().into_iter().filter(|p| p.log.synced_offset() < p.log.next_offset()).collect();
-        let syncs = dirty.iter().map(|p| p.log.flush(true));
-        for r in futures::future::join_all(syncs).await {
+        // A few at a time: a sync holds its partition's I/O permit until the device is done,
+        // so a thousand queued at once would stall every partition's acks=1 writes behind
+        // the whole batch instead of behind its own sync.
+        use futures::stream::StreamExt;
+        let mut syncs =
+            futures::stream::iter(dirty.iter().map(|p| p.log.flush(true))).buffer_unordered(PERIODIC_SYNCS_AT_ONCE);
+        while let Some(r) = syncs.next().await {
             if let Err(e) = r {
                 warn!(error = %e, "periodic sync failed");
             }

@@ -69,7 +69,7 @@ class Member:
 
     def __init__(self, client: str, bootstrap: str, group: str, name: str, *, topics=None,
                  pattern: str | None = None, reset: str = "earliest", commit: str = "revoke",
-                 session_ms: int = 6000, heartbeat_ms: int = 300, max_poll_ms: int | None = None,
+                 session_ms: int = 10000, heartbeat_ms: int = 300, max_poll_ms: int | None = None,
                  instance_id: str | None = None, metadata_refresh_ms: int | None = None,
                  poll_ms: int = 100, extra: dict | None = None, on_event=None):
         assert client in ("confluent", "kafka-python"), client
