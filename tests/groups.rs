@@ -350,7 +350,8 @@ fn consumer_offsets_is_compacted_and_reloads_from_the_compacted_log() {
             .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
             .sum()
     };
-    let written = 1500 * 2 * 60; // roughly: a commit record is over 60 bytes
+    // Roughly what was written: a commit record is over 60 bytes.
+    let written = 1500 * 2 * 60;
     // The cleaner runs every 200 ms; a pass may come while commits are still arriving, so
     // wait for the sealed segments to be compacted down (the active one holds at most 16 KiB).
     let start = Instant::now();
