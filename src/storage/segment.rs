@@ -56,6 +56,8 @@ pub struct Segment {
     pub written: u64,
     /// Bytes `[0, synced)` are durable.
     pub synced: u64,
+    /// The file's length: space reserved ahead of `written` (see `Log::write_segment`).
+    pub allocated: u64,
     pub index: SegmentIndex,
     pub bytes_since_index: u64,
     /// One past the last offset stored in this segment.
@@ -77,6 +79,7 @@ impl Segment {
             pending_pos: 0,
             written: 0,
             synced: 0,
+            allocated: 0,
             index: SegmentIndex::default(),
             bytes_since_index: 0,
             next_offset: base_offset,
