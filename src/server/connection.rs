@@ -9,10 +9,10 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::channel::oneshot;
 use futures::future::{select, Either, Shared};
-use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
@@ -20,11 +20,8 @@ use kafka_protocol::protocol::Decodable;
 use tracing::{debug, info, warn};
 
 use super::api::{self, Pending, Reply};
-use crate::protocol::frame;
+use super::frame_reader::{FrameReader, ReadError};
 use crate::shard::Shard;
-
-/// Bytes the reader asks the socket for at once.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 pub type ShutdownSignal = Shared<oneshot::Receiver<()>>;
 
@@ -33,8 +30,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max);
-    let reading =
-        Box::pin(read_requests(&shard, peer, BufReader::with_capacity(READ_BUFFER_BYTES, reader), tx, shutdown));
+    let reading = Box::pin(read_requests(&shard, peer, FrameReader::new(reader), tx, shutdown));
     let writing = Box::pin(write_responses(peer, writer, rx));
     match select(reading, writing).await {
         // No more requests: let the responses in flight go out.
@@ -48,36 +44,26 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal
 async fn read_requests<R: futures::io::AsyncRead + Unpin>(
     shard: &Rc<Shard>,
     peer: Option<SocketAddr>,
-    mut reader: R,
+    mut frames: FrameReader<R>,
     tx: local_channel::LocalSender<Pending>,
     shutdown: ShutdownSignal,
 ) {
     let max = shard.config.request_bytes_max;
     loop {
-        let mut prefix = [0u8; 4];
-        match select(Box::pin(reader.read_exact(&mut prefix)), shutdown.clone()).await {
-            Either::Left((Ok(()), _)) => {}
-            Either::Left((Err(_), _)) => return, // peer closed
-            Either::Right(_) => return,          // broker stopping: take no new requests
-        }
-        let len = match frame::body_len(prefix, max) {
-            Ok(len) => len,
-            Err(e) => {
+        // Stopping: take no new requests, and a client stalled mid-frame does not hold up
+        // the drain.
+        let mut body = match select(Box::pin(frames.next_frame(max)), shutdown.clone()).await {
+            Either::Left((Ok(body), _)) => body,
+            Either::Left((Err(ReadError::Frame(e)), _)) => {
                 warn!(?peer, error = %e, "closing connection: bad frame");
                 return;
             }
-        };
-        let mut body = BytesMut::zeroed(len);
-        match select(Box::pin(reader.read_exact(&mut body)), shutdown.clone()).await {
-            Either::Left((Ok(()), _)) => {}
-            Either::Left((Err(_), _)) => {
-                debug!(?peer, "connection closed mid-frame");
+            Either::Left((Err(e), _)) => {
+                debug!(?peer, reason = %e, "connection ends");
                 return;
             }
-            // Stopping: a client stalled mid-frame does not hold up the drain.
             Either::Right(_) => return,
-        }
-        let mut body = body.freeze();
+        };
         let pending = match decode_and_dispatch(shard, &mut body, peer).await {
             Ok(p) => p,
             Err((api, reason)) => {

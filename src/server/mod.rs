@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod connection;
+pub mod frame_reader;
 pub mod listener;

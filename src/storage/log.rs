@@ -303,11 +303,11 @@ impl Log {
             debug!(dir = %self.dir.display(), base_offset, "segment rolled");
         }
         let interval = self.config.index_interval_bytes;
+        let bytes = batch.freeze();
         let active = state.active();
-        active.push(&batch, base_offset, last_offset, max_timestamp, interval);
+        active.push(bytes.clone(), base_offset, last_offset, max_timestamp, interval);
         let flush_due = active.size - active.written >= self.config.write_chunk_bytes;
         state.next_offset = last_offset + 1;
-        let bytes = batch.freeze();
         state.tail.push(base_offset, last_offset, bytes, self.config.tail_cache_bytes);
         AppendInfo { base_offset, last_offset, flush_due, rolled }
     }
@@ -413,7 +413,7 @@ impl Log {
                 let len = (s.size - s.pending_pos).min(IO_CHUNK_BYTES);
                 let mut buf = file.alloc_dma_buffer(align_up(len) as usize);
                 let bytes = buf.as_bytes_mut();
-                bytes[..len as usize].copy_from_slice(&s.pending[..len as usize]);
+                s.copy_pending(&mut bytes[..len as usize]);
                 bytes[len as usize..].fill(0);
                 let end = s.pending_pos + align_up(len);
                 let reserve = (end > s.allocated).then(|| preallocation_target(end, self.config.segment_bytes));
@@ -556,8 +556,8 @@ impl Log {
         let (file, pending_pos) = {
             let state = self.state.borrow();
             let Some(s) = state.find(base) else { return Ok(Bytes::new()) };
-            if let Some(mem) = s.pending_slice(from, to) {
-                return Ok(Bytes::copy_from_slice(mem));
+            if let Some(mem) = s.pending_range(from, to) {
+                return Ok(mem);
             }
             (s.file.clone(), s.pending_pos)
         };
@@ -571,9 +571,9 @@ impl Log {
             // memory if it is still there, else from the file, which now holds it.
             let copied = {
                 let state = self.state.borrow();
-                match state.find(base).and_then(|s| s.pending_slice(disk_to, to)) {
+                match state.find(base).and_then(|s| s.pending_range(disk_to, to)) {
                     Some(mem) => {
-                        out.extend_from_slice(mem);
+                        out.extend_from_slice(&mem);
                         true
                     }
                     None => false,
@@ -830,7 +830,7 @@ async fn open_segment(
     seg.pending_pos = align_down(valid);
     if seg.pending_pos < valid {
         let tail = file.read_at(seg.pending_pos, (valid - seg.pending_pos) as usize).await.map_err(gio)?;
-        seg.pending = tail.to_vec();
+        seg.pending.push_back(Bytes::copy_from_slice(&tail));
     }
     seg.file = Some(Rc::new(file));
     Ok((seg, torn))

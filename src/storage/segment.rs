@@ -6,11 +6,16 @@
 //! block on the next flush. Bytes below `pending_pos` are on the file (maybe not yet synced);
 //! reads take them from the file and the rest from `pending`.
 //!
+//! `pending` is a chain of the stamped batches themselves (shared with the log's tail
+//! cache), not a copy of them: appending and releasing written bytes move no data.
+//!
 //! Runs on the shard that owns the partition; never shared across threads.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use bytes::{Buf, Bytes, BytesMut};
 use glommio::io::DmaFile;
 
 use super::index::SegmentIndex;
@@ -48,8 +53,8 @@ pub struct Segment {
     pub file: Option<Rc<DmaFile>>,
     /// Bytes of complete batches in this segment.
     pub size: u64,
-    /// Bytes `[pending_pos, size)`, not yet (fully) written to the file.
-    pub pending: Vec<u8>,
+    /// Bytes `[pending_pos, size)`, not yet (fully) written to the file, in order.
+    pub pending: VecDeque<Bytes>,
     /// File position of `pending[0]`; always aligned, never above `written`.
     pub pending_pos: u64,
     /// Bytes `[0, written)` are in the file.
@@ -75,7 +80,7 @@ impl Segment {
             base_offset,
             file: None,
             size: 0,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             pending_pos: 0,
             written: 0,
             synced: 0,
@@ -93,7 +98,7 @@ impl Segment {
     /// Appends a stamped batch to the in-memory tail; returns its position.
     pub fn push(
         &mut self,
-        batch: &[u8],
+        batch: Bytes,
         base_offset: Offset,
         last_offset: Offset,
         max_timestamp: i64,
@@ -105,36 +110,110 @@ impl Segment {
             self.index.add(relative, position as u32, max_timestamp.max(self.max_timestamp));
             self.bytes_since_index = 0;
         }
-        self.pending.extend_from_slice(batch);
         self.size += batch.len() as u64;
         self.bytes_since_index += batch.len() as u64;
+        self.pending.push_back(batch);
         self.next_offset = last_offset + 1;
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
         position
     }
 
-    /// Bytes `[from, to)` that are only in memory, if `from` is at or past `pending_pos`.
-    pub fn pending_slice(&self, from: u64, to: u64) -> Option<&[u8]> {
+    /// Bytes `[from, to)` that are only in memory, if `from` is at or past `pending_pos`:
+    /// a slice of one batch when they lie in one (no copy), else joined.
+    pub fn pending_range(&self, from: u64, to: u64) -> Option<Bytes> {
         if from < self.pending_pos || to > self.size || from > to {
             return None;
         }
-        let start = (from - self.pending_pos) as usize;
-        let end = (to - self.pending_pos) as usize;
-        self.pending.get(start..end)
+        let mut skip = (from - self.pending_pos) as usize;
+        let mut left = (to - from) as usize;
+        let mut chunks = self.pending.iter();
+        let first = loop {
+            match chunks.next() {
+                Some(c) if skip >= c.len() => skip -= c.len(),
+                Some(c) => break c,
+                None => return Some(Bytes::new()),
+            }
+        };
+        if skip + left <= first.len() {
+            return Some(first.slice(skip..skip + left));
+        }
+        let mut out = BytesMut::with_capacity(left);
+        out.extend_from_slice(&first[skip..]);
+        left -= first.len() - skip;
+        for c in chunks {
+            if left == 0 {
+                break;
+            }
+            let n = left.min(c.len());
+            out.extend_from_slice(&c[..n]);
+            left -= n;
+        }
+        Some(out.freeze())
+    }
+
+    /// Copies the first `dst.len()` pending bytes (from `pending_pos`) into `dst`.
+    pub fn copy_pending(&self, dst: &mut [u8]) {
+        let mut at = 0;
+        for c in &self.pending {
+            if at == dst.len() {
+                break;
+            }
+            let n = c.len().min(dst.len() - at);
+            dst[at..at + n].copy_from_slice(&c[..n]);
+            at += n;
+        }
     }
 
     /// Forgets in-memory bytes below `new_pending_pos` once they are in the file.
     pub fn release_written(&mut self, new_pending_pos: u64) {
         debug_assert!(new_pending_pos.is_multiple_of(ALIGN) && new_pending_pos >= self.pending_pos);
-        let drop = (new_pending_pos - self.pending_pos) as usize;
-        self.pending.drain(..drop.min(self.pending.len()));
-        self.pending_pos = new_pending_pos;
-        if self.pending.is_empty() {
-            self.pending.shrink_to(ALIGN as usize);
+        let mut drop = (new_pending_pos - self.pending_pos) as usize;
+        while let Some(front) = self.pending.front_mut() {
+            if front.len() > drop {
+                front.advance(drop);
+                break;
+            }
+            drop -= front.len();
+            self.pending.pop_front();
         }
+        self.pending_pos = new_pending_pos;
     }
 
     pub fn unwritten_bytes(&self) -> u64 {
         self.size - self.written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_chain_reads_copies_and_releases() {
+        let mut seg = Segment::new_empty(0, 0);
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let mut at = 0;
+        for (i, len) in [3000usize, 1, 5000, 4096, 7903].into_iter().enumerate() {
+            seg.push(Bytes::copy_from_slice(&data[at..at + len]), i as i64, i as i64, 0, u64::MAX);
+            at += len;
+        }
+        assert_eq!(seg.size, 20_000);
+        for (from, to) in [(0, 20_000), (0, 3000), (2999, 3001), (3000, 3001), (3001, 8001), (12_000, 20_000), (5, 5)] {
+            let got = seg.pending_range(from, to).expect("in memory");
+            assert_eq!(&got[..], &data[from as usize..to as usize], "{from}..{to}");
+        }
+        assert!(seg.pending_range(0, 20_001).is_none());
+        let mut dst = vec![0; 9000];
+        seg.copy_pending(&mut dst);
+        assert_eq!(&dst[..], &data[..9000]);
+        seg.release_written(8192);
+        assert!(seg.pending_range(8191, 8192).is_none(), "released");
+        assert_eq!(&seg.pending_range(8192, 20_000).expect("kept")[..], &data[8192..]);
+        let mut dst = vec![0; 20_000 - 8192];
+        seg.copy_pending(&mut dst);
+        assert_eq!(&dst[..], &data[8192..]);
+        seg.release_written(16_384);
+        assert_eq!(&seg.pending_range(16_384, 20_000).expect("kept")[..], &data[16_384..]);
+        assert_eq!(seg.pending.len(), 1);
     }
 }

@@ -153,7 +153,7 @@ impl super::Log {
             s.written = size;
             s.synced = size;
             s.pending_pos = align_down(size);
-            s.pending = content[s.pending_pos as usize..].to_vec();
+            s.pending = [Bytes::copy_from_slice(&content[s.pending_pos as usize..])].into();
             s.index = index;
             s.bytes_since_index = since_index;
             s.next_offset = s.next_offset.max(next_offset);

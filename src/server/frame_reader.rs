@@ -1,0 +1,154 @@
+//! Reads size-prefixed request frames from a socket straight into one growing buffer, and
+//! hands out each body as a `Bytes` slice of it: no copy between the socket and the
+//! request decoder (a `BufReader` would copy every byte once more), and one allocation per
+//! many small requests or per large frame instead of one per request.
+//!
+//! A body slice keeps its buffer alive; produce data is copied out at append, so a buffer
+//! lives as long as the requests read into it are being served.
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::io::{AsyncRead, AsyncReadExt};
+
+use crate::protocol::frame::{self, FrameError};
+
+/// Bytes asked of the socket at least, so small pipelined requests share one read.
+const READ_MIN_BYTES: usize = 8 * 1024;
+/// Bytes asked of the socket at most. The buffer is zeroed before each read (safe Rust
+/// reads only into initialised memory), so a read asks for about what may arrive rather
+/// than a whole large frame, which would be zeroed again after every short read.
+const READ_MAX_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("peer closed the connection mid-frame")]
+    ClosedMidFrame,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("socket read failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct FrameReader<R> {
+    reader: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(reader: R) -> Self {
+        FrameReader { reader, buf: BytesMut::new() }
+    }
+
+    /// The next request body (the bytes after the size prefix), at most `max` bytes.
+    pub async fn next_frame(&mut self, max: usize) -> Result<Bytes, ReadError> {
+        self.fill(4).await.map_err(|e| match e {
+            ReadError::ClosedMidFrame if self.buf.is_empty() => ReadError::Closed,
+            e => e,
+        })?;
+        let prefix = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
+        let len = frame::body_len(prefix, max)?;
+        self.fill(4 + len).await?;
+        self.buf.advance(4);
+        Ok(self.buf.split_to(len).freeze())
+    }
+
+    /// Reads until the buffer holds at least `need` bytes.
+    async fn fill(&mut self, need: usize) -> Result<(), ReadError> {
+        while self.buf.len() < need {
+            let start = self.buf.len();
+            // Room for the whole frame at once, so a large frame is never moved twice. This
+            // reuses the allocation when every body handed out of it is gone; otherwise it
+            // moves the partial frame (less than one frame) to a new one.
+            self.buf.reserve((need - start).max(READ_MIN_BYTES));
+            let want = (need - start).clamp(READ_MIN_BYTES, READ_MAX_BYTES);
+            self.buf.resize(start + want, 0);
+            let n = match self.reader.read(&mut self.buf[start..]).await {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return Err(e.into());
+                }
+            };
+            self.buf.truncate(start + n);
+            if n == 0 {
+                return Err(ReadError::ClosedMidFrame);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures::FutureExt;
+
+    /// `Trickle` never blocks, so every read completes at the first poll.
+    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+        f.now_or_never().expect("ready at once")
+    }
+
+    /// Hands out its bytes a few at a time, as a socket may.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+            let n = self.step.min(buf.len()).min(self.data.len() - self.pos);
+            let pos = self.pos;
+            buf[..n].copy_from_slice(&self.data[pos..pos + n]);
+            self.pos += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    fn framed(bodies: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for b in bodies {
+            out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        out
+    }
+
+    #[test]
+    fn splits_frames_whatever_the_read_sizes() {
+        let bodies: Vec<Vec<u8>> =
+            (0..50u32).map(|i| (0..(i * 997 % 200_000 + 8)).map(|j| (i + j) as u8).collect()).collect();
+        for step in [1, 3, 4096, 70_000, usize::MAX] {
+            let mut r = FrameReader::new(Trickle { data: framed(&bodies), pos: 0, step });
+            let mut held = Vec::new();
+            for b in &bodies {
+                let got = now(r.next_frame(1 << 20)).expect("frame");
+                assert_eq!(&got[..], &b[..], "step {step}");
+                held.push(got); // bodies stay valid while later frames are read
+            }
+            for (got, b) in held.iter().zip(&bodies) {
+                assert_eq!(&got[..], &b[..]);
+            }
+            assert!(matches!(now(r.next_frame(1 << 20)), Err(ReadError::Closed)));
+        }
+    }
+
+    #[test]
+    fn limits_and_truncation() {
+        let mut r = FrameReader::new(Trickle { data: framed(&[vec![0; 100]]), pos: 0, step: 7 });
+        let e = now(r.next_frame(99)).expect_err("too large");
+        assert!(matches!(e, ReadError::Frame(FrameError::TooLarge { size: 100, max: 99 })));
+        let mut data = framed(&[vec![1; 100]]);
+        data.truncate(50);
+        let mut r = FrameReader::new(Trickle { data, pos: 0, step: 7 });
+        let e = now(r.next_frame(1000)).expect_err("cut");
+        assert!(matches!(e, ReadError::ClosedMidFrame));
+        let mut r = FrameReader::new(Trickle { data: vec![0, 0], pos: 0, step: 7 });
+        let e = now(r.next_frame(1000)).expect_err("cut prefix");
+        assert!(matches!(e, ReadError::ClosedMidFrame));
+    }
+}
