@@ -48,6 +48,11 @@ const RECORD_OVERHEAD: usize = 16 + META_LEN + 4;
 const MAX_RECONNECTS: u32 = 5;
 /// The longest the loop sleeps without looking at the stop flag.
 const POLL_US: u64 = 50_000;
+/// The shortest sleep waiting for the pacer. Each sleep arms a kernel timer (an io_uring
+/// timeout); waking for every message at 75,000 msg/s spent 40 % of the generator's CPU
+/// there. Records that fall due within a tick are generated together, each with its own
+/// intended time, so the tick's delay is charged to the measured latency, never hidden.
+const PACE_TICK_US: u64 = 100;
 
 /// What a producer tells the run at the end: per partition, how many records it made and
 /// which sequence ranges were not acknowledged.
@@ -329,7 +334,7 @@ impl Producer {
             let mut wake = now + POLL_US;
             if !draining && self.has_room() {
                 if let Some(p) = &pacer {
-                    wake = wake.min(p.next_at());
+                    wake = wake.min(p.next_at().max(now + PACE_TICK_US));
                 }
             }
             if let Some(&(d, _, _)) = self.lingers.front() {
