@@ -13,9 +13,8 @@ use crate::protocol::frame::{self, FrameError};
 
 /// Bytes asked of the socket at least, so small pipelined requests share one read.
 const READ_MIN_BYTES: usize = 8 * 1024;
-/// Bytes asked of the socket at most. The buffer is zeroed before each read (safe Rust
-/// reads only into initialised memory), so a read asks for about what may arrive rather
-/// than a whole large frame, which would be zeroed again after every short read.
+/// Bytes zeroed at once for reads at most: a large frame is made readable in steps, not
+/// all before its first read.
 const READ_MAX_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,50 +29,50 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
+/// `buf[..filled]` holds bytes read from the socket; `buf[filled..]` is zeroed room for the
+/// next read. Safe Rust reads only into initialised memory, so room is zeroed once and kept
+/// across short reads rather than zeroed again for each read.
 pub struct FrameReader<R> {
     reader: R,
     buf: BytesMut,
+    filled: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(reader: R) -> Self {
-        FrameReader { reader, buf: BytesMut::new() }
+        FrameReader { reader, buf: BytesMut::new(), filled: 0 }
     }
 
     /// The next request body (the bytes after the size prefix), at most `max` bytes.
     pub async fn next_frame(&mut self, max: usize) -> Result<Bytes, ReadError> {
         self.fill(4).await.map_err(|e| match e {
-            ReadError::ClosedMidFrame if self.buf.is_empty() => ReadError::Closed,
+            ReadError::ClosedMidFrame if self.filled == 0 => ReadError::Closed,
             e => e,
         })?;
         let prefix = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
         let len = frame::body_len(prefix, max)?;
         self.fill(4 + len).await?;
         self.buf.advance(4);
+        self.filled -= 4 + len;
         Ok(self.buf.split_to(len).freeze())
     }
 
     /// Reads until the buffer holds at least `need` bytes.
     async fn fill(&mut self, need: usize) -> Result<(), ReadError> {
-        while self.buf.len() < need {
-            let start = self.buf.len();
-            // Room for the whole frame at once, so a large frame is never moved twice. This
-            // reuses the allocation when every body handed out of it is gone; otherwise it
-            // moves the partial frame (less than one frame) to a new one.
-            self.buf.reserve((need - start).max(READ_MIN_BYTES));
-            let want = (need - start).clamp(READ_MIN_BYTES, READ_MAX_BYTES);
-            self.buf.resize(start + want, 0);
-            let n = match self.reader.read(&mut self.buf[start..]).await {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(start);
-                    return Err(e.into());
-                }
-            };
-            self.buf.truncate(start + n);
+        while self.filled < need {
+            let end = self.filled + (need - self.filled).clamp(READ_MIN_BYTES, READ_MAX_BYTES);
+            if self.buf.len() < end {
+                // Room for the whole frame at once, so a large frame is never moved twice.
+                // This reuses the allocation when every body handed out of it is gone;
+                // otherwise it moves the partial frame (less than one frame) to a new one.
+                self.buf.reserve(need.max(end) - self.buf.len());
+                self.buf.resize(end, 0);
+            }
+            let n = self.reader.read(&mut self.buf[self.filled..]).await?;
             if n == 0 {
                 return Err(ReadError::ClosedMidFrame);
             }
+            self.filled += n;
         }
         Ok(())
     }
