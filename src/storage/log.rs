@@ -2,8 +2,9 @@
 //! and by timestamp, and recovery at start.
 //!
 //! Runs on the owning data shard. State lives in a `RefCell` that is borrowed only in short
-//! synchronous sections, never across an `.await`; file I/O is serialised per partition by a
-//! one-permit semaphore (`io`), so flushes of different partitions run concurrently.
+//! synchronous sections, never across an `.await`. Writes are serialised per partition by a
+//! one-permit semaphore (`io`) and syncs by another (`sync_io`), so a partition's writes go
+//! on while its `fdatasync` runs, and different partitions flush concurrently.
 //!
 //! Durability: `append` only stamps and buffers; `flush(sync)` writes buffered bytes in
 //! segment order and, when asked, `fdatasync`s them. Concurrent `sync_to` callers coalesce:
@@ -179,7 +180,10 @@ pub struct Log {
     dir: PathBuf,
     config: LogConfig,
     state: RefCell<LogState>,
+    /// Write permit: writes to the files go out one at a time, in order.
     io: Semaphore,
+    /// Sync permit: one `fdatasync` round at a time (group commit).
+    sync_io: Semaphore,
     /// Offsets below this are durable.
     synced_offset: Cell<Offset>,
     /// Offsets below this are written to files.
@@ -235,6 +239,7 @@ impl Log {
             config,
             state: RefCell::new(LogState { segments, next_offset, log_start_offset, tail: TailCache::default() }),
             io: Semaphore::new(1),
+            sync_io: Semaphore::new(1),
             synced_offset: Cell::new(next_offset),
             written_offset: Cell::new(next_offset),
             failed: Cell::new(false),
@@ -324,41 +329,84 @@ impl Log {
     /// Writes buffered bytes to the segment files; with `sync`, also makes them durable.
     /// Everything appended before the call is covered when it returns.
     ///
+    /// Writes hold the write permit (`io`); a sync holds only the sync permit (`sync_io`)
+    /// while its `fdatasync` runs, so acks=1 writes of the same partition go on meanwhile
+    /// and are not queued behind a periodic or acks=all sync. Callers waiting for either
+    /// permit coalesce: whoever gets it covers everything appended so far (group commit).
+    ///
     /// Must not be cancelled once started (a dropped future would leave a DMA write in
     /// flight that a later flush overwrites): callers that may give up run it in a detached
     /// task (see `Partition::durable`).
     pub async fn flush(&self, sync: bool) -> Result<(), LogError> {
+        if !sync {
+            return self.write_buffered().await;
+        }
         let target = self.next_offset();
-        let done = if sync { self.synced_offset.get() } else { self.written_offset.get() };
-        if done >= target {
+        if self.synced_offset.get() >= target {
+            return Ok(());
+        }
+        self.check_healthy()?;
+        let _permit = self.sync_io.acquire_permit(1).await.map_err(gio)?;
+        if self.synced_offset.get() >= target {
+            return Ok(());
+        }
+        self.write_buffered().await?;
+        let covered = self.written_offset.get();
+        // Only what is written now is claimed: later writes may or may not be covered.
+        let files: Vec<(Offset, Rc<DmaFile>, u64)> = {
+            let state = self.state.borrow();
+            state
+                .segments
+                .iter()
+                .filter(|s| s.synced < s.written)
+                .filter_map(|s| s.file.clone().map(|f| (s.base_offset, f, s.written)))
+                .collect()
+        };
+        for (base, file, written) in files {
+            if let Err(e) = file.fdatasync().await.map_err(gio) {
+                self.failed.set(true);
+                warn!(dir = %self.dir.display(), error = %e, "log sync failed; partition refuses appends");
+                return Err(LogError::Io(e));
+            }
+            if let Some(s) = self.state.borrow_mut().find_mut(base) {
+                s.synced = s.synced.max(written);
+            }
+        }
+        self.synced_offset.set(self.synced_offset.get().max(covered));
+        Ok(())
+    }
+
+    /// Writes everything appended so far to the segment files (not synced, except sealed
+    /// segments, which are synced before their index files are written).
+    async fn write_buffered(&self) -> Result<(), LogError> {
+        let target = self.next_offset();
+        if self.written_offset.get() >= target {
             return Ok(());
         }
         self.check_healthy()?;
         let _permit = self.io.acquire_permit(1).await.map_err(gio)?;
-        // Group commit: whoever held the permit before us may already have covered us.
-        let done = if sync { self.synced_offset.get() } else { self.written_offset.get() };
-        if done >= target {
+        if self.written_offset.get() >= target {
             return Ok(());
         }
         // After a failed write or sync nothing is retried: Linux reports an fsync error
         // once, so a second fsync "succeeding" would acknowledge data that may be lost.
         self.check_healthy()?;
-        let result = self.flush_locked(sync).await;
+        let result = self.write_locked().await;
         if let Err(e) = &result {
             self.failed.set(true);
-            warn!(dir = %self.dir.display(), error = %e, "log flush failed; partition refuses appends");
+            warn!(dir = %self.dir.display(), error = %e, "log write failed; partition refuses appends");
         }
         result
     }
 
-    async fn flush_locked(&self, sync: bool) -> Result<(), LogError> {
+    async fn write_locked(&self) -> Result<(), LogError> {
         let target = self.next_offset();
         let bases: Vec<Offset> = {
             let state = self.state.borrow();
             state
                 .segments
                 .iter()
-                .filter(|s| s.synced < s.size || !s.index_files_written && s.sealed)
+                .filter(|s| s.written < s.size || !s.index_files_written && s.sealed)
                 .map(|s| s.base_offset)
                 .collect()
         };
@@ -370,23 +418,17 @@ impl Log {
             };
             let Some(file) = file else { continue };
             if sealed {
-                // A sealed segment never grows again: cut the padding and make it final.
+                // A sealed segment never grows again: cut the padding and reserved space,
+                // make it durable, then write its index files.
                 file.truncate(size).await.map_err(gio)?;
-            }
-            if sync || sealed {
                 file.fdatasync().await.map_err(gio)?;
                 if let Some(s) = self.state.borrow_mut().find_mut(base) {
                     s.synced = s.synced.max(size);
                 }
-            }
-            if sealed {
                 self.write_index_files(base).await?;
             }
         }
         self.written_offset.set(self.written_offset.get().max(target));
-        if sync {
-            self.synced_offset.set(self.synced_offset.get().max(target));
-        }
         Ok(())
     }
 
@@ -1012,6 +1054,33 @@ mod tests {
             append_n(&log, 1, 1).await;
             log.sync_to(180).await.expect("sync");
             log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn writes_go_on_while_a_sync_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let log =
+                Rc::new(Log::open(&path, LogConfig { segment_bytes: 1 << 30, ..config() }, false).await.expect("open"));
+            append_n(&log, 10, 2).await;
+            let syncing = {
+                let log = log.clone();
+                glommio::spawn_local(async move { log.sync_to(19).await })
+            };
+            glommio::yield_if_needed().await;
+            // Appended while the sync may be in flight: written without waiting for it.
+            append_n(&log, 10, 2).await;
+            log.write_to(39).await.expect("write");
+            assert!(log.written_offset() >= 40);
+            syncing.await.expect("sync");
+            assert!(log.synced_offset() >= 20, "the sync covers what was appended before it");
+            assert!(log.synced_offset() <= log.written_offset(), "never claims unwritten data");
+            log.sync_to(39).await.expect("sync all");
+            assert_eq!(log.synced_offset(), 40);
+            let r = log.read(0, 1 << 20).await.expect("read");
+            assert_eq!(offsets_in(&r.records).len(), 20);
         });
     }
 
