@@ -243,6 +243,7 @@ impl Shard {
                     Some(g) => g.heartbeat(&member_id, instance_id.as_deref(), generation, now),
                     None => ResponseError::UnknownMemberId.code(),
                 };
+                debug!(group = %group, member = %member_id, generation, error = code, "heartbeat answered");
                 let _ = reply.send(code);
             }
             GroupCall::Leave { group, members, reply } => {
@@ -322,6 +323,8 @@ impl Shard {
     }
 
     fn join(self: &Rc<Self>, group: String, request: JoinRequest, reply: oneshot::Sender<JoinOutcome>, now: i64) {
+        debug!(group = %group, member = %request.member_id, client = %request.client_id, "join received");
+        let reply = JoinReply { group: group.clone(), reply };
         let (min, max) = self.config.group_session_timeout_ms;
         if !(min..=max).contains(&request.session_timeout_ms) {
             let _ = reply.send(JoinOutcome::failed(ResponseError::InvalidSessionTimeout, &request.member_id));
@@ -369,6 +372,7 @@ impl Shard {
     }
 
     fn sync(self: &Rc<Self>, group: String, request: SyncRequest, reply: oneshot::Sender<SyncOutcome>, now: i64) {
+        let reply = SyncReply { group: group.clone(), member: request.member_id.clone(), reply };
         let step = match self.groups.groups.borrow_mut().get_mut(&group) {
             None => SyncStep::Reply(SyncOutcome::failed(ResponseError::UnknownMemberId)),
             Some(g) => match g.sync(request, now) {
@@ -746,5 +750,35 @@ fn summarize(g: &Group) -> GroupSummary {
         protocol_type: g.protocol_type.clone().unwrap_or_default(),
         protocol: if g.state == GroupState::Stable { g.protocol.clone().unwrap_or_default() } else { String::new() },
         members: g.describe_members(),
+    }
+}
+
+/// Answers a JoinGroup, with a debug line (the join/sync/heartbeat flow of a group can then
+/// be followed in the log when a client misbehaves).
+struct JoinReply {
+    group: String,
+    reply: oneshot::Sender<JoinOutcome>,
+}
+
+impl JoinReply {
+    fn send(self, outcome: JoinOutcome) -> Result<(), JoinOutcome> {
+        debug!(group = %self.group, member = %outcome.member_id, generation = outcome.generation,
+            leader = %outcome.leader, error = outcome.error, "join answered");
+        self.reply.send(outcome)
+    }
+}
+
+/// Answers a SyncGroup, with a debug line.
+struct SyncReply {
+    group: String,
+    member: String,
+    reply: oneshot::Sender<SyncOutcome>,
+}
+
+impl SyncReply {
+    fn send(self, outcome: SyncOutcome) -> Result<(), SyncOutcome> {
+        debug!(group = %self.group, member = %self.member, error = outcome.error,
+            assignment_bytes = outcome.assignment.len(), "sync answered");
+        self.reply.send(outcome)
     }
 }

@@ -164,7 +164,7 @@ def single_member(make_broker, client):
         assert [e.kind for e in m.events if e.partitions] == ["assign"], m.events
         assert m.epoch == 1
         d = describe_group(broker.bootstrap, "g-solo")
-        assert d["state"] == "STABLE"
+        assert d["state"] == "STABLE", d
         assert set(d["members"]) == {"solo-1"}
         assert d["members"]["solo-1"]["assignment"] == all_tps("solo", 6)
         m.stop()
@@ -674,7 +674,7 @@ def static_member_rejoins_without_rebalance(make_broker, client):
         if client == "kafka-python":
             assert a.generation() == c2.generation() == generation
         d = describe_group(broker.bootstrap, "g-static")
-        assert d["state"] == "STABLE"
+        assert d["state"] == "STABLE", d
         assert {n: v["assignment"] for n, v in d["members"].items()} == before
         assert d["members"]["c"]["instance_id"] == "inst-c"
         assert d["members"]["c"]["member_id"] != old_c_member
@@ -719,7 +719,7 @@ def membership_churn(make_broker, client, seed: int = 1, steps: int = 8, extra=N
             check_group(g.members, expected)
             no_commit_errors(g.members)
             d = describe_group(broker.bootstrap, "g-churn")
-            assert d["state"] == "STABLE"
+            assert d["state"] == "STABLE", d
             assert ({n: v["assignment"] for n, v in d["members"].items()}
                     == {m.name: m.snapshot()[0] for m in live})
             print(f"{len(expected)} records, {n} members over time, generations "

@@ -96,6 +96,9 @@ class Broker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = dict(os.environ, NO_COLOR="1")
         env.setdefault("RUST_BACKTRACE", "1")
+        # Every join, sync and heartbeat answer in the log, so that a group test that fails
+        # once in a while on a loaded machine can be read afterwards.
+        env.setdefault("RUST_LOG", "info,weir::shard::groups=debug")
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== compat test: {' '.join(self.command())}\n".encode())
