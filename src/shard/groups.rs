@@ -327,7 +327,7 @@ impl Shard {
         let reply = JoinReply { group: group.clone(), reply };
         let (min, max) = self.config.group_session_timeout_ms;
         if !(min..=max).contains(&request.session_timeout_ms) {
-            let _ = reply.send(JoinOutcome::failed(ResponseError::InvalidSessionTimeout, &request.member_id));
+            reply.send(JoinOutcome::failed(ResponseError::InvalidSessionTimeout, &request.member_id));
             return;
         }
         let limits = self.group_limits();
@@ -335,7 +335,7 @@ impl Shard {
             let mut groups = self.groups.groups.borrow_mut();
             if !request.member_id.is_empty() && !groups.contains_key(&group) {
                 drop(groups);
-                let _ = reply.send(JoinOutcome::failed(ResponseError::UnknownMemberId, &request.member_id));
+                reply.send(JoinOutcome::failed(ResponseError::UnknownMemberId, &request.member_id));
                 return;
             }
             let g = groups.entry(group.clone()).or_insert_with(|| Group::new(group.clone(), now));
@@ -347,13 +347,13 @@ impl Shard {
         self.store_if_wanted(&group);
         match step {
             (JoinStep::Reply(outcome), _) => {
-                let _ = reply.send(outcome);
+                reply.send(outcome);
             }
             (JoinStep::Wait(rx), _) => {
                 glommio::spawn_local(async move {
                     let outcome =
                         rx.await.unwrap_or_else(|_| JoinOutcome::failed(ResponseError::CoordinatorNotAvailable, ""));
-                    let _ = reply.send(outcome);
+                    reply.send(outcome);
                 })
                 .detach();
             }
@@ -364,7 +364,7 @@ impl Shard {
                         Ok(_) => outcome,
                         Err(e) => JoinOutcome::failed(e, &outcome.member_id),
                     };
-                    let _ = reply.send(outcome);
+                    reply.send(outcome);
                 })
                 .detach();
             }
@@ -384,7 +384,8 @@ impl Shard {
                         let ok = stored.await.is_ok();
                         if let Some(g) = shard.groups.groups.borrow_mut().get_mut(&group) {
                             g.finish_sync(generation, assignments, ok, now_ms());
-                            if ok {
+                            // A newer rebalance may have begun while the assignment was stored.
+                            if g.state == GroupState::Stable && g.generation == generation {
                                 info!(group = %group, generation, members = g.members.len(), "group is stable");
                             }
                         }
@@ -397,13 +398,13 @@ impl Shard {
         };
         match step {
             SyncStep::Reply(outcome) => {
-                let _ = reply.send(outcome);
+                reply.send(outcome);
             }
             SyncStep::Wait(rx) | SyncStep::StoreThenFinish { reply: rx, .. } => {
                 glommio::spawn_local(async move {
                     let outcome =
                         rx.await.unwrap_or_else(|_| SyncOutcome::failed(ResponseError::CoordinatorNotAvailable));
-                    let _ = reply.send(outcome);
+                    reply.send(outcome);
                 })
                 .detach();
             }
@@ -761,10 +762,11 @@ struct JoinReply {
 }
 
 impl JoinReply {
-    fn send(self, outcome: JoinOutcome) -> Result<(), JoinOutcome> {
+    /// A requester that went away is not an error: the answer is dropped.
+    fn send(self, outcome: JoinOutcome) {
         debug!(group = %self.group, member = %outcome.member_id, generation = outcome.generation,
             leader = %outcome.leader, error = outcome.error, "join answered");
-        self.reply.send(outcome)
+        let _ = self.reply.send(outcome);
     }
 }
 
@@ -776,9 +778,10 @@ struct SyncReply {
 }
 
 impl SyncReply {
-    fn send(self, outcome: SyncOutcome) -> Result<(), SyncOutcome> {
+    /// A requester that went away is not an error: the answer is dropped.
+    fn send(self, outcome: SyncOutcome) {
         debug!(group = %self.group, member = %self.member, error = outcome.error,
             assignment_bytes = outcome.assignment.len(), "sync answered");
-        self.reply.send(outcome)
+        let _ = self.reply.send(outcome);
     }
 }
