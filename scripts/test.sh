@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: unit and integration tests (Rust, against the real `weir` binary;
+# The whole test suite: the house rules (rustfmt, clippy with warnings denied), unit and
+# integration tests (Rust, against the real `weir` binary;
 # the broker's and weir-loadgen's) and the client compatibility tests (kcat,
 # confluent-kafka, kafka-python). Installs what it needs: kcat from Debian, a Python venv
 # (.venv) with the pinned clients.
@@ -24,6 +25,10 @@ if [ ! -x .venv/bin/python ] || ! cmp -s "$REQ" "$STAMP"; then
     .venv/bin/pip install -q --disable-pip-version-check -r "$REQ"
     cp "$REQ" "$STAMP"
 fi
+
+log "house rules: cargo fmt --check, cargo clippy --all-targets -D warnings"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 log "building (release): the broker and the load generator"
 cargo build --release --bins --workspace --quiet

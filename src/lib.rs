@@ -1,25 +1,30 @@
 //! Weir: a Kafka-compatible broker, thread-per-core on glommio (io_uring).
 //!
 //! Layers, lower never importing higher:
-//! `types, config -> protocol -> storage -> partition -> cluster -> group -> shard -> server`.
+//! `types, config -> protocol -> storage -> partition -> cluster -> group -> shard ->
+//! controller -> server -> runtime` (and `admin`, the CLI's, beside `server`).
 //!
-//! | module      | runs on            | what it is |
-//! |-------------|--------------------|------------|
-//! | `protocol`  | anywhere (pure)    | framing, record-batch header view and checks |
-//! | `storage`   | owning data shard  | segmented log, indexes, group commit, recovery |
-//! | `partition` | owning data shard  | a log plus long-poll waiters |
-//! | `cluster`   | control shard      | metadata records, the metadata log, the image |
-//! | `group`     | owning data shard  | consumer-group state machine, `__consumer_offsets` records |
-//! | `shard`     | every shard        | cross-shard messages, placement, shard state |
-//! | `admin`     | the `weir` CLI     | a blocking client for admin commands (`weir groups`) |
-//! | `server`    | data shards        | listener, connections, one file per Kafka API |
+//! | module       | runs on            | what it is |
+//! |--------------|--------------------|------------|
+//! | `protocol`   | anywhere (pure)    | framing, record-batch header view and checks |
+//! | `storage`    | owning data shard  | segmented log, indexes, group commit, recovery |
+//! | `partition`  | owning data shard  | Kafka's partition: append, idempotence, durability by acks, reads, waiters |
+//! | `cluster`    | every shard        | metadata records, the metadata log, the image |
+//! | `group`      | owning data shard  | consumer-group state machine, records, the coordinator service |
+//! | `shard`      | data shards        | typed cross-shard messages, routing, per-shard bookkeeping |
+//! | `controller` | control shard      | the control actor: metadata changes, producer-id blocks |
+//! | `server`     | data shards        | listener, connections, the API registry, one file per Kafka API |
+//! | `runtime`    | every executor     | the channel mesh, start and stop order |
+//! | `admin`      | the `weir` CLI     | admin commands (`weir groups`) |
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod group;
 pub mod partition;
 pub mod protocol;
+pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod storage;

@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use weir::config::{Config, KNOWN_SETTINGS};
-use weir::shard::runtime::{Runtime, ShardEvent, DRAIN_TIMEOUT};
+use weir::runtime::{Runtime, ShardEvent, DRAIN_TIMEOUT};
 
 /// Marker written after a clean stop; its absence at start means recovery must scan.
 const CLEAN_SHUTDOWN_MARKER: &str = ".weir_clean_shutdown";

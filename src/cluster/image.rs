@@ -84,6 +84,33 @@ impl MetadataImage {
     }
 }
 
+/// The image an executor acts on now, replaced whole when a newer one is published. Shared
+/// (`Rc`) by the services of one executor; never crosses threads (the `Arc` inside does).
+pub struct ImageCell {
+    current: std::cell::RefCell<Arc<MetadataImage>>,
+}
+
+impl ImageCell {
+    pub fn new(image: MetadataImage) -> Self {
+        Self { current: std::cell::RefCell::new(Arc::new(image)) }
+    }
+
+    pub fn get(&self) -> Arc<MetadataImage> {
+        self.current.borrow().clone()
+    }
+
+    /// Installs a newer image. Epochs only grow: an older image arriving after a newer one
+    /// is a bug (it is refused, and returns `false`).
+    pub fn set(&self, image: Arc<MetadataImage>) -> bool {
+        let current = self.current.borrow().epoch;
+        if !crate::invariant!(image.epoch >= current, "image epoch {} published after {}", image.epoch, current) {
+            return false;
+        }
+        *self.current.borrow_mut() = image;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

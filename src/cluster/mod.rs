@@ -5,4 +5,4 @@ pub mod image;
 pub mod metadata_log;
 pub mod records;
 
-pub use image::{MetadataImage, TopicMeta};
+pub use image::{ImageCell, MetadataImage, TopicMeta};

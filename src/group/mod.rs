@@ -1,8 +1,9 @@
 //! Consumer groups, Kafka's classic protocol: the per-group state machine (`state`) and the
 //! records that make groups and committed offsets durable in `__consumer_offsets`
-//! (`records`). Both are pure; `shard::groups` runs them on the shard that owns the group's
-//! `__consumer_offsets` partition, with its timers and its appends.
+//! (`records`), both pure; and the coordinator (`coordinator`), the service that runs them on
+//! the shard that owns the group's `__consumer_offsets` partition, with its timers and appends.
 
+pub mod coordinator;
 pub mod records;
 pub mod state;
 

@@ -90,12 +90,12 @@ pub enum SequenceError {
 }
 
 impl SequenceError {
-    pub fn error_code(self) -> i16 {
+    pub fn error(self) -> ResponseError {
         match self {
             // Kafka (since 2.7) answers a fenced epoch on Produce with INVALID_PRODUCER_EPOCH.
-            SequenceError::OldEpoch { .. } => ResponseError::InvalidProducerEpoch.code(),
+            SequenceError::OldEpoch { .. } => ResponseError::InvalidProducerEpoch,
             SequenceError::OutOfOrder { .. } | SequenceError::NewEpochNotZero(_) => {
-                ResponseError::OutOfOrderSequenceNumber.code()
+                ResponseError::OutOfOrderSequenceNumber
             }
         }
     }
@@ -212,7 +212,7 @@ mod tests {
         let mut t = ProducerStateTable::default();
         t.record(&b(1, 3, 0, 5), 0);
         assert_eq!(t.check(&b(1, 2, 5, 1)), Err(SequenceError::OldEpoch { got: 2, current: 3 }));
-        assert_eq!(SequenceError::OldEpoch { got: 2, current: 3 }.error_code(), 47);
+        assert_eq!(SequenceError::OldEpoch { got: 2, current: 3 }.error().code(), 47);
         assert_eq!(t.check(&b(1, 4, 7, 1)), Err(SequenceError::NewEpochNotZero(7)));
         assert_eq!(t.check(&b(1, 4, 0, 1)), Ok(Verdict::Append));
         t.record(&b(1, 4, 0, 1), 5);

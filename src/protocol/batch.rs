@@ -73,17 +73,17 @@ pub enum BatchError {
 }
 
 impl BatchError {
-    /// The Kafka error code for this problem.
-    pub fn error_code(self) -> i16 {
+    /// The Kafka error for this problem.
+    pub fn error(self) -> kafka_protocol::ResponseError {
         use kafka_protocol::ResponseError as E;
         match self {
-            BatchError::Truncated | BatchError::BadLength(_) | BatchError::BadCrc => E::CorruptMessage.code(),
-            BatchError::TooLarge(_) => E::MessageTooLarge.code(),
-            BatchError::OldMagic(_) => E::UnsupportedForMessageFormat.code(),
+            BatchError::Truncated | BatchError::BadLength(_) | BatchError::BadCrc => E::CorruptMessage,
+            BatchError::TooLarge(_) => E::MessageTooLarge,
+            BatchError::OldMagic(_) => E::UnsupportedForMessageFormat,
             BatchError::BadCount(..)
             | BatchError::Control
             | BatchError::MultipleBatches
-            | BatchError::BadCompression(_) => E::InvalidRecord.code(),
+            | BatchError::BadCompression(_) => E::InvalidRecord,
         }
     }
 }

@@ -19,7 +19,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use tracing::{debug, info, warn};
 
-use super::api::{self, Pending, Reply};
+use super::api::{self, ConnectionContext, Pending, Principal, Reply, RequestContext};
 use super::frame_reader::{FrameReader, ReadError};
 use crate::shard::Shard;
 
@@ -28,9 +28,10 @@ pub type ShutdownSignal = Shared<oneshot::Receiver<()>>;
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let connection = ConnectionContext { peer, listener: api::PLAINTEXT, principal: Rc::new(Principal::anonymous()) };
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max);
-    let reading = Box::pin(read_requests(&shard, peer, FrameReader::new(reader), tx, shutdown));
+    let reading = Box::pin(read_requests(&shard, &connection, FrameReader::new(reader), tx, shutdown));
     let writing = Box::pin(write_responses(peer, writer, rx));
     match select(reading, writing).await {
         // No more requests: let the responses in flight go out.
@@ -43,12 +44,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal
 
 async fn read_requests<R: futures::io::AsyncRead + Unpin>(
     shard: &Rc<Shard>,
-    peer: Option<SocketAddr>,
+    connection: &ConnectionContext,
     mut frames: FrameReader<R>,
     tx: local_channel::LocalSender<Pending>,
     shutdown: ShutdownSignal,
 ) {
     let max = shard.config.request_bytes_max;
+    let peer = connection.peer;
     loop {
         // Stopping: take no new requests, and a client stalled mid-frame does not hold up
         // the drain.
@@ -64,7 +66,7 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
             }
             Either::Right(_) => return,
         };
-        let pending = match decode_and_dispatch(shard, &mut body, peer).await {
+        let pending = match decode_and_dispatch(shard, connection, &mut body).await {
             Ok(p) => p,
             Err((api, reason)) => {
                 warn!(?peer, api = %api, reason = %reason, "closing connection: bad request");
@@ -79,8 +81,8 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
 
 async fn decode_and_dispatch(
     shard: &Rc<Shard>,
+    connection: &ConnectionContext,
     body: &mut Bytes,
-    peer: Option<SocketAddr>,
 ) -> Result<Pending, (String, String)> {
     if body.len() < 8 {
         return Err(("?".into(), format!("request of {} bytes is shorter than a header", body.len())));
@@ -92,7 +94,16 @@ async fn decode_and_dispatch(
     let header_version = api.request_header_version(version);
     let header =
         RequestHeader::decode(body, header_version).map_err(|e| (name.clone(), format!("bad request header: {e}")))?;
-    api::dispatch(shard, header, std::mem::take(body), peer).await.map_err(|e| (name, e.to_string()))
+    let ctx = RequestContext {
+        api,
+        version: header.request_api_version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.unwrap_or_default(),
+        peer: connection.peer,
+        listener: connection.listener,
+        principal: connection.principal.clone(),
+    };
+    api::dispatch(shard, &ctx, std::mem::take(body)).await.map_err(|e| (name, e.to_string()))
 }
 
 async fn write_responses<W: futures::io::AsyncWrite + Unpin>(

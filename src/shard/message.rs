@@ -1,13 +1,21 @@
 //! Typed messages between shards. Payloads are owned (`Bytes`, ids) so they can cross cores;
 //! every request carries a one-shot reply. One message per owning shard per client request.
+//!
+//! Two request types, one per kind of executor: a [`DataRequest`] goes to a data shard (from
+//! another data shard, or from the control shard), a [`ControlRequest`] to the control shard.
+//! The mesh's channels are typed by their receiver, so a request cannot reach an executor
+//! that does not serve it; every match on either is exhaustive.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use kafka_protocol::ResponseError;
 
 use crate::cluster::MetadataImage;
-use crate::types::{Offset, TopicPartition};
+use crate::group::coordinator::GroupCall;
+use crate::partition::ProducerSummary;
+use crate::types::{Acks, Offset, OffsetSpec, TopicPartition};
 
 /// One partition's batch in a produce request (already validated by the receiving shard).
 pub struct ProduceItem {
@@ -19,7 +27,7 @@ pub struct ProduceItem {
 #[derive(Debug, Clone, Default)]
 pub struct ProduceOutcome {
     pub idx: usize,
-    pub error_code: i16,
+    pub error: Option<ResponseError>,
     pub base_offset: Offset,
     pub log_append_time_ms: i64,
     pub log_start_offset: Offset,
@@ -27,8 +35,8 @@ pub struct ProduceOutcome {
 
 impl ProduceOutcome {
     /// A partition that was not appended to.
-    pub fn failed(idx: usize, error_code: i16) -> Self {
-        Self { idx, error_code, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+    pub fn failed(idx: usize, error: ResponseError) -> Self {
+        Self { idx, error: Some(error), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
     }
 }
 
@@ -46,26 +54,38 @@ pub struct FetchItem {
 #[derive(Debug, Clone, Default)]
 pub struct FetchOutcome {
     pub idx: usize,
-    pub error_code: i16,
+    pub error: Option<ResponseError>,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
     pub records: Bytes,
+}
+
+impl FetchOutcome {
+    /// A partition that was not read.
+    pub fn failed(idx: usize, error: ResponseError) -> Self {
+        Self { idx, error: Some(error), high_watermark: -1, log_start_offset: -1, records: Bytes::new() }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ListOffsetsItem {
     pub idx: usize,
     pub tp: TopicPartition,
-    /// -1 latest, -2 earliest, -3 largest timestamp, else a timestamp in ms.
-    pub timestamp: i64,
+    pub spec: OffsetSpec,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ListOffsetsOutcome {
     pub idx: usize,
-    pub error_code: i16,
+    pub error: Option<ResponseError>,
     pub offset: Offset,
     pub timestamp: i64,
+}
+
+impl ListOffsetsOutcome {
+    pub fn failed(idx: usize, error: ResponseError) -> Self {
+        Self { idx, error: Some(error), offset: -1, timestamp: -1 }
+    }
 }
 
 /// A topic to create, as the control shard validates it.
@@ -83,7 +103,7 @@ pub struct NewTopic {
 pub struct TopicOutcome {
     pub name: String,
     pub topic_id: uuid::Uuid,
-    pub error_code: i16,
+    pub error: Option<ResponseError>,
     pub error_message: Option<String>,
     pub num_partitions: i32,
     pub replication_factor: i16,
@@ -101,15 +121,15 @@ pub enum TopicRef {
 #[derive(Debug, Clone, Default)]
 pub struct ProducersOutcome {
     pub idx: usize,
-    pub error_code: i16,
-    /// (producer id, epoch, last sequence, last timestamp)
-    pub producers: Vec<(i64, i16, i32, i64)>,
+    pub error: Option<ResponseError>,
+    pub producers: Vec<ProducerSummary>,
 }
 
-pub enum ShardRequest {
+/// A request for a data shard.
+pub enum DataRequest {
     /// Append batches on the owner; the reply comes once `acks` is satisfied.
     Produce {
-        acks: i16,
+        acks: Acks,
         timeout_ms: i32,
         items: Vec<ProduceItem>,
         reply: oneshot::Sender<Vec<ProduceOutcome>>,
@@ -131,17 +151,22 @@ pub enum ShardRequest {
         items: Vec<(usize, TopicPartition)>,
         reply: oneshot::Sender<Vec<ProducersOutcome>>,
     },
-    /// Data -> control: a block of `count` producer ids, `[start, end)`, durably reserved.
-    AllocateProducerIds {
-        count: i64,
-        reply: oneshot::Sender<Option<(i64, i64)>>,
-    },
     /// Control -> data: a new metadata image; reply once local partitions match it.
     Publish {
         image: Arc<MetadataImage>,
         reply: oneshot::Sender<()>,
     },
-    /// Data -> control.
+    /// Any shard -> the group's coordinator shard (or every data shard, for a listing).
+    Group(GroupCall),
+}
+
+/// A request for the control shard (from a data shard).
+pub enum ControlRequest {
+    /// A block of `count` producer ids, `[start, end)`, durably reserved.
+    AllocateProducerIds {
+        count: i64,
+        reply: oneshot::Sender<Option<(i64, i64)>>,
+    },
     CreateTopics {
         topics: Vec<NewTopic>,
         validate_only: bool,
@@ -151,6 +176,4 @@ pub enum ShardRequest {
         topics: Vec<TopicRef>,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },
-    /// Any shard -> the group's coordinator shard (or every data shard, for a listing).
-    Group(super::groups::GroupCall),
 }

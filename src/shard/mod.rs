@@ -1,31 +1,38 @@
-//! Shards: one glommio executor each. Executor 0 is the control shard (metadata); executors
-//! 1..=N are data shards that own partitions and client connections.
+//! Data shards: one glommio executor each, owning a set of partitions and the client
+//! connections the kernel hands it. (The control shard is its own actor: `controller`.)
 //!
-//! Shards share nothing mutable. They talk over a full mesh of bounded glommio shared
-//! channels carrying [`ShardRequest`]s with one-shot replies; a request for partitions owned
-//! by several shards is split by owner, one message per shard (see `route`). Each data shard
-//! keeps its own copy of the latest [`MetadataImage`], published by the control shard.
+//! Shards share nothing mutable. They talk over bounded glommio shared channels carrying
+//! typed requests with one-shot replies (`message`): [`DataRequest`]s between data shards
+//! and from the control shard, [`ControlRequest`]s to the control shard. A request for
+//! partitions owned by several shards is split by owner, one message per shard (`route`).
+//! Each data shard keeps the latest [`MetadataImage`] the control shard published.
+//!
+//! What a shard keeps is routing and per-shard bookkeeping: its partition table, image,
+//! connection and long-poll counts, producer-id block. The partitions' own work is
+//! `partition::Partition`'s; the consumer groups are the [`GroupCoordinator`]'s.
+//!
+//! Modules: `message` (the requests), `route` (split by owner, send, merge), `serve` (the
+//! owner's side of each request), `housekeeping` (applying images, periodic syncs, expiry,
+//! compaction, close).
 
-pub mod control;
-pub mod groups;
+pub mod housekeeping;
 pub mod message;
-pub mod ops;
 pub mod route;
-pub mod runtime;
+pub mod serve;
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use glommio::channels::shared_channel::ConnectedSender;
 
-use crate::cluster::MetadataImage;
+use crate::cluster::{ImageCell, MetadataImage};
 use crate::config::Config;
-use crate::partition::Partition;
+use crate::group::coordinator::GroupCoordinator;
+use crate::partition::{Partition, PartitionTable};
 use crate::types::{ShardId, TopicPartition};
-pub use message::ShardRequest;
+pub use message::{ControlRequest, DataRequest};
 
 /// Executor index of the control shard.
 pub const CONTROL: usize = 0;
@@ -38,17 +45,24 @@ pub fn executor_of(shard: ShardId) -> usize {
     shard.0 + 1
 }
 
-/// The state of one shard, shared by the tasks of its executor (`Rc`, never across threads).
+/// Where a data shard's messages go: the other data shards (by shard id; `None` for itself)
+/// and the control shard.
+pub struct Peers {
+    pub data: Vec<Option<Rc<ConnectedSender<DataRequest>>>>,
+    pub control: Rc<ConnectedSender<ControlRequest>>,
+}
+
+/// The state of one data shard, shared by the tasks of its executor (`Rc`, never across threads).
 pub struct Shard {
-    /// Executor index (0 = control).
-    pub index: usize,
+    pub id: ShardId,
     pub config: Arc<Config>,
     /// Whether the previous stop was clean (recovery may skip scans).
     pub clean_start: bool,
-    /// Senders to every other executor, by executor index (`None` for this one).
-    peers: Vec<Option<Rc<ConnectedSender<ShardRequest>>>>,
-    image: RefCell<Arc<MetadataImage>>,
-    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    peers: Peers,
+    image: Rc<ImageCell>,
+    partitions: Rc<PartitionTable>,
+    /// The consumer groups this shard coordinates.
+    pub groups: Rc<GroupCoordinator>,
     /// Open client connections on all shards (checked against `max.connections`).
     pub connections_total: Arc<AtomicUsize>,
     /// Open client connections on this shard.
@@ -59,68 +73,71 @@ pub struct Shard {
     stopping: Cell<bool>,
     /// Producer ids reserved for this shard and not yet handed out: `[next, end)`.
     producer_ids: Cell<(i64, i64)>,
-    /// The consumer groups this shard coordinates.
-    pub groups: groups::GroupCoordinator,
 }
 
 impl Shard {
     pub fn new(
-        index: usize,
+        id: ShardId,
         config: Arc<Config>,
         clean_start: bool,
-        peers: Vec<Option<Rc<ConnectedSender<ShardRequest>>>>,
+        peers: Peers,
         connections_total: Arc<AtomicUsize>,
     ) -> Self {
-        let data_shards = peers.len() - 1;
+        let image = Rc::new(ImageCell::new(MetadataImage::new(peers.data.len())));
+        let partitions = Rc::new(PartitionTable::default());
+        let groups = Rc::new(GroupCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
         Self {
-            index,
+            id,
             config,
             clean_start,
             peers,
-            image: RefCell::new(Arc::new(MetadataImage::new(data_shards))),
-            partitions: RefCell::new(HashMap::new()),
+            image,
+            partitions,
+            groups,
             connections_total,
             connections_here: Cell::new(0),
             fetch_waiters: Cell::new(0),
             stopping: Cell::new(false),
             producer_ids: Cell::new((0, 0)),
-            groups: Default::default(),
         }
     }
 
-    /// This shard's id among data shards (`None` for the control shard).
-    pub fn data_id(&self) -> Option<ShardId> {
-        self.index.checked_sub(1).map(ShardId)
+    /// Executor index of this shard (for logs and events).
+    pub fn executor(&self) -> usize {
+        executor_of(self.id)
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.borrow().clone()
+        self.image.get()
     }
 
-    pub fn set_image(&self, image: Arc<MetadataImage>) {
-        *self.image.borrow_mut() = image;
+    pub fn data_shards(&self) -> usize {
+        self.peers.data.len()
     }
 
+    /// The partition if this shard has it. A partition another shard owns is a routing bug:
+    /// it is refused (as if absent) with an error logged.
     pub fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
-        self.partitions.borrow().get(tp).cloned()
+        let owner = self.image().owner(tp);
+        if !crate::invariant!(owner == self.id, "shard {} asked for {tp}, which shard {} owns", self.id.0, owner.0) {
+            return None;
+        }
+        self.partitions.get(tp)
     }
 
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
-        self.partitions.borrow().values().cloned().collect()
+        self.partitions.all()
     }
 
-    pub fn insert_partition(&self, partition: Rc<Partition>) {
-        self.partitions.borrow_mut().insert(partition.tp.clone(), partition);
+    /// Sends `request` to data shard `to`. Fails only when that shard has stopped.
+    pub async fn send(&self, to: ShardId, request: DataRequest) -> Result<(), ShardGone> {
+        let sender = self.peers.data.get(to.0).and_then(|p| p.clone()).ok_or(ShardGone(executor_of(to)))?;
+        sender.send(request).await.map_err(|_| ShardGone(executor_of(to)))
     }
 
-    pub fn remove_partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
-        self.partitions.borrow_mut().remove(tp)
-    }
-
-    /// Sends `request` to executor `to`. Fails only when that executor has stopped.
-    pub async fn send(&self, to: usize, request: ShardRequest) -> Result<(), ShardGone> {
-        let sender = self.peers.get(to).and_then(|p| p.clone()).ok_or(ShardGone(to))?;
-        sender.send(request).await.map_err(|_| ShardGone(to))
+    /// Sends `request` to the control shard. Fails only when it has stopped.
+    pub async fn send_control(&self, request: ControlRequest) -> Result<(), ShardGone> {
+        self.peers.control.send(request).await.map_err(|_| ShardGone(CONTROL))
     }
 
     /// A new producer id: from this shard's block, reserving a new block from the control
@@ -133,7 +150,7 @@ impl Shard {
                 return Some(next);
             }
             let (reply, rx) = futures::channel::oneshot::channel();
-            self.send(CONTROL, ShardRequest::AllocateProducerIds { count: PRODUCER_ID_BLOCK, reply }).await.ok()?;
+            self.send_control(ControlRequest::AllocateProducerIds { count: PRODUCER_ID_BLOCK, reply }).await.ok()?;
             let (start, end) = rx.await.ok()??;
             // Another task may have refilled the block meanwhile; the newer block wins.
             if self.producer_ids.get().1 < end {
@@ -152,11 +169,7 @@ impl Shard {
         for p in self.partitions() {
             p.notify();
         }
-        self.release_group_waiters();
-    }
-
-    pub fn executors(&self) -> usize {
-        self.peers.len()
+        self.groups.release_waiters();
     }
 }
 

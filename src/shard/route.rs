@@ -8,18 +8,16 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 use futures::future::{join_all, select_all};
+use kafka_protocol::ResponseError;
 
 use super::message::*;
-use super::{executor_of, Shard, ShardRequest};
-use crate::types::{Offset, ShardId, TopicPartition};
+use super::Shard;
+use crate::group::coordinator::{offsets_partition, GroupCall, GroupSummary};
+use crate::types::{Acks, Offset, ShardId, TopicPartition};
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 impl Shard {
-    fn owner_of(&self, tp: &TopicPartition) -> ShardId {
-        self.image().owner(tp)
-    }
-
     fn group_by_owner<I>(&self, items: Vec<I>, tp: impl Fn(&I) -> &TopicPartition) -> BTreeMap<ShardId, Vec<I>> {
         let image = self.image();
         let mut groups: BTreeMap<ShardId, Vec<I>> = BTreeMap::new();
@@ -33,19 +31,19 @@ impl Shard {
     /// this returns; the returned future resolves with every partition's outcome.
     pub async fn route_produce(
         self: &Rc<Self>,
-        acks: i16,
+        acks: Acks,
         timeout_ms: i32,
         items: Vec<ProduceItem>,
     ) -> LocalFuture<Vec<ProduceOutcome>> {
         let mut parts: Vec<LocalFuture<Vec<ProduceOutcome>>> = Vec::new();
         for (owner, items) in self.group_by_owner(items, |i| &i.tp) {
-            if Some(owner) == self.data_id() {
+            if owner == self.id {
                 parts.push(Box::pin(self.produce_local(acks, timeout_ms, items)));
                 continue;
             }
             let idxs: Vec<usize> = items.iter().map(|i| i.idx).collect();
             let (reply, rx) = oneshot::channel();
-            let sent = self.send(executor_of(owner), ShardRequest::Produce { acks, timeout_ms, items, reply }).await;
+            let sent = self.send(owner, DataRequest::Produce { acks, timeout_ms, items, reply }).await;
             parts.push(Box::pin(async move {
                 match (sent, rx.await) {
                     (Ok(()), Ok(out)) => out,
@@ -63,22 +61,22 @@ impl Shard {
         items: Vec<I>,
         key: fn(&I) -> (usize, &TopicPartition),
         local: fn(Rc<Shard>, Vec<I>) -> LocalFuture<Vec<O>>,
-        remote: fn(Vec<I>, oneshot::Sender<Vec<O>>) -> ShardRequest,
-        down: fn(usize, i16) -> O,
+        remote: fn(Vec<I>, oneshot::Sender<Vec<O>>) -> DataRequest,
+        down: fn(usize, ResponseError) -> O,
     ) -> Vec<O>
     where
         I: 'static,
         O: 'static,
     {
         let parts = self.group_by_owner(items, |i| key(i).1).into_iter().map(|(owner, items)| -> LocalFuture<Vec<O>> {
-            if Some(owner) == self.data_id() {
+            if owner == self.id {
                 return local(self.clone(), items);
             }
             let shard = self.clone();
             Box::pin(async move {
                 let idxs: Vec<usize> = items.iter().map(|i| key(i).0).collect();
                 let (reply, rx) = oneshot::channel();
-                let answer = match shard.send(executor_of(owner), remote(items, reply)).await {
+                let answer = match shard.send(owner, remote(items, reply)).await {
                     Ok(()) => rx.await.ok(),
                     Err(_) => None,
                 };
@@ -93,14 +91,8 @@ impl Shard {
             items,
             |i| (i.idx, &i.tp),
             |shard, items| Box::pin(shard.fetch_local(items)),
-            |items, reply| ShardRequest::Fetch { items, reply },
-            |idx, error_code| FetchOutcome {
-                idx,
-                error_code,
-                high_watermark: -1,
-                log_start_offset: -1,
-                ..Default::default()
-            },
+            |items, reply| DataRequest::Fetch { items, reply },
+            FetchOutcome::failed,
         )
         .await
     }
@@ -110,8 +102,8 @@ impl Shard {
             items,
             |i| (i.idx, &i.tp),
             |shard, items| Box::pin(shard.list_offsets_local(items)),
-            |items, reply| ShardRequest::ListOffsets { items, reply },
-            |idx, error_code| ListOffsetsOutcome { idx, error_code, offset: -1, timestamp: -1 },
+            |items, reply| DataRequest::ListOffsets { items, reply },
+            ListOffsetsOutcome::failed,
         )
         .await
     }
@@ -124,8 +116,8 @@ impl Shard {
             items,
             |i| (i.0, &i.1),
             |shard, items| Box::pin(std::future::ready(shard.describe_producers_local(items))),
-            |items, reply| ShardRequest::DescribeProducers { items, reply },
-            |idx, error_code| ProducersOutcome { idx, error_code, producers: Vec::new() },
+            |items, reply| DataRequest::DescribeProducers { items, reply },
+            |idx, error| ProducersOutcome { idx, error: Some(error), producers: Vec::new() },
         )
         .await
     }
@@ -136,9 +128,9 @@ impl Shard {
         let mut receivers = Vec::new();
         for (owner, items) in self.group_by_owner(items, |i| &i.0) {
             let (reply, rx) = oneshot::channel();
-            if Some(owner) == self.data_id() {
+            if owner == self.id {
                 self.watch_local(items, reply);
-            } else if self.send(executor_of(owner), ShardRequest::Watch { items, reply }).await.is_err() {
+            } else if self.send(owner, DataRequest::Watch { items, reply }).await.is_err() {
                 return;
             }
             receivers.push(rx);
@@ -148,13 +140,50 @@ impl Shard {
         }
     }
 
-    pub fn owner_is_local(&self, tp: &TopicPartition) -> bool {
-        Some(self.owner_of(tp)) == self.data_id()
+    /// Sends a group call to its coordinator shard (this one or another), in order. A
+    /// `List` goes to this shard only; callers send one to each data shard.
+    pub async fn route_group(self: &Rc<Self>, call: GroupCall) {
+        let Some(group) = call.group() else {
+            self.groups.serve(call);
+            return;
+        };
+        let image = self.image();
+        let Some(tp) = offsets_partition(&image, group) else {
+            call.fail(ResponseError::CoordinatorNotAvailable);
+            return;
+        };
+        let owner = image.owner(&tp);
+        if owner == self.id {
+            self.groups.serve(call);
+        } else {
+            // If the owner has stopped, the call is dropped and its caller sees no answer.
+            let _ = self.send(owner, DataRequest::Group(call)).await;
+        }
+    }
+
+    /// Sends `List` to every data shard and merges the answers.
+    pub async fn list_all_groups(self: &Rc<Self>) -> Vec<GroupSummary> {
+        let mut answers = Vec::new();
+        for shard in (0..self.data_shards()).map(ShardId) {
+            let (reply, rx) = oneshot::channel();
+            let call = GroupCall::List { reply };
+            if shard == self.id {
+                self.groups.serve(call);
+            } else if self.send(shard, DataRequest::Group(call)).await.is_err() {
+                continue;
+            }
+            answers.push(rx);
+        }
+        let mut all = Vec::new();
+        for rx in answers {
+            all.extend(rx.await.unwrap_or_default());
+        }
+        all.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        all
     }
 }
 
 /// Outcomes for partitions whose shard could not answer (it is stopping).
-fn shard_down<T>(idxs: &[usize], make: fn(usize, i16) -> T) -> Vec<T> {
-    let code = kafka_protocol::ResponseError::NotLeaderOrFollower.code();
-    idxs.iter().map(|&idx| make(idx, code)).collect()
+fn shard_down<T>(idxs: &[usize], make: fn(usize, ResponseError) -> T) -> Vec<T> {
+    idxs.iter().map(|&idx| make(idx, ResponseError::NotLeaderOrFollower)).collect()
 }

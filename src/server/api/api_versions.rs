@@ -9,12 +9,20 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, supported, Reply, SUPPORTED_APIS};
+use std::rc::Rc;
 
-pub fn handle(version: i16, correlation_id: i32, body: &mut Bytes) -> Reply {
+use super::{encode_frame, ready, supported, Pending, RequestContext, RequestError, REGISTRY};
+use crate::shard::Shard;
+
+/// Answers any version (see above), so it never fails.
+pub async fn handle(_shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> Result<Pending, RequestError> {
+    Ok(ready(answer(ctx.version, ctx.correlation_id, &mut body)))
+}
+
+fn answer(version: i16, correlation_id: i32, body: &mut Bytes) -> super::Reply {
     let max = supported(ApiKey::ApiVersions).map(|s| s.max).unwrap_or(0);
     let mut response = ApiVersionsResponse::default();
-    response.api_keys = SUPPORTED_APIS
+    response.api_keys = REGISTRY
         .iter()
         .map(|a| {
             let mut v = ApiVersion::default();

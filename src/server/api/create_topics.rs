@@ -9,11 +9,12 @@ use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Reply};
+use super::{encode_frame, Reply, RequestContext};
 use crate::config::Config;
 use crate::group::OFFSETS_TOPIC;
-use crate::shard::message::{NewTopic, TopicOutcome};
-use crate::shard::{Shard, ShardRequest, CONTROL};
+use crate::shard::message::{ControlRequest, NewTopic, TopicOutcome};
+use crate::shard::Shard;
+use crate::types::wire_code;
 
 /// Kafka's config source for a config set on the topic.
 const CONFIG_SOURCE_TOPIC: i8 = 1;
@@ -21,7 +22,7 @@ const CONFIG_SOURCE_TOPIC: i8 = 1;
 /// Asks the control shard to create topics; an empty answer means it is not running.
 pub async fn create(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicOutcome> {
     let (reply, rx) = oneshot::channel();
-    if shard.send(CONTROL, ShardRequest::CreateTopics { topics, validate_only, reply }).await.is_err() {
+    if shard.send_control(ControlRequest::CreateTopics { topics, validate_only, reply }).await.is_err() {
         return Vec::new();
     }
     rx.await.unwrap_or_default()
@@ -57,7 +58,8 @@ pub fn offsets_topic(config: &Config) -> NewTopic {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: CreateTopicsRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreateTopicsRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let names: Vec<String> = request.topics.iter().map(|t| t.name.0.to_string()).collect();
     let topics = request
         .topics
@@ -78,7 +80,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
     if outcomes.len() != names.len() {
         outcomes = names
             .into_iter()
-            .map(|name| TopicOutcome { name, error_code: ResponseError::NotController.code(), ..Default::default() })
+            .map(|name| TopicOutcome { name, error: Some(ResponseError::NotController), ..Default::default() })
             .collect();
     }
     let mut response = CreateTopicsResponse::default();
@@ -89,11 +91,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
 fn result(version: i16, o: TopicOutcome) -> CreatableTopicResult {
     let mut r = CreatableTopicResult::default();
     r.name = TopicName(StrBytes::from_string(o.name));
-    r.error_code = o.error_code;
+    r.error_code = wire_code(o.error);
     r.error_message = o.error_message.map(StrBytes::from_string);
     r.num_partitions = o.num_partitions;
     r.replication_factor = o.replication_factor;
-    if o.error_code == 0 {
+    if o.error.is_none() {
         r.topic_id = o.topic_id;
         if version >= 5 {
             r.configs = Some(

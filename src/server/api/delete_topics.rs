@@ -8,11 +8,13 @@ use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Reply};
-use crate::shard::message::{TopicOutcome, TopicRef};
-use crate::shard::{Shard, ShardRequest, CONTROL};
+use super::{encode_frame, Reply, RequestContext};
+use crate::shard::message::{ControlRequest, TopicOutcome, TopicRef};
+use crate::shard::Shard;
+use crate::types::wire_code;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: DeleteTopicsRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DeleteTopicsRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let refs: Vec<TopicRef> = if version >= 6 {
         request
             .topics
@@ -30,15 +32,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
         .iter()
         .map(|r| match r {
             TopicRef::Name(n) => {
-                TopicOutcome { name: n.clone(), error_code: ResponseError::NotController.code(), ..Default::default() }
+                TopicOutcome { name: n.clone(), error: Some(ResponseError::NotController), ..Default::default() }
             }
             TopicRef::Id(id) => {
-                TopicOutcome { topic_id: *id, error_code: ResponseError::NotController.code(), ..Default::default() }
+                TopicOutcome { topic_id: *id, error: Some(ResponseError::NotController), ..Default::default() }
             }
         })
         .collect();
     let (reply, rx) = oneshot::channel();
-    let mut outcomes = match shard.send(CONTROL, ShardRequest::DeleteTopics { topics: refs, reply }).await {
+    let mut outcomes = match shard.send_control(ControlRequest::DeleteTopics { topics: refs, reply }).await {
         Ok(()) => rx.await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
@@ -52,7 +54,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
             let mut r = DeletableTopicResult::default();
             r.name = (!o.name.is_empty()).then(|| TopicName(StrBytes::from_string(o.name)));
             r.topic_id = o.topic_id;
-            r.error_code = o.error_code;
+            r.error_code = wire_code(o.error);
             r.error_message = o.error_message.map(StrBytes::from_string);
             r
         })

@@ -10,8 +10,8 @@ use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResp
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Reply};
-use crate::shard::groups::GroupCall;
+use super::{encode_frame, Reply, RequestContext};
+use crate::group::coordinator::GroupCall;
 use crate::shard::Shard;
 
 /// Kafka's "authorized operations not requested" value.
@@ -19,12 +19,13 @@ const OPERATIONS_OMITTED: i32 = i32::MIN;
 /// With no authorizer, every group operation is allowed: READ, DELETE, DESCRIBE.
 const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: DescribeGroupsRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DescribeGroupsRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let mut waits = Vec::with_capacity(request.groups.len());
     for group in &request.groups {
         let (reply, rx) = oneshot::channel();
         if group.is_empty() {
-            let _ = reply.send(Err(ResponseError::InvalidGroupId.code()));
+            let _ = reply.send(Err(ResponseError::InvalidGroupId));
         } else {
             shard.route_group(GroupCall::Describe { group: group.to_string(), reply }).await;
         }
@@ -37,8 +38,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
         let mut d = DescribedGroup::default();
         d.group_id = group_id;
         d.authorized_operations = operations;
-        match rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code())) {
-            Err(code) => d.error_code = code,
+        match rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable)) {
+            Err(e) => d.error_code = e.code(),
             Ok(None) => d.group_state = StrBytes::from_static_str("Dead"),
             Ok(Some(g)) => {
                 d.group_state = StrBytes::from_static_str(g.state);

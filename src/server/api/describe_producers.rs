@@ -7,12 +7,13 @@ use kafka_protocol::messages::describe_producers_response::{PartitionResponse, P
 use kafka_protocol::messages::{ApiKey, DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Reply};
+use super::{encode_frame, Reply, RequestContext};
 use crate::shard::message::ProducersOutcome;
 use crate::shard::Shard;
-use crate::types::TopicPartition;
+use crate::types::{wire_code, TopicPartition};
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: DescribeProducersRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DescribeProducersRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let image = shard.image();
     let mut slots = Vec::new();
     let mut items = Vec::new();
@@ -26,7 +27,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
                 Some(m) if p >= 0 && p < m.partitions => items.push((idx, TopicPartition::new(name, p))),
                 _ => outcomes.push(ProducersOutcome {
                     idx,
-                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    error: Some(ResponseError::UnknownTopicOrPartition),
                     producers: Vec::new(),
                 }),
             }
@@ -48,16 +49,16 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
         let (t, partition) = slots[o.idx];
         let mut pr = PartitionResponse::default();
         pr.partition_index = partition;
-        pr.error_code = o.error_code;
+        pr.error_code = wire_code(o.error);
         pr.active_producers = o
             .producers
             .into_iter()
-            .map(|(id, epoch, last_sequence, last_timestamp)| {
+            .map(|p| {
                 let mut s = ProducerState::default();
-                s.producer_id = ProducerId(id);
-                s.producer_epoch = i32::from(epoch);
-                s.last_sequence = last_sequence;
-                s.last_timestamp = last_timestamp;
+                s.producer_id = ProducerId(p.producer_id);
+                s.producer_epoch = i32::from(p.epoch);
+                s.last_sequence = p.last_sequence;
+                s.last_timestamp = p.last_timestamp;
                 s.coordinator_epoch = -1;
                 s.current_txn_start_offset = -1;
                 s

@@ -16,17 +16,18 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Pending};
+use super::{encode_frame, Pending, RequestContext};
 use crate::shard::message::{FetchItem, FetchOutcome};
 use crate::shard::Shard;
-use crate::types::TopicPartition;
+use crate::types::{wire_code, TopicPartition};
 
 /// The epoch a client sends to fetch without a session.
 const FINAL_EPOCH: i32 = -1;
 /// Longest long poll honoured (Kafka bounds it by the request timeout on the client side).
 const MAX_WAIT_MS_MAX: i32 = 60_000;
 
-pub fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: FetchRequest) -> Pending {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FetchRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let shard = shard.clone();
     Box::pin(async move {
         let response = fetch(&shard, version, request).await;
@@ -77,13 +78,7 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
                 Some(_) => None,
             };
             match error {
-                Some(e) => fixed.push(FetchOutcome {
-                    idx,
-                    error_code: e.code(),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    ..Default::default()
-                }),
+                Some(e) => fixed.push(FetchOutcome::failed(idx, e)),
                 None => items.push(FetchItem {
                     idx,
                     tp: TopicPartition::new(name, part.partition),
@@ -99,7 +94,7 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         let mut outcomes = shard.route_fetch(items.clone()).await;
         outcomes.sort_by_key(|o| o.idx);
         let bytes: usize = outcomes.iter().map(|o| o.records.len()).sum();
-        let errors = outcomes.iter().any(|o| o.error_code != 0) || !fixed.is_empty();
+        let errors = outcomes.iter().any(|o| o.error.is_some()) || !fixed.is_empty();
         let now = Instant::now();
         let enough = if min_bytes == 0 { true } else { bytes >= min_bytes };
         if enough || errors || now >= deadline || items.is_empty() || shard.is_stopping() {
@@ -150,7 +145,7 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         let (t, partition) = slots[o.idx];
         let mut pd = PartitionData::default();
         pd.partition_index = partition;
-        pd.error_code = o.error_code;
+        pd.error_code = wire_code(o.error);
         pd.high_watermark = o.high_watermark;
         pd.last_stable_offset = o.high_watermark;
         pd.log_start_offset = o.log_start_offset;

@@ -9,14 +9,15 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoo
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{create_topics, encode_frame, Reply};
+use super::{create_topics, encode_frame, Reply, RequestContext};
 use crate::group::OFFSETS_TOPIC;
 use crate::shard::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: FindCoordinatorRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FindCoordinatorRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let keys = if version >= 4 { request.coordinator_keys } else { vec![request.key] };
     if request.key_type == KEY_TYPE_GROUP && !keys.is_empty() && shard.image().topic(OFFSETS_TOPIC).is_none() {
         create_topics::create(shard, vec![create_topics::offsets_topic(&shard.config)], false).await;

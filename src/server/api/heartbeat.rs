@@ -7,13 +7,15 @@ use futures::channel::oneshot;
 use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, ready, Pending, Reply};
-use crate::shard::groups::GroupCall;
+use super::{encode_frame, ready, Pending, Reply, RequestContext};
+use crate::group::coordinator::GroupCall;
 use crate::shard::Shard;
+use crate::types::wire_code;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: HeartbeatRequest) -> Pending {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: HeartbeatRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     if request.group_id.is_empty() {
-        return ready(response(version, correlation_id, ResponseError::InvalidGroupId.code()));
+        return ready(response(version, correlation_id, Some(ResponseError::InvalidGroupId)));
     }
     let (reply, rx) = oneshot::channel();
     shard
@@ -26,13 +28,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
         })
         .await;
     Box::pin(async move {
-        let code = rx.await.unwrap_or(ResponseError::CoordinatorNotAvailable.code());
-        response(version, correlation_id, code)
+        let error = rx.await.unwrap_or(Some(ResponseError::CoordinatorNotAvailable));
+        response(version, correlation_id, error)
     })
 }
 
-fn response(version: i16, correlation_id: i32, error_code: i16) -> Reply {
+fn response(version: i16, correlation_id: i32, error: Option<ResponseError>) -> Reply {
     let mut r = HeartbeatResponse::default();
-    r.error_code = error_code;
+    r.error_code = wire_code(error);
     encode_frame(ApiKey::Heartbeat, version, correlation_id, &r)
 }

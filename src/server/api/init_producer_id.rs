@@ -9,10 +9,11 @@ use std::rc::Rc;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Reply};
+use super::{encode_frame, Reply, RequestContext};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: InitProducerIdRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: InitProducerIdRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;

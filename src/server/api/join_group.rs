@@ -12,17 +12,12 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, ready, Pending, RequestContext};
+use crate::group::coordinator::GroupCall;
 use crate::group::state::{JoinOutcome, JoinRequest};
-use crate::shard::groups::GroupCall;
 use crate::shard::Shard;
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    context: &RequestContext,
-    request: JoinGroupRequest,
-) -> Pending {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: JoinGroupRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let member_id = request.member_id.to_string();
     if request.group_id.is_empty() {
         let outcome = JoinOutcome::failed(ResponseError::InvalidGroupId, &member_id);
@@ -32,8 +27,8 @@ pub async fn handle(
         version,
         member_id: member_id.clone(),
         instance_id: request.group_instance_id.map(|i| i.to_string()),
-        client_id: context.client_id.clone(),
-        client_host: context.client_host.clone(),
+        client_id: ctx.client_id.to_string(),
+        client_host: ctx.client_host(),
         session_timeout_ms: request.session_timeout_ms,
         // v0 has no rebalance timeout: Kafka uses the session timeout.
         rebalance_timeout_ms: if version == 0 { request.session_timeout_ms } else { request.rebalance_timeout_ms },

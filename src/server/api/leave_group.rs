@@ -8,11 +8,13 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, ready, Pending, Reply};
-use crate::shard::groups::GroupCall;
+use super::{encode_frame, ready, Pending, Reply, RequestContext};
+use crate::group::coordinator::{GroupCall, PerItem};
 use crate::shard::Shard;
+use crate::types::wire_code;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: LeaveGroupRequest) -> Pending {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: LeaveGroupRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members
@@ -23,21 +25,21 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
         vec![(request.member_id.to_string(), None)]
     };
     if request.group_id.is_empty() {
-        return ready(response(version, correlation_id, &request, Err(ResponseError::InvalidGroupId.code())));
+        return ready(response(version, correlation_id, &request, Err(ResponseError::InvalidGroupId)));
     }
     let (reply, rx) = oneshot::channel();
     shard.route_group(GroupCall::Leave { group: request.group_id.to_string(), members, reply }).await;
     Box::pin(async move {
-        let codes = rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()));
+        let codes = rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
         response(version, correlation_id, &request, codes)
     })
 }
 
-fn response(version: i16, correlation_id: i32, request: &LeaveGroupRequest, codes: Result<Vec<i16>, i16>) -> Reply {
+fn response(version: i16, correlation_id: i32, request: &LeaveGroupRequest, codes: PerItem) -> Reply {
     let mut r = LeaveGroupResponse::default();
     match codes {
-        Err(code) => r.error_code = code,
-        Ok(codes) if version < 3 => r.error_code = codes.first().copied().unwrap_or(0),
+        Err(e) => r.error_code = e.code(),
+        Ok(codes) if version < 3 => r.error_code = wire_code(codes.first().copied().flatten()),
         Ok(codes) => {
             r.members = request
                 .members
@@ -47,7 +49,7 @@ fn response(version: i16, correlation_id: i32, request: &LeaveGroupRequest, code
                     let mut mr = MemberResponse::default();
                     mr.member_id = m.member_id.clone();
                     mr.group_instance_id = m.group_instance_id.clone();
-                    mr.error_code = code;
+                    mr.error_code = wire_code(code);
                     mr
                 })
                 .collect();

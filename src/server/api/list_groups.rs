@@ -7,12 +7,13 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{ApiKey, GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{encode_frame, Reply};
+use super::{encode_frame, Reply, RequestContext};
 use crate::shard::Shard;
 
 const GROUP_TYPE: &str = "classic";
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: ListGroupsRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: ListGroupsRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let wanted =
         |filter: &[StrBytes], value: &str| filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value));
     let mut response = ListGroupsResponse::default();

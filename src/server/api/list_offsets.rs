@@ -8,12 +8,13 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Reply};
+use super::{encode_frame, Reply, RequestContext};
 use crate::shard::message::{ListOffsetsItem, ListOffsetsOutcome};
 use crate::shard::Shard;
-use crate::types::TopicPartition;
+use crate::types::{wire_code, OffsetSpec, TopicPartition};
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: ListOffsetsRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: ListOffsetsRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let image = shard.image();
     let mut slots = Vec::new();
     let mut items = Vec::new();
@@ -31,13 +32,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
                 _ => Some(ResponseError::UnknownTopicOrPartition),
             };
             let error = error.or((part.current_leader_epoch > 0).then_some(ResponseError::UnknownLeaderEpoch));
-            match error {
-                Some(e) => outcomes.push(ListOffsetsOutcome { idx, error_code: e.code(), offset: -1, timestamp: -1 }),
-                None => items.push(ListOffsetsItem {
-                    idx,
-                    tp: TopicPartition::new(name, part.partition_index),
-                    timestamp: part.timestamp,
-                }),
+            let spec = OffsetSpec::from_wire(part.timestamp);
+            match (error, spec) {
+                (Some(e), _) => outcomes.push(ListOffsetsOutcome::failed(idx, e)),
+                (None, None) => outcomes.push(ListOffsetsOutcome::failed(idx, ResponseError::InvalidRequest)),
+                (None, Some(spec)) => {
+                    items.push(ListOffsetsItem { idx, tp: TopicPartition::new(name, part.partition_index), spec })
+                }
             }
         }
     }
@@ -59,10 +60,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
         let (t, partition) = slots[o.idx];
         let mut pr = ListOffsetsPartitionResponse::default();
         pr.partition_index = partition;
-        pr.error_code = o.error_code;
+        pr.error_code = wire_code(o.error);
         pr.offset = o.offset;
         pr.timestamp = o.timestamp;
-        pr.leader_epoch = if version >= 4 && o.error_code == 0 && o.offset >= 0 { 0 } else { -1 };
+        pr.leader_epoch = if version >= 4 && o.error.is_none() && o.offset >= 0 { 0 } else { -1 };
         response.topics[t].partitions.push(pr);
     }
     encode_frame(ApiKey::ListOffsets, version, correlation_id, &response)

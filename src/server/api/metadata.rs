@@ -11,9 +11,9 @@ use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataRespon
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{create_topics, encode_frame, Reply};
+use super::{create_topics, encode_frame, Reply, RequestContext};
 use crate::cluster::{MetadataImage, TopicMeta};
-use crate::shard::control::valid_topic_name;
+use crate::controller::valid_topic_name;
 use crate::shard::Shard;
 
 /// Topics Kafka marks internal (clients leave them out of pattern subscriptions).
@@ -39,7 +39,8 @@ const TOPIC_OPERATIONS: i32 = ops(&[3, 4, 5, 6, 7, 8, 10, 11]);
 /// IDEMPOTENT_WRITE.
 const CLUSTER_OPERATIONS: i32 = ops(&[5, 7, 8, 9, 10, 11, 12]);
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: MetadataRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRequest) -> Reply {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let config = &shard.config;
     let allow_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     // v0: an empty list means every topic; v1+: null means every topic.

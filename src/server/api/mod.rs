@@ -1,5 +1,7 @@
-//! The API registry: one table says which APIs and versions are implemented; ApiVersions is
-//! answered from it and dispatch refuses anything outside it. One file per Kafka API.
+//! The API registry: one table row per API (key, versions, handler) says what is
+//! implemented; ApiVersions is answered from it and dispatch runs the row's handler, so
+//! nothing can be advertised without a handler or handled without being advertised. One
+//! file per Kafka API; every handler takes the same [`RequestContext`].
 //!
 //! Every handler returns a [`Pending`] response: work that must keep request order (the
 //! appends of a produce, topic changes) is done before the handler returns; waiting (for
@@ -27,59 +29,156 @@ pub mod produce;
 pub mod sync_group;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use thiserror::Error;
 
 use crate::shard::Shard;
 
-/// An API this broker implements, with the versions it implements fully.
-#[derive(Debug, Clone, Copy)]
-pub struct ApiSupport {
+/// The future a registry row's handler returns: the pending response, or a request the
+/// connection must close on.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Pending, RequestError>> + 'a>>;
+/// A registry row's handler: decodes the body (what follows the request header) and runs
+/// the API's `handle`.
+pub type Handler = for<'a> fn(&'a Rc<Shard>, &'a RequestContext, Bytes) -> HandlerFuture<'a>;
+
+/// One implemented API: the versions it implements fully, and its handler.
+#[derive(Clone, Copy)]
+pub struct ApiEntry {
     pub key: ApiKey,
     pub min: i16,
     pub max: i16,
+    pub handler: Handler,
 }
 
-/// What is advertised in ApiVersions and accepted by dispatch. Produce is advertised from
-/// v0 as Kafka does (librdkafka turns features off otherwise); v0-2 requests are answered
-/// with UNSUPPORTED_FOR_MESSAGE_FORMAT since only magic-2 batches are stored.
-pub const SUPPORTED_APIS: &[ApiSupport] = &[
-    ApiSupport { key: ApiKey::Produce, min: 0, max: 11 },
-    ApiSupport { key: ApiKey::Fetch, min: 4, max: 12 },
-    ApiSupport { key: ApiKey::ListOffsets, min: 1, max: 7 },
-    ApiSupport { key: ApiKey::Metadata, min: 0, max: 12 },
-    ApiSupport { key: ApiKey::ApiVersions, min: 0, max: 3 },
-    ApiSupport { key: ApiKey::CreateTopics, min: 2, max: 7 },
-    ApiSupport { key: ApiKey::DeleteTopics, min: 1, max: 6 },
-    ApiSupport { key: ApiKey::InitProducerId, min: 0, max: 4 },
-    ApiSupport { key: ApiKey::DescribeProducers, min: 0, max: 0 },
-    ApiSupport { key: ApiKey::FindCoordinator, min: 0, max: 4 },
-    ApiSupport { key: ApiKey::JoinGroup, min: 0, max: 9 },
-    ApiSupport { key: ApiKey::SyncGroup, min: 0, max: 5 },
-    ApiSupport { key: ApiKey::Heartbeat, min: 0, max: 4 },
-    ApiSupport { key: ApiKey::LeaveGroup, min: 0, max: 5 },
-    ApiSupport { key: ApiKey::OffsetCommit, min: 2, max: 9 },
-    ApiSupport { key: ApiKey::OffsetFetch, min: 1, max: 9 },
-    ApiSupport { key: ApiKey::ListGroups, min: 0, max: 5 },
-    ApiSupport { key: ApiKey::DescribeGroups, min: 0, max: 5 },
-    ApiSupport { key: ApiKey::DeleteGroups, min: 0, max: 2 },
+/// A registry row. `decoded`: the body is decoded into the API's request type and `handle`
+/// answers at once (`Reply`) or later (`Pending`); `raw`: `handle` takes the undecoded body.
+macro_rules! api {
+    ($key:ident, $min:literal..=$max:literal, $module:ident, decoded) => {
+        ApiEntry {
+            key: ApiKey::$key,
+            min: $min,
+            max: $max,
+            handler: |shard, ctx, mut body| {
+                Box::pin(async move { Ok($module::handle(shard, ctx, ctx.decode(&mut body)?).await.into_pending()) })
+            },
+        }
+    };
+    ($key:ident, $min:literal..=$max:literal, $module:ident, raw) => {
+        ApiEntry {
+            key: ApiKey::$key,
+            min: $min,
+            max: $max,
+            handler: |shard, ctx, body| Box::pin($module::handle(shard, ctx, body)),
+        }
+    };
+}
+
+/// What a handler returns: a response ready now, or one that is still pending.
+pub trait IntoPending {
+    fn into_pending(self) -> Pending;
+}
+
+impl IntoPending for Reply {
+    fn into_pending(self) -> Pending {
+        ready(self)
+    }
+}
+
+impl IntoPending for Pending {
+    fn into_pending(self) -> Pending {
+        self
+    }
+}
+
+/// The registry: what ApiVersions advertises is exactly what dispatch accepts, one row per
+/// API. Produce is advertised from v0 as Kafka does (librdkafka turns features off
+/// otherwise); v0-2 requests are answered with UNSUPPORTED_FOR_MESSAGE_FORMAT since only
+/// magic-2 batches are stored.
+pub const REGISTRY: &[ApiEntry] = &[
+    api!(Produce, 0..=11, produce, raw),
+    api!(Fetch, 4..=12, fetch, decoded),
+    api!(ListOffsets, 1..=7, list_offsets, decoded),
+    api!(Metadata, 0..=12, metadata, decoded),
+    api!(ApiVersions, 0..=3, api_versions, raw),
+    api!(CreateTopics, 2..=7, create_topics, decoded),
+    api!(DeleteTopics, 1..=6, delete_topics, decoded),
+    api!(InitProducerId, 0..=4, init_producer_id, decoded),
+    api!(DescribeProducers, 0..=0, describe_producers, decoded),
+    api!(FindCoordinator, 0..=4, find_coordinator, decoded),
+    api!(JoinGroup, 0..=9, join_group, decoded),
+    api!(SyncGroup, 0..=5, sync_group, decoded),
+    api!(Heartbeat, 0..=4, heartbeat, decoded),
+    api!(LeaveGroup, 0..=5, leave_group, decoded),
+    api!(OffsetCommit, 2..=9, offset_commit, decoded),
+    api!(OffsetFetch, 1..=9, offset_fetch, decoded),
+    api!(ListGroups, 0..=5, list_groups, decoded),
+    api!(DescribeGroups, 0..=5, describe_groups, decoded),
+    api!(DeleteGroups, 0..=2, delete_groups, decoded),
 ];
 
-/// Who sent a request, as group members are described (DescribeGroups).
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    pub client_id: String,
-    /// Kafka's form: `/<ip>`.
-    pub client_host: String,
+pub fn supported(key: ApiKey) -> Option<&'static ApiEntry> {
+    REGISTRY.iter().find(|a| a.key == key)
 }
 
-pub fn supported(key: ApiKey) -> Option<ApiSupport> {
-    SUPPORTED_APIS.iter().copied().find(|a| a.key == key)
+/// Listener names, as in Kafka's `listeners` setting.
+pub const PLAINTEXT: &str = "PLAINTEXT";
+
+/// Who a connection is. Without authentication every client is Kafka's anonymous user; an
+/// authenticating listener (SASL, mTLS) replaces it after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Kafka's principal type, `User`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+impl Principal {
+    pub fn anonymous() -> Principal {
+        Principal { kind: "User", name: "ANONYMOUS".into() }
+    }
+}
+
+/// What a connection knows about its peer, shared by every request it reads.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    pub peer: Option<SocketAddr>,
+    /// The listener the connection came in on (`PLAINTEXT`).
+    pub listener: &'static str,
+    pub principal: Rc<Principal>,
+}
+
+/// One request's context: every handler takes it.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: StrBytes,
+    pub peer: Option<SocketAddr>,
+    pub listener: &'static str,
+    pub principal: Rc<Principal>,
+}
+
+impl RequestContext {
+    /// Decodes the request body at this request's version.
+    pub fn decode<R: Decodable>(&self, body: &mut Bytes) -> Result<R, RequestError> {
+        R::decode(body, self.version).map_err(|e| RequestError::Malformed {
+            api: self.api,
+            version: self.version,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The client's host as Kafka shows it (DescribeGroups): `/<ip>`.
+    pub fn client_host(&self) -> String {
+        self.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default()
+    }
 }
 
 /// What the connection does once a request's response is ready.
@@ -125,73 +224,35 @@ pub fn encode_frame<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32
     }
 }
 
-pub fn decode<R: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<R, RequestError> {
-    R::decode(body, version).map_err(|e| RequestError::Malformed { api, version, reason: e.to_string() })
-}
-
 /// A response that is ready now.
 pub fn ready(reply: Reply) -> Pending {
     Box::pin(std::future::ready(reply))
 }
 
-/// Runs the handler for one request. `body` is what follows the request header.
-pub async fn dispatch(
-    shard: &Rc<Shard>,
-    header: RequestHeader,
-    mut body: Bytes,
-    peer: Option<std::net::SocketAddr>,
-) -> Result<Pending, RequestError> {
-    let api = ApiKey::try_from(header.request_api_key).map_err(|_| RequestError::UnknownApi(header.request_api_key))?;
-    let version = header.request_api_version;
-    let cid = header.correlation_id;
-    let Some(support) = supported(api) else { return Err(RequestError::UnknownApi(header.request_api_key)) };
-    if api == ApiKey::ApiVersions {
-        return Ok(ready(api_versions::handle(version, cid, &mut body)));
+/// Runs the handler for one request: the registry row of its API, if the version is one
+/// the row implements (ApiVersions answers any version itself, KIP-511).
+pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Pending, RequestError> {
+    let Some(entry) = supported(ctx.api) else { return Err(RequestError::UnknownApi(ctx.api as i16)) };
+    if ctx.api != ApiKey::ApiVersions && !(entry.min..=entry.max).contains(&ctx.version) {
+        return Err(RequestError::UnsupportedVersion { api: ctx.api, version: ctx.version });
     }
-    if version < support.min || version > support.max {
-        return Err(RequestError::UnsupportedVersion { api, version });
+    (entry.handler)(shard, ctx, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_has_one_row_per_api_with_sane_versions() {
+        let mut keys: Vec<i16> = REGISTRY.iter().map(|a| a.key as i16).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), REGISTRY.len(), "an API has two rows");
+        for a in REGISTRY {
+            assert!(0 <= a.min && a.min <= a.max, "{:?}: v{}-{}", a.key, a.min, a.max);
+            assert!(supported(a.key).is_some_and(|s| s.max == a.max));
+        }
+        assert!(supported(ApiKey::ApiVersions).is_some());
     }
-    let pending = match api {
-        ApiKey::Produce if version < 3 => ready(produce::handle_legacy(version, cid, &mut body)?),
-        ApiKey::Produce => produce::handle(shard, version, cid, decode(api, version, &mut body)?).await,
-        ApiKey::Fetch => fetch::handle(shard, version, cid, decode(api, version, &mut body)?),
-        ApiKey::ListOffsets => ready(list_offsets::handle(shard, version, cid, decode(api, version, &mut body)?).await),
-        ApiKey::Metadata => ready(metadata::handle(shard, version, cid, decode(api, version, &mut body)?).await),
-        ApiKey::CreateTopics => {
-            ready(create_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await)
-        }
-        ApiKey::DeleteTopics => {
-            ready(delete_topics::handle(shard, version, cid, decode(api, version, &mut body)?).await)
-        }
-        ApiKey::InitProducerId => {
-            ready(init_producer_id::handle(shard, version, cid, decode(api, version, &mut body)?).await)
-        }
-        ApiKey::DescribeProducers => {
-            ready(describe_producers::handle(shard, version, cid, decode(api, version, &mut body)?).await)
-        }
-        ApiKey::FindCoordinator => {
-            ready(find_coordinator::handle(shard, version, cid, decode(api, version, &mut body)?).await)
-        }
-        ApiKey::JoinGroup => {
-            let context = RequestContext {
-                client_id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
-                client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
-            };
-            join_group::handle(shard, version, cid, &context, decode(api, version, &mut body)?).await
-        }
-        ApiKey::SyncGroup => sync_group::handle(shard, version, cid, decode(api, version, &mut body)?).await,
-        ApiKey::Heartbeat => heartbeat::handle(shard, version, cid, decode(api, version, &mut body)?).await,
-        ApiKey::LeaveGroup => leave_group::handle(shard, version, cid, decode(api, version, &mut body)?).await,
-        ApiKey::OffsetCommit => offset_commit::handle(shard, version, cid, decode(api, version, &mut body)?).await,
-        ApiKey::OffsetFetch => offset_fetch::handle(shard, version, cid, decode(api, version, &mut body)?).await,
-        ApiKey::ListGroups => ready(list_groups::handle(shard, version, cid, decode(api, version, &mut body)?).await),
-        ApiKey::DescribeGroups => {
-            ready(describe_groups::handle(shard, version, cid, decode(api, version, &mut body)?).await)
-        }
-        ApiKey::DeleteGroups => {
-            ready(delete_groups::handle(shard, version, cid, decode(api, version, &mut body)?).await)
-        }
-        _ => return Err(RequestError::UnknownApi(header.request_api_key)),
-    };
-    Ok(pending)
 }

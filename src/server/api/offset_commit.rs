@@ -10,16 +10,17 @@ use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponseParti
 use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, ready, Pending, Reply};
+use super::{encode_frame, ready, Pending, Reply, RequestContext};
+use crate::group::coordinator::{CommitRequest, GroupCall, PerItem};
 use crate::group::records::OffsetValue;
-use crate::shard::groups::GroupCall;
 use crate::shard::Shard;
-use crate::types::now_ms;
+use crate::types::{now_ms, wire_code};
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: OffsetCommitRequest) -> Pending {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: OffsetCommitRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let count = request.topics.iter().map(|t| t.partitions.len()).sum();
     if request.group_id.is_empty() {
-        return ready(response(version, correlation_id, &request, Err(ResponseError::InvalidGroupId.code())));
+        return ready(response(version, correlation_id, &request, Err(ResponseError::InvalidGroupId)));
     }
     let now = now_ms();
     let mut offsets = Vec::with_capacity(count);
@@ -38,23 +39,25 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
     shard
         .route_group(GroupCall::Commit {
             group: request.group_id.to_string(),
-            member_id: request.member_id.to_string(),
-            instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
-            generation: request.generation_id_or_member_epoch,
-            offsets,
+            request: CommitRequest {
+                member_id: request.member_id.to_string(),
+                instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+                generation: request.generation_id_or_member_epoch,
+                offsets,
+            },
             reply,
         })
         .await;
     Box::pin(async move {
-        let codes = rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()));
+        let codes = rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
         response(version, correlation_id, &request, codes)
     })
 }
 
-fn response(version: i16, correlation_id: i32, request: &OffsetCommitRequest, codes: Result<Vec<i16>, i16>) -> Reply {
+fn response(version: i16, correlation_id: i32, request: &OffsetCommitRequest, codes: PerItem) -> Reply {
     let mut codes = match codes {
         Ok(codes) => codes.into_iter(),
-        Err(code) => vec![code; request.topics.iter().map(|t| t.partitions.len()).sum()].into_iter(),
+        Err(e) => vec![Some(e); request.topics.iter().map(|t| t.partitions.len()).sum()].into_iter(),
     };
     let mut r = OffsetCommitResponse::default();
     r.topics = request
@@ -69,7 +72,7 @@ fn response(version: i16, correlation_id: i32, request: &OffsetCommitRequest, co
                 .map(|p| {
                     let mut rp = OffsetCommitResponsePartition::default();
                     rp.partition_index = p.partition_index;
-                    rp.error_code = codes.next().unwrap_or(ResponseError::UnknownServerError.code());
+                    rp.error_code = wire_code(codes.next().unwrap_or(Some(ResponseError::UnknownServerError)));
                     rp
                 })
                 .collect();

@@ -13,16 +13,17 @@ use kafka_protocol::messages::{ApiKey, GroupId, OffsetFetchRequest, OffsetFetchR
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Pending, Reply};
-use crate::shard::groups::{GroupCall, OffsetFound};
+use super::{encode_frame, Pending, Reply, RequestContext};
+use crate::group::coordinator::{GroupCall, OffsetFound};
 use crate::shard::Shard;
 
 /// One group's answer: its offsets, or a group-level error.
-type GroupOffsets = Result<Vec<OffsetFound>, i16>;
+type GroupOffsets = Result<Vec<OffsetFound>, ResponseError>;
 /// A group and the partitions asked for (`None`: all it has).
 type Ask = (GroupId, Option<Vec<(String, i32)>>);
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: OffsetFetchRequest) -> Pending {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: OffsetFetchRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     // (group, partitions asked for; None = all)
     let asks: Vec<Ask> = if version >= 8 {
         request
@@ -52,7 +53,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
     for (group, partitions) in asks {
         let (reply, rx) = oneshot::channel();
         if group.is_empty() {
-            let _ = reply.send(Err(ResponseError::InvalidGroupId.code()));
+            let _ = reply.send(Err(ResponseError::InvalidGroupId));
         } else {
             shard.route_group(GroupCall::FetchOffsets { group: group.to_string(), partitions, reply }).await;
         }
@@ -61,7 +62,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
     Box::pin(async move {
         let mut answers = Vec::with_capacity(waits.len());
         for (group, rx) in waits {
-            answers.push((group, rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()))));
+            answers.push((group, rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable))));
         }
         response(version, correlation_id, answers, v1_partitions)
     })
@@ -93,7 +94,7 @@ fn response(
                 let mut g = OffsetFetchResponseGroup::default();
                 g.group_id = group;
                 match answer {
-                    Err(code) => g.error_code = code,
+                    Err(e) => g.error_code = e.code(),
                     Ok(found) => {
                         g.topics = by_topic(found)
                             .into_iter()
@@ -126,11 +127,11 @@ fn response(
         return encode_frame(ApiKey::OffsetFetch, version, correlation_id, &r);
     };
     let (found, partition_error) = match answer {
-        Err(code) if version >= 2 => {
-            r.error_code = code;
+        Err(e) if version >= 2 => {
+            r.error_code = e.code();
             (Vec::new(), 0)
         }
-        Err(code) => (v1_partitions.into_iter().map(|(t, p)| (t, p, None)).collect(), code),
+        Err(e) => (v1_partitions.into_iter().map(|(t, p)| (t, p, None)).collect(), e.code()),
         Ok(found) => (found, 0),
     };
     r.topics = by_topic(found)

@@ -16,15 +16,23 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use tracing::debug;
 
-use super::{create_topics, encode_frame, Pending, Reply, RequestError};
+use super::{create_topics, encode_frame, ready, Pending, Reply, RequestContext, RequestError};
 use crate::group::OFFSETS_TOPIC;
 use crate::protocol::batch;
 use crate::shard::message::{ProduceItem, ProduceOutcome};
 use crate::shard::Shard;
-use crate::types::TopicPartition;
+use crate::types::{wire_code, Acks, TopicPartition};
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: ProduceRequest) -> Pending {
-    let acks = request.acks;
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> Result<Pending, RequestError> {
+    if ctx.version < 3 {
+        return Ok(ready(handle_legacy(ctx.version, ctx.correlation_id, &mut body)?));
+    }
+    Ok(produce(shard, ctx, ctx.decode(&mut body)?).await)
+}
+
+async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
+    let acks = Acks::from_wire(request.acks);
     let image = shard.image();
     // Where each partition's answer goes: (topic index, partition index).
     let mut slots = Vec::new();
@@ -41,34 +49,34 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
         for (p, part) in topic.partition_data.iter().enumerate() {
             let idx = slots.len();
             slots.push((t, p));
-            if !matches!(acks, -1..=1) {
-                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidRequiredAcks.code()));
+            if acks.is_none() {
+                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidRequiredAcks));
                 continue;
             }
             if name == OFFSETS_TOPIC {
                 // Only the group coordinator writes there (Kafka: "Cannot append to internal topic").
-                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidTopicException.code()));
+                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidTopicException));
                 continue;
             }
             match meta {
                 Some(m) if part.index >= 0 && part.index < m.partitions => {}
                 Some(_) => {
-                    early.push(ProduceOutcome::failed(idx, ResponseError::UnknownTopicOrPartition.code()));
+                    early.push(ProduceOutcome::failed(idx, ResponseError::UnknownTopicOrPartition));
                     continue;
                 }
                 None => {
                     missing.insert(name.to_string());
-                    early.push(ProduceOutcome::failed(idx, ResponseError::UnknownTopicOrPartition.code()));
+                    early.push(ProduceOutcome::failed(idx, ResponseError::UnknownTopicOrPartition));
                     continue;
                 }
             }
             let Some(records) = &part.records else {
-                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidRecord.code()));
+                early.push(ProduceOutcome::failed(idx, ResponseError::InvalidRecord));
                 continue;
             };
             if let Err(e) = batch::validate_produced(records, batch_max) {
                 debug!(topic = name, partition = part.index, error = %e, "produce batch refused");
-                early.push(ProduceOutcome::failed(idx, e.error_code()));
+                early.push(ProduceOutcome::failed(idx, e.error()));
                 continue;
             }
             items.push(ProduceItem { idx, tp: TopicPartition::new(name, part.index), batch: records.clone() });
@@ -76,23 +84,25 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
     }
     if shard.config.auto_create_topics && !missing.is_empty() {
         let valid: Vec<String> =
-            missing.into_iter().filter(|n| crate::shard::control::valid_topic_name(n).is_ok()).collect();
+            missing.into_iter().filter(|n| crate::controller::valid_topic_name(n).is_ok()).collect();
         if !valid.is_empty() {
             let shard = shard.clone();
             glommio::spawn_local(async move { create_topics::auto_create(&shard, valid).await }).detach();
         }
     }
-    let durable =
-        if items.is_empty() { None } else { Some(shard.route_produce(acks, request.timeout_ms, items).await) };
+    let durable = match acks {
+        Some(acks) if !items.is_empty() => Some(shard.route_produce(acks, request.timeout_ms, items).await),
+        _ => None,
+    };
     Box::pin(async move {
         let mut outcomes = early;
         if let Some(durable) = durable {
             outcomes.extend(durable.await);
         }
-        if acks == 0 {
-            return match outcomes.iter().find(|o| o.error_code != 0) {
+        if acks == Some(Acks::None) {
+            return match outcomes.iter().find_map(|o| o.error) {
                 // Kafka closes the connection so an acks=0 producer learns of the failure.
-                Some(o) => Reply::Close(format!("acks=0 produce failed with error {}", o.error_code)),
+                Some(e) => Reply::Close(format!("acks=0 produce failed with error {}", e.code())),
                 None => Reply::Nothing,
             };
         }
@@ -111,7 +121,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, reques
             let (t, p) = slots[o.idx];
             let mut pr = PartitionProduceResponse::default();
             pr.index = request.topic_data[t].partition_data[p].index;
-            pr.error_code = o.error_code;
+            pr.error_code = wire_code(o.error);
             pr.base_offset = o.base_offset;
             pr.log_append_time_ms = o.log_append_time_ms;
             pr.log_start_offset = o.log_start_offset;

@@ -8,12 +8,13 @@ use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, ready, Pending, Reply};
+use super::{encode_frame, ready, Pending, Reply, RequestContext};
+use crate::group::coordinator::GroupCall;
 use crate::group::state::{SyncOutcome, SyncRequest};
-use crate::shard::groups::GroupCall;
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, correlation_id: i32, request: SyncGroupRequest) -> Pending {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: SyncGroupRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     if request.group_id.is_empty() {
         return ready(response(version, correlation_id, SyncOutcome::failed(ResponseError::InvalidGroupId)));
     }

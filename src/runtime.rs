@@ -1,4 +1,5 @@
-//! Starting and stopping the shards.
+//! Starting and stopping the shards: the top of the broker, above the shards, the control
+//! shard's controller and the server, which it wires together.
 //!
 //! Start order: build the channel mesh; start every executor; each connects its channels;
 //! the control shard replays the metadata log and publishes the image; each data shard
@@ -18,14 +19,17 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use futures::future::{join_all, FutureExt};
-use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
-use super::control::Controller;
-use super::{Shard, ShardRequest, CONTROL};
 use crate::config::Config;
+use crate::controller::Controller;
+use crate::group::coordinator::GROUP_TICK;
 use crate::server::listener;
+use crate::shard::serve::Published;
+use crate::shard::{ControlRequest, DataRequest, Peers, Shard, CONTROL};
+use crate::types::ShardId;
 
 /// Longest wait for connections to finish their in-flight requests at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,20 +79,7 @@ impl Runtime {
     pub fn start(config: Arc<Config>, clean_start: bool) -> anyhow::Result<Runtime> {
         let data_shards = config.data_shards();
         let executors = data_shards + 1;
-        // Full mesh: senders[from][to], receivers[to][from].
-        let mut senders: Vec<Vec<Option<SharedSender<ShardRequest>>>> =
-            (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
-        let mut receivers: Vec<Vec<Option<SharedReceiver<ShardRequest>>>> =
-            (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
-        for from in 0..executors {
-            for to in 0..executors {
-                if from != to {
-                    let (tx, rx) = shared_channel::new_bounded(config.channel_capacity);
-                    senders[from][to] = Some(tx);
-                    receivers[to][from] = Some(rx);
-                }
-            }
-        }
+        let mut mesh = Mesh::new(data_shards, config.channel_capacity);
         let (events_tx, events) = mpsc::channel();
         let connections_total = Arc::new(AtomicUsize::new(0));
         let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -99,7 +90,8 @@ impl Runtime {
             events,
             events_tx: events_tx.clone(),
         };
-        for (index, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
+        for index in 0..executors {
+            let ends = mesh.take(index);
             let placement = if !config.pin {
                 Placement::Unbound
             } else {
@@ -120,17 +112,22 @@ impl Runtime {
                 .io_memory(config.io_memory_bytes)
                 .spawn(move || async move {
                     let _report = PanicReport { shard: index, events: events.clone() };
-                    let result = run_shard(
-                        index,
-                        config,
-                        clean_start,
-                        my_senders,
-                        my_receivers,
-                        connections,
-                        Controls { drain, close },
-                        events.clone(),
-                    )
-                    .await;
+                    let controls = Controls { drain, close };
+                    let result = match ends {
+                        Ends::Control(ends) => run_control(config, ends, controls, events.clone()).await,
+                        Ends::Data(ends) => {
+                            run_data(
+                                ShardId(index - 1),
+                                config,
+                                clean_start,
+                                ends,
+                                connections,
+                                controls,
+                                events.clone(),
+                            )
+                            .await
+                        }
+                    };
                     let event = match result {
                         Ok(clean) => ShardEvent::Stopped { shard: index, clean },
                         Err(e) => ShardEvent::Failed { shard: index, error: format!("{e:#}") },
@@ -197,64 +194,127 @@ impl Runtime {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_shard(
-    index: usize,
-    config: Arc<Config>,
-    clean_start: bool,
-    senders: Vec<Option<SharedSender<ShardRequest>>>,
-    receivers: Vec<Option<SharedReceiver<ShardRequest>>>,
-    connections_total: Arc<AtomicUsize>,
-    controls: Controls,
-    events: mpsc::Sender<ShardEvent>,
-) -> anyhow::Result<bool> {
-    // Both ends of every channel must connect; do them all at once (connect waits for the peer).
-    let connect_senders = join_all(senders.into_iter().map(|s| async move {
-        match s {
-            Some(s) => Some(Rc::new(s.connect().await)),
-            None => None,
+/// The channel ends of the whole mesh, before the executors take theirs. Data shards talk
+/// to each other with [`DataRequest`]s; the control shard sends [`DataRequest`]s (publish)
+/// to data shards and receives [`ControlRequest`]s from them.
+struct Mesh {
+    control: Option<ControlEnds>,
+    data: Vec<Option<DataEnds>>,
+}
+
+/// What the control shard holds: a sender to each data shard, a receiver from each.
+struct ControlEnds {
+    to_data: Vec<SharedSender<DataRequest>>,
+    from_data: Vec<SharedReceiver<ControlRequest>>,
+}
+
+/// What a data shard holds: senders to every other data shard (`None` for itself) and to
+/// the control shard, receivers from every other executor.
+struct DataEnds {
+    to_data: Vec<Option<SharedSender<DataRequest>>>,
+    to_control: SharedSender<ControlRequest>,
+    from_peers: Vec<SharedReceiver<DataRequest>>,
+}
+
+enum Ends {
+    Control(ControlEnds),
+    Data(DataEnds),
+}
+
+impl Mesh {
+    fn new(data_shards: usize, capacity: usize) -> Mesh {
+        let mut to_control = Vec::new();
+        let mut from_data = Vec::new();
+        for _ in 0..data_shards {
+            let (tx, rx) = shared_channel::new_bounded(capacity);
+            to_control.push(tx);
+            from_data.push(rx);
         }
-    }));
-    let connect_receivers = join_all(receivers.into_iter().flatten().map(|r| r.connect()));
-    let (peers, receivers) = futures::join!(connect_senders, connect_receivers);
-    let shard = Rc::new(Shard::new(index, config, clean_start, peers, connections_total));
-    if index == CONTROL {
-        run_control(shard, receivers, controls, events).await
-    } else {
-        run_data(shard, receivers, controls, events).await
+        let mut control_to_data = Vec::new();
+        let mut from_peers: Vec<Vec<SharedReceiver<DataRequest>>> = (0..data_shards).map(|_| Vec::new()).collect();
+        for peers in from_peers.iter_mut() {
+            let (tx, rx) = shared_channel::new_bounded(capacity);
+            control_to_data.push(tx);
+            peers.push(rx);
+        }
+        let mut to_data: Vec<Vec<Option<SharedSender<DataRequest>>>> =
+            (0..data_shards).map(|_| (0..data_shards).map(|_| None).collect()).collect();
+        for (from, senders) in to_data.iter_mut().enumerate() {
+            for (to, slot) in senders.iter_mut().enumerate() {
+                if from != to {
+                    let (tx, rx) = shared_channel::new_bounded(capacity);
+                    *slot = Some(tx);
+                    from_peers[to].push(rx);
+                }
+            }
+        }
+        let data = to_data
+            .into_iter()
+            .zip(to_control)
+            .zip(from_peers)
+            .map(|((to_data, to_control), from_peers)| Some(DataEnds { to_data, to_control, from_peers }))
+            .collect();
+        Mesh { control: Some(ControlEnds { to_data: control_to_data, from_data }), data }
+    }
+
+    /// The ends of executor `index` (each taken once).
+    fn take(&mut self, index: usize) -> Ends {
+        let taken = if index == CONTROL {
+            self.control.take().map(Ends::Control)
+        } else {
+            self.data.get_mut(index - 1).and_then(Option::take).map(Ends::Data)
+        };
+        taken.unwrap_or_else(|| unreachable!("executor {index}'s channel ends are taken once"))
     }
 }
 
 async fn run_control(
-    shard: Rc<Shard>,
-    receivers: Vec<ConnectedReceiver<ShardRequest>>,
+    config: Arc<Config>,
+    ends: ControlEnds,
     controls: Controls,
     events: mpsc::Sender<ShardEvent>,
 ) -> anyhow::Result<bool> {
-    let controller = Controller::start(shard.clone()).await?;
+    // Both ends of every channel must connect; do them all at once (connect waits for the peer).
+    let senders = join_all(ends.to_data.into_iter().map(|s| async move { Rc::new(s.connect().await) }));
+    let receivers = join_all(ends.from_data.into_iter().map(|r| r.connect()));
+    let (senders, receivers) = futures::join!(senders, receivers);
+    let controller = Controller::start(config, senders).await?;
     for rx in receivers {
-        glommio::spawn_local(serve_peer(shard.clone(), rx, Some(controller.clone()), None)).detach();
+        glommio::spawn_local(controller.clone().serve(rx)).detach();
     }
     controller.publish().await;
-    let _ = events.send(ShardEvent::Ready(shard.index));
+    let _ = events.send(ShardEvent::Ready(CONTROL));
     let _ = controls.drain.await;
     let _ = controls.close.await;
     Ok(true)
 }
 
 async fn run_data(
-    shard: Rc<Shard>,
-    receivers: Vec<ConnectedReceiver<ShardRequest>>,
+    id: ShardId,
+    config: Arc<Config>,
+    clean_start: bool,
+    ends: DataEnds,
+    connections_total: Arc<AtomicUsize>,
     controls: Controls,
     events: mpsc::Sender<ShardEvent>,
 ) -> anyhow::Result<bool> {
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let ready = Rc::new(std::cell::RefCell::new(Some(ready_tx)));
+    let to_data = join_all(ends.to_data.into_iter().map(|s| async move {
+        match s {
+            Some(s) => Some(Rc::new(s.connect().await)),
+            None => None,
+        }
+    }));
+    let to_control = ends.to_control.connect();
+    let receivers = join_all(ends.from_peers.into_iter().map(|r| r.connect()));
+    let (data, control, receivers) = futures::join!(to_data, to_control, receivers);
+    let peers = Peers { data, control: Rc::new(control) };
+    let shard = Rc::new(Shard::new(id, config, clean_start, peers, connections_total));
+    let (published, first_image) = Published::channel();
     for rx in receivers {
-        glommio::spawn_local(serve_peer(shard.clone(), rx, None, Some(ready.clone()))).detach();
+        glommio::spawn_local(shard.clone().serve_peer(rx, published.clone())).detach();
     }
     // The first published image: our partitions are open after it.
-    let _ = ready_rx.await;
+    let _ = first_image.await;
     let listener =
         listener::bind(&shard).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", shard.config.listen))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -266,10 +326,10 @@ async fn run_data(
     let expiry = Duration::from_millis(config.producer_id_expiration_check_interval_ms);
     every(&shard, expiry, |s| async move { s.expire_producers() });
     every(&shard, Duration::from_millis(config.cleaner_backoff_ms), |s| async move { s.compact_logs().await });
-    every(&shard, super::groups::GROUP_TICK, |s| async move { s.tick_groups() });
+    every(&shard, GROUP_TICK, |s| async move { s.groups.tick() });
     let retention = Duration::from_millis(config.offsets_retention_check_interval_ms);
-    every(&shard, retention, |s| async move { s.expire_group_offsets() });
-    let _ = events.send(ShardEvent::Ready(shard.index));
+    every(&shard, retention, |s| async move { s.groups.expire_offsets() });
+    let _ = events.send(ShardEvent::Ready(shard.executor()));
 
     let _ = controls.drain.await;
     shard.begin_stopping();
@@ -280,15 +340,15 @@ async fn run_data(
     }
     if shard.connections_here.get() > 0 {
         warn!(
-            shard = shard.index,
+            shard = shard.executor(),
             open = shard.connections_here.get(),
             "connections still open after the drain timeout"
         );
     }
-    let _ = events.send(ShardEvent::Drained(shard.index));
+    let _ = events.send(ShardEvent::Drained(shard.executor()));
     let _ = controls.close.await;
     let clean = shard.close_all().await;
-    info!(shard = shard.index, clean, "shard stopped");
+    info!(shard = shard.executor(), clean, "shard stopped");
     Ok(clean)
 }
 
@@ -306,77 +366,4 @@ where
         }
     })
     .detach();
-}
-
-type Ready = Rc<std::cell::RefCell<Option<oneshot::Sender<()>>>>;
-
-/// Serves the messages one peer shard sends us. Appends and image changes are applied in
-/// the order they arrive; reads run as their own tasks.
-async fn serve_peer(
-    shard: Rc<Shard>,
-    rx: ConnectedReceiver<ShardRequest>,
-    controller: Option<Rc<Controller>>,
-    ready: Option<Ready>,
-) {
-    while let Some(request) = rx.recv().await {
-        match request {
-            ShardRequest::Produce { acks, timeout_ms, items, reply } => {
-                let durable = shard.produce_local(acks, timeout_ms, items);
-                glommio::spawn_local(async move {
-                    let _ = reply.send(durable.await);
-                })
-                .detach();
-            }
-            ShardRequest::Fetch { items, reply } => {
-                let s = shard.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(s.fetch_local(items).await);
-                })
-                .detach();
-            }
-            ShardRequest::ListOffsets { items, reply } => {
-                let s = shard.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(s.list_offsets_local(items).await);
-                })
-                .detach();
-            }
-            ShardRequest::Watch { items, reply } => shard.watch_local(items, reply),
-            ShardRequest::Group(call) => shard.serve_group(call),
-            ShardRequest::DescribeProducers { items, reply } => {
-                let _ = reply.send(shard.describe_producers_local(items));
-            }
-            ShardRequest::AllocateProducerIds { count, reply } => {
-                if let Some(c) = controller.clone() {
-                    glommio::spawn_local(async move {
-                        let _ = reply.send(c.allocate_producer_ids(count).await);
-                    })
-                    .detach();
-                }
-            }
-            ShardRequest::Publish { image, reply } => {
-                shard.apply_image(image).await;
-                let _ = reply.send(());
-                if let Some(tx) = ready.as_ref().and_then(|r| r.borrow_mut().take()) {
-                    let _ = tx.send(());
-                }
-            }
-            ShardRequest::CreateTopics { topics, validate_only, reply } => {
-                if let Some(c) = controller.clone() {
-                    glommio::spawn_local(async move {
-                        let _ = reply.send(c.create_topics(topics, validate_only).await);
-                    })
-                    .detach();
-                }
-            }
-            ShardRequest::DeleteTopics { topics, reply } => {
-                if let Some(c) = controller.clone() {
-                    glommio::spawn_local(async move {
-                        let _ = reply.send(c.delete_topics(topics).await);
-                    })
-                    .detach();
-                }
-            }
-        }
-    }
 }

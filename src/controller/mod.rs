@@ -1,9 +1,11 @@
-//! The control shard: owns the metadata log and the authoritative image. Validates topic
-//! changes with Kafka's rules and error codes, makes them durable, then publishes the new
-//! image to every data shard and waits until each has applied it, so a client that saw
-//! CreateTopics succeed can produce to any shard at once.
+//! The control shard, an actor of its own: it owns the metadata log and the authoritative
+//! image. It serves [`ControlRequest`]s from the data shards: validates topic changes with
+//! Kafka's rules and error codes, makes them durable, then publishes the new image to every
+//! data shard and waits until each has applied it, so a client that saw CreateTopics
+//! succeed can produce to any shard at once. It reserves producer-id blocks durably.
 //!
-//! Runs on executor 0. Topic changes are serialised by one permit (`lock`).
+//! Runs on executor 0; the controller quorum (Raft) will live here. Topic changes are
+//! serialised by one permit (`lock`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -11,15 +13,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::channel::oneshot;
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
-use super::message::{NewTopic, TopicOutcome, TopicRef};
-use super::{Shard, ShardRequest};
 use crate::cluster::metadata_log::MetadataLog;
 use crate::cluster::records::MetadataRecord;
-use crate::cluster::MetadataImage;
+use crate::cluster::{ImageCell, MetadataImage};
+use crate::config::Config;
+use crate::shard::message::{ControlRequest, DataRequest, NewTopic, TopicOutcome, TopicRef};
 
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -55,8 +58,12 @@ pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "segment.jitter.ms",
 ];
 
+/// The control shard's state.
 pub struct Controller {
-    shard: Rc<Shard>,
+    config: Arc<Config>,
+    image: ImageCell,
+    /// Senders to every data shard, by shard id.
+    data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
     log: Arc<MetadataLog>,
     lock: Semaphore,
 }
@@ -111,13 +118,16 @@ fn validate_config(key: &str, value: &str) -> Result<(), String> {
 impl Controller {
     /// Replays the metadata log into the image and removes partition directories of
     /// topics that no longer exist.
-    pub async fn start(shard: Rc<Shard>) -> std::io::Result<Rc<Controller>> {
-        let data_dir = shard.config.data_dir.clone();
-        let data_shards = shard.executors() - 1;
+    pub async fn start(
+        config: Arc<Config>,
+        data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
+    ) -> std::io::Result<Rc<Controller>> {
+        let data_dir = config.data_dir.clone();
+        let shard_count = data_shards.len();
         let (log, image) = glommio::executor()
             .spawn_blocking(move || -> std::io::Result<(MetadataLog, MetadataImage)> {
                 let (log, records) = MetadataLog::open(&data_dir)?;
-                let mut image = MetadataImage::new(data_shards);
+                let mut image = MetadataImage::new(shard_count);
                 let mut removed = HashSet::new();
                 for r in &records {
                     image.apply(r);
@@ -130,17 +140,44 @@ impl Controller {
             })
             .await?;
         info!(topics = image.topics.len(), partitions = image.partition_count(), "metadata loaded");
-        shard.set_image(Arc::new(image));
-        Ok(Rc::new(Controller { shard, log: Arc::new(log), lock: Semaphore::new(1) }))
+        Ok(Rc::new(Controller {
+            config,
+            image: ImageCell::new(image),
+            data_shards,
+            log: Arc::new(log),
+            lock: Semaphore::new(1),
+        }))
+    }
+
+    /// Serves the requests of one data shard until it hangs up. Each runs as its own task;
+    /// topic changes are serialised by the controller's permit.
+    pub async fn serve(self: Rc<Self>, rx: ConnectedReceiver<ControlRequest>) {
+        while let Some(request) = rx.recv().await {
+            let controller = self.clone();
+            glommio::spawn_local(async move {
+                match request {
+                    ControlRequest::AllocateProducerIds { count, reply } => {
+                        let _ = reply.send(controller.allocate_producer_ids(count).await);
+                    }
+                    ControlRequest::CreateTopics { topics, validate_only, reply } => {
+                        let _ = reply.send(controller.create_topics(topics, validate_only).await);
+                    }
+                    ControlRequest::DeleteTopics { topics, reply } => {
+                        let _ = reply.send(controller.delete_topics(topics).await);
+                    }
+                }
+            })
+            .detach();
+        }
     }
 
     /// Sends the current image to every data shard and waits until all have applied it.
     pub async fn publish(&self) {
-        let image = self.shard.image();
+        let image = self.image.get();
         let mut acks = Vec::new();
-        for to in 1..self.shard.executors() {
+        for shard in &self.data_shards {
             let (reply, rx) = oneshot::channel();
-            if self.shard.send(to, ShardRequest::Publish { image: image.clone(), reply }).await.is_ok() {
+            if shard.send(DataRequest::Publish { image: image.clone(), reply }).await.is_ok() {
                 acks.push(rx);
             }
         }
@@ -153,7 +190,7 @@ impl Controller {
     /// repeat across restarts.
     pub async fn allocate_producer_ids(&self, count: i64) -> Option<(i64, i64)> {
         let _permit = self.lock.acquire_permit(1).await.ok()?;
-        let start = self.shard.image().next_producer_id;
+        let start = self.image.get().next_producer_id;
         let end = start.checked_add(count)?;
         match self.commit_local(vec![MetadataRecord::ProducerIds { next_producer_id: end }]).await {
             Ok(()) => Some((start, end)),
@@ -170,11 +207,11 @@ impl Controller {
         let log = self.log.clone();
         let to_write = records.clone();
         glommio::executor().spawn_blocking(move || log.append(&to_write)).await?;
-        let mut image = (*self.shard.image()).clone();
+        let mut image = (*self.image.get()).clone();
         for r in &records {
             image.apply(r);
         }
-        self.shard.set_image(Arc::new(image));
+        self.image.set(Arc::new(image));
         Ok(())
     }
 
@@ -187,7 +224,7 @@ impl Controller {
 
     pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicOutcome> {
         let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
-        let image = self.shard.image();
+        let image = self.image.get();
         let mut partitions_total = image.partition_count();
         let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
         let mut outcomes = Vec::with_capacity(topics.len());
@@ -227,7 +264,7 @@ impl Controller {
                 }
                 Ok(_) => {}
                 Err((error, message)) => {
-                    outcome.error_code = error.code();
+                    outcome.error = Some(error);
                     outcome.error_message = Some(message);
                 }
             }
@@ -236,12 +273,12 @@ impl Controller {
         if !records.is_empty() {
             if let Err(e) = self.commit(records).await {
                 warn!(error = %e, "metadata log append failed");
-                for o in outcomes.iter_mut().filter(|o| o.error_code == 0) {
-                    o.error_code = ResponseError::UnknownServerError.code();
+                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
+                    o.error = Some(ResponseError::UnknownServerError);
                     o.error_message = Some(format!("metadata log write failed: {e}"));
                 }
             } else {
-                for o in outcomes.iter().filter(|o| o.error_code == 0) {
+                for o in outcomes.iter().filter(|o| o.error.is_none()) {
                     info!(topic = %o.name, partitions = o.num_partitions, "topic created");
                 }
             }
@@ -255,7 +292,7 @@ impl Controller {
         topic: &NewTopic,
         partitions_total: usize,
     ) -> Result<(i32, BTreeMap<String, String>), (ResponseError, String)> {
-        let config = &self.shard.config;
+        let config = &self.config;
         valid_topic_name(&topic.name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
         if image.topic(&topic.name).is_some() {
             return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", topic.name)));
@@ -325,7 +362,7 @@ impl Controller {
 
     pub async fn delete_topics(&self, topics: Vec<TopicRef>) -> Vec<TopicOutcome> {
         let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
-        let image = self.shard.image();
+        let image = self.image.get();
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut records = Vec::new();
         for t in topics {
@@ -344,12 +381,12 @@ impl Controller {
                 }
                 (None, TopicRef::Name(n)) => {
                     outcome.name = n;
-                    outcome.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    outcome.error = Some(ResponseError::UnknownTopicOrPartition);
                     outcome.error_message = Some("This server does not host this topic-partition.".into());
                 }
                 (None, TopicRef::Id(id)) => {
                     outcome.topic_id = id;
-                    outcome.error_code = ResponseError::UnknownTopicId.code();
+                    outcome.error = Some(ResponseError::UnknownTopicId);
                     outcome.error_message = Some("This server does not host this topic ID.".into());
                 }
             }
@@ -357,12 +394,12 @@ impl Controller {
         }
         if !records.is_empty() {
             if let Err(e) = self.commit(records).await {
-                for o in outcomes.iter_mut().filter(|o| o.error_code == 0) {
-                    o.error_code = ResponseError::UnknownServerError.code();
+                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
+                    o.error = Some(ResponseError::UnknownServerError);
                     o.error_message = Some(format!("metadata log write failed: {e}"));
                 }
             } else {
-                for o in outcomes.iter().filter(|o| o.error_code == 0) {
+                for o in outcomes.iter().filter(|o| o.error.is_none()) {
                     info!(topic = %o.name, "topic deleted");
                 }
             }

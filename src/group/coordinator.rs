@@ -1,17 +1,20 @@
 //! The group coordinator of one data shard: it runs every group whose `__consumer_offsets`
 //! partition this shard owns (Kafka's placement: the group id's hash modulo the partition
-//! count). Group requests from any shard arrive here as [`GroupCall`]s, in the order their
-//! connections sent them; the state-machine step runs at once, and only waiting (for a
-//! rebalance, for a record to be synced) happens in spawned tasks.
+//! count). Group requests from any shard arrive as [`GroupCall`]s, in the order their
+//! connections sent them (routing is the shard's: `shard::route`); the state-machine step
+//! runs at once, and only waiting (for a rebalance, for a record to be synced) happens in
+//! spawned tasks.
 //!
-//! Durability: offsets and group metadata are records appended to the group's partition
-//! with acks=all semantics (synced before the answer), so they survive `kill -9`; the
-//! partition is replayed into memory when the shard opens it. Timers (sessions, rebalance
-//! and sync deadlines, offset retention) are one periodic tick on this shard.
+//! A service owned by its shard (`Rc`, this executor only): its groups, its load state per
+//! partition, its timers (`tick`, `expire_offsets`, run by the shard's timer tasks) and the
+//! replay of `__consumer_offsets` when the shard opens one of its partitions. It reaches
+//! storage only through an [`InternalTopicAppender`]: offsets and group metadata are records
+//! appended with acks=all semantics (synced before the answer), so they survive `kill -9`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,23 +22,23 @@ use futures::channel::oneshot;
 use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
 
-use super::message::ProduceItem;
-use super::{executor_of, Shard, ShardRequest};
-use crate::cluster::MetadataImage;
+use crate::cluster::{ImageCell, MetadataImage};
+use crate::config::Config;
 use crate::group::records::{self, GroupKey, GroupRecord, GroupValue, MemberValue, OffsetValue};
 use crate::group::state::{
     Committed, Group, GroupLimits, GroupState, JoinOutcome, JoinRequest, JoinStep, SyncOutcome, SyncRequest, SyncStep,
 };
 use crate::group::OFFSETS_TOPIC;
-use crate::partition::Partition;
+use crate::partition::internal_topic::InternalTopicAppender;
+use crate::partition::{Partition, PartitionTable};
 use crate::protocol::batch;
-use crate::types::{now_ms, Offset, TopicPartition};
+use crate::types::{now_ms, Offset, ShardId, TopicPartition};
 
 /// How often group timers are checked.
 pub const GROUP_TICK: Duration = Duration::from_millis(100);
 /// How long an offset commit or group write may wait for its record to be synced
 /// (Kafka's `offsets.commit.timeout.ms`).
-const STORE_TIMEOUT_MS: i32 = 5000;
+const STORE_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Bytes read at once while loading a `__consumer_offsets` partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
@@ -57,6 +60,18 @@ pub struct GroupSummary {
     pub members: Vec<MemberValue>,
 }
 
+/// An answer with an error per item (member, offset), or one error for the whole request.
+pub type PerItem = Result<Vec<Option<ResponseError>>, ResponseError>;
+
+/// Offsets a member (or a consumer outside group management, generation -1) commits.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub generation: i32,
+    pub offsets: Vec<OffsetToCommit>,
+}
+
 /// One group request for the coordinator shard, with its typed reply. A reply dropped
 /// unanswered means the coordinator could not take the request (it is stopping).
 pub enum GroupCall {
@@ -75,36 +90,33 @@ pub enum GroupCall {
         member_id: String,
         instance_id: Option<String>,
         generation: i32,
-        reply: oneshot::Sender<i16>,
+        reply: oneshot::Sender<Option<ResponseError>>,
     },
-    /// Members as (member id, instance id); the answer is one code per member, or a group error.
+    /// Members as (member id, instance id); the answer is one error per member, or a group error.
     Leave {
         group: String,
         members: Vec<(String, Option<String>)>,
-        reply: oneshot::Sender<Result<Vec<i16>, i16>>,
+        reply: oneshot::Sender<PerItem>,
     },
-    /// The answer is one code per offset, or one code for all.
+    /// The answer is one error per offset, or one error for all.
     Commit {
         group: String,
-        member_id: String,
-        instance_id: Option<String>,
-        generation: i32,
-        offsets: Vec<OffsetToCommit>,
-        reply: oneshot::Sender<Result<Vec<i16>, i16>>,
+        request: CommitRequest,
+        reply: oneshot::Sender<PerItem>,
     },
     /// `partitions: None` asks for every committed offset of the group.
     FetchOffsets {
         group: String,
         partitions: Option<Vec<(String, i32)>>,
-        reply: oneshot::Sender<Result<Vec<OffsetFound>, i16>>,
+        reply: oneshot::Sender<Result<Vec<OffsetFound>, ResponseError>>,
     },
     Describe {
         group: String,
-        reply: oneshot::Sender<Result<Option<GroupSummary>, i16>>,
+        reply: oneshot::Sender<Result<Option<GroupSummary>, ResponseError>>,
     },
     Delete {
         group: String,
-        reply: oneshot::Sender<i16>,
+        reply: oneshot::Sender<Option<ResponseError>>,
     },
     /// Every group this shard coordinates (sent to every data shard).
     List {
@@ -113,7 +125,8 @@ pub enum GroupCall {
 }
 
 impl GroupCall {
-    fn group(&self) -> Option<&str> {
+    /// The group the call is for; `None` for a listing.
+    pub fn group(&self) -> Option<&str> {
         match self {
             GroupCall::Join { group, .. }
             | GroupCall::Sync { group, .. }
@@ -128,8 +141,7 @@ impl GroupCall {
     }
 
     /// Answers with a coordinator-level error (not the coordinator, still loading).
-    fn fail(self, error: ResponseError) {
-        let code = error.code();
+    pub fn fail(self, error: ResponseError) {
         match self {
             GroupCall::Join { request, reply, .. } => {
                 let _ = reply.send(JoinOutcome::failed(error, &request.member_id));
@@ -138,16 +150,16 @@ impl GroupCall {
                 let _ = reply.send(SyncOutcome::failed(error));
             }
             GroupCall::Heartbeat { reply, .. } | GroupCall::Delete { reply, .. } => {
-                let _ = reply.send(code);
+                let _ = reply.send(Some(error));
             }
             GroupCall::Leave { reply, .. } | GroupCall::Commit { reply, .. } => {
-                let _ = reply.send(Err(code));
+                let _ = reply.send(Err(error));
             }
             GroupCall::FetchOffsets { reply, .. } => {
-                let _ = reply.send(Err(code));
+                let _ = reply.send(Err(error));
             }
             GroupCall::Describe { reply, .. } => {
-                let _ = reply.send(Err(code));
+                let _ = reply.send(Err(error));
             }
             GroupCall::List { reply } => {
                 let _ = reply.send(Vec::new());
@@ -164,10 +176,15 @@ enum Load {
 }
 
 /// The groups of the `__consumer_offsets` partitions one shard owns.
-#[derive(Default)]
 pub struct GroupCoordinator {
+    /// The data shard this coordinator runs on.
+    shard: ShardId,
+    config: Arc<Config>,
+    image: Rc<ImageCell>,
+    appender: InternalTopicAppender,
     groups: RefCell<HashMap<String, Group>>,
-    partitions: RefCell<HashMap<i32, Load>>,
+    /// Load state of each `__consumer_offsets` partition this shard has.
+    loads: RefCell<HashMap<i32, Load>>,
 }
 
 /// The `__consumer_offsets` partition that holds `group`, if the topic exists.
@@ -176,7 +193,18 @@ pub fn offsets_partition(image: &MetadataImage, group: &str) -> Option<TopicPart
     Some(TopicPartition::new(OFFSETS_TOPIC, records::partition_for(group, meta.partitions)))
 }
 
-impl Shard {
+impl GroupCoordinator {
+    pub fn new(shard: ShardId, config: Arc<Config>, image: Rc<ImageCell>, partitions: Rc<PartitionTable>) -> Self {
+        Self {
+            shard,
+            config,
+            image,
+            appender: InternalTopicAppender::new(partitions, STORE_TIMEOUT),
+            groups: RefCell::new(HashMap::new()),
+            loads: RefCell::new(HashMap::new()),
+        }
+    }
+
     fn group_limits(&self) -> GroupLimits {
         GroupLimits {
             initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms as i64,
@@ -184,50 +212,8 @@ impl Shard {
         }
     }
 
-    /// Sends a group call to its coordinator shard (this one or another), in order. A
-    /// `List` goes to this shard only; callers send one to each data shard.
-    pub async fn route_group(self: &Rc<Self>, call: GroupCall) {
-        let Some(group) = call.group() else {
-            self.serve_group(call);
-            return;
-        };
-        let image = self.image();
-        let Some(tp) = offsets_partition(&image, group) else {
-            call.fail(ResponseError::CoordinatorNotAvailable);
-            return;
-        };
-        let owner = image.owner(&tp);
-        if Some(owner) == self.data_id() {
-            self.serve_group(call);
-        } else {
-            // If the owner has stopped, the call is dropped and its caller sees no answer.
-            let _ = self.send(executor_of(owner), ShardRequest::Group(call)).await;
-        }
-    }
-
-    /// Sends `List` to every data shard and merges the answers.
-    pub async fn list_all_groups(self: &Rc<Self>) -> Vec<GroupSummary> {
-        let mut answers = Vec::new();
-        for executor in 1..self.executors() {
-            let (reply, rx) = oneshot::channel();
-            let call = GroupCall::List { reply };
-            if executor == self.index {
-                self.serve_group(call);
-            } else if self.send(executor, ShardRequest::Group(call)).await.is_err() {
-                continue;
-            }
-            answers.push(rx);
-        }
-        let mut all = Vec::new();
-        for rx in answers {
-            all.extend(rx.await.unwrap_or_default());
-        }
-        all.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-        all
-    }
-
     /// Runs one group call on this (the coordinator) shard.
-    pub fn serve_group(self: &Rc<Self>, call: GroupCall) {
+    pub fn serve(self: &Rc<Self>, call: GroupCall) {
         if let Some(group) = call.group() {
             match self.coordinator_status(group) {
                 Ok(()) => {}
@@ -239,16 +225,16 @@ impl Shard {
             GroupCall::Join { group, request, reply } => self.join(group, request, reply, now),
             GroupCall::Sync { group, request, reply } => self.sync(group, request, reply, now),
             GroupCall::Heartbeat { group, member_id, instance_id, generation, reply } => {
-                let code = match self.groups.groups.borrow_mut().get_mut(&group) {
+                let code = match self.groups.borrow_mut().get_mut(&group) {
                     Some(g) => g.heartbeat(&member_id, instance_id.as_deref(), generation, now),
                     None => ResponseError::UnknownMemberId.code(),
                 };
                 debug!(group = %group, member = %member_id, generation, error = code, "heartbeat answered");
-                let _ = reply.send(code);
+                let _ = reply.send(ResponseError::try_from_code(code));
             }
             GroupCall::Leave { group, members, reply } => {
                 let limits = self.group_limits();
-                let codes = match self.groups.groups.borrow_mut().get_mut(&group) {
+                let codes = match self.groups.borrow_mut().get_mut(&group) {
                     Some(g) => members
                         .iter()
                         .map(|(member, instance)| {
@@ -256,19 +242,17 @@ impl Shard {
                             if code == 0 {
                                 info!(group = %g.id, member = %member, "member left the group");
                             }
-                            code
+                            ResponseError::try_from_code(code)
                         })
                         .collect(),
-                    None => vec![ResponseError::UnknownMemberId.code(); members.len()],
+                    None => vec![Some(ResponseError::UnknownMemberId); members.len()],
                 };
                 self.store_if_wanted(&group);
                 let _ = reply.send(Ok(codes));
             }
-            GroupCall::Commit { group, member_id, instance_id, generation, offsets, reply } => {
-                self.commit(group, member_id, instance_id, generation, offsets, reply, now)
-            }
+            GroupCall::Commit { group, request, reply } => self.commit(group, request, reply, now),
             GroupCall::FetchOffsets { group, partitions, reply } => {
-                let groups = self.groups.groups.borrow();
+                let groups = self.groups.borrow();
                 let found = match (groups.get(&group), partitions) {
                     (None, None) => Vec::new(),
                     (Some(g), None) => {
@@ -285,15 +269,14 @@ impl Shard {
                 let _ = reply.send(Ok(found));
             }
             GroupCall::Describe { group, reply } => {
-                let summary = self.groups.groups.borrow().get(&group).map(summarize);
+                let summary = self.groups.borrow().get(&group).map(summarize);
                 let _ = reply.send(Ok(summary));
             }
             GroupCall::Delete { group, reply } => self.delete_group(group, reply),
             GroupCall::List { reply } => {
-                let ready = self.groups.partitions.borrow().clone();
-                let image = self.image();
+                let ready = self.loads.borrow().clone();
+                let image = self.image.get();
                 let list = self
-                    .groups
                     .groups
                     .borrow()
                     .values()
@@ -310,12 +293,12 @@ impl Shard {
 
     /// Whether this shard coordinates `group` now.
     fn coordinator_status(&self, group: &str) -> Result<(), ResponseError> {
-        let image = self.image();
+        let image = self.image.get();
         let Some(tp) = offsets_partition(&image, group) else { return Err(ResponseError::CoordinatorNotAvailable) };
-        if !self.owner_is_local(&tp) {
+        if image.owner(&tp) != self.shard {
             return Err(ResponseError::NotCoordinator);
         }
-        match self.groups.partitions.borrow().get(&tp.partition) {
+        match self.loads.borrow().get(&tp.partition) {
             Some(Load::Ready) => Ok(()),
             Some(Load::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
             None => Err(ResponseError::CoordinatorNotAvailable),
@@ -332,7 +315,7 @@ impl Shard {
         }
         let limits = self.group_limits();
         let step = {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.groups.borrow_mut();
             if !request.member_id.is_empty() && !groups.contains_key(&group) {
                 drop(groups);
                 reply.send(JoinOutcome::failed(ResponseError::UnknownMemberId, &request.member_id));
@@ -373,16 +356,16 @@ impl Shard {
 
     fn sync(self: &Rc<Self>, group: String, request: SyncRequest, reply: oneshot::Sender<SyncOutcome>, now: i64) {
         let reply = SyncReply { group: group.clone(), member: request.member_id.clone(), reply };
-        let step = match self.groups.groups.borrow_mut().get_mut(&group) {
+        let step = match self.groups.borrow_mut().get_mut(&group) {
             None => SyncStep::Reply(SyncOutcome::failed(ResponseError::UnknownMemberId)),
             Some(g) => match g.sync(request, now) {
                 SyncStep::StoreThenFinish { generation, assignments, reply: rx } => {
                     let value = g.value_with(&assignments);
-                    let shard = self.clone();
+                    let coordinator = self.clone();
                     let stored = self.store_group(&group, Some(value));
                     glommio::spawn_local(async move {
                         let ok = stored.await.is_ok();
-                        if let Some(g) = shard.groups.groups.borrow_mut().get_mut(&group) {
+                        if let Some(g) = coordinator.groups.borrow_mut().get_mut(&group) {
                             g.finish_sync(generation, assignments, ok, now_ms());
                             // A newer rebalance may have begun while the assignment was stored.
                             if g.state == GroupState::Stable && g.generation == generation {
@@ -411,19 +394,10 @@ impl Shard {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn commit(
-        self: &Rc<Self>,
-        group: String,
-        member_id: String,
-        instance_id: Option<String>,
-        generation: i32,
-        offsets: Vec<OffsetToCommit>,
-        reply: oneshot::Sender<Result<Vec<i16>, i16>>,
-        now: i64,
-    ) {
+    fn commit(self: &Rc<Self>, group: String, request: CommitRequest, reply: oneshot::Sender<PerItem>, now: i64) {
+        let CommitRequest { member_id, instance_id, generation, offsets } = request;
         let checked = {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.groups.borrow_mut();
             match groups.get_mut(&group) {
                 Some(g) => g.check_commit(&member_id, instance_id.as_deref(), generation, now),
                 // An unknown group takes commits only from consumers outside group management.
@@ -435,18 +409,18 @@ impl Shard {
             }
         };
         if let Err(e) = checked {
-            let _ = reply.send(Ok(vec![e.code(); offsets.len()]));
+            let _ = reply.send(Ok(vec![Some(e); offsets.len()]));
             return;
         }
-        let image = self.image();
-        let mut codes = vec![0i16; offsets.len()];
+        let image = self.image.get();
+        let mut codes: Vec<Option<ResponseError>> = vec![None; offsets.len()];
         let mut to_write = Vec::new();
         let mut written = Vec::new();
         for (i, (topic, partition, value)) in offsets.into_iter().enumerate() {
             if value.metadata.len() > self.config.offset_metadata_max_bytes {
-                codes[i] = ResponseError::OffsetMetadataTooLarge.code();
+                codes[i] = Some(ResponseError::OffsetMetadataTooLarge);
             } else if !image.topic(&topic).is_some_and(|t| partition >= 0 && partition < t.partitions) {
-                codes[i] = ResponseError::UnknownTopicOrPartition.code();
+                codes[i] = Some(ResponseError::UnknownTopicOrPartition);
             } else {
                 let key = GroupKey::Offset { group: group.clone(), topic: topic.clone(), partition };
                 to_write.push((records::encode_key(&key), Some(records::encode_offset(&value))));
@@ -458,11 +432,11 @@ impl Shard {
             return;
         }
         let stored = self.append_group_records(&group, &to_write);
-        let shard = self.clone();
+        let coordinator = self.clone();
         glommio::spawn_local(async move {
             match stored.await {
                 Ok(base) => {
-                    if let Some(g) = shard.groups.groups.borrow_mut().get_mut(&group) {
+                    if let Some(g) = coordinator.groups.borrow_mut().get_mut(&group) {
                         for (n, (_, topic, partition, value)) in written.into_iter().enumerate() {
                             g.apply_offset(topic, partition, Committed { value, record_offset: base + n as i64 });
                         }
@@ -470,7 +444,7 @@ impl Shard {
                 }
                 Err(e) => {
                     for (i, ..) in written {
-                        codes[i] = e.code();
+                        codes[i] = Some(e);
                     }
                 }
             }
@@ -479,15 +453,15 @@ impl Shard {
         .detach();
     }
 
-    fn delete_group(self: &Rc<Self>, group: String, reply: oneshot::Sender<i16>) {
+    fn delete_group(self: &Rc<Self>, group: String, reply: oneshot::Sender<Option<ResponseError>>) {
         let tombstones = {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(&group) else {
-                let _ = reply.send(ResponseError::GroupIdNotFound.code());
+                let _ = reply.send(Some(ResponseError::GroupIdNotFound));
                 return;
             };
             if !g.is_empty() || g.state != GroupState::Empty {
-                let _ = reply.send(ResponseError::NonEmptyGroup.code());
+                let _ = reply.send(Some(ResponseError::NonEmptyGroup));
                 return;
             }
             g.mark_dead();
@@ -505,21 +479,18 @@ impl Shard {
         };
         let stored = self.append_group_records(&group, &tombstones);
         glommio::spawn_local(async move {
-            let code = match stored.await {
-                Ok(_) => 0,
-                Err(e) => e.code(),
-            };
-            if code == 0 {
+            let error = stored.await.err();
+            if error.is_none() {
                 info!(group = %group, "group deleted");
             }
-            let _ = reply.send(code);
+            let _ = reply.send(error);
         })
         .detach();
     }
 
     /// Stores a group that asked to be (it became empty), without waiting.
     fn store_if_wanted(self: &Rc<Self>, group: &str) {
-        let value = match self.groups.groups.borrow_mut().get_mut(group) {
+        let value = match self.groups.borrow_mut().get_mut(group) {
             Some(g) => match g.take_store_wanted() {
                 true => g.value(),
                 false => return,
@@ -553,12 +524,10 @@ impl Shard {
         group: &str,
         recs: &[KeyValue],
     ) -> impl std::future::Future<Output = Result<Offset, ResponseError>> + 'static {
-        let tp = offsets_partition(&self.image(), group);
+        let tp = offsets_partition(&self.image.get(), group);
         let encoded = records::encode_batch(recs, now_ms());
         let appended = match (tp, encoded) {
-            (Some(tp), Ok(batch)) => {
-                Some(self.produce_local(-1, STORE_TIMEOUT_MS, vec![ProduceItem { idx: 0, tp, batch }]))
-            }
+            (Some(tp), Ok(batch)) => Some(self.appender.append(&tp, batch)),
             (_, Err(e)) => {
                 warn!(group = %group, error = %e, "cannot encode group records");
                 None
@@ -567,34 +536,32 @@ impl Shard {
         };
         async move {
             let Some(appended) = appended else { return Err(ResponseError::CoordinatorNotAvailable) };
-            let outcome = appended.await.into_iter().next().ok_or(ResponseError::CoordinatorNotAvailable)?;
-            match ResponseError::try_from_code(outcome.error_code) {
-                None => Ok(outcome.base_offset),
+            appended.await.map_err(|e| match e {
                 // Kafka's mapping for a failed write to the offsets topic.
-                Some(ResponseError::RequestTimedOut | ResponseError::UnknownTopicOrPartition) => {
-                    Err(ResponseError::CoordinatorNotAvailable)
+                ResponseError::RequestTimedOut | ResponseError::UnknownTopicOrPartition => {
+                    ResponseError::CoordinatorNotAvailable
                 }
-                Some(ResponseError::NotLeaderOrFollower) => Err(ResponseError::NotCoordinator),
-                Some(ResponseError::MessageTooLarge) => Err(ResponseError::InvalidCommitOffsetSize),
-                Some(_) => Err(ResponseError::UnknownServerError),
-            }
+                ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
+                ResponseError::MessageTooLarge => ResponseError::InvalidCommitOffsetSize,
+                _ => ResponseError::UnknownServerError,
+            })
         }
     }
 
     /// Rebuilds the groups of a `__consumer_offsets` partition this shard just opened.
-    pub async fn load_groups(self: &Rc<Self>, partition: Rc<Partition>) {
-        let p = partition.tp.partition;
-        self.groups.partitions.borrow_mut().insert(p, Load::Loading);
+    pub async fn load(self: &Rc<Self>, partition: Rc<Partition>) {
+        let p = partition.tp().partition;
+        self.loads.borrow_mut().insert(p, Load::Loading);
         let started = std::time::Instant::now();
         let mut latest: HashMap<GroupKey, (Offset, GroupRecord)> = HashMap::new();
-        let mut offset = partition.log.log_start_offset();
-        let end = partition.log.next_offset();
+        let mut offset = partition.log_start_offset();
+        let end = partition.log_end_offset();
         let mut skipped = 0usize;
         while offset < end {
-            let read = match partition.log.read(offset, LOAD_READ_BYTES).await {
-                Ok(r) => r.records,
+            let read = match partition.read_stored(offset, LOAD_READ_BYTES).await {
+                Ok(r) => r,
                 Err(e) => {
-                    warn!(partition = %partition.tp, offset, error = %e, "cannot read while loading groups");
+                    warn!(partition = %partition.tp(), offset, error = %e, "cannot read while loading groups");
                     break;
                 }
             };
@@ -610,7 +577,7 @@ impl Shard {
                 }
                 Err(e) => {
                     skipped += 1;
-                    debug!(partition = %partition.tp, offset, error = %e, "skipping undecodable group records");
+                    debug!(partition = %partition.tp(), offset, error = %e, "skipping undecodable group records");
                 }
             }
             offset = next;
@@ -631,32 +598,32 @@ impl Shard {
             }
         }
         let count = loaded.len();
-        self.groups.groups.borrow_mut().extend(loaded);
-        self.groups.partitions.borrow_mut().insert(p, Load::Ready);
+        self.groups.borrow_mut().extend(loaded);
+        self.loads.borrow_mut().insert(p, Load::Ready);
         // Offsets of topics deleted while their tombstones were not yet written.
-        self.forget_deleted_topics(&self.image());
+        self.forget_deleted_topics(&self.image.get());
         if skipped > 0 {
-            warn!(partition = %partition.tp, skipped, "some group record batches could not be decoded");
+            warn!(partition = %partition.tp(), skipped, "some group record batches could not be decoded");
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if count > 0 {
-            info!(partition = %partition.tp, groups = count, elapsed_ms, "groups loaded");
+            info!(partition = %partition.tp(), groups = count, elapsed_ms, "groups loaded");
         } else {
-            debug!(partition = %partition.tp, elapsed_ms, "no groups to load");
+            debug!(partition = %partition.tp(), elapsed_ms, "no groups to load");
         }
     }
 
     /// Forgets the groups of a `__consumer_offsets` partition this shard no longer has.
-    pub fn unload_groups(&self, partition: i32, partitions_total: i32) {
-        self.groups.partitions.borrow_mut().remove(&partition);
-        self.groups.groups.borrow_mut().retain(|id, _| records::partition_for(id, partitions_total) != partition);
+    pub fn unload(&self, partition: i32, partitions_total: i32) {
+        self.loads.borrow_mut().remove(&partition);
+        self.groups.borrow_mut().retain(|id, _| records::partition_for(id, partitions_total) != partition);
     }
 
     /// Drops committed offsets of topics that no longer exist (Kafka does this when a topic
     /// is deleted), so a topic created again under the same name starts from the reset policy.
     pub fn forget_deleted_topics(self: &Rc<Self>, image: &MetadataImage) {
         let mut writes: Vec<(String, Vec<KeyValue>)> = Vec::new();
-        for (id, g) in self.groups.groups.borrow_mut().iter_mut() {
+        for (id, g) in self.groups.borrow_mut().iter_mut() {
             let gone: Vec<(String, i32)> =
                 g.offsets.keys().filter(|(topic, _)| image.topic(topic).is_none()).cloned().collect();
             if gone.is_empty() {
@@ -683,18 +650,18 @@ impl Shard {
 
     /// At shutdown: parked joins and syncs are answered NOT_COORDINATOR at once, so their
     /// connections can drain instead of waiting out a rebalance.
-    pub fn release_group_waiters(&self) {
-        for g in self.groups.groups.borrow_mut().values_mut() {
+    pub fn release_waiters(&self) {
+        for g in self.groups.borrow_mut().values_mut() {
             g.fail_waiters(ResponseError::NotCoordinator);
         }
     }
 
     /// The group timers: run every [`GROUP_TICK`] on each data shard.
-    pub fn tick_groups(self: &Rc<Self>) {
+    pub fn tick(self: &Rc<Self>) {
         let now = now_ms();
         let limits = self.group_limits();
         let mut changed = Vec::new();
-        for g in self.groups.groups.borrow_mut().values_mut() {
+        for g in self.groups.borrow_mut().values_mut() {
             let before = (g.state, g.generation);
             for member in g.tick(now, &limits) {
                 info!(group = %g.id, member = %member, "member removed: session or rebalance timeout");
@@ -710,11 +677,11 @@ impl Shard {
     }
 
     /// Drops offsets past `offsets.retention.minutes` and empty groups left with none.
-    pub fn expire_group_offsets(self: &Rc<Self>) {
+    pub fn expire_offsets(self: &Rc<Self>) {
         let now = now_ms();
         let retention = self.config.offsets_retention_ms;
         let mut writes: Vec<(String, Vec<KeyValue>)> = Vec::new();
-        self.groups.groups.borrow_mut().retain(|id, g| {
+        self.groups.borrow_mut().retain(|id, g| {
             let expired = g.expired_offsets(now, retention);
             let mut tombstones = Vec::new();
             for (topic, partition) in expired {

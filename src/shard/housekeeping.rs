@@ -1,0 +1,143 @@
+//! A data shard's own upkeep: applying a published metadata image (opening the partitions it
+//! now owns, deleting those of deleted topics), the periodic jobs (sync, producer expiry,
+//! compaction) and closing every partition at shutdown.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::stream::StreamExt;
+use tracing::{debug, warn};
+
+use super::Shard;
+use crate::cluster::{MetadataImage, TopicMeta};
+use crate::config::Config;
+use crate::group::OFFSETS_TOPIC;
+use crate::partition::{Partition, PartitionSettings};
+use crate::storage::{LogConfig, LogError};
+use crate::types::{now_ms, TopicPartition};
+
+/// Periodic syncs in flight at once on one shard.
+const PERIODIC_SYNCS_AT_ONCE: usize = 8;
+
+/// Buffered bytes that start a background write.
+const WRITE_CHUNK_BYTES: u64 = 256 << 10;
+
+impl Shard {
+    /// Makes this data shard's partitions match `image`: opens logs it now owns, closes and
+    /// deletes those whose topic is gone.
+    pub async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
+        if !self.image.set(image.clone()) {
+            return;
+        }
+        let wanted = image.partitions_of(self.id);
+        let stale: Vec<TopicPartition> = self
+            .partitions()
+            .iter()
+            .filter(|p| {
+                image.topic(&p.tp().topic).is_none_or(|t| t.id != p.topic_id() || p.tp().partition >= t.partitions)
+            })
+            .map(|p| p.tp().clone())
+            .collect();
+        self.groups.forget_deleted_topics(&image);
+        for tp in stale {
+            if tp.topic == OFFSETS_TOPIC {
+                let total = image.topic(OFFSETS_TOPIC).map(|t| t.partitions).unwrap_or(0);
+                self.groups.unload(tp.partition, total);
+            }
+            if let Some(p) = self.partitions.remove(&tp) {
+                p.delete().await;
+            }
+        }
+        for (tp, meta) in wanted {
+            if self.partitions.contains(&tp) {
+                continue;
+            }
+            match self.open_partition(&tp, &meta).await {
+                Ok(p) => {
+                    self.partitions.insert(p.clone());
+                    if tp.topic == OFFSETS_TOPIC {
+                        self.groups.load(p).await;
+                    }
+                }
+                Err(e) => warn!(partition = %tp, error = %e, "cannot open partition; it stays offline"),
+            }
+        }
+    }
+
+    async fn open_partition(&self, tp: &TopicPartition, meta: &TopicMeta) -> Result<Rc<Partition>, LogError> {
+        let dir = self.config.data_dir.join(tp.dir_name());
+        let log_config = LogConfig {
+            segment_bytes: topic_setting(meta, "segment.bytes").unwrap_or(self.config.segment_bytes),
+            segment_ms: topic_setting(meta, "segment.ms").unwrap_or(self.config.segment_ms),
+            index_interval_bytes: topic_setting(meta, "index.interval.bytes")
+                .unwrap_or(self.config.index_interval_bytes),
+            tail_cache_bytes: self.config.tail_cache_bytes,
+            write_chunk_bytes: WRITE_CHUNK_BYTES,
+        };
+        let settings = partition_settings(meta, &self.config);
+        Partition::open(tp.clone(), meta.id, &dir, log_config, settings, self.clean_start).await
+    }
+
+    /// Syncs every partition with unsynced data (the periodic part of the flush policy).
+    pub async fn sync_all(&self) {
+        let dirty: Vec<Rc<Partition>> = self.partitions().into_iter().filter(|p| p.needs_sync()).collect();
+        // A few at a time: a sync holds its partition's I/O permit until the device is done,
+        // so a thousand queued at once would stall every partition's acks=1 writes behind
+        // the whole batch instead of behind its own sync.
+        let mut syncs = futures::stream::iter(dirty.iter().map(|p| p.sync())).buffer_unordered(PERIODIC_SYNCS_AT_ONCE);
+        while let Some(r) = syncs.next().await {
+            if let Err(e) = r {
+                warn!(error = %e, "periodic sync failed");
+            }
+        }
+    }
+
+    /// Compacts the partitions of compacted topics that have new sealed data, one partition
+    /// at a time (the cleaner's pass).
+    pub async fn compact_logs(&self) {
+        for p in self.partitions() {
+            if let Err(e) = p.compact_if_due().await {
+                warn!(partition = %p.tp(), error = %e, "compaction failed; the segments stay as they were");
+            }
+        }
+    }
+
+    /// Forgets producers idle longer than `producer.id.expiration.ms`.
+    pub fn expire_producers(&self) {
+        let now = now_ms();
+        for p in self.partitions() {
+            let expired = p.expire_producers(now, self.config.producer_id_expiration_ms);
+            if expired > 0 {
+                debug!(partition = %p.tp(), expired, "producer ids expired");
+            }
+        }
+    }
+
+    /// Closes every log cleanly (sync, final index files). Returns whether all closed.
+    pub async fn close_all(&self) -> bool {
+        let mut ok = true;
+        for p in self.partitions() {
+            if let Err(e) = p.close().await {
+                warn!(partition = %p.tp(), error = %e, "close failed");
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
+/// The settings a partition acts on: its topic's configs over the broker's defaults.
+fn partition_settings(meta: &TopicMeta, config: &Config) -> PartitionSettings {
+    PartitionSettings {
+        log_append_time: match meta.configs.get("message.timestamp.type") {
+            Some(v) => v == "LogAppendTime",
+            None => config.log_append_time,
+        },
+        compact: meta.configs.get("cleanup.policy").is_some_and(|v| v.split(',').any(|x| x.trim() == "compact")),
+        delete_retention_ms: topic_setting(meta, "delete.retention.ms").unwrap_or(config.delete_retention_ms),
+    }
+}
+
+fn topic_setting<T: std::str::FromStr>(meta: &TopicMeta, key: &str) -> Option<T> {
+    meta.configs.get(key).and_then(|v| v.parse().ok())
+}

@@ -1,0 +1,203 @@
+//! The owner's side of partition work: what a data shard does with the items routed to it,
+//! by its own connections (a direct call) or by a peer shard (a [`DataRequest`]).
+//!
+//! `produce_local` is split in two stages: the appends happen synchronously when it is
+//! called (so appends keep the order of requests), and the returned future waits for
+//! durability. Peers' requests are served in arrival order; reads run as their own tasks.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use glommio::channels::shared_channel::ConnectedReceiver;
+use kafka_protocol::ResponseError;
+
+use super::message::*;
+use super::Shard;
+use crate::partition::Waiter;
+use crate::types::{Acks, Offset, TopicPartition};
+
+impl Shard {
+    /// Appends each item to its partition now; the future resolves when `acks` is met.
+    pub fn produce_local(
+        self: &Rc<Self>,
+        acks: Acks,
+        timeout_ms: i32,
+        items: Vec<ProduceItem>,
+    ) -> impl Future<Output = Vec<ProduceOutcome>> + 'static {
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+        let mut done = Vec::with_capacity(items.len());
+        let mut waiting = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(partition) = self.partition(&item.tp) else {
+                done.push(ProduceOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            match partition.produce(&item.batch, acks, timeout) {
+                Ok(durable) => waiting.push((item.idx, partition, durable)),
+                Err(e) => done.push(ProduceOutcome::failed(item.idx, e)),
+            }
+        }
+        async move {
+            // All partitions wait at once.
+            let waits = waiting.into_iter().map(|(idx, partition, durable)| async move {
+                match durable.await {
+                    Ok(a) => ProduceOutcome {
+                        idx,
+                        error: None,
+                        base_offset: a.base_offset,
+                        log_append_time_ms: a.log_append_time_ms,
+                        log_start_offset: partition.log_start_offset(),
+                    },
+                    Err(e) => ProduceOutcome::failed(idx, e),
+                }
+            });
+            done.extend(futures::future::join_all(waits).await);
+            done
+        }
+    }
+
+    /// Reads the items in request order against the response budget: once `budget` bytes
+    /// are read, later partitions report their offsets but read nothing, so a request
+    /// naming many partitions cannot make the shard hold more than one response's worth.
+    pub async fn fetch_local(self: Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut remaining = items.first().map(|i| i.budget).unwrap_or(0);
+        let mut read_any = false;
+        for item in items {
+            let Some(partition) = self.partition(&item.tp) else {
+                out.push(FetchOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            let limit = item.max_bytes.min(remaining);
+            // Until something is read, one whole batch is returned whatever the limits (KIP-74).
+            let outcome = match partition.read(item.offset, limit, read_any).await {
+                Ok(r) => FetchOutcome {
+                    idx: item.idx,
+                    error: None,
+                    high_watermark: r.high_watermark,
+                    log_start_offset: r.log_start_offset,
+                    records: r.records,
+                },
+                Err(e) => FetchOutcome {
+                    high_watermark: partition.high_watermark(),
+                    log_start_offset: partition.log_start_offset(),
+                    ..FetchOutcome::failed(item.idx, e)
+                },
+            };
+            remaining = remaining.saturating_sub(outcome.records.len());
+            read_any |= !outcome.records.is_empty();
+            out.push(outcome);
+        }
+        out
+    }
+
+    pub async fn list_offsets_local(self: Rc<Self>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsOutcome> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(partition) = self.partition(&item.tp) else {
+                out.push(ListOffsetsOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            out.push(match partition.list_offset(item.spec).await {
+                Ok(Some((offset, timestamp))) => ListOffsetsOutcome { idx: item.idx, error: None, offset, timestamp },
+                Ok(None) => ListOffsetsOutcome { idx: item.idx, error: None, offset: -1, timestamp: -1 },
+                Err(e) => ListOffsetsOutcome::failed(item.idx, e),
+            });
+        }
+        out
+    }
+
+    /// Parks `reply` on each partition until its high watermark passes the one given
+    /// (fires at once when the shard is stopping).
+    pub fn watch_local(&self, items: Vec<(TopicPartition, Offset)>, reply: oneshot::Sender<()>) {
+        let waiter: Waiter = Rc::new(std::cell::RefCell::new(Some(reply)));
+        for (tp, seen) in items {
+            match self.partition(&tp) {
+                Some(p) => p.watch(seen, &waiter),
+                // The partition went away (deleted or moved): let the fetch look again.
+                None => fire(&waiter),
+            }
+        }
+        if self.is_stopping() {
+            fire(&waiter);
+        }
+    }
+
+    /// The active producers of each partition, for DescribeProducers.
+    pub fn describe_producers_local(&self, items: Vec<(usize, TopicPartition)>) -> Vec<ProducersOutcome> {
+        items
+            .into_iter()
+            .map(|(idx, tp)| match self.partition(&tp) {
+                None => {
+                    ProducersOutcome { idx, error: Some(ResponseError::UnknownTopicOrPartition), producers: Vec::new() }
+                }
+                Some(p) => ProducersOutcome { idx, error: None, producers: p.producers() },
+            })
+            .collect()
+    }
+
+    /// Serves the requests one peer sends this shard, in arrival order: appends and image
+    /// changes are applied before the next request is taken; reads run as their own tasks.
+    /// `published` fires after the first image is applied (the shard may listen then).
+    pub async fn serve_peer(self: Rc<Self>, rx: ConnectedReceiver<DataRequest>, published: Rc<Published>) {
+        while let Some(request) = rx.recv().await {
+            match request {
+                DataRequest::Produce { acks, timeout_ms, items, reply } => {
+                    let durable = self.produce_local(acks, timeout_ms, items);
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(durable.await);
+                    })
+                    .detach();
+                }
+                DataRequest::Fetch { items, reply } => {
+                    let s = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(s.fetch_local(items).await);
+                    })
+                    .detach();
+                }
+                DataRequest::ListOffsets { items, reply } => {
+                    let s = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(s.list_offsets_local(items).await);
+                    })
+                    .detach();
+                }
+                DataRequest::Watch { items, reply } => self.watch_local(items, reply),
+                DataRequest::DescribeProducers { items, reply } => {
+                    let _ = reply.send(self.describe_producers_local(items));
+                }
+                DataRequest::Group(call) => self.groups.serve(call),
+                DataRequest::Publish { image, reply } => {
+                    self.apply_image(image).await;
+                    let _ = reply.send(());
+                    published.fire();
+                }
+            }
+        }
+    }
+}
+
+/// Fires once, when the first published image has been applied.
+pub struct Published(std::cell::RefCell<Option<oneshot::Sender<()>>>);
+
+impl Published {
+    pub fn channel() -> (Rc<Published>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Rc::new(Published(std::cell::RefCell::new(Some(tx)))), rx)
+    }
+
+    fn fire(&self) {
+        if let Some(tx) = self.0.borrow_mut().take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn fire(waiter: &Waiter) {
+    if let Some(s) = waiter.borrow_mut().take() {
+        let _ = s.send(());
+    }
+}
