@@ -13,7 +13,7 @@
 //! | `cluster`   | control shard      | metadata records, the metadata log, the image |
 //! | `group`     | owning data shard  | consumer-group state machine, `__consumer_offsets` records |
 //! | `shard`     | every shard        | cross-shard messages, placement, shard state |
-//! | `admin`     | the `weir` CLI     | a blocking client for admin commands (`weir groups`) |
+//! | `admin`     | the `weir` CLI     | admin commands on `client` (`weir groups`) |
 //! | `server`    | data shards        | listener, connections, one file per Kafka API |
 
 pub mod admin;
