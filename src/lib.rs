@@ -1,12 +1,13 @@
 //! Weir: a Kafka-compatible broker, thread-per-core on glommio (io_uring).
 //!
 //! Layers, lower never importing higher:
-//! `types, config -> protocol -> storage -> partition -> cluster -> group -> shard ->
-//! controller -> server -> runtime` (and `admin`, the CLI's, beside `server`).
+//! `types, config -> protocol -> client -> storage -> partition -> cluster -> group -> shard
+//! -> controller -> server, admin -> runtime` (checked by `tests/layering.rs`).
 //!
 //! | module       | runs on            | what it is |
 //! |--------------|--------------------|------------|
 //! | `protocol`   | anywhere (pure)    | framing, record-batch header view and checks |
+//! | `client`     | glommio executors  | a Kafka client: connect, negotiate versions, call, pipeline, metadata |
 //! | `storage`    | owning data shard  | segmented log, indexes, group commit, recovery |
 //! | `partition`  | owning data shard  | Kafka's partition: append, idempotence, durability by acks, reads, waiters |
 //! | `cluster`    | every shard        | metadata records, the metadata log, the image |
@@ -15,9 +16,10 @@
 //! | `controller` | control shard      | the control actor: metadata changes, producer-id blocks |
 //! | `server`     | data shards        | listener, connections, the API registry, one file per Kafka API |
 //! | `runtime`    | every executor     | the channel mesh, start and stop order |
-//! | `admin`      | the `weir` CLI     | admin commands (`weir groups`) |
+//! | `admin`      | the `weir` CLI     | admin commands on `client` (`weir groups`) |
 
 pub mod admin;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod controller;

@@ -21,6 +21,8 @@ const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5)
 const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// glommio refuses to build an executor when RLIMIT_MEMLOCK is below this.
 const LOCKED_MEMORY_MIN_BYTES: u64 = 512 * 1024;
+/// io_uring buffer memory of the executor `weir groups` runs its client on (a few small requests).
+const CLI_IO_MEMORY_BYTES: usize = 512 * 1024;
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Weir: a Kafka-compatible message broker, thread-per-core on io_uring")]
@@ -40,6 +42,8 @@ The broker needs a locked-memory limit (ulimit -l) of at least 512 KiB.")]
     Settings,
     /// Show consumer groups: with no GROUP, every group and its state; with groups, the
     /// committed offset, log end, lag and owner of each partition.
+    #[command(after_help = "The client runs on io_uring: like the broker, it needs a locked-memory limit \
+(ulimit -l) of at least 512 KiB.")]
     Groups(GroupsArgs),
 }
 
@@ -98,10 +102,26 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// `weir groups` runs the client on a small io_uring executor on this thread (it needs the
+/// same locked-memory limit as the broker).
 fn groups(args: GroupsArgs) -> anyhow::Result<()> {
+    check_locked_memory_limit()?;
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(CLI_IO_MEMORY_BYTES)
+        .name("weir-groups")
+        .make()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start an io_uring executor: {e} (io_uring and a locked-memory limit of at least 512 KiB, `ulimit -l`, are needed)"
+            )
+        })?;
+    executor.run(groups_report(args))
+}
+
+async fn groups_report(args: GroupsArgs) -> anyhow::Result<()> {
     use weir::admin::groups;
     let bootstrap = args.bootstrap.as_str();
-    let listed = groups::list(bootstrap).with_context(|| format!("cannot list groups at {bootstrap}"))?;
+    let listed = groups::list(bootstrap).await.with_context(|| format!("cannot list groups at {bootstrap}"))?;
     let names: Vec<String> = if args.all { listed.iter().map(|g| g.group.clone()).collect() } else { args.groups };
     if names.is_empty() {
         if listed.is_empty() {
@@ -117,7 +137,8 @@ fn groups(args: GroupsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for (i, name) in names.iter().enumerate() {
-        let report = groups::describe(bootstrap, name).with_context(|| format!("cannot describe group {name}"))?;
+        let report =
+            groups::describe(bootstrap, name).await.with_context(|| format!("cannot describe group {name}"))?;
         if i > 0 {
             println!();
         }

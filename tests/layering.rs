@@ -8,13 +8,14 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["types", "config"],
     &["protocol"],
+    &["client"],
     &["storage"],
     &["partition"],
     &["cluster"],
     &["group"],
     &["shard"],
     &["controller"],
-    &["server", "admin", "client"],
+    &["server", "admin"],
     &["runtime"],
 ];
 

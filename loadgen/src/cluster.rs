@@ -1,21 +1,26 @@
-//! Bootstrap: connect with bounded retries, read Metadata, create the workload's topics when
-//! they are missing, wait until every partition has a leader, and read the end offsets the
+//! Bootstrap for a run: connect with bounded retries, create the workload's topics when they
+//! are missing, wait until every partition has a leader, and read the end offsets the
 //! consumers start from.
+//!
+//! Runs once, on the short-lived setup executor, before the load starts. Metadata, leader
+//! lookup and the connections themselves are `weir::client`'s; this file holds only what is
+//! particular to a workload.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, info, warn};
+use weir::client::{read_metadata, resolve, ClientError, ClusterMetadata, Connection, LeaderError};
 
-use crate::client::{ClientError, Conn};
 use crate::errors::kafka_error_name;
 use crate::workload::Workload;
 
+/// The client id of every connection the load generator opens.
+pub const CLIENT_ID: &str = "weir-loadgen";
 /// Timeout of one connect attempt and of admin requests.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,8 +39,8 @@ pub enum SetupError {
     CreateTopic { topic: String, code: String, message: Option<String> },
     #[error("topic {topic}: {message}")]
     Topic { topic: String, message: String },
-    #[error("metadata names no broker {node} (leader of {topic}-{partition})")]
-    UnknownBroker { node: i32, topic: String, partition: i32 },
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
     #[error("ListOffsets for {topic}-{partition} failed: {code}")]
     ListOffsets { topic: String, partition: i32, code: String },
 }
@@ -85,12 +90,25 @@ impl Cluster {
     }
 }
 
+/// The APIs a run cannot do without (CreateTopics is needed only for missing topics).
+const REQUIRED_APIS: [ApiKey; 4] = [ApiKey::Produce, ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::Metadata];
+
+/// Connects to `addr` and negotiates versions, within [`CONNECT_TIMEOUT`]; `Unsupported`
+/// when the broker lacks a version of an API the run needs, so a run fails at its start.
+pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
+    let conn = Connection::connect(addr, CLIENT_ID, CONNECT_TIMEOUT).await?;
+    for api in REQUIRED_APIS {
+        conn.version(api)?;
+    }
+    Ok(conn)
+}
+
 /// Connects with up to [`CONNECT_ATTEMPTS`] attempts, backing off between them.
-pub async fn connect_retrying(addr: &str) -> Result<Conn, SetupError> {
+pub async fn connect_retrying(addr: &str) -> Result<Connection, SetupError> {
     let mut backoff = Duration::from_millis(200);
     let mut last = None;
     for attempt in 1..=CONNECT_ATTEMPTS {
-        match Conn::connect(addr, CONNECT_TIMEOUT).await {
+        match connect(addr).await {
             Ok(c) => return Ok(c),
             // An unsupported protocol will not change by retrying.
             Err(e @ ClientError::Unsupported { .. }) => return Err(e.into()),
@@ -104,7 +122,10 @@ pub async fn connect_retrying(addr: &str) -> Result<Conn, SetupError> {
             backoff *= 2;
         }
     }
-    let last = last.unwrap_or(ClientError::Connect { addr: addr.to_string(), message: "no attempt made".into() });
+    let last = last.unwrap_or_else(|| ClientError::Connect {
+        addr: addr.to_string(),
+        source: std::io::Error::other("no attempt made"),
+    });
     Err(SetupError::Unreachable { addr: addr.to_string(), attempts: CONNECT_ATTEMPTS, last })
 }
 
@@ -112,56 +133,23 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-fn metadata_request(names: &[String]) -> MetadataRequest {
-    let mut req = MetadataRequest::default();
-    req.topics = Some(
-        names
-            .iter()
-            .map(|n| {
-                let mut t = MetadataRequestTopic::default();
-                t.name = Some(topic_name(n));
-                t
-            })
-            .collect(),
-    );
-    req.allow_auto_topic_creation = false;
-    req
-}
-
-/// What Metadata said about our topics.
-struct Seen {
-    brokers: HashMap<i32, String>,
-    controller: i32,
-    /// name -> (error code, partitions as (index, leader))
-    topics: HashMap<String, (i16, Vec<(i32, i32)>)>,
-}
-
-async fn read_metadata(conn: &mut Conn, names: &[String]) -> Result<Seen, SetupError> {
-    let resp = conn.metadata(&metadata_request(names), ADMIN_TIMEOUT).await?;
-    let brokers = resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port))).collect();
-    let mut topics = HashMap::new();
-    for t in &resp.topics {
-        let Some(name) = &t.name else { continue };
-        let parts = t
-            .partitions
-            .iter()
-            .map(|p| (p.partition_index, if p.error_code == 0 { p.leader_id.0 } else { -1 }))
-            .collect();
-        topics.insert(name.0.to_string(), (t.error_code, parts));
-    }
-    Ok(Seen { brokers, controller: resp.controller_id.0, topics })
+/// Whether Metadata shows `name` ready: no error, partitions, and a leader for each.
+fn has_leaders(seen: &ClusterMetadata, name: &str) -> bool {
+    seen.topics.get(name).is_some_and(|t| {
+        t.error_code == 0 && !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader().is_some())
+    })
 }
 
 /// Makes sure the workload's topics exist with leaders and returns the cluster layout with
 /// every partition's current end offset.
 pub async fn setup(bootstrap: &str, w: &Workload) -> Result<Cluster, SetupError> {
     let mut conn = connect_retrying(bootstrap).await?;
-    info!(bootstrap, versions = ?conn.versions, "connected");
+    info!(bootstrap, versions = ?conn.broker_versions().negotiated(), "connected");
     let names: Vec<String> = (0..w.topics.count).map(|i| w.topic_name(i)).collect();
-    let seen = read_metadata(&mut conn, &names).await?;
+    let seen = read_metadata(&mut conn, Some(&names), ADMIN_TIMEOUT).await?;
     let missing: Vec<&String> = names
         .iter()
-        .filter(|n| seen.topics.get(*n).is_none_or(|(code, parts)| *code != 0 || parts.is_empty()))
+        .filter(|n| seen.topics.get(*n).is_none_or(|t| t.error_code != 0 || t.partitions.is_empty()))
         .collect();
     if !missing.is_empty() {
         create_topics(&mut conn, &seen, &missing, w).await?;
@@ -170,15 +158,15 @@ pub async fn setup(bootstrap: &str, w: &Workload) -> Result<Cluster, SetupError>
     // Wait for leaders everywhere (new topics may take a moment on a real cluster).
     let deadline = std::time::Instant::now() + LEADER_WAIT;
     let seen = loop {
-        let seen = read_metadata(&mut conn, &names).await?;
+        let seen = read_metadata(&mut conn, Some(&names), ADMIN_TIMEOUT).await?;
         let mut waiting = None;
         for n in &names {
             match seen.topics.get(n) {
-                Some((0, parts)) if !parts.is_empty() && parts.iter().all(|&(_, l)| l >= 0) => {}
-                Some((code, _)) if *code != 0 && !is_transient_topic_error(*code) => {
-                    return Err(SetupError::Topic { topic: n.clone(), message: kafka_error_name(*code) });
+                Some(_) if has_leaders(&seen, n) => {}
+                Some(t) if t.error_code != 0 && !is_transient_topic_error(t.error_code) => {
+                    return Err(SetupError::Topic { topic: n.clone(), message: kafka_error_name(t.error_code) });
                 }
-                Some((code, _)) => waiting = Some((n.clone(), kafka_error_name(*code))),
+                Some(t) => waiting = Some((n.clone(), kafka_error_name(t.error_code))),
                 None => waiting = Some((n.clone(), "not in metadata".into())),
             }
         }
@@ -199,9 +187,7 @@ pub async fn setup(bootstrap: &str, w: &Workload) -> Result<Cluster, SetupError>
 
     let mut cluster = Cluster { brokers: seen.brokers.clone(), ..Default::default() };
     for (ti, n) in names.iter().enumerate() {
-        let (_, parts) = &seen.topics[n];
-        let mut parts = parts.clone();
-        parts.sort_unstable();
+        let parts = seen.topics.get(n).map(|t| t.partitions.as_slice()).unwrap_or_default();
         if parts.len() as u32 != w.topics.partitions {
             warn!(topic = %n, has = parts.len(), workload = w.topics.partitions, "topic exists with another partition count; using the topic's");
         }
@@ -211,11 +197,14 @@ pub async fn setup(bootstrap: &str, w: &Workload) -> Result<Cluster, SetupError>
             first: cluster.partitions.len(),
             partitions: parts.len() as u32,
         });
-        for (p, leader) in parts {
-            if !cluster.brokers.contains_key(&leader) {
-                return Err(SetupError::UnknownBroker { node: leader, topic: n.clone(), partition: p });
-            }
-            cluster.partitions.push(PartitionInfo { topic: ti as u32, partition: p, leader, start_offset: 0 });
+        for p in parts {
+            let (leader, _) = seen.leader(n, p.partition)?;
+            cluster.partitions.push(PartitionInfo {
+                topic: ti as u32,
+                partition: p.partition,
+                leader,
+                start_offset: 0,
+            });
         }
     }
     read_start_offsets(&mut cluster, conn).await?;
@@ -227,10 +216,15 @@ fn is_transient_topic_error(code: i16) -> bool {
     code == 3 || code == 5
 }
 
-async fn create_topics(conn: &mut Conn, seen: &Seen, missing: &[&String], w: &Workload) -> Result<(), SetupError> {
+async fn create_topics(
+    conn: &mut Connection,
+    seen: &ClusterMetadata,
+    missing: &[&String],
+    w: &Workload,
+) -> Result<(), SetupError> {
     // CreateTopics goes to the controller; brokers that forward it accept it anywhere.
-    let mut controller_conn = match seen.brokers.get(&seen.controller) {
-        Some(addr) if *addr != conn.addr => match Conn::connect(addr, CONNECT_TIMEOUT).await {
+    let mut controller_conn = match seen.controller() {
+        Some((_, addr)) if addr != conn.addr() => match connect(addr).await {
             Ok(c) => Some(c),
             Err(e) => {
                 debug!(addr, error = %e, "controller unreachable; creating through the bootstrap broker");
@@ -252,7 +246,7 @@ async fn create_topics(conn: &mut Conn, seen: &Seen, missing: &[&String], w: &Wo
             t
         })
         .collect();
-    let resp = target.create_topics(&req, ADMIN_TIMEOUT).await?;
+    let resp = target.call(&req, ADMIN_TIMEOUT).await?;
     for t in &resp.topics {
         match t.error_code {
             0 => info!(topic = %t.name.0.as_str(), partitions = w.topics.partitions, "created topic"),
@@ -270,7 +264,7 @@ async fn create_topics(conn: &mut Conn, seen: &Seen, missing: &[&String], w: &Wo
 }
 
 /// Latest offsets of every partition, asked of each partition's leader.
-async fn read_start_offsets(cluster: &mut Cluster, bootstrap_conn: Conn) -> Result<(), SetupError> {
+async fn read_start_offsets(cluster: &mut Cluster, bootstrap_conn: Connection) -> Result<(), SetupError> {
     let mut by_leader: HashMap<i32, Vec<usize>> = HashMap::new();
     for (i, p) in cluster.partitions.iter().enumerate() {
         by_leader.entry(p.leader).or_default().push(i);
@@ -279,7 +273,7 @@ async fn read_start_offsets(cluster: &mut Cluster, bootstrap_conn: Conn) -> Resu
     for (leader, idxs) in by_leader {
         let addr = cluster.brokers[&leader].clone();
         let mut conn = match spare.take() {
-            Some(c) if addr_matches(&c.addr, &addr) => c,
+            Some(c) if addr_matches(c.addr(), &addr) => c,
             other => {
                 spare = other;
                 connect_retrying(&addr).await?
@@ -294,11 +288,11 @@ async fn read_start_offsets(cluster: &mut Cluster, bootstrap_conn: Conn) -> Resu
 }
 
 fn addr_matches(a: &str, b: &str) -> bool {
-    a == b || crate::client::resolve(a).ok() == crate::client::resolve(b).ok()
+    a == b || resolve(a).ok() == resolve(b).ok()
 }
 
 /// ListOffsets(latest) for `idxs` (all led by `conn`'s broker), in `idxs` order.
-pub async fn list_latest(conn: &mut Conn, cluster: &Cluster, idxs: &[usize]) -> Result<Vec<i64>, SetupError> {
+pub async fn list_latest(conn: &mut Connection, cluster: &Cluster, idxs: &[usize]) -> Result<Vec<i64>, SetupError> {
     let mut topics: Vec<ListOffsetsTopic> = Vec::new();
     for &i in idxs {
         let p = &cluster.partitions[i];
@@ -320,7 +314,7 @@ pub async fn list_latest(conn: &mut Conn, cluster: &Cluster, idxs: &[usize]) -> 
     let mut req = ListOffsetsRequest::default();
     req.replica_id = (-1).into();
     req.topics = topics;
-    let resp = conn.list_offsets(&req, ADMIN_TIMEOUT).await?;
+    let resp = conn.call(&req, ADMIN_TIMEOUT).await?;
     let mut found: HashMap<(String, i32), i64> = HashMap::new();
     for t in &resp.topics {
         for p in &t.partitions {

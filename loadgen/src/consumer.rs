@@ -18,10 +18,9 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::records::RecordBatchDecoder;
 use tracing::{debug, warn};
+use weir::client::{ClientError, Connection};
 
-use crate::client::{ClientError, Conn};
 use crate::clock;
-use crate::cluster::CONNECT_TIMEOUT;
 use crate::errors::{is_fatal, kafka_error_name};
 use crate::payload::{Meta, META_HEADER};
 use crate::producer::ShardCtx;
@@ -101,7 +100,7 @@ pub fn assignment(id: u32, n: u32, partitions: usize) -> Vec<usize> {
 }
 
 /// Runs consumer `id`: one fetch loop per leader of its partitions.
-pub async fn run_consumer(id: u32, ctx: Rc<ShardCtx>, conns: Vec<(String, Conn, Vec<usize>)>) -> ConsumerReport {
+pub async fn run_consumer(id: u32, ctx: Rc<ShardCtx>, conns: Vec<(String, Connection, Vec<usize>)>) -> ConsumerReport {
     let tasks: Vec<_> = conns
         .into_iter()
         .map(|(addr, conn, parts)| glommio::spawn_local(fetch_loop(id, ctx.clone(), addr, conn, parts)))
@@ -117,7 +116,7 @@ pub async fn run_consumer(id: u32, ctx: Rc<ShardCtx>, conns: Vec<(String, Conn, 
 }
 
 /// Connects consumer `id`'s fetch connections (one per leader of its partitions).
-pub async fn connect_consumer(id: u32, ctx: &ShardCtx) -> Result<Vec<(String, Conn, Vec<usize>)>, ClientError> {
+pub async fn connect_consumer(id: u32, ctx: &ShardCtx) -> Result<Vec<(String, Connection, Vec<usize>)>, ClientError> {
     let cluster = &ctx.cluster;
     let mut by_leader: Vec<(i32, Vec<usize>)> = Vec::new();
     for g in assignment(id, ctx.workload.consumers.count, cluster.partitions.len()) {
@@ -130,13 +129,19 @@ pub async fn connect_consumer(id: u32, ctx: &ShardCtx) -> Result<Vec<(String, Co
     let mut out = Vec::new();
     for (leader, parts) in by_leader {
         let addr = cluster.broker_addr(leader).unwrap_or_default().to_string();
-        let conn = Conn::connect(&addr, CONNECT_TIMEOUT).await?;
+        let conn = crate::cluster::connect(&addr).await?;
         out.push((addr, conn, parts));
     }
     Ok(out)
 }
 
-async fn fetch_loop(id: u32, ctx: Rc<ShardCtx>, addr: String, conn: Conn, parts: Vec<usize>) -> (Vec<PartSeen>, u64) {
+async fn fetch_loop(
+    id: u32,
+    ctx: Rc<ShardCtx>,
+    addr: String,
+    conn: Connection,
+    parts: Vec<usize>,
+) -> (Vec<PartSeen>, u64) {
     let cluster = ctx.cluster.clone();
     let control = ctx.control.clone();
     let c = &ctx.workload.consumers;
@@ -191,7 +196,7 @@ async fn fetch_loop(id: u32, ctx: Rc<ShardCtx>, addr: String, conn: Conn, parts:
                 break;
             }
             glommio::timer::sleep(Duration::from_millis(100 << failures.min(5))).await;
-            match Conn::connect(&addr, CONNECT_TIMEOUT).await {
+            match crate::cluster::connect(&addr).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     warn!(consumer = id, error = %e, "reconnect failed");
@@ -201,7 +206,7 @@ async fn fetch_loop(id: u32, ctx: Rc<ShardCtx>, addr: String, conn: Conn, parts:
             continue;
         };
         let req = fetch_request(&ctx, &seen, if drain_deadline.is_some() { wait_ms.min(100) } else { wait_ms });
-        let resp = match cn.fetch(&req, timeout).await {
+        let resp = match cn.call(&req, timeout).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(consumer = id, broker = %addr, error = %e, "fetch failed");

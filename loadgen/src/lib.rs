@@ -4,7 +4,6 @@
 //! consumers fetch their assigned partitions directly (no consumer groups) with long polls and
 //! measure end-to-end latency from the send time each record carries in a header.
 
-pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod compare;

@@ -26,10 +26,10 @@ use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use tracing::{debug, warn};
+use weir::client::{decode_response, with_timeout, ClientError, PipeEvent, PipeWriter, Sent};
 
-use crate::client::{decode_response, with_timeout, ClientError, Conn, PipeEvent, PipeWriter};
 use crate::clock;
-use crate::cluster::{Cluster, CONNECT_TIMEOUT};
+use crate::cluster::{self, Cluster};
 use crate::errors::{is_fatal, kafka_error_name};
 use crate::payload::{key_partition, Keys, Meta, Payload, Rng, Sizes, META_HEADER, META_LEN};
 use crate::rate::Pacer;
@@ -110,7 +110,7 @@ struct Part {
 }
 
 struct InFlight {
-    cid: i32,
+    sent: Sent,
     sent_us: u64,
     /// Sorted by partition index.
     batches: Vec<Batch>,
@@ -126,7 +126,6 @@ struct Slot {
     ready: VecDeque<Batch>,
     failures: u32,
     retry_at_us: u64,
-    produce_version: i16,
 }
 
 enum Event {
@@ -187,7 +186,6 @@ impl Producer {
                         ready: VecDeque::new(),
                         failures: 0,
                         retry_at_us: 0,
-                        produce_version: 0,
                     });
                     slots.len() - 1
                 }
@@ -229,19 +227,19 @@ impl Producer {
 
     async fn open_slot(&mut self, i: usize) -> Result<(), ClientError> {
         let addr = self.slots[i].addr.clone();
-        let conn = Conn::connect(&addr, CONNECT_TIMEOUT).await?;
+        let conn = cluster::connect(&addr).await?;
         let slot = &mut self.slots[i];
         slot.generation += 1;
         let generation = slot.generation;
         let tx = self.tx.clone();
         let (writer, reader) = conn.into_pipeline(move |ev| {
             let ev = match ev {
-                PipeEvent::Frame { body, at_us } => Event::Frame { slot: i, generation, body, at_us },
+                // The arrival time is taken here, on the reader task, as each frame is read.
+                PipeEvent::Frame(body) => Event::Frame { slot: i, generation, body, at_us: clock::now_us() },
                 PipeEvent::Closed(error) => Event::Closed { slot: i, generation, error },
             };
             let _ = tx.unbounded_send(ev);
-        });
-        slot.produce_version = writer.versions.produce;
+        })?;
         slot.writer = Some(writer);
         slot.reader = Some(reader);
         Ok(())
@@ -527,7 +525,7 @@ impl Producer {
             }
             return false;
         };
-        let result = writer.send_produce(&req).await;
+        let result = writer.send(&req).await;
         let sent_us = clock::now_us();
         let n: usize = taken.iter().map(|b| b.recs.len()).sum();
         {
@@ -543,16 +541,15 @@ impl Producer {
             self.buffered = self.buffered.saturating_sub(b.bytes);
         }
         match result {
-            Ok(cid) if self.acks == Acks::None => {
+            Ok(_) if self.acks == Acks::None => {
                 // No response comes for acks=0: written is acknowledged.
-                let _ = cid;
                 for b in taken {
                     self.ack(b, sent_us);
                 }
                 true
             }
-            Ok(cid) => {
-                self.slots[i].in_flight.push_back(InFlight { cid, sent_us, batches: taken });
+            Ok(sent) => {
+                self.slots[i].in_flight.push_back(InFlight { sent, sent_us, batches: taken });
                 true
             }
             Err(e) => {
@@ -653,18 +650,9 @@ impl Producer {
             self.close_slot(i, ClientError::Protocol { addr, message: "response without a request".into() });
             return;
         };
-        let slot = &self.slots[i];
-        let resp = match decode_response::<ProduceRequest>(&slot.addr, slot.produce_version, body) {
-            Ok((cid, resp)) if cid == inf.cid => resp,
-            Ok((cid, _)) => {
-                let e = ClientError::Protocol {
-                    addr: slot.addr.clone(),
-                    message: format!("response correlation id {cid}, expected {}", inf.cid),
-                };
-                self.fail_batches(inf.batches, e.kind());
-                self.close_slot(i, e);
-                return;
-            }
+        // A frame for another request (wrong correlation id) is a protocol error too.
+        let resp = match decode_response::<ProduceRequest>(&self.slots[i].addr, inf.sent, body) {
+            Ok(resp) => resp,
             Err(e) => {
                 self.fail_batches(inf.batches, e.kind());
                 self.close_slot(i, e);
@@ -733,7 +721,7 @@ impl Producer {
             let timed_out = self.slots[i].in_flight.front().is_some_and(|f| now >= f.sent_us + self.timeout_us);
             if timed_out {
                 let e = ClientError::Timeout {
-                    what: "Produce",
+                    what: "Produce".into(),
                     addr: self.slots[i].addr.clone(),
                     after: Duration::from_micros(self.timeout_us),
                 };

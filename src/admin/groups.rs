@@ -1,6 +1,11 @@
 //! `weir groups`: consumer groups and their lag, as `kafka-consumer-groups.sh --describe`
 //! shows them: per partition the committed offset, the log end, the lag and the member
 //! that holds it.
+//!
+//! Runs on the glommio executor the `weir` CLI starts for the command, over
+//! [`crate::client`]. Every request waits at most 10 s. Log ends are asked of the bootstrap
+//! broker, which is right for a single broker; on a cluster, partitions it does not lead
+//! show `-`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,31 +14,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
-    ListOffsetsRequest, OffsetFetchRequest, TopicName,
+    ConsumerProtocolAssignment, DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest,
+    OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
-use thiserror::Error;
 
-use super::client::{Client, ClientError};
+use crate::client::{check, find_coordinator, ClientError, Connection};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Error)]
-pub enum GroupsError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error("{what}: {error:?}")]
-    Broker { what: String, error: ResponseError },
-}
-
-fn check(code: i16, what: impl FnOnce() -> String) -> Result<(), GroupsError> {
-    match ResponseError::try_from_code(code) {
-        None => Ok(()),
-        Some(error) => Err(GroupsError::Broker { what: what(), error }),
-    }
-}
+/// The client id the command's requests carry.
+const CLIENT_ID: &str = "weir-cli";
 
 /// One listed group.
 #[derive(Debug, Clone)]
@@ -70,9 +61,9 @@ pub struct GroupReport {
     pub rows: Vec<LagRow>,
 }
 
-pub fn list(bootstrap: &str) -> Result<Vec<ListedGroup>, GroupsError> {
-    let mut client = Client::connect(bootstrap, TIMEOUT)?;
-    let response = client.call(4, &ListGroupsRequest::default())?;
+pub async fn list(bootstrap: &str) -> Result<Vec<ListedGroup>, ClientError> {
+    let mut client = Connection::connect(bootstrap, CLIENT_ID, TIMEOUT).await?;
+    let response = client.call(&ListGroupsRequest::default(), TIMEOUT).await?;
     check(response.error_code, || "ListGroups".into())?;
     let mut groups: Vec<ListedGroup> = response
         .groups
@@ -87,23 +78,14 @@ pub fn list(bootstrap: &str) -> Result<Vec<ListedGroup>, GroupsError> {
     Ok(groups)
 }
 
-/// The coordinator of `group`, as `host:port`.
-fn coordinator(client: &mut Client, group: &str) -> Result<String, GroupsError> {
-    let mut request = FindCoordinatorRequest::default();
-    request.key = StrBytes::from_string(group.to_string());
-    let response = client.call(3, &request)?;
-    check(response.error_code, || format!("FindCoordinator for group {group}"))?;
-    Ok(format!("{}:{}", response.host, response.port))
-}
-
-pub fn describe(bootstrap: &str, group: &str) -> Result<GroupReport, GroupsError> {
-    let mut client = Client::connect(bootstrap, TIMEOUT)?;
-    let address = coordinator(&mut client, group)?;
-    let mut coordinator = Client::connect(&address, TIMEOUT)?;
+pub async fn describe(bootstrap: &str, group: &str) -> Result<GroupReport, ClientError> {
+    let mut client = Connection::connect(bootstrap, CLIENT_ID, TIMEOUT).await?;
+    let address = find_coordinator(&mut client, group, TIMEOUT).await?.addr;
+    let mut coordinator = Connection::connect(&address, CLIENT_ID, TIMEOUT).await?;
     let mut request = DescribeGroupsRequest::default();
     request.groups = vec![GroupId(StrBytes::from_string(group.to_string()))];
-    let described = coordinator.call(5, &request)?.groups.into_iter().next();
-    let described = described.ok_or_else(|| GroupsError::Broker {
+    let described = coordinator.call(&request, TIMEOUT).await?.groups.into_iter().next();
+    let described = described.ok_or_else(|| ClientError::Broker {
         what: format!("DescribeGroups {group}: no answer"),
         error: ResponseError::UnknownServerError,
     })?;
@@ -123,7 +105,7 @@ pub fn describe(bootstrap: &str, group: &str) -> Result<GroupReport, GroupsError
     let mut request = OffsetFetchRequest::default();
     request.group_id = GroupId(StrBytes::from_string(group.to_string()));
     request.topics = None;
-    let fetched = coordinator.call(7, &request)?;
+    let fetched = coordinator.call(&request, TIMEOUT).await?;
     check(fetched.error_code, || format!("OffsetFetch {group}"))?;
     let mut committed: BTreeMap<(String, i32), Option<i64>> = BTreeMap::new();
     for t in &fetched.topics {
@@ -137,7 +119,7 @@ pub fn describe(bootstrap: &str, group: &str) -> Result<GroupReport, GroupsError
     for key in owners.keys() {
         committed.entry(key.clone()).or_insert(None);
     }
-    let log_ends = log_ends(&mut client, committed.keys())?;
+    let log_ends = log_ends(&mut client, committed.keys()).await?;
     let rows = committed
         .into_iter()
         .map(|((topic, partition), committed)| LagRow {
@@ -178,10 +160,10 @@ fn assigned_partitions(bytes: &Bytes) -> Vec<(String, i32)> {
 }
 
 /// The log end offset of each partition (ListOffsets, latest).
-fn log_ends<'a>(
-    client: &mut Client,
+async fn log_ends<'a>(
+    client: &mut Connection,
     partitions: impl Iterator<Item = &'a (String, i32)>,
-) -> Result<BTreeMap<(String, i32), i64>, GroupsError> {
+) -> Result<BTreeMap<(String, i32), i64>, ClientError> {
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (topic, partition) in partitions {
         by_topic.entry(topic).or_default().push(*partition);
@@ -208,7 +190,7 @@ fn log_ends<'a>(
     if request.topics.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let response = client.call(5, &request)?;
+    let response = client.call(&request, TIMEOUT).await?;
     let mut ends = BTreeMap::new();
     for t in response.topics {
         for p in t.partitions {
