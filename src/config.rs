@@ -102,6 +102,9 @@ pub struct Config {
     pub fetch_waiters_max: usize,
     /// `weir.shard.channel.capacity`: messages queued between two shards.
     pub channel_capacity: usize,
+    /// `metadata.log.max.record.bytes.between.snapshots`: metadata log bytes after which the
+    /// controller snapshots the image and compacts the log.
+    pub metadata_snapshot_bytes: u64,
 }
 
 impl Default for Config {
@@ -146,6 +149,7 @@ impl Default for Config {
             tail_cache_bytes: 1024 * 1024,
             fetch_waiters_max: 10_000,
             channel_capacity: 1024,
+            metadata_snapshot_bytes: 20 << 20,
         }
     }
 }
@@ -198,6 +202,10 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("weir.tail.cache.bytes", "recent batches each partition keeps in memory for fetches (default 1 MiB)"),
     ("weir.fetch.waiters.max", "long-poll fetches a shard parks; beyond it fetches answer at once (default 10000)"),
     ("weir.shard.channel.capacity", "messages queued between two shards (default 1024)"),
+    (
+        "metadata.log.max.record.bytes.between.snapshots",
+        "metadata log bytes after which the image is snapshotted and the log compacted (default 20971520)",
+    ),
 ];
 
 impl Config {
@@ -295,6 +303,7 @@ impl Config {
             "weir.tail.cache.bytes" => self.tail_cache_bytes = parse(key, v)?,
             "weir.fetch.waiters.max" => self.fetch_waiters_max = parse(key, v)?,
             "weir.shard.channel.capacity" => self.channel_capacity = parse(key, v)?,
+            "metadata.log.max.record.bytes.between.snapshots" => self.metadata_snapshot_bytes = parse(key, v)?,
             _ => return Err(ConfigError::Unknown(key.to_string())),
         }
         Ok(())
@@ -357,6 +366,12 @@ impl Config {
         check(self.group_max_size >= 1, "group.max.size", "must be positive")?;
         check(self.io_memory_bytes >= 64 * 1024, "weir.io.memory.bytes", "must be at least 64 KiB")?;
         check(self.channel_capacity >= 1, "weir.shard.channel.capacity", "must be positive")?;
+        check(
+            self.metadata_snapshot_bytes >= 1,
+            "metadata.log.max.record.bytes.between.snapshots",
+            "must be positive",
+        )?;
+        check(self.node_id >= 0, "node.id", "must not be negative")?;
         check(self.fetch_waiters_max >= 1, "weir.fetch.waiters.max", "must be positive")?;
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! | `client`     | glommio executors  | a Kafka client: connect, negotiate versions, call, pipeline, metadata |
 //! | `storage`    | owning data shard  | segmented log, indexes, group commit, recovery |
 //! | `partition`  | owning data shard  | Kafka's partition: append, idempotence, durability by acks, reads, waiters |
-//! | `cluster`    | every shard        | metadata records, the metadata log, the image |
+//! | `cluster`    | every shard        | metadata records and the image |
 //! | `group`      | owning data shard  | consumer-group state machine, records, the coordinator service |
 //! | `shard`      | data shards        | typed cross-shard messages, routing, per-shard bookkeeping |
 //! | `controller` | control shard      | the control actor: metadata changes, producer-id blocks |

@@ -270,12 +270,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Reads `meta.properties` (Kafka's name for it), creating it with a new cluster id.
+/// Reads `meta.properties` (Kafka's name for it), creating it with a new cluster id. A data
+/// directory that belongs to another node or another cluster is refused: its metadata
+/// quorum state (votes, terms) was written under that identity.
 fn cluster_id(data_dir: &Path, config: &Config) -> anyhow::Result<String> {
     let path = data_dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            return Ok(id.trim().to_string());
+        let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
+        if let Some(stored) = field("node.id=") {
+            if stored != config.node_id.to_string() {
+                bail!(
+                    "{} holds node id {stored}, but this node is configured with node.id={}: \
+                     if you moved the data, configure the node id it was written with",
+                    path.display(),
+                    config.node_id
+                );
+            }
+        }
+        if let Some(id) = field("cluster.id=") {
+            if let Some(configured) = config.cluster_id.as_ref().filter(|c| **c != id) {
+                bail!(
+                    "{} belongs to cluster {id}, but this node is configured with cluster.id={configured}",
+                    path.display()
+                );
+            }
+            return Ok(id);
         }
     }
     let id = config.cluster_id.clone().unwrap_or_else(|| {

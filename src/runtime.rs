@@ -2,7 +2,7 @@
 //! shard's controller and the server, which it wires together.
 //!
 //! Start order: build the channel mesh; start every executor; each connects its channels;
-//! the control shard replays the metadata log and publishes the image; each data shard
+//! the control shard opens the metadata quorum, rebuilds the image and publishes it; each data shard
 //! opens (recovers) the partitions it owns, then binds the listener. Only then is the
 //! broker reported ready.
 //!

@@ -1,7 +1,7 @@
 //! The metadata image: what every shard reads to answer Metadata and to find the owner of a
 //! partition. Immutable once published; a change makes a new image (copy on write).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -27,6 +27,9 @@ pub struct MetadataImage {
     pub data_shards: usize,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
+    /// Ids of deleted topics, so a restart can remove directories a crashed delete left
+    /// (16 bytes per deleted topic).
+    pub removed: BTreeSet<Uuid>,
 }
 
 impl MetadataImage {
@@ -47,11 +50,26 @@ impl MetadataImage {
                 if let Some(name) = self.ids.remove(id) {
                     self.topics.remove(&name);
                 }
+                self.removed.insert(*id);
             }
             MetadataRecord::ProducerIds { next_producer_id } => {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
+    }
+
+    /// Records that rebuild this image from an empty one (a metadata snapshot).
+    pub fn to_records(&self) -> Vec<MetadataRecord> {
+        let mut records: Vec<MetadataRecord> =
+            self.removed.iter().map(|id| MetadataRecord::RemoveTopic { id: *id }).collect();
+        records.extend(self.topics.values().map(|t| MetadataRecord::Topic {
+            name: t.name.clone(),
+            id: t.id,
+            partitions: t.partitions,
+            configs: t.configs.clone(),
+        }));
+        records.push(MetadataRecord::ProducerIds { next_producer_id: self.next_producer_id });
+        records
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
@@ -65,8 +83,7 @@ impl MetadataImage {
     /// The data shard that owns a partition: the topic's partitions go round-robin over the
     /// shards, starting at a shard picked by the topic name, so topics spread evenly.
     pub fn owner(&self, tp: &TopicPartition) -> ShardId {
-        let start = crc32c::crc32c(tp.topic.as_bytes()) as usize;
-        ShardId((start.wrapping_add(tp.partition.max(0) as usize)) % self.data_shards)
+        owner_of(tp, self.data_shards)
     }
 
     /// Every partition owned by `shard`, with its topic.
@@ -82,6 +99,13 @@ impl MetadataImage {
         }
         out
     }
+}
+
+/// The data shard that owns a partition among `data_shards` (see [`MetadataImage::owner`]):
+/// a pure function of the name, so a shard can check ownership without the image.
+pub fn owner_of(tp: &TopicPartition, data_shards: usize) -> ShardId {
+    let start = crc32c::crc32c(tp.topic.as_bytes()) as usize;
+    ShardId((start.wrapping_add(tp.partition.max(0) as usize)) % data_shards)
 }
 
 /// The image an executor acts on now, replaced whole when a newer one is published. Shared
@@ -126,5 +150,23 @@ mod tests {
         img.apply(&MetadataRecord::RemoveTopic { id });
         assert!(img.topic("t").is_none());
         assert_eq!(img.epoch, 2);
+    }
+
+    #[test]
+    fn an_image_rebuilds_from_its_records() {
+        let mut img = MetadataImage::new(2);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        img.apply(&MetadataRecord::Topic { name: "a".into(), id: a, partitions: 3, configs: Default::default() });
+        img.apply(&MetadataRecord::Topic { name: "b".into(), id: b, partitions: 1, configs: Default::default() });
+        img.apply(&MetadataRecord::RemoveTopic { id: a });
+        img.apply(&MetadataRecord::ProducerIds { next_producer_id: 2000 });
+        let mut copy = MetadataImage::new(2);
+        for r in img.to_records() {
+            copy.apply(&r);
+        }
+        assert_eq!(copy.topics, img.topics);
+        assert_eq!(copy.removed, img.removed);
+        assert_eq!(copy.next_producer_id, 2000);
+        assert!(copy.topic("a").is_none());
     }
 }

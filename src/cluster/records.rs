@@ -103,9 +103,47 @@ impl MetadataRecord {
     }
 }
 
+/// Encodes records as one metadata-log entry: `length u32 | record` each.
+pub fn encode_records(records: &[MetadataRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        let body = r.encode();
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+/// Decodes an entry written by [`encode_records`].
+pub fn decode_records(mut bytes: &[u8]) -> Result<Vec<MetadataRecord>, RecordError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+            return Err(RecordError::Invalid("truncated record length".into()));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some(body) = rest.get(..len) else { return Err(RecordError::Invalid("truncated record".into())) };
+        out.push(MetadataRecord::decode(body)?);
+        bytes = &rest[len..];
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_carry_several_records_and_refuse_truncation() {
+        let records = vec![
+            MetadataRecord::RemoveTopic { id: Uuid::new_v4() },
+            MetadataRecord::ProducerIds { next_producer_id: 42 },
+        ];
+        let bytes = encode_records(&records);
+        assert_eq!(decode_records(&bytes), Ok(records));
+        assert!(decode_records(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(decode_records(&[]), Ok(Vec::new()));
+    }
 
     #[test]
     fn round_trips() {

@@ -1,25 +1,35 @@
-//! The control shard, an actor of its own: it owns the metadata log and the authoritative
-//! image. It serves [`ControlRequest`]s from the data shards: validates topic changes with
-//! Kafka's rules and error codes, makes them durable, then publishes the new image to every
-//! data shard and waits until each has applied it, so a client that saw CreateTopics
-//! succeed can produce to any shard at once. It reserves producer-id blocks durably.
+//! The control shard, an actor of its own: it owns the metadata quorum (raft-rs, `quorum`,
+//! over `raft_storage`) and the authoritative image. It serves [`ControlRequest`]s from the
+//! data shards: validates topic changes with Kafka's rules and error codes, commits them
+//! through the quorum, applies them to the image, then publishes the new image to every data
+//! shard and waits until each has applied it, so a client that saw CreateTopics succeed can
+//! produce to any shard at once. It reserves producer-id blocks durably.
 //!
-//! Runs on executor 0; the controller quorum (Raft) will live here. Topic changes are
-//! serialised by one permit (`lock`).
+//! Runs on executor 0. A single node is a quorum of one voter; the transport between voters
+//! arrives with the cluster. Topic changes are serialised by one permit (`lock`).
 
-use std::collections::{BTreeMap, HashSet};
+mod quorum;
+mod raft_storage;
+mod slog_bridge;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::channel::oneshot;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use kafka_protocol::ResponseError;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use self::quorum::{Quorum, QuorumError, QuorumTiming};
+use self::raft_storage::{RaftStorage, RaftStorageError};
 
 use crate::cluster::metadata_log::MetadataLog;
-use crate::cluster::records::MetadataRecord;
+use crate::cluster::records::{decode_records, encode_records, MetadataRecord};
 use crate::cluster::{ImageCell, MetadataImage};
 use crate::config::Config;
 use crate::shard::message::{ControlRequest, DataRequest, NewTopic, TopicOutcome, TopicRef};
@@ -58,13 +68,44 @@ pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "segment.jitter.ms",
 ];
 
+/// How often the quorum's clock ticks, and its timing in ticks (Kafka's defaults:
+/// `controller.quorum.election.timeout.ms` 1000).
+const QUORUM_TICK: Duration = Duration::from_millis(100);
+const QUORUM_TIMING: QuorumTiming = QuorumTiming { election_ticks: 10, heartbeat_ticks: 2 };
+
+/// The Raft id of node `node_id` (Raft ids start at 1; Kafka's node ids at 0).
+fn raft_id(node_id: i32) -> u64 {
+    node_id.max(0) as u64 + 1
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    RaftStorage(#[from] RaftStorageError),
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
+    #[error("metadata snapshot: {0}")]
+    Record(#[from] crate::cluster::records::RecordError),
+    #[error("{0}")]
+    Storage(String),
+    #[error("migrating the single-node metadata log: {0}")]
+    Legacy(#[from] std::io::Error),
+}
+
+/// Answers a proposal once its entry is applied (or lost).
+type Applied = oneshot::Sender<Result<(), String>>;
+
 /// The control shard's state.
 pub struct Controller {
     config: Arc<Config>,
     image: ImageCell,
     /// Senders to every data shard, by shard id.
     data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
-    log: Arc<MetadataLog>,
+    quorum: RefCell<Quorum>,
+    /// Proposals waiting to be applied: by log index, the term they were proposed in.
+    waiting: RefCell<BTreeMap<u64, (u64, Applied)>>,
+    /// The quorum's storage failed: it takes no more proposals.
+    failed: Cell<bool>,
     lock: Semaphore,
 }
 
@@ -116,37 +157,158 @@ fn validate_config(key: &str, value: &str) -> Result<(), String> {
 }
 
 impl Controller {
-    /// Replays the metadata log into the image and removes partition directories of
-    /// topics that no longer exist.
+    /// Opens the metadata quorum (a lone voter: this node), rebuilds the image from its
+    /// snapshot and committed entries, and removes partition directories of deleted topics.
     pub async fn start(
         config: Arc<Config>,
         data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
-    ) -> std::io::Result<Rc<Controller>> {
-        let data_dir = config.data_dir.clone();
-        let shard_count = data_shards.len();
-        let (log, image) = glommio::executor()
-            .spawn_blocking(move || -> std::io::Result<(MetadataLog, MetadataImage)> {
-                let (log, records) = MetadataLog::open(&data_dir)?;
-                let mut image = MetadataImage::new(shard_count);
-                let mut removed = HashSet::new();
-                for r in &records {
-                    image.apply(r);
-                    if let MetadataRecord::RemoveTopic { id } = r {
-                        removed.insert(*id);
-                    }
-                }
-                remove_deleted_partition_dirs(&data_dir, &removed);
-                Ok((log, image))
-            })
-            .await?;
-        info!(topics = image.topics.len(), partitions = image.partition_count(), "metadata loaded");
-        Ok(Rc::new(Controller {
+    ) -> Result<Rc<Controller>, StartError> {
+        let raft_id = raft_id(config.node_id);
+        let mut storage = RaftStorage::open(&RaftStorage::dir_in(&config.data_dir), &[raft_id])?;
+        migrate_legacy_log(&config.data_dir, &mut storage)?;
+        let mut image = MetadataImage::new(data_shards.len());
+        for r in decode_records(storage.snapshot_data())? {
+            image.apply(&r);
+        }
+        let quorum = Quorum::new(raft_id, storage, QUORUM_TIMING)?;
+        let controller = Rc::new(Controller {
             config,
             image: ImageCell::new(image),
             data_shards,
-            log: Arc::new(log),
+            quorum: RefCell::new(quorum),
+            waiting: RefCell::new(BTreeMap::new()),
+            failed: Cell::new(false),
             lock: Semaphore::new(1),
-        }))
+        });
+        // Committed entries after the snapshot come back from the first ready.
+        controller.drive();
+        controller.quorum.borrow_mut().campaign()?;
+        controller.drive();
+        if controller.failed.get() {
+            return Err(StartError::Storage("the metadata log could not be written".into()));
+        }
+        let image = controller.image.get();
+        remove_deleted_partition_dirs(&controller.config.data_dir, &image.removed);
+        let (term, leader) = {
+            let q = controller.quorum.borrow();
+            (q.term(), q.leader())
+        };
+        info!(
+            topics = image.topics.len(),
+            partitions = image.partition_count(),
+            term,
+            leader = ?leader,
+            "metadata loaded; metadata quorum ready"
+        );
+        let ticking = controller.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(QUORUM_TICK).await;
+                let ticked = ticking.quorum.borrow_mut().tick();
+                if ticked {
+                    ticking.drive();
+                }
+            }
+        })
+        .detach();
+        Ok(controller)
+    }
+
+    /// Runs the quorum's ready cycles until it has nothing ready: what it persisted is
+    /// durable, committed entries are applied to the image in order, and waiting proposals
+    /// learn their fate. A storage failure stops the quorum for good: a node that lost its
+    /// disk mid-write must not go on voting on state it no longer has.
+    fn drive(&self) {
+        while !self.failed.get() {
+            let progress = match self.quorum.borrow_mut().process_ready() {
+                Ok(p) => p,
+                Err(e) => {
+                    error!(error = %e, "metadata quorum stopped: its storage failed");
+                    self.failed.set(true);
+                    for (_, (_, waiter)) in std::mem::take(&mut *self.waiting.borrow_mut()) {
+                        let _ = waiter.send(Err(format!("metadata log write failed: {e}")));
+                    }
+                    return;
+                }
+            };
+            if progress.messages.is_empty() && progress.committed.is_empty() && progress.snapshot.is_none() {
+                return;
+            }
+            if !progress.messages.is_empty() {
+                // A lone voter has no peers; the quorum transport arrives with the cluster.
+                warn!(count = progress.messages.len(), "raft messages for peers dropped: no transport");
+            }
+            if let Some(snapshot) = progress.snapshot {
+                self.install_snapshot(&snapshot.data);
+            }
+            for entry in progress.committed {
+                self.apply(entry);
+            }
+        }
+    }
+
+    fn install_snapshot(&self, data: &[u8]) {
+        let mut image = MetadataImage::new(self.data_shards.len());
+        match decode_records(data) {
+            Ok(records) => records.iter().for_each(|r| image.apply(r)),
+            Err(e) => error!(error = %e, "undecodable metadata snapshot ignored"),
+        }
+        image.epoch = self.image.get().epoch + 1;
+        self.image.set(Arc::new(image));
+    }
+
+    /// Applies one committed entry to the image and answers the proposal waiting for it.
+    fn apply(&self, entry: raft::eraftpb::Entry) {
+        let outcome = match decode_records(&entry.data) {
+            Ok(records) => {
+                let mut image = (*self.image.get()).clone();
+                for r in &records {
+                    image.apply(r);
+                }
+                self.image.set(Arc::new(image));
+                Ok(())
+            }
+            Err(e) => {
+                error!(index = entry.index, error = %e, "undecodable metadata entry skipped");
+                Err(format!("undecodable metadata entry: {e}"))
+            }
+        };
+        if let Some((term, waiter)) = self.waiting.borrow_mut().remove(&entry.index) {
+            // Another leader's entry at the proposal's index means the proposal was lost.
+            let outcome = if term == entry.term { outcome } else { Err("leadership changed".into()) };
+            let _ = waiter.send(outcome);
+        }
+        self.snapshot_if_due(entry.index);
+    }
+
+    /// Snapshots the image once the log holds `metadata.log.max.record.bytes.between.snapshots`.
+    fn snapshot_if_due(&self, applied: u64) {
+        let mut quorum = self.quorum.borrow_mut();
+        if quorum.storage().bytes_since_snapshot() < self.config.metadata_snapshot_bytes {
+            return;
+        }
+        let data = encode_records(&self.image.get().to_records());
+        match quorum.snapshot(applied, data) {
+            Ok(()) => info!(index = applied, "metadata snapshot taken; log compacted"),
+            Err(e) => warn!(error = %e, "metadata snapshot failed; the log keeps growing"),
+        }
+    }
+
+    /// Commits records through the quorum; resolves once they are applied to the image.
+    async fn commit_local(&self, records: Vec<MetadataRecord>) -> Result<(), String> {
+        if self.failed.get() {
+            return Err("the metadata quorum stopped after a storage failure".into());
+        }
+        let (tx, rx) = oneshot::channel();
+        let proposed = self.quorum.borrow_mut().propose(encode_records(&records));
+        match proposed {
+            Ok(p) => {
+                self.waiting.borrow_mut().insert(p.index, (p.term, tx));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        self.drive();
+        rx.await.unwrap_or_else(|_| Err("the metadata quorum stopped".into()))
     }
 
     /// Serves the requests of one data shard until it hangs up. Each runs as its own task;
@@ -201,22 +363,8 @@ impl Controller {
         }
     }
 
-    /// Makes records durable and applies them to the control shard's image only (for
-    /// records no data shard reads).
-    async fn commit_local(&self, records: Vec<MetadataRecord>) -> Result<(), std::io::Error> {
-        let log = self.log.clone();
-        let to_write = records.clone();
-        glommio::executor().spawn_blocking(move || log.append(&to_write)).await?;
-        let mut image = (*self.image.get()).clone();
-        for r in &records {
-            image.apply(r);
-        }
-        self.image.set(Arc::new(image));
-        Ok(())
-    }
-
-    /// Makes records durable, applies them and publishes the new image to every data shard.
-    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), std::io::Error> {
+    /// Commits records, applies them and publishes the new image to every data shard.
+    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), String> {
         self.commit_local(records).await?;
         self.publish().await;
         Ok(())
@@ -411,7 +559,7 @@ impl Controller {
 /// Removes partition directories of deleted topics (a delete that crashed before the data
 /// shards removed them): only those whose `partition.metadata` names a topic id that a
 /// RemoveTopic record deleted. Anything else unknown is left alone, with a warning.
-fn remove_deleted_partition_dirs(data_dir: &Path, removed: &HashSet<uuid::Uuid>) {
+fn remove_deleted_partition_dirs(data_dir: &Path, removed: &BTreeSet<uuid::Uuid>) {
     let Ok(entries) = std::fs::read_dir(data_dir) else { return };
     for entry in entries.flatten() {
         let Ok(meta) = std::fs::read_to_string(entry.path().join("partition.metadata")) else { continue };
@@ -427,4 +575,25 @@ fn remove_deleted_partition_dirs(data_dir: &Path, removed: &HashSet<uuid::Uuid>)
             _ => {}
         }
     }
+}
+
+/// A data directory from before the quorum kept its metadata in `metadata.log`: its records
+/// become the quorum's first snapshot, then the old file goes.
+fn migrate_legacy_log(data_dir: &Path, storage: &mut RaftStorage) -> Result<(), StartError> {
+    let legacy = MetadataLog::path_in(data_dir);
+    if !legacy.exists() {
+        return Ok(());
+    }
+    let fresh = storage.snapshot_index() == 0 && raft::Storage::last_index(storage).unwrap_or(0) == 0;
+    if fresh {
+        let records = MetadataLog::read(data_dir)?;
+        let mut image = MetadataImage::new(1);
+        for r in &records {
+            image.apply(r);
+        }
+        storage.adopt_as_snapshot(encode_records(&image.to_records()))?;
+        info!(records = records.len(), "single-node metadata log migrated into the metadata quorum's snapshot");
+    }
+    std::fs::remove_file(&legacy)?;
+    Ok(())
 }

@@ -118,7 +118,9 @@ impl Shard {
     /// The partition if this shard has it. A partition another shard owns is a routing bug:
     /// it is refused (as if absent) with an error logged.
     pub fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
-        let owner = self.image().owner(tp);
+        // From the name alone: cloning the image's `Arc` here, per partition, would bounce
+        // its reference count between cores.
+        let owner = crate::cluster::image::owner_of(tp, self.data_shards());
         if !crate::invariant!(owner == self.id, "shard {} asked for {tp}, which shard {} owns", self.id.0, owner.0) {
             return None;
         }
