@@ -183,6 +183,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Handlers before anything else: a stop asked for while partitions recover or right after the first
+    // answer must be a clean stop, not the default action of SIGTERM.
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let _ = signal_tx.send(sig);
+        }
+    });
     let mut config = load_config(&args)?;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -200,8 +210,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut runtime = Runtime::start(config.clone(), clean)?;
 
     let mut waiting = runtime.executors();
+    let started = std::time::Instant::now();
+    let mut stop_signal = None;
     while waiting > 0 {
-        match runtime.events.recv_timeout(STARTUP_TIMEOUT) {
+        if stop_signal.is_none() {
+            stop_signal = signal_rx.try_recv().ok();
+            if let Some(sig) = stop_signal {
+                info!(signal = sig, "stop requested during start; stopping once the shards are up");
+            }
+        }
+        let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
+        match runtime.events.recv_timeout(left.min(std::time::Duration::from_millis(100))) {
             Ok(ShardEvent::Ready(_)) => waiting -= 1,
             Ok(ShardEvent::Failed { shard, error }) => {
                 error!(shard, %error, "shard failed to start");
@@ -210,25 +229,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 bail!("startup failed: {error}");
             }
             Ok(other) => warn!(?other, "unexpected event during start"),
-            Err(_) => {
+            Err(_) if left.is_zero() => {
                 bail!("shards did not start within {STARTUP_TIMEOUT:?} (an executor failed to start; see the log)")
             }
+            Err(_) => {}
         }
     }
     info!(listen = %config.listen, advertised = ?config.advertised, "weir is ready");
 
-    let (signal_tx, signal_rx) = std::sync::mpsc::channel();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("cannot install signal handlers")?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            let _ = signal_tx.send(sig);
-        }
-    });
     // Wait for a signal while watching for a shard failure.
     let mut healthy = true;
     let mut ended = 0;
-    loop {
+    while stop_signal.is_none() {
         if let Ok(sig) = signal_rx.recv_timeout(std::time::Duration::from_millis(200)) {
             info!(signal = sig, "stopping");
             break;

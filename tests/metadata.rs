@@ -119,3 +119,17 @@ fn a_data_directory_of_another_node_or_cluster_is_refused() {
     // The directory is untouched: its own node starts as before.
     broker.restart();
 }
+
+#[test]
+fn internal_topics_cannot_be_created_by_clients() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    let resp = c.call(7, create_topics_request(&[("__consumer_offsets", 1, 1), ("ordinary", 1, 1)], false));
+    assert_eq!(resp.topics[0].error_code, kafka_protocol::ResponseError::InvalidRequest.code());
+    let message = resp.topics[0].error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    assert_eq!(message, "Creation of internal topic __consumer_offsets is prohibited.");
+    assert_eq!(resp.topics[1].error_code, 0, "the rest of the request is served");
+    let resp = c.call(7, create_topics_request(&[("__transaction_state", 1, 1)], false));
+    assert_eq!(resp.topics[0].error_code, kafka_protocol::ResponseError::InvalidRequest.code());
+    assert_eq!(topics(&mut c).keys().collect::<Vec<_>>(), vec!["ordinary"]);
+}

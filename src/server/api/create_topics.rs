@@ -58,12 +58,17 @@ pub fn offsets_topic(config: &Config) -> NewTopic {
     }
 }
 
+/// Topics only the broker itself creates (Kafka: "Creation of internal topic ... is
+/// prohibited."): a client that made one would get an offsets topic with the wrong layout.
+const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC, "__transaction_state", "__cluster_metadata"];
+
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreateTopicsRequest) -> Reply {
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let names: Vec<String> = request.topics.iter().map(|t| t.name.0.to_string()).collect();
-    let topics = request
+    let topics: Vec<NewTopic> = request
         .topics
         .into_iter()
+        .filter(|t| !INTERNAL_TOPICS.contains(&t.name.0.as_str()))
         .map(|t| NewTopic {
             name: t.name.0.to_string(),
             num_partitions: t.num_partitions,
@@ -76,15 +81,32 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreateTopi
             configs: t.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()))).collect(),
         })
         .collect();
-    let mut outcomes = create(shard, topics, request.validate_only).await;
-    if outcomes.len() != names.len() {
-        outcomes = names
-            .into_iter()
-            .map(|name| TopicOutcome { name, error: Some(ResponseError::NotController), ..Default::default() })
-            .collect();
+    let asked = topics.len();
+    let mut created = if asked == 0 { Vec::new() } else { create(shard, topics, request.validate_only).await };
+    if created.len() != asked {
+        created = Vec::new();
     }
+    let mut created = created.into_iter();
+    let outcomes = names.into_iter().map(|name| {
+        if INTERNAL_TOPICS.contains(&name.as_str()) {
+            let message = format!("Creation of internal topic {name} is prohibited.");
+            return TopicOutcome {
+                name,
+                error: Some(ResponseError::InvalidRequest),
+                error_message: Some(message),
+                num_partitions: -1,
+                replication_factor: -1,
+                ..Default::default()
+            };
+        }
+        created.next().unwrap_or_else(|| TopicOutcome {
+            name,
+            error: Some(ResponseError::NotController),
+            ..Default::default()
+        })
+    });
     let mut response = CreateTopicsResponse::default();
-    response.topics = outcomes.into_iter().map(|o| result(version, o)).collect();
+    response.topics = outcomes.map(|o| result(version, o)).collect();
     encode_frame(ApiKey::CreateTopics, version, correlation_id, &response)
 }
 
