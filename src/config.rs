@@ -4,8 +4,8 @@
 //! or as TOML tables); `weir serve` flags and `--set key=value` override them. Every limit
 //! the broker enforces is a setting here, validated once at start.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -59,6 +59,15 @@ pub struct Config {
     pub fetch_bytes_max: usize,
     /// `max.connections`: open client connections across all shards.
     pub connections_max: usize,
+    /// `max.connections.per.ip`: open connections from one address (unlimited by default).
+    pub connections_per_ip_max: usize,
+    /// `max.connections.per.ip.overrides`: per-address limits (`host:count,...`, resolved once).
+    pub connections_per_ip_overrides: HashMap<IpAddr, usize>,
+    /// `connections.max.idle.ms`: a connection with nothing read or written for this long is closed.
+    pub connection_idle_ms: u64,
+    /// `weir.request.receive.timeout.ms`: once a request's first bytes arrived, the whole
+    /// request must arrive within this, or the connection is closed (a stalled sender).
+    pub request_receive_timeout_ms: u64,
     /// `queued.max.requests`: requests one connection may have in flight (pipelined).
     pub inflight_requests_max: usize,
     /// `max.partitions` (weir): partitions across all topics.
@@ -128,6 +137,10 @@ impl Default for Config {
             batch_bytes_max: 1_048_588,
             fetch_bytes_max: 55 * 1024 * 1024,
             connections_max: 10_000,
+            connections_per_ip_max: usize::MAX,
+            connections_per_ip_overrides: HashMap::new(),
+            connection_idle_ms: 600_000,
+            request_receive_timeout_ms: 30_000,
             inflight_requests_max: 64,
             partitions_max: 100_000,
             producer_id_expiration_ms: 86_400_000,
@@ -173,6 +186,13 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("message.max.bytes", "largest record batch; larger gets MESSAGE_TOO_LARGE (default 1048588)"),
     ("fetch.max.bytes", "cap on the record bytes of one Fetch response (default 55 MiB)"),
     ("max.connections", "open client connections across all shards; more are closed (default 10000)"),
+    ("max.connections.per.ip", "open connections from one address; more are closed (default unlimited)"),
+    ("max.connections.per.ip.overrides", "per-address limits, HOST:COUNT,... (hosts resolved at start)"),
+    ("connections.max.idle.ms", "close a connection with nothing read or written for this long (default 600000)"),
+    (
+        "weir.request.receive.timeout.ms",
+        "close a connection whose request does not arrive whole within this once begun (default 30000)",
+    ),
     ("queued.max.requests", "requests one connection may have in flight, pipelined (default 64)"),
     ("max.partitions", "partitions across all topics; more gets POLICY_VIOLATION (default 100000)"),
     ("producer.id.expiration.ms", "idle idempotent producers are forgotten after this (default 1 day)"),
@@ -271,6 +291,10 @@ impl Config {
             "message.max.bytes" => self.batch_bytes_max = parse(key, v)?,
             "fetch.max.bytes" => self.fetch_bytes_max = parse(key, v)?,
             "max.connections" => self.connections_max = parse(key, v)?,
+            "max.connections.per.ip" => self.connections_per_ip_max = parse(key, v)?,
+            "max.connections.per.ip.overrides" => self.connections_per_ip_overrides = parse_ip_overrides(key, v)?,
+            "connections.max.idle.ms" => self.connection_idle_ms = parse(key, v)?,
+            "weir.request.receive.timeout.ms" => self.request_receive_timeout_ms = parse(key, v)?,
             "queued.max.requests" => self.inflight_requests_max = parse(key, v)?,
             "max.partitions" => self.partitions_max = parse(key, v)?,
             "producer.id.expiration.ms" | "transactional.id.expiration.ms" => {
@@ -335,6 +359,8 @@ impl Config {
         )?;
         check(self.fetch_bytes_max >= 1, "fetch.max.bytes", "must be positive")?;
         check(self.connections_max >= 1, "max.connections", "must be positive")?;
+        check(self.connection_idle_ms >= 1, "connections.max.idle.ms", "must be positive")?;
+        check(self.request_receive_timeout_ms >= 1, "weir.request.receive.timeout.ms", "must be positive")?;
         check(self.inflight_requests_max >= 1, "queued.max.requests", "must be positive")?;
         check(self.partitions_max >= 1, "max.partitions", "must be positive")?;
         check(self.producer_id_expiration_ms >= 1, "producer.id.expiration.ms", "must be positive")?;
@@ -428,6 +454,40 @@ fn strip_scheme<'a>(key: &str, value: &'a str) -> Result<&'a str, ConfigError> {
         Some((scheme, _)) => return Err(invalid(key, &format!("listener scheme {scheme} is not supported"))),
         None => value,
     })
+}
+
+/// `host:count,...`: each host resolved now to its addresses (as Kafka resolves them).
+fn parse_ip_overrides(key: &str, value: &str) -> Result<HashMap<IpAddr, usize>, ConfigError> {
+    let mut out = HashMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (host, count) = entry.rsplit_once(':').ok_or_else(|| invalid(key, "expected HOST:COUNT entries"))?;
+        let count: usize = parse(key, count.trim())?;
+        let host = host.trim().trim_matches(['[', ']']);
+        let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .map_err(|e| invalid(key, &format!("cannot resolve {host}: {e}")))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        for ip in addrs {
+            out.insert(ip, count);
+        }
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// The most connections `ip` may hold open.
+    pub fn connections_per_ip_limit(&self, ip: IpAddr) -> usize {
+        self.connections_per_ip_overrides.get(&ip).copied().unwrap_or(self.connections_per_ip_max)
+    }
+
+    /// Whether any per-address limit is set (otherwise nothing is counted per address).
+    pub fn limits_connections_per_ip(&self) -> bool {
+        self.connections_per_ip_max != usize::MAX || !self.connections_per_ip_overrides.is_empty()
+    }
 }
 
 fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {

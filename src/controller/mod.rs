@@ -13,7 +13,8 @@ mod raft_storage;
 mod slog_bridge;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ pub struct Controller {
     /// The quorum's storage failed: it takes no more proposals.
     failed: Cell<bool>,
     lock: Semaphore,
+    /// Open client connections by address, across data shards (`max.connections.per.ip`).
+    connections_per_ip: RefCell<HashMap<IpAddr, usize>>,
 }
 
 pub fn valid_topic_name(name: &str) -> Result<(), String> {
@@ -179,6 +182,7 @@ impl Controller {
             waiting: RefCell::new(BTreeMap::new()),
             failed: Cell::new(false),
             lock: Semaphore::new(1),
+            connections_per_ip: RefCell::new(HashMap::new()),
         });
         // Committed entries after the snapshot come back from the first ready.
         controller.drive();
@@ -315,6 +319,27 @@ impl Controller {
     /// topic changes are serialised by the controller's permit.
     pub async fn serve(self: Rc<Self>, rx: ConnectedReceiver<ControlRequest>) {
         while let Some(request) = rx.recv().await {
+            let request = match request {
+                ControlRequest::OpenConnection { ip, limit, reply } => {
+                    let mut open = self.connections_per_ip.borrow_mut();
+                    let count = open.entry(ip).or_insert(0);
+                    let admitted = *count < limit;
+                    *count += usize::from(admitted);
+                    let _ = reply.send(admitted);
+                    continue;
+                }
+                ControlRequest::CloseConnection { ip } => {
+                    let mut open = self.connections_per_ip.borrow_mut();
+                    if let Some(count) = open.get_mut(&ip) {
+                        *count = count.saturating_sub(1);
+                        if *count == 0 {
+                            open.remove(&ip);
+                        }
+                    }
+                    continue;
+                }
+                other => other,
+            };
             let controller = self.clone();
             glommio::spawn_local(async move {
                 match request {
@@ -326,6 +351,13 @@ impl Controller {
                     }
                     ControlRequest::DeleteTopics { topics, reply } => {
                         let _ = reply.send(controller.delete_topics(topics).await);
+                    }
+                    ControlRequest::OpenConnection { reply, .. } => {
+                        crate::invariant!(false, "connection accounting is answered inline");
+                        let _ = reply.send(true);
+                    }
+                    ControlRequest::CloseConnection { .. } => {
+                        crate::invariant!(false, "connection accounting is answered inline");
                     }
                 }
             })

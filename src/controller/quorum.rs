@@ -75,7 +75,7 @@ impl Quorum {
             ..Default::default()
         };
         config.validate()?;
-        let logger = slog::Logger::root(super::slog_bridge::TracingDrain, slog::o!("raft_id" => id));
+        let logger = slog::Logger::root(super::slog_bridge::TracingDrain, slog::o!());
         Ok(Quorum { node: RawNode::new(&config, storage, &logger)? })
     }
 

@@ -26,13 +26,20 @@ impl Drain for TracingDrain {
         let mut pairs = Pairs(String::new());
         let _ = record.kv().serialize(record, &mut pairs);
         let _ = values.serialize(record, &mut pairs);
-        let (msg, kv) = (record.msg(), pairs.0);
+        let (msg, kv) = (record.msg().to_string(), pairs.0);
         match record.level() {
             Level::Critical | Level::Error => tracing::error!(target: "raft", "{msg}{kv}"),
             Level::Warning => tracing::warn!(target: "raft", "{msg}{kv}"),
-            Level::Info => tracing::info!(target: "raft", "{msg}{kv}"),
+            // Role and term changes are worth an operator's eye; the rest of raft-rs's info
+            // lines (configuration dumps at start) are detail.
+            Level::Info if is_role_change(&msg) => tracing::info!(target: "raft", "{msg}{kv}"),
+            Level::Info => tracing::debug!(target: "raft", "{msg}{kv}"),
             Level::Debug | Level::Trace => tracing::debug!(target: "raft", "{msg}{kv}"),
         }
         Ok(())
     }
+}
+
+fn is_role_change(msg: &str) -> bool {
+    msg.starts_with("became ") || msg.starts_with("starting a new election")
 }

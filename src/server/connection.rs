@@ -6,8 +6,10 @@
 //! keys, unsupported versions, undecodable bodies) closes this connection alone, with one
 //! log line naming the peer, the API and the reason.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use futures::channel::oneshot;
@@ -31,8 +33,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal
     let connection = ConnectionContext { peer, listener: api::PLAINTEXT, principal: Rc::new(Principal::anonymous()) };
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max);
-    let reading = Box::pin(read_requests(&shard, &connection, FrameReader::new(reader), tx, shutdown));
-    let writing = Box::pin(write_responses(peer, writer, rx));
+    let last_activity = Rc::new(Cell::new(Instant::now()));
+    let reading =
+        Box::pin(read_requests(&shard, &connection, FrameReader::new(reader), tx, shutdown, last_activity.clone()));
+    let writing = Box::pin(write_responses(peer, writer, rx, last_activity));
     match select(reading, writing).await {
         // No more requests: let the responses in flight go out.
         Either::Left((_, writing)) => writing.await,
@@ -48,20 +52,48 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
     mut frames: FrameReader<R>,
     tx: local_channel::LocalSender<Pending>,
     shutdown: ShutdownSignal,
+    last_activity: Rc<Cell<Instant>>,
 ) {
     let max = shard.config.request_bytes_max;
     let peer = connection.peer;
+    let limits = StallLimits {
+        idle: Duration::from_millis(shard.config.connection_idle_ms),
+        receive: Duration::from_millis(shard.config.request_receive_timeout_ms),
+    };
+    let frame_started = frames.frame_started();
     loop {
         // Stopping: take no new requests, and a client stalled mid-frame does not hold up
-        // the drain.
-        let mut body = match select(Box::pin(frames.next_frame(max)), shutdown.clone()).await {
-            Either::Left((Ok(body), _)) => body,
+        // the drain. An idle connection, or one whose request stops arriving half way, is
+        // closed: thousands of them would otherwise shut out every new client.
+        let stalled = Box::pin(limits.watch(&last_activity, &frame_started));
+        let ended = select(shutdown.clone(), stalled);
+        let mut body = match select(Box::pin(frames.next_frame(max)), ended).await {
+            Either::Left((Ok(body), _)) => {
+                last_activity.set(Instant::now());
+                body
+            }
             Either::Left((Err(ReadError::Frame(e)), _)) => {
                 warn!(?peer, error = %e, "closing connection: bad frame");
                 return;
             }
             Either::Left((Err(e), _)) => {
                 debug!(?peer, reason = %e, "connection ends");
+                return;
+            }
+            Either::Right((Either::Right((Stall::Idle, _)), _)) => {
+                debug!(
+                    ?peer,
+                    idle_ms = limits.idle.as_millis() as u64,
+                    "closing idle connection (connections.max.idle.ms)"
+                );
+                return;
+            }
+            Either::Right((Either::Right((Stall::SlowRequest, _)), _)) => {
+                info!(
+                    ?peer,
+                    limit_ms = limits.receive.as_millis() as u64,
+                    "closing connection: a request did not arrive whole in time (weir.request.receive.timeout.ms)"
+                );
                 return;
             }
             Either::Right(_) => return,
@@ -106,10 +138,47 @@ async fn decode_and_dispatch(
     api::dispatch(shard, &ctx, std::mem::take(body)).await.map_err(|e| (name, e.to_string()))
 }
 
+/// Why a connection is closed for stalling.
+enum Stall {
+    /// Nothing read or written for `connections.max.idle.ms`.
+    Idle,
+    /// A request began to arrive and did not finish within `weir.request.receive.timeout.ms`.
+    SlowRequest,
+}
+
+struct StallLimits {
+    idle: Duration,
+    receive: Duration,
+}
+
+impl StallLimits {
+    /// Resolves when the connection has stalled; re-reads the activity marks each time it
+    /// wakes, so a busy connection never sees it resolve. Dropping it cancels nothing but a
+    /// timer (the frame read it races keeps its state in the `FrameReader`).
+    async fn watch(&self, last_activity: &Cell<Instant>, frame_started: &Cell<Option<Instant>>) -> Stall {
+        loop {
+            let idle_at = last_activity.get() + self.idle;
+            let slow_at = frame_started.get().map(|t| t + self.receive);
+            let now = Instant::now();
+            if slow_at.is_some_and(|at| now >= at) {
+                return Stall::SlowRequest;
+            }
+            if now >= idle_at {
+                return Stall::Idle;
+            }
+            let next = slow_at.map_or(idle_at, |at| at.min(idle_at));
+            // A request may begin while this sleeps: wake at least every half receive
+            // timeout to notice it (a stalled request is closed within 1.5 times the limit).
+            glommio::timer::sleep((next - now).min(self.receive / 2)).await;
+        }
+    }
+}
+
 async fn write_responses<W: futures::io::AsyncWrite + Unpin>(
     peer: Option<SocketAddr>,
     mut writer: W,
     rx: local_channel::LocalReceiver<Pending>,
+    last_activity: Rc<Cell<Instant>>,
 ) {
     while let Some(pending) = rx.recv().await {
         match pending.await {
@@ -117,6 +186,7 @@ async fn write_responses<W: futures::io::AsyncWrite + Unpin>(
                 if writer.write_all(buf.chunk()).await.is_err() {
                     return;
                 }
+                last_activity.set(Instant::now());
             }
             Reply::Nothing => {}
             Reply::Close(reason) => {

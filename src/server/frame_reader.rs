@@ -6,6 +6,10 @@
 //! A body slice keeps its buffer alive; produce data is copied out at append, so a buffer
 //! lives as long as the requests read into it are being served.
 
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
+
 use bytes::{Buf, Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncReadExt};
 
@@ -36,11 +40,19 @@ pub struct FrameReader<R> {
     reader: R,
     buf: BytesMut,
     filled: usize,
+    /// When the frame being read began to arrive (`None` between frames), for whoever
+    /// bounds how long a request may take to arrive.
+    frame_started: Rc<Cell<Option<Instant>>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(reader: R) -> Self {
-        FrameReader { reader, buf: BytesMut::new(), filled: 0 }
+        FrameReader { reader, buf: BytesMut::new(), filled: 0, frame_started: Rc::default() }
+    }
+
+    /// When the frame being read began to arrive; readable while `next_frame` runs.
+    pub fn frame_started(&self) -> Rc<Cell<Option<Instant>>> {
+        self.frame_started.clone()
     }
 
     /// The next request body (the bytes after the size prefix), at most `max` bytes.
@@ -54,6 +66,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.fill(4 + len).await?;
         self.buf.advance(4);
         self.filled -= 4 + len;
+        // Bytes already here belong to the next (pipelined) request, which has begun.
+        self.frame_started.set((self.filled > 0).then(Instant::now));
         Ok(self.buf.split_to(len).freeze())
     }
 
@@ -71,6 +85,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let n = self.reader.read(&mut self.buf[self.filled..]).await?;
             if n == 0 {
                 return Err(ReadError::ClosedMidFrame);
+            }
+            if self.filled == 0 {
+                self.frame_started.set(Some(Instant::now()));
             }
             self.filled += n;
         }

@@ -1,15 +1,17 @@
 //! The Kafka listener of one data shard. Every data shard binds the same address with
 //! SO_REUSEPORT (glommio's default), so the kernel spreads connections over shards.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
+use futures::channel::oneshot;
 use futures::future::{select, Either};
 use glommio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::connection::{self, ShutdownSignal};
-use crate::shard::Shard;
+use crate::shard::{ControlRequest, Shard};
 
 pub fn bind(shard: &Shard) -> std::io::Result<TcpListener> {
     TcpListener::bind(shard.config.listen).map_err(std::io::Error::from)
@@ -42,10 +44,49 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
         let s = shard.clone();
         let stop = shutdown.clone();
         glommio::spawn_local(async move {
-            connection::serve(s.clone(), stream, stop).await;
+            match admit_per_ip(&s, &stream).await {
+                PerIp::Unlimited => connection::serve(s.clone(), stream, stop).await,
+                PerIp::Admitted(ip) => {
+                    connection::serve(s.clone(), stream, stop).await;
+                    let _ = s.send_control(ControlRequest::CloseConnection { ip }).await;
+                }
+                // Dropping the stream closes it: the client sees a clean close.
+                PerIp::Refused => {}
+            }
             s.connections_here.set(s.connections_here.get() - 1);
             s.connections_total.fetch_sub(1, Ordering::Relaxed);
         })
         .detach();
+    }
+}
+
+/// What `max.connections.per.ip` says of a new connection.
+enum PerIp {
+    /// No per-address limit is set: nothing is counted.
+    Unlimited,
+    /// Counted against its address until it closes.
+    Admitted(IpAddr),
+    /// Its address has as many open as it may: the connection is closed.
+    Refused,
+}
+
+/// `max.connections.per.ip` (and its overrides), counted by the control shard across every
+/// data shard.
+async fn admit_per_ip(shard: &Shard, stream: &glommio::net::TcpStream) -> PerIp {
+    if !shard.config.limits_connections_per_ip() {
+        return PerIp::Unlimited;
+    }
+    let Ok(peer) = stream.peer_addr() else { return PerIp::Refused };
+    let ip = peer.ip();
+    let limit = shard.config.connections_per_ip_limit(ip);
+    let (reply, rx) = oneshot::channel();
+    if shard.send_control(ControlRequest::OpenConnection { ip, limit, reply }).await.is_err() {
+        return PerIp::Refused;
+    }
+    if rx.await.unwrap_or(false) {
+        PerIp::Admitted(ip)
+    } else {
+        info!(peer = %ip, limit, "refusing connection: max.connections.per.ip reached");
+        PerIp::Refused
     }
 }

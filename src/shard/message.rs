@@ -176,4 +176,15 @@ pub enum ControlRequest {
         topics: Vec<TopicRef>,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },
+    /// A client from `ip` connected: whether it may stay (fewer than `limit` open from
+    /// there). Counted across every data shard, so sent only when a per-address limit is set.
+    OpenConnection {
+        ip: std::net::IpAddr,
+        limit: usize,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A connection `OpenConnection` let in has closed.
+    CloseConnection {
+        ip: std::net::IpAddr,
+    },
 }
