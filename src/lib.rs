@@ -31,3 +31,6 @@ pub mod server;
 pub mod shard;
 pub mod storage;
 pub mod types;
+
+#[cfg(test)]
+mod test_support;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 use kafka_protocol::messages::*;
 use kafka_protocol::records::Compression;
@@ -185,4 +187,36 @@ fn connection_limit_is_enforced() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let mut d = broker.client();
     assert_eq!(d.call(3, ApiVersionsRequest::default()).error_code, 0, "a slot frees when a connection closes");
+}
+
+#[test]
+fn floods_of_bad_frames_are_logged_once_per_window_and_counted() {
+    let broker = Broker::start_with(&["--set", "weir.log.rate.limit.window.ms=500"]);
+    let floods = 60;
+    for _ in 0..floods {
+        let mut c = broker.client();
+        c.send_raw(&(-1i32).to_be_bytes());
+        assert!(c.is_closed(), "a bad frame closes the connection");
+    }
+    // Each data shard (two here) logs the first of its window in full and counts the rest;
+    // its timer reports the count once the window closes.
+    let full = |log: &str| log.lines().filter(|l| l.contains("closing connection: bad frame")).count();
+    let counted = |log: &str| -> usize {
+        log.lines()
+            .filter(|l| l.contains("more connections closed for a bad frame"))
+            .filter_map(|l| l.split("count=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = broker.log_text();
+        if full(&log) + counted(&log) == floods {
+            assert!(full(&log) < floods / 4, "most lines were suppressed:\n{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} full + {} counted of {floods}:\n{log}", full(&log), counted(&log));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The broker serves on.
+    assert_eq!(broker.client().call(3, kafka_protocol::messages::ApiVersionsRequest::default()).error_code, 0);
 }

@@ -6,24 +6,16 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::free_port;
+use common::{free_port, serve_command};
 
 /// Starts a broker on `dir` and sends SIGTERM once `ready` says so; returns its exit status
 /// and log.
 fn stop_during_start(dir: &std::path::Path, ready: impl Fn(&str, u16) -> bool) -> (std::process::ExitStatus, String) {
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .args(["--cores", "2", "--unpinned", "--log-level", "info"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weir");
+    let mut child = serve_command(&format!("127.0.0.1:{port}"), dir).spawn().expect("spawn weir");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {

@@ -20,14 +20,7 @@ use super::*;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(256 * 1024)
-        .spawn(move || async move { f().await })
-        .expect("executor")
-        .join()
-        .expect("join");
-}
+use crate::test_support::run_on_executor as run;
 
 /// What the fake broker does with one request.
 enum Reply {

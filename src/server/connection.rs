@@ -23,19 +23,27 @@ use tracing::{debug, info, warn};
 
 use super::api::{self, ConnectionContext, Pending, Principal, Reply, RequestContext};
 use super::frame_reader::{FrameReader, ReadError};
+use super::log_limit::{LogKind, LogLimiter};
 use crate::shard::Shard;
 
 pub type ShutdownSignal = Shared<oneshot::Receiver<()>>;
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal, log_limit: Rc<LogLimiter>) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let connection = ConnectionContext { peer, listener: api::PLAINTEXT, principal: Rc::new(Principal::anonymous()) };
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max);
     let last_activity = Rc::new(Cell::new(Instant::now()));
-    let reading =
-        Box::pin(read_requests(&shard, &connection, FrameReader::new(reader), tx, shutdown, last_activity.clone()));
+    let reading = Box::pin(read_requests(
+        &shard,
+        &connection,
+        FrameReader::new(reader),
+        tx,
+        shutdown,
+        last_activity.clone(),
+        &log_limit,
+    ));
     let writing = Box::pin(write_responses(peer, writer, rx, last_activity));
     match select(reading, writing).await {
         // No more requests: let the responses in flight go out.
@@ -53,6 +61,7 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
     tx: local_channel::LocalSender<Pending>,
     shutdown: ShutdownSignal,
     last_activity: Rc<Cell<Instant>>,
+    log_limit: &LogLimiter,
 ) {
     let max = shard.config.request_bytes_max;
     let peer = connection.peer;
@@ -61,19 +70,21 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
         receive: Duration::from_millis(shard.config.request_receive_timeout_ms),
     };
     let frame_started = frames.frame_started();
+    // Stopping: take no new requests, and a client stalled mid-frame does not hold up the
+    // drain. An idle connection, or one whose request stops arriving half way, is closed:
+    // thousands of them would otherwise shut out every new client. One watch for the whole
+    // connection (it re-reads the activity marks), not a new timer per request.
+    let mut ended = select(shutdown.clone(), Box::pin(limits.watch(&last_activity, &frame_started)));
     loop {
-        // Stopping: take no new requests, and a client stalled mid-frame does not hold up
-        // the drain. An idle connection, or one whose request stops arriving half way, is
-        // closed: thousands of them would otherwise shut out every new client.
-        let stalled = Box::pin(limits.watch(&last_activity, &frame_started));
-        let ended = select(shutdown.clone(), stalled);
-        let mut body = match select(Box::pin(frames.next_frame(max)), ended).await {
+        let mut body = match select(Box::pin(frames.next_frame(max)), &mut ended).await {
             Either::Left((Ok(body), _)) => {
                 last_activity.set(Instant::now());
                 body
             }
             Either::Left((Err(ReadError::Frame(e)), _)) => {
-                warn!(?peer, error = %e, "closing connection: bad frame");
+                if log_limit.allow(LogKind::BadFrame) {
+                    warn!(?peer, error = %e, "closing connection: bad frame");
+                }
                 return;
             }
             Either::Left((Err(e), _)) => {
@@ -89,11 +100,13 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
                 return;
             }
             Either::Right((Either::Right((Stall::SlowRequest, _)), _)) => {
-                info!(
-                    ?peer,
-                    limit_ms = limits.receive.as_millis() as u64,
-                    "closing connection: a request did not arrive whole in time (weir.request.receive.timeout.ms)"
-                );
+                if log_limit.allow(LogKind::SlowRequest) {
+                    info!(
+                        ?peer,
+                        limit_ms = limits.receive.as_millis() as u64,
+                        "closing connection: a request did not arrive whole in time (weir.request.receive.timeout.ms)"
+                    );
+                }
                 return;
             }
             Either::Right(_) => return,
@@ -101,7 +114,9 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
         let pending = match decode_and_dispatch(shard, connection, &mut body).await {
             Ok(p) => p,
             Err((api, reason)) => {
-                warn!(?peer, api = %api, reason = %reason, "closing connection: bad request");
+                if log_limit.allow(LogKind::BadRequest) {
+                    warn!(?peer, api = %api, reason = %reason, "closing connection: bad request");
+                }
                 return;
             }
         };

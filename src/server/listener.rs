@@ -11,6 +11,7 @@ use glommio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use super::connection::{self, ShutdownSignal};
+use super::log_limit::{LogKind, LogLimiter};
 use crate::shard::{ControlRequest, Shard};
 
 pub fn bind(shard: &Shard) -> std::io::Result<TcpListener> {
@@ -19,6 +20,16 @@ pub fn bind(shard: &Shard) -> std::io::Result<TcpListener> {
 
 /// Accepts connections until `shutdown` fires; each connection runs as its own task.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: ShutdownSignal) {
+    let window = std::time::Duration::from_millis(shard.config.log_rate_limit_window_ms);
+    let log_limit = Rc::new(LogLimiter::new(window));
+    let flushing = log_limit.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(window).await;
+            flushing.flush();
+        }
+    })
+    .detach();
     loop {
         let accepted = match select(Box::pin(listener.accept()), shutdown.clone()).await {
             Either::Left((accepted, _)) => accepted,
@@ -35,7 +46,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
         let open = shard.connections_total.fetch_add(1, Ordering::Relaxed) + 1;
         if open > shard.config.connections_max {
             shard.connections_total.fetch_sub(1, Ordering::Relaxed);
-            warn!(peer = ?stream.peer_addr().ok(), limit = shard.config.connections_max, "refusing connection: max.connections reached");
+            if log_limit.allow(LogKind::RefusedConnection) {
+                warn!(peer = ?stream.peer_addr().ok(), limit = shard.config.connections_max, "refusing connection: max.connections reached");
+            }
             drop(stream);
             continue;
         }
@@ -43,11 +56,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
         debug!(peer = ?stream.peer_addr().ok(), "connection accepted");
         let s = shard.clone();
         let stop = shutdown.clone();
+        let limiter = log_limit.clone();
         glommio::spawn_local(async move {
-            match admit_per_ip(&s, &stream).await {
-                PerIp::Unlimited => connection::serve(s.clone(), stream, stop).await,
+            match admit_per_ip(&s, &stream, &limiter).await {
+                PerIp::Unlimited => connection::serve(s.clone(), stream, stop, limiter).await,
                 PerIp::Admitted(ip) => {
-                    connection::serve(s.clone(), stream, stop).await;
+                    connection::serve(s.clone(), stream, stop, limiter).await;
                     let _ = s.send_control(ControlRequest::CloseConnection { ip }).await;
                 }
                 // Dropping the stream closes it: the client sees a clean close.
@@ -72,7 +86,7 @@ enum PerIp {
 
 /// `max.connections.per.ip` (and its overrides), counted by the control shard across every
 /// data shard.
-async fn admit_per_ip(shard: &Shard, stream: &glommio::net::TcpStream) -> PerIp {
+async fn admit_per_ip(shard: &Shard, stream: &glommio::net::TcpStream, log_limit: &LogLimiter) -> PerIp {
     if !shard.config.limits_connections_per_ip() {
         return PerIp::Unlimited;
     }
@@ -86,7 +100,9 @@ async fn admit_per_ip(shard: &Shard, stream: &glommio::net::TcpStream) -> PerIp 
     if rx.await.unwrap_or(false) {
         PerIp::Admitted(ip)
     } else {
-        info!(peer = %ip, limit, "refusing connection: max.connections.per.ip reached");
+        if log_limit.allow(LogKind::RefusedConnection) {
+            info!(peer = %ip, limit, "refusing connection: max.connections.per.ip reached");
+        }
         PerIp::Refused
     }
 }

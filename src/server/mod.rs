@@ -5,3 +5,4 @@ pub mod api;
 pub mod connection;
 pub mod frame_reader;
 pub mod listener;
+pub mod log_limit;

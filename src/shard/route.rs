@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 
 use super::message::*;
 use super::Shard;
+use crate::cluster::image::owner_of;
 use crate::group::coordinator::{offsets_partition, GroupCall, GroupSummary};
 use crate::types::{Acks, Offset, ShardId, TopicPartition};
 
@@ -19,10 +20,10 @@ type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 impl Shard {
     fn group_by_owner<I>(&self, items: Vec<I>, tp: impl Fn(&I) -> &TopicPartition) -> BTreeMap<ShardId, Vec<I>> {
-        let image = self.image();
+        let shards = self.data_shards();
         let mut groups: BTreeMap<ShardId, Vec<I>> = BTreeMap::new();
         for item in items {
-            groups.entry(image.owner(tp(&item))).or_default().push(item);
+            groups.entry(owner_of(tp(&item), shards)).or_default().push(item);
         }
         groups
     }

@@ -964,14 +964,7 @@ mod tests {
         }
     }
 
-    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 * 1024)
-            .spawn(move || async move { f().await })
-            .expect("executor")
-            .join()
-            .expect("join");
-    }
+    use crate::test_support::run_on_executor as run;
 
     fn offsets_in(bytes: &Bytes) -> Vec<(Offset, Offset)> {
         batch::iter_batches(bytes).map(|(_, h)| (h.base_offset(), h.last_offset())).collect()

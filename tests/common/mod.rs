@@ -17,6 +17,19 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// `weir serve` on `addr` with data in `dir`, two unpinned shards, info logs on stderr (piped).
+pub fn serve_command(addr: &str, dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .args(["serve", "--listen", addr, "--data-dir"])
+        .arg(dir)
+        .args(["--cores", "2", "--unpinned", "--log-level", "info"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
@@ -52,16 +65,7 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--listen", &self.addr(), "--data-dir"])
-            .arg(&self.dir)
-            .args(["--cores", "2", "--unpinned", "--log-level", "info"])
-            .args(&self.args)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn weir");
+        let mut child = serve_command(&self.addr(), &self.dir).args(&self.args).spawn().expect("spawn weir");
         let stderr = child.stderr.take().expect("stderr");
         let log = self.log.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
