@@ -208,19 +208,42 @@ fn session_expiry_removes_a_silent_member() {
     assert_eq!(c.call(3, sync_request("g", &id, 1, &[(&id, b"x")])).error_code, 0);
     let start = Instant::now();
     // Heartbeats keep it.
+    let mut last_heartbeat = Instant::now();
     while start.elapsed() < Duration::from_millis(1600) {
         assert_eq!(heartbeat(&mut c, "g", &id, None, 1), 0);
+        last_heartbeat = Instant::now();
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(describe(&mut c, "g").group_state.as_str(), "Stable");
-    // Silence: gone after the session timeout, and the group is Empty at generation 2.
-    let silent = Instant::now();
+    // Silence: gone once the session (1000 ms from the last heartbeat) has run out, and the
+    // group is Empty at generation 2.
     while describe(&mut c, "g").group_state.as_str() != "Empty" {
-        assert!(silent.elapsed() < Duration::from_secs(5), "member not expired");
+        assert!(last_heartbeat.elapsed() < Duration::from_secs(5), "member not expired");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(silent.elapsed() >= Duration::from_millis(900), "expired before its session timeout");
+    assert!(last_heartbeat.elapsed() >= Duration::from_millis(950), "expired before its session timeout");
     assert_eq!(heartbeat(&mut c, "g", &id, None, 1), code(ResponseError::UnknownMemberId));
+}
+
+#[test]
+fn a_member_is_gone_at_its_session_deadline_not_at_the_next_tick() {
+    let mut args = GROUPS_FAST.to_vec();
+    args.extend(["--set", "group.min.session.timeout.ms=500"]);
+    let broker = Broker::start_with(&args);
+    let mut c = broker.client();
+    find_coordinator(&mut c, "g");
+    let j = join(&mut c, "g", 1000);
+    let id = j.member_id.to_string();
+    assert_eq!(c.call(3, sync_request("g", &id, 1, &[(&id, b"x")])).error_code, 0);
+    assert_eq!(heartbeat(&mut c, "g", &id, None, 1), 0);
+    // The session (1000 ms) ran out 20 ms ago, counted from when the heartbeat was answered
+    // (later than when the broker took it): DeleteGroups must find the group empty now, not
+    // after the group timer's next tick (every 100 ms).
+    std::thread::sleep(Duration::from_millis(1020));
+    let mut del = DeleteGroupsRequest::default();
+    del.groups_names = vec![GroupId(s("g"))];
+    let results = c.call(2, del).results;
+    assert_eq!(results[0].error_code, 0, "NON_EMPTY_GROUP is 68: the member outlived its session");
 }
 
 #[test]

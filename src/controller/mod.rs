@@ -223,7 +223,7 @@ impl Controller {
     /// learn their fate. A storage failure stops the quorum for good: a node that lost its
     /// disk mid-write must not go on voting on state it no longer has.
     fn drive(&self) {
-        while !self.failed.get() {
+        while !self.failed.get() && self.quorum.borrow().has_ready() {
             let progress = match self.quorum.borrow_mut().process_ready() {
                 Ok(p) => p,
                 Err(e) => {
@@ -235,9 +235,6 @@ impl Controller {
                     return;
                 }
             };
-            if progress.messages.is_empty() && progress.committed.is_empty() && progress.snapshot.is_none() {
-                return;
-            }
             if !progress.messages.is_empty() {
                 // A lone voter has no peers; the quorum transport arrives with the cluster.
                 warn!(count = progress.messages.len(), "raft messages for peers dropped: no transport");

@@ -130,6 +130,11 @@ impl Quorum {
         self.node.store()
     }
 
+    /// Whether Raft has something for `process_ready`.
+    pub fn has_ready(&self) -> bool {
+        self.node.has_ready()
+    }
+
     /// Persists what Raft has ready and returns what to send and apply. The owner must
     /// apply `committed` (synchronously) before the next call.
     pub fn process_ready(&mut self) -> Result<Progress, QuorumError> {

@@ -214,13 +214,16 @@ impl GroupCoordinator {
 
     /// Runs one group call on this (the coordinator) shard.
     pub fn serve(self: &Rc<Self>, call: GroupCall) {
+        let now = now_ms();
         if let Some(group) = call.group() {
             match self.coordinator_status(group) {
                 Ok(()) => {}
                 Err(e) => return call.fail(e),
             }
+            // Deadlines are exact, as Kafka's are: a member whose session ran out a moment
+            // ago is gone before this call is answered, not at the next tick.
+            self.tick_group(group, now);
         }
-        let now = now_ms();
         match call {
             GroupCall::Join { group, request, reply } => self.join(group, request, reply, now),
             GroupCall::Sync { group, request, reply } => self.sync(group, request, reply, now),
@@ -662,17 +665,21 @@ impl GroupCoordinator {
         let limits = self.group_limits();
         let mut changed = Vec::new();
         for g in self.groups.borrow_mut().values_mut() {
-            let before = (g.state, g.generation);
-            for member in g.tick(now, &limits) {
-                info!(group = %g.id, member = %member, "member removed: session or rebalance timeout");
-            }
-            if (g.state, g.generation) != before {
-                debug!(group = %g.id, state = g.state.name(), generation = g.generation, "group changed");
+            if tick_one(g, now, &limits) {
                 changed.push(g.id.clone());
             }
         }
         for id in changed {
             self.store_if_wanted(&id);
+        }
+    }
+
+    /// The timers of one group, now (before a call for it is served).
+    fn tick_group(self: &Rc<Self>, group: &str, now: i64) {
+        let limits = self.group_limits();
+        let changed = self.groups.borrow_mut().get_mut(group).is_some_and(|g| tick_one(g, now, &limits));
+        if changed {
+            self.store_if_wanted(group);
         }
     }
 
@@ -709,6 +716,19 @@ impl GroupCoordinator {
             .detach();
         }
     }
+}
+
+/// Runs one group's deadlines; returns whether its state or generation changed.
+fn tick_one(g: &mut Group, now: i64, limits: &GroupLimits) -> bool {
+    let before = (g.state, g.generation);
+    for member in g.tick(now, limits) {
+        info!(group = %g.id, member = %member, "member removed: session or rebalance timeout");
+    }
+    let changed = (g.state, g.generation) != before;
+    if changed {
+        debug!(group = %g.id, state = g.state.name(), generation = g.generation, "group changed");
+    }
+    changed
 }
 
 fn summarize(g: &Group) -> GroupSummary {

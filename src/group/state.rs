@@ -564,9 +564,10 @@ impl Group {
         // Dynamic members that did not rejoin in time are out; static ones keep their place.
         self.members.retain(|m| m.join_waiter.is_some() || m.instance_id.is_some());
         if self.members.is_empty() {
+            // The protocol type stays, as Kafka keeps it: admin clients tell an emptied
+            // consumer group from a "simple" one (offsets only) by it.
             self.generation += 1;
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             self.state = GroupState::Empty;
             self.state_timestamp = now;
@@ -936,6 +937,18 @@ mod tests {
         assert_eq!(g.heartbeat(&id, None, 1, 0), 0);
         assert_eq!(g.heartbeat(&id, None, 0, 0), ResponseError::IllegalGeneration.code());
         assert_eq!(g.heartbeat("nobody", None, 1, 0), ResponseError::UnknownMemberId.code());
+    }
+
+    #[test]
+    fn an_emptied_group_keeps_its_protocol_type() {
+        let mut g = Group::new("g".into(), 0);
+        let id = joined(g.join(req("", 5), 0, &LIMITS)).member_id;
+        joined(g.join(req(&id, 5), 0, &LIMITS));
+        sync(&mut g, &id, 1, vec![(id.clone(), Bytes::from_static(b"a"))]);
+        assert_eq!(g.leave(&id, None, 1, &LIMITS), 0);
+        assert_eq!(g.state, GroupState::Empty);
+        assert_eq!(g.protocol_type.as_deref(), Some("consumer"), "admin clients tell consumer groups by it");
+        assert_eq!(g.value().protocol_type, "consumer", "and it is stored");
     }
 
     #[test]

@@ -142,10 +142,10 @@ def test_admin_groups(make_broker):
         assert {k: v.state for k, v in groups.items()} == {
             "g-live": ConsumerGroupState.STABLE, "g-empty": ConsumerGroupState.EMPTY,
             "g-simple": ConsumerGroupState.EMPTY}
-        # Like Kafka, a group whose last member left has no protocol type any more (the
-        # rebalance to Empty clears it), which clients show as "simple".
+        # Like Kafka, a group whose last member left keeps its protocol type ("consumer"), so
+        # clients tell it from a "simple" group (offsets committed outside group management).
         assert {k: v.is_simple_consumer_group for k, v in groups.items()} == {
-            "g-live": False, "g-empty": True, "g-simple": True}
+            "g-live": False, "g-empty": False, "g-simple": True}
         stable = admin.list_consumer_groups(request_timeout=10, states={ConsumerGroupState.STABLE})
         assert [x.group_id for x in stable.result(timeout=20).valid] == ["g-live"]
         empty = admin.list_consumer_groups(request_timeout=10, states={ConsumerGroupState.EMPTY})

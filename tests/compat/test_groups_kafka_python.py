@@ -115,10 +115,10 @@ def test_admin_groups(make_broker):
             finally:
                 simple.close()
 
-            # ListGroups: (group, protocol type) pairs. A group whose members all left has no
-            # protocol type any more, like in Kafka.
+            # ListGroups: (group, protocol type) pairs. A group whose members all left keeps
+            # its protocol type, as in Kafka; a simple group (offsets only) has none.
             groups = dict((x[0], x[1]) for x in admin.list_consumer_groups())
-            assert groups == {"g-live": "consumer", "g-empty": "", "g-simple": ""}
+            assert groups == {"g-live": "consumer", "g-empty": "consumer", "g-simple": ""}
 
             # DescribeGroups
             d = admin.describe_consumer_groups(["g-live"])[0]
@@ -176,7 +176,7 @@ def test_admin_groups(make_broker):
             wait_until(lambda: admin.describe_consumer_groups(["g-live"])[0].state == "Empty", 10,
                        what="g-live empty")
             assert admin.delete_consumer_groups(["g-live"]) == [("g-live", NoError)]
-            assert admin.list_consumer_groups() == [("g-empty", "")]  # e2 made it again
+            assert admin.list_consumer_groups() == [("g-empty", "consumer")]  # e2 made it again
     finally:
         admin.close()
 
