@@ -196,8 +196,9 @@ fn join_checks_session_timeout_protocols_and_unknown_members() {
     assert_eq!((j.error_code, j.generation_id), (0, 1));
 }
 
-#[test]
-fn session_expiry_removes_a_silent_member() {
+/// A broker whose groups allow 500 ms sessions, and group "g" Stable with one member whose
+/// session is 1000 ms: the broker, that member's connection and its member id.
+fn one_member_with_a_short_session() -> (Broker, Client, String) {
     let mut args = GROUPS_FAST.to_vec();
     args.extend(["--set", "group.min.session.timeout.ms=500"]);
     let broker = Broker::start_with(&args);
@@ -206,6 +207,12 @@ fn session_expiry_removes_a_silent_member() {
     let j = join(&mut c, "g", 1000);
     let id = j.member_id.to_string();
     assert_eq!(c.call(3, sync_request("g", &id, 1, &[(&id, b"x")])).error_code, 0);
+    (broker, c, id)
+}
+
+#[test]
+fn session_expiry_removes_a_silent_member() {
+    let (_broker, mut c, id) = one_member_with_a_short_session();
     let start = Instant::now();
     // Heartbeats keep it.
     let mut last_heartbeat = Instant::now();
@@ -227,14 +234,7 @@ fn session_expiry_removes_a_silent_member() {
 
 #[test]
 fn a_member_is_gone_at_its_session_deadline_not_at_the_next_tick() {
-    let mut args = GROUPS_FAST.to_vec();
-    args.extend(["--set", "group.min.session.timeout.ms=500"]);
-    let broker = Broker::start_with(&args);
-    let mut c = broker.client();
-    find_coordinator(&mut c, "g");
-    let j = join(&mut c, "g", 1000);
-    let id = j.member_id.to_string();
-    assert_eq!(c.call(3, sync_request("g", &id, 1, &[(&id, b"x")])).error_code, 0);
+    let (_broker, mut c, id) = one_member_with_a_short_session();
     assert_eq!(heartbeat(&mut c, "g", &id, None, 1), 0);
     // The session (1000 ms) ran out 20 ms ago, counted from when the heartbeat was answered
     // (later than when the broker took it): DeleteGroups must find the group empty now, not
