@@ -71,6 +71,9 @@ pub struct Config {
     /// `weir.log.rate.limit.window.ms`: lines a client can repeat at will (bad frames, refused
     /// connections) are logged once per kind per window, then counted.
     pub log_rate_limit_window_ms: u64,
+    /// `weir.shutdown.close.timeout.ms`: how long the data shards may take, together, to
+    /// sync and close their logs at a stop; past it the stop is unclean (recovery runs next).
+    pub close_timeout_ms: u64,
     /// `queued.max.requests`: requests one connection may have in flight (pipelined).
     pub inflight_requests_max: usize,
     /// `max.partitions` (weir): partitions across all topics.
@@ -145,6 +148,7 @@ impl Default for Config {
             connection_idle_ms: 600_000,
             request_receive_timeout_ms: 30_000,
             log_rate_limit_window_ms: 10_000,
+            close_timeout_ms: 120_000,
             inflight_requests_max: 64,
             partitions_max: 100_000,
             producer_id_expiration_ms: 86_400_000,
@@ -193,6 +197,10 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("max.connections.per.ip", "open connections from one address; more are closed (default unlimited)"),
     ("max.connections.per.ip.overrides", "per-address limits, HOST:COUNT,... (hosts resolved at start)"),
     ("connections.max.idle.ms", "close a connection with nothing read or written for this long (default 600000)"),
+    (
+        "weir.shutdown.close.timeout.ms",
+        "how long the shards may take to sync and close their logs at a stop; past it the stop is unclean (default 120000)",
+    ),
     (
         "weir.log.rate.limit.window.ms",
         "bad frames, bad requests and refused connections are logged once per kind per window, then counted (default 10000)",
@@ -304,6 +312,7 @@ impl Config {
             "connections.max.idle.ms" => self.connection_idle_ms = parse(key, v)?,
             "weir.request.receive.timeout.ms" => self.request_receive_timeout_ms = parse(key, v)?,
             "weir.log.rate.limit.window.ms" => self.log_rate_limit_window_ms = parse(key, v)?,
+            "weir.shutdown.close.timeout.ms" => self.close_timeout_ms = parse(key, v)?,
             "queued.max.requests" => self.inflight_requests_max = parse(key, v)?,
             "max.partitions" => self.partitions_max = parse(key, v)?,
             "producer.id.expiration.ms" | "transactional.id.expiration.ms" => {
@@ -371,6 +380,7 @@ impl Config {
         check(self.connection_idle_ms >= 1, "connections.max.idle.ms", "must be positive")?;
         check(self.request_receive_timeout_ms >= 1, "weir.request.receive.timeout.ms", "must be positive")?;
         check(self.log_rate_limit_window_ms >= 1, "weir.log.rate.limit.window.ms", "must be positive")?;
+        check(self.close_timeout_ms >= 1, "weir.shutdown.close.timeout.ms", "must be positive")?;
         check(self.inflight_requests_max >= 1, "queued.max.requests", "must be positive")?;
         check(self.partitions_max >= 1, "max.partitions", "must be positive")?;
         check(self.producer_id_expiration_ms >= 1, "producer.id.expiration.ms", "must be positive")?;

@@ -207,6 +207,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     check_locked_memory_limit()?;
     refuse_taken_port(config.listen)?;
     let config = Arc::new(config);
+    let close_timeout = std::time::Duration::from_millis(config.close_timeout_ms);
     let mut runtime = Runtime::start(config.clone(), clean)?;
 
     let mut waiting = runtime.executors();
@@ -225,7 +226,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Ok(ShardEvent::Failed { shard, error }) => {
                 error!(shard, %error, "shard failed to start");
                 runtime.drain();
-                runtime.close(false, usize::from(shard > 0));
+                runtime.close(false, usize::from(shard > 0), close_timeout);
                 bail!("startup failed: {error}");
             }
             Ok(other) => warn!(?other, "unexpected event during start"),
@@ -272,7 +273,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let clean = runtime.close(healthy, ended);
+    let clean = runtime.close(healthy, ended, close_timeout);
     if clean {
         write_clean_marker(&data_dir)?;
         info!("stopped cleanly");

@@ -33,8 +33,6 @@ use crate::types::ShardId;
 
 /// Longest wait for connections to finish their in-flight requests at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for the data shards to sync and close their logs.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a shard reports to `main`.
 #[derive(Debug)]
@@ -153,15 +151,17 @@ impl Runtime {
 
     /// Tells shards to close: data shards first, then the control shard, and waits for
     /// all executors to end. `already_ended` data shards have reported failure before.
-    /// Returns whether every shard stopped cleanly.
-    pub fn close(mut self, mut clean: bool, already_ended: usize) -> bool {
+    /// Data shards that have not closed their logs within `timeout` (all together) make
+    /// the stop unclean. Returns whether every shard stopped cleanly.
+    pub fn close(mut self, mut clean: bool, already_ended: usize, timeout: Duration) -> bool {
         for tx in self.closes.iter_mut().skip(1).filter_map(Option::take) {
             let _ = tx.send(());
         }
         let data_shards = self.handles.len() - 1;
         let mut stopped = already_ended;
+        let deadline = std::time::Instant::now() + timeout;
         while stopped < data_shards {
-            match self.events.recv_timeout(CLOSE_TIMEOUT) {
+            match self.events.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
                 Ok(ShardEvent::Stopped { clean: c, .. }) => {
                     clean &= c;
                     stopped += 1;
@@ -173,7 +173,7 @@ impl Runtime {
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    error!("shards did not close within {CLOSE_TIMEOUT:?}");
+                    error!("shards did not close within {timeout:?} (weir.shutdown.close.timeout.ms)");
                     return false;
                 }
             }

@@ -65,3 +65,24 @@ fn sigterm_while_starting_stops_cleanly() {
     assert!(status.success(), "exit {status:?}; log:\n{log}");
     assert!(dir.join(".weir_clean_shutdown").exists(), "no clean marker; log:\n{log}");
 }
+
+#[test]
+fn the_close_limit_is_a_setting_and_past_it_the_stop_is_unclean_but_safe() {
+    use common::{create_topic, produce, Broker};
+    let mut broker = Broker::start_with(&["--set", "weir.shutdown.close.timeout.ms=1"]);
+    let mut c = broker.client();
+    assert_eq!(create_topic(&mut c, "wide", 200).topics[0].error_code, 0);
+    let batch = common::batch(&[b"kept"], 0, kafka_protocol::records::Compression::None);
+    assert_eq!(produce(&mut c, "wide", 7, batch, -1).0, 0);
+    drop(c);
+    // 200 partitions cannot be synced and closed in 1 ms: the stop says so and is unclean.
+    let status = broker.stop();
+    assert!(!status.success(), "a stop past the close limit is not reported clean");
+    assert!(!broker.data_dir().join(".weir_clean_shutdown").exists());
+    assert!(broker.log_text().contains("weir.shutdown.close.timeout.ms"), "{}", broker.log_text());
+    // The next start recovers; the acknowledged record is there.
+    broker.restart();
+    let mut c = broker.client();
+    let records = common::fetch(&mut c, "wide", 7, 0, 0, 1 << 20);
+    assert_eq!(common::records_of(&records.responses[0].partitions[0].records).len(), 1);
+}

@@ -19,6 +19,9 @@ use crate::types::{now_ms, TopicPartition};
 /// Periodic syncs in flight at once on one shard.
 const PERIODIC_SYNCS_AT_ONCE: usize = 8;
 
+/// Partitions a shard closes at once at shutdown.
+const CLOSES_AT_ONCE: usize = 32;
+
 /// Buffered bytes that start a background write.
 const WRITE_CHUNK_BYTES: u64 = 256 << 10;
 
@@ -113,11 +116,16 @@ impl Shard {
         }
     }
 
-    /// Closes every log cleanly (sync, final index files). Returns whether all closed.
+    /// Closes every log cleanly (sync, final index files), a bounded number at once: each
+    /// close waits on a few small synced writes, so one at a time makes a broker with many
+    /// partitions take seconds to stop. Returns whether all closed.
     pub async fn close_all(&self) -> bool {
+        let partitions = self.partitions();
+        let mut closes = futures::stream::iter(partitions.iter().map(|p| async move { (p, p.close().await) }))
+            .buffer_unordered(CLOSES_AT_ONCE);
         let mut ok = true;
-        for p in self.partitions() {
-            if let Err(e) = p.close().await {
+        while let Some((p, closed)) = closes.next().await {
+            if let Err(e) = closed {
                 warn!(partition = %p.tp(), error = %e, "close failed");
                 ok = false;
             }
