@@ -271,6 +271,16 @@ impl Config {
         Ok(config)
     }
 
+    /// The most connections `ip` may hold open.
+    pub fn connections_per_ip_limit(&self, ip: IpAddr) -> usize {
+        self.connections_per_ip_overrides.get(&ip).copied().unwrap_or(self.connections_per_ip_max)
+    }
+
+    /// Whether any per-address limit is set (otherwise nothing is counted per address).
+    pub fn limits_connections_per_ip(&self) -> bool {
+        self.connections_per_ip_max != usize::MAX || !self.connections_per_ip_overrides.is_empty()
+    }
+
     fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let v = value.trim();
         match key {
@@ -496,18 +506,6 @@ fn parse_ip_overrides(key: &str, value: &str) -> Result<HashMap<IpAddr, usize>, 
         }
     }
     Ok(out)
-}
-
-impl Config {
-    /// The most connections `ip` may hold open.
-    pub fn connections_per_ip_limit(&self, ip: IpAddr) -> usize {
-        self.connections_per_ip_overrides.get(&ip).copied().unwrap_or(self.connections_per_ip_max)
-    }
-
-    /// Whether any per-address limit is set (otherwise nothing is counted per address).
-    pub fn limits_connections_per_ip(&self) -> bool {
-        self.connections_per_ip_max != usize::MAX || !self.connections_per_ip_overrides.is_empty()
-    }
 }
 
 fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {

@@ -26,8 +26,8 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::controller::Controller;
 use crate::group::coordinator::GROUP_TICK;
+use crate::partition::Waiter;
 use crate::server::listener;
-use crate::shard::serve::Published;
 use crate::shard::{ControlRequest, DataRequest, Peers, Shard, CONTROL};
 use crate::types::ShardId;
 
@@ -309,7 +309,8 @@ async fn run_data(
     let (data, control, receivers) = futures::join!(to_data, to_control, receivers);
     let peers = Peers { data, control: Rc::new(control) };
     let shard = Rc::new(Shard::new(id, config, clean_start, peers, connections_total));
-    let (published, first_image) = Published::channel();
+    let (first_image_applied, first_image) = oneshot::channel();
+    let published: Waiter = Rc::new(std::cell::RefCell::new(Some(first_image_applied)));
     for rx in receivers {
         glommio::spawn_local(shard.clone().serve_peer(rx, published.clone())).detach();
     }

@@ -33,7 +33,7 @@ use crate::cluster::metadata_log::MetadataLog;
 use crate::cluster::records::{decode_records, encode_records, MetadataRecord};
 use crate::cluster::{ImageCell, MetadataImage};
 use crate::config::Config;
-use crate::shard::message::{ControlRequest, DataRequest, NewTopic, TopicOutcome, TopicRef};
+use crate::shard::message::{answer_later, ControlRequest, DataRequest, NewTopic, TopicOutcome, TopicRef};
 
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -242,8 +242,9 @@ impl Controller {
             if let Some(snapshot) = progress.snapshot {
                 self.install_snapshot(&snapshot.data);
             }
-            for entry in progress.committed {
-                self.apply(entry);
+            if let Some(last) = progress.committed.last().map(|e| e.index) {
+                self.apply(&progress.committed);
+                self.snapshot_if_due(last);
             }
         }
     }
@@ -258,28 +259,31 @@ impl Controller {
         self.image.set(Arc::new(image));
     }
 
-    /// Applies one committed entry to the image and answers the proposal waiting for it.
-    fn apply(&self, entry: raft::eraftpb::Entry) {
-        let outcome = match decode_records(&entry.data) {
-            Ok(records) => {
-                let mut image = (*self.image.get()).clone();
-                for r in &records {
-                    image.apply(r);
+    /// Applies committed entries to one new image (a replay of many entries copies the image
+    /// once, not once per entry), installs it, then answers the proposals waiting for them.
+    fn apply(&self, entries: &[raft::eraftpb::Entry]) {
+        let mut image = (*self.image.get()).clone();
+        let outcomes: Vec<Result<(), String>> = entries
+            .iter()
+            .map(|entry| match decode_records(&entry.data) {
+                Ok(records) => {
+                    records.iter().for_each(|r| image.apply(r));
+                    Ok(())
                 }
-                self.image.set(Arc::new(image));
-                Ok(())
+                Err(e) => {
+                    error!(index = entry.index, error = %e, "undecodable metadata entry skipped");
+                    Err(format!("undecodable metadata entry: {e}"))
+                }
+            })
+            .collect();
+        self.image.set(Arc::new(image));
+        for (entry, outcome) in entries.iter().zip(outcomes) {
+            if let Some((term, waiter)) = self.waiting.borrow_mut().remove(&entry.index) {
+                // Another leader's entry at the proposal's index means the proposal was lost.
+                let outcome = if term == entry.term { outcome } else { Err("leadership changed".into()) };
+                let _ = waiter.send(outcome);
             }
-            Err(e) => {
-                error!(index = entry.index, error = %e, "undecodable metadata entry skipped");
-                Err(format!("undecodable metadata entry: {e}"))
-            }
-        };
-        if let Some((term, waiter)) = self.waiting.borrow_mut().remove(&entry.index) {
-            // Another leader's entry at the proposal's index means the proposal was lost.
-            let outcome = if term == entry.term { outcome } else { Err("leadership changed".into()) };
-            let _ = waiter.send(outcome);
         }
-        self.snapshot_if_due(entry.index);
     }
 
     /// Snapshots the image once the log holds `metadata.log.max.record.bytes.between.snapshots`.
@@ -316,49 +320,41 @@ impl Controller {
     /// topic changes are serialised by the controller's permit.
     pub async fn serve(self: Rc<Self>, rx: ConnectedReceiver<ControlRequest>) {
         while let Some(request) = rx.recv().await {
-            let request = match request {
+            let c = self.clone();
+            match request {
                 ControlRequest::OpenConnection { ip, limit, reply } => {
-                    let mut open = self.connections_per_ip.borrow_mut();
-                    let count = open.entry(ip).or_insert(0);
-                    let admitted = *count < limit;
-                    *count += usize::from(admitted);
-                    let _ = reply.send(admitted);
-                    continue;
+                    let _ = reply.send(self.open_connection(ip, limit));
                 }
-                ControlRequest::CloseConnection { ip } => {
-                    let mut open = self.connections_per_ip.borrow_mut();
-                    if let Some(count) = open.get_mut(&ip) {
-                        *count = count.saturating_sub(1);
-                        if *count == 0 {
-                            open.remove(&ip);
-                        }
-                    }
-                    continue;
+                ControlRequest::CloseConnection { ip } => self.close_connection(ip),
+                ControlRequest::AllocateProducerIds { count, reply } => {
+                    answer_later(reply, async move { c.allocate_producer_ids(count).await })
                 }
-                other => other,
-            };
-            let controller = self.clone();
-            glommio::spawn_local(async move {
-                match request {
-                    ControlRequest::AllocateProducerIds { count, reply } => {
-                        let _ = reply.send(controller.allocate_producer_ids(count).await);
-                    }
-                    ControlRequest::CreateTopics { topics, validate_only, reply } => {
-                        let _ = reply.send(controller.create_topics(topics, validate_only).await);
-                    }
-                    ControlRequest::DeleteTopics { topics, reply } => {
-                        let _ = reply.send(controller.delete_topics(topics).await);
-                    }
-                    ControlRequest::OpenConnection { reply, .. } => {
-                        crate::invariant!(false, "connection accounting is answered inline");
-                        let _ = reply.send(true);
-                    }
-                    ControlRequest::CloseConnection { .. } => {
-                        crate::invariant!(false, "connection accounting is answered inline");
-                    }
+                ControlRequest::CreateTopics { topics, validate_only, reply } => {
+                    answer_later(reply, async move { c.create_topics(topics, validate_only).await })
                 }
-            })
-            .detach();
+                ControlRequest::DeleteTopics { topics, reply } => {
+                    answer_later(reply, async move { c.delete_topics(topics).await })
+                }
+            }
+        }
+    }
+
+    /// Counts a connection from `ip` if fewer than `limit` are open from there.
+    fn open_connection(&self, ip: IpAddr, limit: usize) -> bool {
+        let mut open = self.connections_per_ip.borrow_mut();
+        let count = open.entry(ip).or_insert(0);
+        let admitted = *count < limit;
+        *count += usize::from(admitted);
+        admitted
+    }
+
+    fn close_connection(&self, ip: IpAddr) {
+        let mut open = self.connections_per_ip.borrow_mut();
+        if let Some(count) = open.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&ip);
+            }
         }
     }
 

@@ -49,6 +49,8 @@ pub struct RaftStorage {
     entries: Vec<Entry>,
     /// Where each entry's frame starts in the log file, and the file's length.
     offsets: Vec<u64>,
+    /// Bytes of entry data after the snapshot (what a new snapshot would compact).
+    entry_bytes: u64,
     log_bytes: u64,
     log: File,
 }
@@ -83,6 +85,7 @@ impl RaftStorage {
             snapshot,
             entries: Vec::new(),
             offsets: Vec::new(),
+            entry_bytes: 0,
             log_bytes: 0,
             log,
         };
@@ -113,6 +116,7 @@ impl RaftStorage {
                     ));
                 }
                 self.offsets.push(at as u64);
+                self.entry_bytes += entry.data.len() as u64;
                 self.entries.push(entry);
             }
             at += FRAME_HEADER_BYTES + len;
@@ -146,7 +150,7 @@ impl RaftStorage {
 
     /// Bytes of entry data in the log since the snapshot (what a new snapshot would compact).
     pub fn bytes_since_snapshot(&self) -> u64 {
-        self.entries.iter().map(|e| e.data.len() as u64).sum()
+        self.entry_bytes
     }
 
     /// Appends `entries` durably; entries at indexes the log already has replace them and
@@ -161,6 +165,7 @@ impl RaftStorage {
         let keep = (first - snapshot_index - 1) as usize;
         if keep < self.entries.len() {
             let cut = self.offsets[keep];
+            self.entry_bytes -= self.entries[keep..].iter().map(|e| e.data.len() as u64).sum::<u64>();
             self.entries.truncate(keep);
             self.offsets.truncate(keep);
             self.log.set_len(cut)?;
@@ -173,6 +178,7 @@ impl RaftStorage {
             buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
             buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
             buf.extend_from_slice(&body);
+            self.entry_bytes += e.data.len() as u64;
             self.entries.push(e.clone());
         }
         use std::os::unix::fs::FileExt;
@@ -186,6 +192,7 @@ impl RaftStorage {
         if let Err(e) = written {
             // Forget what may not be on disk; the quorum stops on this error.
             let kept = self.entries.len() - entries.len();
+            self.entry_bytes -= entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
             self.entries.truncate(kept);
             self.offsets.truncate(kept);
             return Err(e.into());
@@ -259,6 +266,7 @@ impl RaftStorage {
         fs::rename(&tmp, self.dir.join("log"))?;
         sync_dir(&self.dir)?;
         self.log = OpenOptions::new().read(true).write(true).open(self.dir.join("log"))?;
+        self.entry_bytes = entries.iter().map(|e| e.data.len() as u64).sum();
         self.entries = entries;
         self.offsets = offsets;
         self.log_bytes = buf.len() as u64;
@@ -381,6 +389,7 @@ mod tests {
         let got = s.entries(1, 5, None, GetEntriesContext::empty(false)).expect("entries");
         let data: Vec<&[u8]> = got.iter().map(|e| &e.data[..]).collect();
         assert_eq!(data, vec![&b"a"[..], b"b", b"C", b"d"]);
+        assert_eq!(s.bytes_since_snapshot(), 4, "the overwritten entry no longer counts");
         assert_eq!(s.hard_state(), &hs);
         assert_eq!(s.initial_state().expect("state").conf_state.voters, vec![1]);
 
@@ -395,6 +404,7 @@ mod tests {
         assert_eq!((s.first_index().ok(), s.last_index().ok()), (Some(4), Some(4)));
         assert_eq!(s.term(3).ok(), Some(2));
         assert_eq!(s.snapshot_data(), b"image@3");
+        assert_eq!(s.bytes_since_snapshot(), 1, "only the entry after the snapshot counts");
         assert!(matches!(
             s.entries(2, 4, None, GetEntriesContext::empty(false)),
             Err(raft::Error::Store(StorageError::Compacted))

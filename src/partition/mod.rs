@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use self::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use crate::protocol::batch::{self, BatchHeader};
-use crate::storage::{AppendInfo, Log, LogConfig, LogError};
+use crate::storage::{Log, LogConfig, LogError};
 use crate::types::{now_ms, Acks, Offset, OffsetSpec, TopicPartition};
 
 pub use table::PartitionTable;
@@ -61,8 +61,6 @@ pub struct Appended {
     pub last_offset: Offset,
     /// The time stamped on the batch with LogAppendTime; -1 otherwise.
     pub log_append_time_ms: i64,
-    /// Whether the batch is a retry of one already in the log (nothing was appended).
-    pub duplicate: bool,
 }
 
 /// Batches read for a fetch, with the partition's offsets at the time of the read.
@@ -94,7 +92,7 @@ pub struct Partition {
     tp: TopicPartition,
     topic_id: uuid::Uuid,
     log: Log,
-    settings: RefCell<PartitionSettings>,
+    settings: PartitionSettings,
     waiters: RefCell<Vec<Waiter>>,
     /// A background write is queued (see `schedule_write`).
     write_scheduled: Cell<bool>,
@@ -120,7 +118,7 @@ impl Partition {
             tp,
             topic_id,
             log,
-            settings: RefCell::new(settings),
+            settings,
             waiters: RefCell::new(Vec::new()),
             write_scheduled: Cell::new(false),
             producers: RefCell::new(ProducerStateTable::default()),
@@ -197,12 +195,7 @@ impl Partition {
             match verdict {
                 Ok(Verdict::Append) => {}
                 Ok(Verdict::Duplicate { first_offset, last_offset }) => {
-                    return Ok(Appended {
-                        base_offset: first_offset,
-                        last_offset,
-                        log_append_time_ms: -1,
-                        duplicate: true,
-                    });
+                    return Ok(Appended { base_offset: first_offset, last_offset, log_append_time_ms: -1 });
                 }
                 Err(e) => {
                     debug!(partition = %self.tp, producer_id = b.producer_id, error = %e, "idempotent batch refused");
@@ -210,7 +203,7 @@ impl Partition {
                 }
             }
         }
-        let append_time = self.settings.borrow().log_append_time.then(now_ms);
+        let append_time = self.settings.log_append_time.then(now_ms);
         let end_before = self.log.next_offset();
         let info = self.log.append(BytesMut::from(&batch[..]), append_time);
         if !crate::invariant!(
@@ -237,7 +230,11 @@ impl Partition {
         if info.flush_due || acks == Acks::None {
             self.schedule_write();
         }
-        Ok(Appended { duplicate: false, ..appended(info, append_time) })
+        Ok(Appended {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: append_time.unwrap_or(-1),
+        })
     }
 
     /// Waits until `last_offset` meets `acks` (all: synced; leader: written; none: written
@@ -349,17 +346,12 @@ impl Partition {
     }
 
     /// Compacts the sealed segments when the topic is compacted and there is new sealed data
-    /// (the cleaner's pass). Returns whether it ran.
-    pub async fn compact_if_due(&self) -> Result<bool, LogError> {
-        let (compact, retention_ms) = {
-            let s = self.settings.borrow();
-            (s.compact, s.delete_retention_ms)
-        };
-        if !compact || !self.log.compaction_due() {
-            return Ok(false);
+    /// (the cleaner's pass).
+    pub async fn compact_if_due(&self) -> Result<(), LogError> {
+        if self.settings.compact && self.log.compaction_due() {
+            self.log.compact(now_ms(), self.settings.delete_retention_ms).await?;
         }
-        self.log.compact(now_ms(), retention_ms).await?;
-        Ok(true)
+        Ok(())
     }
 
     /// The active idempotent producers, by producer id.
@@ -432,16 +424,8 @@ impl Partition {
     }
 }
 
-fn appended(info: AppendInfo, append_time: Option<i64>) -> Appended {
-    Appended {
-        base_offset: info.base_offset,
-        last_offset: info.last_offset,
-        log_append_time_ms: append_time.unwrap_or(-1),
-        duplicate: false,
-    }
-}
-
-fn fire(waiter: &Waiter) {
+/// Fires `waiter` if nobody has yet.
+pub fn fire(waiter: &Waiter) {
     if let Some(sender) = waiter.borrow_mut().take() {
         let _ = sender.send(());
     }

@@ -17,6 +17,15 @@ use crate::group::coordinator::GroupCall;
 use crate::partition::ProducerSummary;
 use crate::types::{Acks, Offset, OffsetSpec, TopicPartition};
 
+/// Answers `reply` with what `answer` resolves to, from a task of its own (the caller goes
+/// on serving the next request).
+pub fn answer_later<T: 'static>(reply: oneshot::Sender<T>, answer: impl std::future::Future<Output = T> + 'static) {
+    glommio::spawn_local(async move {
+        let _ = reply.send(answer.await);
+    })
+    .detach();
+}
+
 /// One partition's batch in a produce request (already validated by the receiving shard).
 pub struct ProduceItem {
     pub idx: usize,

@@ -15,7 +15,7 @@ use kafka_protocol::ResponseError;
 
 use super::message::*;
 use super::Shard;
-use crate::partition::Waiter;
+use crate::partition::{fire, Waiter};
 use crate::types::{Acks, Offset, TopicPartition};
 
 impl Shard {
@@ -141,29 +141,15 @@ impl Shard {
     /// Serves the requests one peer sends this shard, in arrival order: appends and image
     /// changes are applied before the next request is taken; reads run as their own tasks.
     /// `published` fires after the first image is applied (the shard may listen then).
-    pub async fn serve_peer(self: Rc<Self>, rx: ConnectedReceiver<DataRequest>, published: Rc<Published>) {
+    pub async fn serve_peer(self: Rc<Self>, rx: ConnectedReceiver<DataRequest>, published: Waiter) {
         while let Some(request) = rx.recv().await {
             match request {
                 DataRequest::Produce { acks, timeout_ms, items, reply } => {
-                    let durable = self.produce_local(acks, timeout_ms, items);
-                    glommio::spawn_local(async move {
-                        let _ = reply.send(durable.await);
-                    })
-                    .detach();
+                    answer_later(reply, self.produce_local(acks, timeout_ms, items))
                 }
-                DataRequest::Fetch { items, reply } => {
-                    let s = self.clone();
-                    glommio::spawn_local(async move {
-                        let _ = reply.send(s.fetch_local(items).await);
-                    })
-                    .detach();
-                }
+                DataRequest::Fetch { items, reply } => answer_later(reply, self.clone().fetch_local(items)),
                 DataRequest::ListOffsets { items, reply } => {
-                    let s = self.clone();
-                    glommio::spawn_local(async move {
-                        let _ = reply.send(s.list_offsets_local(items).await);
-                    })
-                    .detach();
+                    answer_later(reply, self.clone().list_offsets_local(items))
                 }
                 DataRequest::Watch { items, reply } => self.watch_local(items, reply),
                 DataRequest::DescribeProducers { items, reply } => {
@@ -173,31 +159,9 @@ impl Shard {
                 DataRequest::Publish { image, reply } => {
                     self.apply_image(image).await;
                     let _ = reply.send(());
-                    published.fire();
+                    fire(&published);
                 }
             }
         }
-    }
-}
-
-/// Fires once, when the first published image has been applied.
-pub struct Published(std::cell::RefCell<Option<oneshot::Sender<()>>>);
-
-impl Published {
-    pub fn channel() -> (Rc<Published>, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        (Rc::new(Published(std::cell::RefCell::new(Some(tx)))), rx)
-    }
-
-    fn fire(&self) {
-        if let Some(tx) = self.0.borrow_mut().take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-fn fire(waiter: &Waiter) {
-    if let Some(s) = waiter.borrow_mut().take() {
-        let _ = s.send(());
     }
 }
