@@ -16,23 +16,74 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid TOML: {source}")]
     Parse { path: PathBuf, source: Box<toml::de::Error> },
-    #[error("unknown setting `{0}` (see `weir serve --help` and config/single.toml)")]
+    #[error("unknown setting `{0}` (`weir settings` lists every setting)")]
     Unknown(String),
     #[error("setting `{key}`: {reason}")]
     Invalid { key: String, reason: String },
 }
 
+/// What a node does (`process.roles`): serve clients (broker), vote in the metadata quorum
+/// (controller), or both (combined mode, the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+/// One member of the controller quorum (`controller.quorum.voters`: `ID@HOST:PORT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Voter {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
 /// All broker settings, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `node.id`: this broker's id in Metadata responses.
+    /// `node.id`: this node's id, as a broker and as a controller.
     pub node_id: i32,
     /// `cluster.id`: reported in Metadata; generated and stored in the data dir when unset.
     pub cluster_id: Option<String>,
-    /// `listeners`: where every data shard binds (SO_REUSEPORT), e.g. `PLAINTEXT://127.0.0.1:9092`.
+    /// `process.roles`.
+    pub roles: Roles,
+    /// `controller.quorum.voters`, in the order given. Empty: this node is a quorum of one
+    /// (the single-node default) and needs no controller listener.
+    pub voters: Vec<Voter>,
+    /// `listeners`: the client listener, where every data shard binds (SO_REUSEPORT), e.g.
+    /// `PLAINTEXT://127.0.0.1:9092`; its name is `client_listener_name`.
     pub listen: SocketAddr,
+    pub client_listener_name: String,
+    /// `listeners`, the entry named in `controller.listener.names`: where the control shard
+    /// serves the quorum and broker-to-controller RPCs.
+    pub controller_listen: Option<SocketAddr>,
+    /// `controller.listener.names`.
+    pub controller_listener_names: Vec<String>,
     /// `advertised.listeners`: host:port clients are told to connect to (defaults to `listen`).
     pub advertised: (String, u16),
+    /// `broker.session.timeout.ms`: a broker with no heartbeat for this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often a broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `controller.quorum.election.timeout.ms`: a candidate's election timeout (randomised
+    /// up to twice this), and how long a leader waits to hear from a majority before it
+    /// steps down.
+    pub quorum_election_timeout_ms: u64,
+    /// `controller.quorum.fetch.timeout.ms`: a voter that hears nothing from the leader for
+    /// this long starts an election.
+    pub quorum_fetch_timeout_ms: u64,
+    /// `controller.quorum.request.timeout.ms`: how long a broker waits for one controller RPC.
+    pub quorum_request_timeout_ms: u64,
+    /// `listeners` and `advertised.listeners` as given: resolved once every setting is read,
+    /// since which entry is which depends on `controller.listener.names`.
+    listeners_text: Option<String>,
+    advertised_text: Option<String>,
     /// `log.dirs`: the data directory (one directory).
     pub data_dir: PathBuf,
     /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
@@ -128,8 +179,20 @@ impl Default for Config {
         Self {
             node_id: 0,
             cluster_id: None,
+            roles: Roles { broker: true, controller: true },
+            voters: Vec::new(),
             listen,
+            client_listener_name: "PLAINTEXT".to_string(),
+            controller_listen: None,
+            controller_listener_names: vec!["CONTROLLER".to_string()],
             advertised: ("127.0.0.1".to_string(), 9092),
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
+            quorum_election_timeout_ms: 1000,
+            quorum_fetch_timeout_ms: 2000,
+            quorum_request_timeout_ms: 2000,
+            listeners_text: None,
+            advertised_text: None,
             data_dir: PathBuf::from("data"),
             num_partitions: 1,
             default_replication_factor: 1,
@@ -177,10 +240,28 @@ impl Default for Config {
 
 /// Every setting this broker understands, with what it does (`weir settings` prints them).
 pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
-    ("node.id", "this broker's id in Metadata responses (default 0)"),
+    ("node.id", "this node's id as a broker and as a controller (default 0)"),
     ("cluster.id", "cluster id reported in Metadata (default: generated once, kept in meta.properties)"),
-    ("listeners", "address every data shard binds, e.g. PLAINTEXT://127.0.0.1:9092 (default 127.0.0.1:9092)"),
-    ("advertised.listeners", "HOST:PORT clients are told to connect to (default: the listener)"),
+    ("process.roles", "broker, controller, or broker,controller (combined, the default)"),
+    (
+        "controller.quorum.voters",
+        "the controller quorum, ID@HOST:PORT,... (default: empty, this node alone is its quorum)",
+    ),
+    (
+        "listeners",
+        "NAME://HOST:PORT,...: the client listener (PLAINTEXT) and, in a cluster, the controller listener (default PLAINTEXT://127.0.0.1:9092)",
+    ),
+    ("controller.listener.names", "names in `listeners` that serve controllers and brokers' RPCs (default CONTROLLER)"),
+    ("listener.security.protocol.map", "NAME:PROTOCOL,...; only PLAINTEXT is supported"),
+    ("advertised.listeners", "HOST:PORT clients are told to connect to (default: the client listener)"),
+    ("broker.session.timeout.ms", "a broker without a heartbeat for this long is fenced (default 9000)"),
+    ("broker.heartbeat.interval.ms", "how often brokers heartbeat to the active controller (default 2000)"),
+    ("controller.quorum.election.timeout.ms", "a candidate's election timeout (default 1000)"),
+    (
+        "controller.quorum.fetch.timeout.ms",
+        "a voter that hears nothing from the leader for this long starts an election (default 2000)",
+    ),
+    ("controller.quorum.request.timeout.ms", "how long one broker-to-controller RPC may take (default 2000)"),
     ("log.dirs", "data directory, one (default ./data); log.dir is accepted too"),
     ("num.partitions", "partitions of auto-created topics and of CreateTopics with -1 (default 1)"),
     ("default.replication.factor", "replication factor for -1; a single node supports only 1"),
@@ -259,15 +340,12 @@ impl Config {
     /// Builds a config from defaults plus flat settings (later entries win).
     pub fn from_settings<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Config, ConfigError> {
         let mut config = Config::default();
-        let mut advertised_set = false;
         for (key, value) in settings {
-            advertised_set |= key == "advertised.listeners";
             config.apply(key, value)?;
         }
-        if !advertised_set {
-            config.advertised = (config.listen.ip().to_string(), config.listen.port());
-        }
+        config.resolve_listeners()?;
         config.validate()?;
+        config.validate_cluster()?;
         Ok(config)
     }
 
@@ -286,12 +364,33 @@ impl Config {
         match key {
             "node.id" => self.node_id = parse(key, v)?,
             "cluster.id" => self.cluster_id = Some(v.to_string()),
-            "listeners" => self.listen = parse_listener(key, v)?,
-            "advertised.listeners" => {
-                let addr = strip_scheme(key, v)?;
-                let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(key, "expected HOST:PORT"))?;
-                self.advertised = (host.trim_matches(['[', ']']).to_string(), parse(key, port)?);
+            "process.roles" => self.roles = parse_roles(key, v)?,
+            "controller.quorum.voters" => self.voters = parse_voters(key, v)?,
+            "listeners" => self.listeners_text = Some(v.to_string()),
+            "advertised.listeners" => self.advertised_text = Some(v.to_string()),
+            "controller.listener.names" => {
+                self.controller_listener_names =
+                    v.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect()
             }
+            "listener.security.protocol.map" => {
+                for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                    match entry.split_once(':') {
+                        Some((_, "PLAINTEXT")) => {}
+                        Some((name, protocol)) => {
+                            return Err(invalid(
+                                key,
+                                &format!("listener {name}: protocol {protocol} is not supported (only PLAINTEXT)"),
+                            ))
+                        }
+                        None => return Err(invalid(key, "expected NAME:PROTOCOL entries")),
+                    }
+                }
+            }
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms = parse(key, v)?,
+            "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = parse(key, v)?,
+            "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms = parse(key, v)?,
+            "controller.quorum.fetch.timeout.ms" => self.quorum_fetch_timeout_ms = parse(key, v)?,
+            "controller.quorum.request.timeout.ms" => self.quorum_request_timeout_ms = parse(key, v)?,
             "log.dirs" | "log.dir" => {
                 if v.contains(',') {
                     return Err(invalid(key, "only one data directory is supported"));
@@ -361,13 +460,131 @@ impl Config {
         Ok(())
     }
 
+    /// Sorts `listeners` into the client listener and the controller listener, and picks
+    /// the advertised client address.
+    fn resolve_listeners(&mut self) -> Result<(), ConfigError> {
+        let is_controller = |name: &str| self.controller_listener_names.iter().any(|c| c == name);
+        let mut client = None;
+        let mut controller = None;
+        if let Some(text) = &self.listeners_text {
+            for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                let (name, addr) = entry.split_once("://").unwrap_or(("PLAINTEXT", entry));
+                let addr = parse_listener("listeners", addr)?;
+                let slot = if is_controller(name) { &mut controller } else { &mut client };
+                if slot.is_some() {
+                    return Err(invalid(
+                        "listeners",
+                        &format!(
+                            "a second {name} listener: one client listener and one controller listener are supported"
+                        ),
+                    ));
+                }
+                *slot = Some((name.to_string(), addr));
+            }
+        }
+        if let Some((name, addr)) = client {
+            self.client_listener_name = name;
+            self.listen = addr;
+        } else if self.listeners_text.is_some() && self.roles.broker {
+            return Err(invalid("listeners", "a broker needs a client listener, e.g. PLAINTEXT://127.0.0.1:9092"));
+        }
+        self.controller_listen = controller.map(|(_, addr)| addr);
+        self.advertised = match &self.advertised_text {
+            None => {
+                let ip = self.listen.ip();
+                let host = if ip.is_unspecified() { "127.0.0.1".to_string() } else { ip.to_string() };
+                (host, self.listen.port())
+            }
+            Some(text) => {
+                let key = "advertised.listeners";
+                let mut chosen = None;
+                for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                    let (name, addr) = entry.split_once("://").unwrap_or(("PLAINTEXT", entry));
+                    if is_controller(name) {
+                        continue;
+                    }
+                    if chosen.is_some() {
+                        return Err(invalid(key, "only one client listener is supported"));
+                    }
+                    let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(key, "expected HOST:PORT"))?;
+                    chosen = Some((host.trim_matches(['[', ']']).to_string(), parse(key, port)?));
+                }
+                chosen.ok_or_else(|| invalid(key, "names no client listener"))?
+            }
+        };
+        Ok(())
+    }
+
+    /// The rules Kafka applies to a node's place in the cluster (KRaft): who votes, who
+    /// listens where.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let voters = "controller.quorum.voters";
+        let mut ids: Vec<i32> = self.voters.iter().map(|v| v.node_id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(invalid(voters, "names a node id twice"));
+        }
+        let voting = self.voters.iter().find(|v| v.node_id == self.node_id);
+        if self.voters.is_empty() {
+            if !self.roles.controller {
+                return Err(invalid(voters, "a broker-only node needs the quorum's voters"));
+            }
+            return Ok(());
+        }
+        if self.cluster_id.is_none() {
+            return Err(invalid(
+                "cluster.id",
+                "a cluster needs the same cluster.id on every node (any string of letters, digits, - and _)",
+            ));
+        }
+        if !self.roles.controller {
+            // A broker-only node must follow the metadata log as an observer, which needs a
+            // fetch path from the quorum that is not built yet.
+            return Err(invalid(
+                "process.roles",
+                "broker-only nodes are not supported yet: give every node the roles broker,controller \
+                 (or controller alone) and list it in controller.quorum.voters",
+            ));
+        }
+        let Some(voter) = voting else {
+            return Err(invalid(
+                voters,
+                &format!("this node (node.id={}) has the controller role but is not among the voters", self.node_id),
+            ));
+        };
+        let Some(listen) = self.controller_listen else {
+            return Err(invalid(
+                "listeners",
+                &format!(
+                    "a controller needs a listener named in controller.listener.names ({}), e.g. CONTROLLER://{}",
+                    self.controller_listener_names.join(","),
+                    voter.addr()
+                ),
+            ));
+        };
+        if listen.port() != voter.port {
+            return Err(invalid(
+                "listeners",
+                &format!(
+                    "this node is voter {}@{} but its controller listener is {listen}",
+                    voter.node_id,
+                    voter.addr()
+                ),
+            ));
+        }
+        if self.roles.broker && self.controller_listen == Some(self.listen) {
+            return Err(invalid("listeners", "the client and controller listeners must differ"));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let check = |ok: bool, key: &str, reason: &str| if ok { Ok(()) } else { Err(invalid(key, reason)) };
         check(self.num_partitions >= 1, "num.partitions", "must be at least 1")?;
         check(
             self.default_replication_factor == 1,
             "default.replication.factor",
-            "a single node can only hold 1 replica",
+            "partitions have one replica until partition replication lands",
         )?;
         check(self.segment_bytes >= 14 * 1024, "log.segment.bytes", "must be at least 14 KiB")?;
         check(
@@ -429,6 +646,15 @@ impl Config {
         )?;
         check(self.node_id >= 0, "node.id", "must not be negative")?;
         check(self.fetch_waiters_max >= 1, "weir.fetch.waiters.max", "must be positive")?;
+        check(self.quorum_election_timeout_ms >= 10, "controller.quorum.election.timeout.ms", "must be at least 10")?;
+        check(self.quorum_fetch_timeout_ms >= 10, "controller.quorum.fetch.timeout.ms", "must be at least 10")?;
+        check(self.quorum_request_timeout_ms >= 1, "controller.quorum.request.timeout.ms", "must be positive")?;
+        check(self.broker_heartbeat_interval_ms >= 1, "broker.heartbeat.interval.ms", "must be positive")?;
+        check(
+            self.broker_session_timeout_ms > self.broker_heartbeat_interval_ms,
+            "broker.session.timeout.ms",
+            "must be longer than broker.heartbeat.interval.ms",
+        )?;
         Ok(())
     }
 
@@ -475,15 +701,40 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
     value.parse().map_err(|_| invalid(key, &format!("cannot parse `{value}`")))
 }
 
-fn strip_scheme<'a>(key: &str, value: &'a str) -> Result<&'a str, ConfigError> {
-    if value.contains(',') {
-        return Err(invalid(key, "only one listener is supported"));
+fn parse_roles(key: &str, value: &str) -> Result<Roles, ConfigError> {
+    let mut roles = Roles { broker: false, controller: false };
+    for role in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        match role {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => return Err(invalid(key, &format!("unknown role `{other}` (broker, controller)"))),
+        }
     }
-    Ok(match value.split_once("://") {
-        Some(("PLAINTEXT", rest)) => rest,
-        Some((scheme, _)) => return Err(invalid(key, &format!("listener scheme {scheme} is not supported"))),
-        None => value,
-    })
+    if !roles.broker && !roles.controller {
+        return Err(invalid(key, "needs broker, controller or both"));
+    }
+    Ok(roles)
+}
+
+/// `ID@HOST:PORT,...`.
+fn parse_voters(key: &str, value: &str) -> Result<Vec<Voter>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let bad = || invalid(key, &format!("`{entry}` is not ID@HOST:PORT"));
+            let (id, addr) = entry.split_once('@').ok_or_else(bad)?;
+            let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+            let node_id: i32 = id.trim().parse().map_err(|_| bad())?;
+            if node_id < 0 {
+                return Err(bad());
+            }
+            let host = host.trim_matches(['[', ']']);
+            let host = if host == "localhost" { "127.0.0.1" } else { host };
+            Ok(Voter { node_id, host: host.to_string(), port: port.parse().map_err(|_| bad())? })
+        })
+        .collect()
 }
 
 /// `host:count,...`: each host resolved now to its addresses (as Kafka resolves them).
@@ -508,8 +759,7 @@ fn parse_ip_overrides(key: &str, value: &str) -> Result<HashMap<IpAddr, usize>, 
     Ok(out)
 }
 
-fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    let addr = strip_scheme(key, value)?;
+fn parse_listener(key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
     let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
     let addr = addr.replace("localhost", "127.0.0.1");
     parse(key, &addr)
@@ -542,6 +792,58 @@ mod tests {
             let result = Config::from_settings([(*name, "1")]);
             assert!(!matches!(result, Err(ConfigError::Unknown(_))), "{name} is listed but not applied");
         }
+    }
+
+    #[test]
+    fn a_combined_node_of_a_three_voter_quorum() {
+        let c = Config::from_settings([
+            ("cluster.id", "test-cluster"),
+            ("node.id", "2"),
+            ("process.roles", "broker,controller"),
+            ("controller.quorum.voters", "1@127.0.0.1:19093,2@localhost:29093,3@127.0.0.1:39093"),
+            ("listeners", "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"),
+            ("advertised.listeners", "PLAINTEXT://localhost:29092"),
+        ])
+        .expect("valid");
+        assert_eq!(c.voters.len(), 3);
+        assert_eq!(c.voters[1], Voter { node_id: 2, host: "127.0.0.1".into(), port: 29093 });
+        assert_eq!(c.listen.port(), 29092);
+        assert_eq!(c.controller_listen.map(|a| a.port()), Some(29093));
+        assert_eq!(c.advertised, ("localhost".to_string(), 29092));
+        // Settings arrive sorted from a file: the listener names may come after the listeners.
+        let c = Config::from_settings([
+            ("listeners", "CLIENT://127.0.0.1:1,QUORUM://127.0.0.1:2"),
+            ("controller.listener.names", "QUORUM"),
+            ("controller.quorum.voters", "0@127.0.0.1:2"),
+            ("cluster.id", "c"),
+        ])
+        .expect("valid");
+        assert_eq!((c.client_listener_name.as_str(), c.controller_listen.map(|a| a.port())), ("CLIENT", Some(2)));
+    }
+
+    #[test]
+    fn refuses_a_node_at_odds_with_its_quorum() {
+        let refused = |settings: &[(&str, &str)]| match Config::from_settings(settings.iter().copied()) {
+            Err(ConfigError::Invalid { key, reason }) => format!("{key}: {reason}"),
+            other => panic!("{settings:?} accepted: {other:?}"),
+        };
+        let voters = ("controller.quorum.voters", "1@127.0.0.1:19093,2@127.0.0.1:29093");
+        let cluster = ("cluster.id", "c");
+        let listeners = ("listeners", "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093");
+        assert!(refused(&[("node.id", "1"), voters, listeners]).contains("same cluster.id"));
+        assert!(refused(&[cluster, ("node.id", "5"), voters, listeners]).contains("not among the voters"));
+        let no_controller_listener = ("listeners", "PLAINTEXT://127.0.0.1:19092");
+        assert!(refused(&[cluster, ("node.id", "1"), voters, no_controller_listener]).contains("needs a listener"));
+        let wrong_port = ("listeners", "PLAINTEXT://:1,CONTROLLER://127.0.0.1:19094");
+        assert!(refused(&[cluster, ("node.id", "1"), voters, wrong_port]).contains("controller listener is"));
+        let broker_only = ("process.roles", "broker");
+        assert!(refused(&[cluster, ("node.id", "3"), broker_only, voters, listeners]).contains("not supported yet"));
+        assert!(refused(&[("process.roles", "broker")]).contains("needs the quorum's voters"));
+        assert!(refused(&[cluster, ("controller.quorum.voters", "1@h:1,1@h:2"), ("node.id", "1")]).contains("twice"));
+        assert!(refused(&[("controller.quorum.voters", "x")]).contains("ID@HOST:PORT"));
+        assert!(refused(&[("process.roles", "observer")]).contains("unknown role"));
+        assert!(refused(&[("broker.session.timeout.ms", "100"), ("broker.heartbeat.interval.ms", "200")])
+            .contains("longer than"));
     }
 
     #[test]

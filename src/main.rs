@@ -45,6 +45,21 @@ The broker needs a locked-memory limit (ulimit -l) of at least 512 KiB.")]
     #[command(after_help = "The client runs on io_uring: like the broker, it needs a locked-memory limit \
 (ulimit -l) of at least 512 KiB.")]
     Groups(GroupsArgs),
+    /// The cluster: `weir cluster status` shows the controller quorum and the brokers.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The quorum (leader, epoch, each voter's log end and lag) and the brokers (id,
+    /// listener, alive or fenced, partitions led).
+    #[command(after_help = "Needs a locked-memory limit (ulimit -l) of at least 512 KiB, like the broker.")]
+    Status {
+        /// Any broker of the cluster.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
 }
 
 #[derive(Args)]
@@ -99,23 +114,35 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::Groups(args) => groups(args),
+        Command::Cluster(ClusterCommand::Status { bootstrap }) => on_cli_executor("weir-cluster", async move {
+            let report = weir::admin::cluster::status(&bootstrap)
+                .await
+                .with_context(|| format!("cannot read the cluster's state from {bootstrap}"))?;
+            print!("{}", weir::admin::cluster::format_report(&report));
+            Ok(())
+        }),
     }
 }
 
 /// `weir groups` runs the client on a small io_uring executor on this thread (it needs the
 /// same locked-memory limit as the broker).
 fn groups(args: GroupsArgs) -> anyhow::Result<()> {
+    on_cli_executor("weir-groups", groups_report(args))
+}
+
+/// Runs a CLI command's client on a small io_uring executor on this thread.
+fn on_cli_executor(name: &str, command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     check_locked_memory_limit()?;
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(CLI_IO_MEMORY_BYTES)
-        .name("weir-groups")
+        .name(name)
         .make()
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot start an io_uring executor: {e} (io_uring and a locked-memory limit of at least 512 KiB, `ulimit -l`, are needed)"
             )
         })?;
-    executor.run(groups_report(args))
+    executor.run(command)
 }
 
 async fn groups_report(args: GroupsArgs) -> anyhow::Result<()> {
@@ -205,7 +232,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clean = take_clean_marker(&data_dir)?;
     info!(data_dir = %data_dir.display(), clean_start = clean, shards = config.data_shards(), "starting");
     check_locked_memory_limit()?;
-    refuse_taken_port(config.listen)?;
+    if config.roles.broker {
+        refuse_taken_port(config.listen)?;
+    }
     let config = Arc::new(config);
     let close_timeout = std::time::Duration::from_millis(config.close_timeout_ms);
     let mut runtime = Runtime::start(config.clone(), clean)?;
@@ -225,7 +254,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Ok(ShardEvent::Ready(_)) => waiting -= 1,
             Ok(ShardEvent::Failed { shard, error }) => {
                 error!(shard, %error, "shard failed to start");
-                runtime.drain();
+                runtime.drain(shard != 0);
                 runtime.close(false, usize::from(shard > 0), close_timeout);
                 bail!("startup failed: {error}");
             }
@@ -236,11 +265,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(_) => {}
         }
     }
-    info!(listen = %config.listen, advertised = ?config.advertised, "weir is ready");
+    if config.roles.broker {
+        info!(listen = %config.listen, advertised = ?config.advertised, "weir is ready");
+    } else {
+        info!(controller = ?config.controller_listen, "weir is ready (controller only)");
+    }
 
     // Wait for a signal while watching for a shard failure.
     let mut healthy = true;
     let mut ended = 0;
+    let mut control_running = true;
     while stop_signal.is_none() {
         if let Ok(sig) = signal_rx.recv_timeout(std::time::Duration::from_millis(200)) {
             info!(signal = sig, "stopping");
@@ -250,15 +284,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             error!(shard, %error, "shard failed; stopping");
             healthy = false;
             ended += usize::from(shard > 0);
+            control_running = shard != 0;
             break;
         }
     }
-    runtime.drain();
+    runtime.drain(control_running);
     let data_shards = runtime.executors() - 1;
     let mut drained = ended;
     while drained < data_shards {
         match runtime.events.recv_timeout(DRAIN_TIMEOUT + std::time::Duration::from_secs(5)) {
-            Ok(ShardEvent::Drained(_)) => drained += 1,
+            Ok(ShardEvent::Drained(shard)) if shard != 0 => drained += 1,
             Ok(ShardEvent::Failed { shard, error }) => {
                 error!(shard, %error, "shard failed while draining");
                 healthy = false;

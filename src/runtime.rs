@@ -24,15 +24,17 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::controller::Controller;
+use crate::controller::{BrokerLifecycle, Controller};
 use crate::group::coordinator::GROUP_TICK;
 use crate::partition::Waiter;
-use crate::server::listener;
+use crate::server::{controller_listener, listener};
 use crate::shard::{ControlRequest, DataRequest, Peers, Shard, CONTROL};
 use crate::types::ShardId;
 
 /// Longest wait for connections to finish their in-flight requests at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the active controller to agree to a controlled shutdown.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a shard reports to `main`.
 #[derive(Debug)]
@@ -142,8 +144,25 @@ impl Runtime {
         self.handles.len()
     }
 
-    /// Tells every data shard to drain (main then waits for their `Drained` events).
-    pub fn drain(&mut self) {
+    /// Stops: first the control shard (if it runs) announces a controlled shutdown to the
+    /// active controller (so clients are pointed away while the data shards still serve),
+    /// then every data shard drains (main then waits for their `Drained` events).
+    pub fn drain(&mut self, control_running: bool) {
+        if let Some(tx) = self.drains[CONTROL].take().filter(|_| control_running) {
+            let _ = tx.send(());
+            let deadline = std::time::Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT + Duration::from_secs(1);
+            let mut early = Vec::new();
+            loop {
+                match self.events.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(ShardEvent::Drained(CONTROL)) | Err(_) => break,
+                    Ok(other) => early.push(other),
+                }
+            }
+            // Events of data shards seen meanwhile are kept for main's own waits.
+            for event in early {
+                let _ = self.events_tx.send(event);
+            }
+        }
         for tx in self.drains.iter_mut().skip(1).filter_map(Option::take) {
             let _ = tx.send(());
         }
@@ -278,13 +297,29 @@ async fn run_control(
     let senders = join_all(ends.to_data.into_iter().map(|s| async move { Rc::new(s.connect().await) }));
     let receivers = join_all(ends.from_data.into_iter().map(|r| r.connect()));
     let (senders, receivers) = futures::join!(senders, receivers);
-    let controller = Controller::start(config, senders).await?;
+    let controller = Controller::start(config.clone(), senders).await?;
     for rx in receivers {
         glommio::spawn_local(controller.clone().serve(rx)).detach();
     }
-    controller.publish().await;
+    // Other voters must reach this one before anything can be committed.
+    if let (true, Some(addr)) = (config.roles.controller, config.controller_listen) {
+        let listener = controller_listener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen for controllers on {addr}: {e}"))?;
+        info!(%addr, "controller listener ready");
+        glommio::spawn_local(controller_listener::accept_loop(controller.clone(), listener)).detach();
+    }
+    let lifecycle = config.roles.broker.then(|| BrokerLifecycle::start(controller.clone()));
+    if let Some(lifecycle) = &lifecycle {
+        lifecycle.wait_unfenced().await;
+    }
+    controller.published(controller.image().epoch).await;
+    controller.start_serving().await;
     let _ = events.send(ShardEvent::Ready(CONTROL));
     let _ = controls.drain.await;
+    if let Some(lifecycle) = &lifecycle {
+        lifecycle.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT).await;
+    }
+    let _ = events.send(ShardEvent::Drained(CONTROL));
     let _ = controls.close.await;
     Ok(true)
 }
@@ -309,13 +344,30 @@ async fn run_data(
     let (data, control, receivers) = futures::join!(to_data, to_control, receivers);
     let peers = Peers { data, control: Rc::new(control) };
     let shard = Rc::new(Shard::new(id, config, clean_start, peers, connections_total));
-    let (first_image_applied, first_image) = oneshot::channel();
-    let published: Waiter = Rc::new(std::cell::RefCell::new(Some(first_image_applied)));
+    let (may_listen, listen) = oneshot::channel();
+    let listen_waiter: Waiter = Rc::new(std::cell::RefCell::new(Some(may_listen)));
     for rx in receivers {
-        glommio::spawn_local(shard.clone().serve_peer(rx, published.clone())).detach();
+        glommio::spawn_local(shard.clone().serve_peer(rx, listen_waiter.clone())).detach();
     }
-    // The first published image: our partitions are open after it.
-    let _ = first_image.await;
+    // The control shard says when: the broker is unfenced and our partitions are open. A
+    // stop asked for meanwhile (the control shard failed to start) ends the wait.
+    let Controls { drain, mut close } = controls;
+    match futures::future::select(listen, &mut close).await {
+        futures::future::Either::Left((Ok(()), _)) => {}
+        futures::future::Either::Left((Err(_), _)) => {
+            anyhow::bail!("the control shard stopped before this node could serve clients")
+        }
+        futures::future::Either::Right(_) => return Ok(shard.close_all().await),
+    }
+    let controls = Controls { drain, close };
+    if !shard.config.roles.broker {
+        // A controller-only node serves no clients: its data shards only idle.
+        let _ = events.send(ShardEvent::Ready(shard.executor()));
+        let _ = controls.drain.await;
+        let _ = events.send(ShardEvent::Drained(shard.executor()));
+        let _ = controls.close.await;
+        return Ok(true);
+    }
     let listener =
         listener::bind(&shard).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", shard.config.listen))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -38,6 +38,11 @@ fn stream(addr: String, topic: &'static str, stop: Arc<AtomicBool>) -> Vec<std::
                     assert_eq!(header.correlation_id, cid);
                     let resp = kafka_protocol::messages::ProduceResponse::decode(&mut frame, 9).expect("response");
                     let part = &resp.responses[0].partition_responses[0];
+                    // A stopping broker is fenced first (controlled shutdown): it refuses
+                    // further appends with NOT_LEADER_OR_FOLLOWER, as Kafka does.
+                    if part.error_code == kafka_protocol::ResponseError::NotLeaderOrFollower.code() {
+                        break;
+                    }
                     assert_eq!(part.error_code, 0);
                     for (i, v) in values.into_iter().enumerate() {
                         acked.insert((p, part.base_offset + i as i64), v);

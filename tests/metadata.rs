@@ -68,8 +68,20 @@ fn a_data_directory_from_before_the_quorum_is_migrated() {
     let id = uuid::Uuid::new_v4();
     let gone = uuid::Uuid::new_v4();
     let records = [
-        MetadataRecord::Topic { name: "old".into(), id, partitions: 2, configs: Default::default() },
-        MetadataRecord::Topic { name: "dropped".into(), id: gone, partitions: 1, configs: Default::default() },
+        MetadataRecord::Topic {
+            name: "old".into(),
+            id,
+            partitions: 2,
+            configs: Default::default(),
+            replicas: Vec::new(),
+        },
+        MetadataRecord::Topic {
+            name: "dropped".into(),
+            id: gone,
+            partitions: 1,
+            configs: Default::default(),
+            replicas: Vec::new(),
+        },
         MetadataRecord::RemoveTopic { id: gone },
         MetadataRecord::ProducerIds { next_producer_id: 5000 },
     ];

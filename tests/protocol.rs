@@ -210,6 +210,33 @@ fn every_advertised_version_answers() {
                     r.groups_names = vec![GroupId(s(&group))];
                     assert_eq!(c.call(v, r).results[0].error_code, 0, "DeleteGroups v{v}");
                 }
+                ApiKey::DescribeQuorum => {
+                    let mut p = describe_quorum_request::PartitionData::default();
+                    p.partition_index = 0;
+                    let mut t = describe_quorum_request::TopicData::default();
+                    t.topic_name = topic_name("__cluster_metadata");
+                    t.partitions = vec![p];
+                    let mut r = DescribeQuorumRequest::default();
+                    r.topics = vec![t];
+                    let resp = c.call(v, r);
+                    assert_eq!(resp.error_code, 0, "DescribeQuorum v{v}");
+                    let part = &resp.topics[0].partitions[0];
+                    // A single node: node 0 leads a quorum of itself.
+                    assert_eq!((part.error_code, part.leader_id.0), (0, 0), "DescribeQuorum v{v}");
+                    let voters: Vec<i32> = part.current_voters.iter().map(|r| r.replica_id.0).collect();
+                    assert_eq!(voters, vec![0], "DescribeQuorum v{v}");
+                    assert!(part.high_watermark > 0, "DescribeQuorum v{v}");
+                }
+                ApiKey::DescribeCluster => {
+                    let mut r = DescribeClusterRequest::default();
+                    r.endpoint_type = 1;
+                    r.include_fenced_brokers = v >= 2;
+                    let resp = c.call(v, r);
+                    assert_eq!(resp.error_code, 0, "DescribeCluster v{v}");
+                    let brokers: Vec<(i32, bool)> = resp.brokers.iter().map(|b| (b.broker_id.0, b.is_fenced)).collect();
+                    assert_eq!(brokers, vec![(0, false)], "DescribeCluster v{v}");
+                    assert_eq!(resp.controller_id.0, 0, "DescribeCluster v{v}");
+                }
                 other => panic!("advertised {other:?} has no test"),
             }
         }

@@ -40,6 +40,15 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::OffsetFetch, range(1, 7)),
     // v5 (KIP-890) changes transactional producer epochs, which this client does not handle.
     (ApiKey::InitProducerId, range(0, 4)),
+    // Broker-to-controller RPCs (KIP-631): every version kafka-protocol knows; the fields
+    // added later (migration flag, log dirs, previous epoch) keep their defaults.
+    (ApiKey::BrokerRegistration, range(0, 4)),
+    (ApiKey::BrokerHeartbeat, range(0, 1)),
+    (ApiKey::AllocateProducerIds, range(0, 0)),
+    // v2 adds the voters' endpoints (KIP-853).
+    (ApiKey::DescribeQuorum, range(0, 2)),
+    // v2 can include fenced brokers (KIP-1073).
+    (ApiKey::DescribeCluster, range(0, 2)),
     // Negotiation itself asks v3 and falls back to v0.
     (ApiKey::ApiVersions, range(0, 3)),
 ];
@@ -141,6 +150,11 @@ mod tests {
             ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS,
             ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
             ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+            ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
+            ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
+            ApiKey::AllocateProducerIds => AllocateProducerIdsRequest::VERSIONS,
+            ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
+            ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
             other => panic!("{other:?} has no codec check here"),
         };
         for (api, ours) in CLIENT_VERSIONS {

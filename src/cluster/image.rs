@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::records::MetadataRecord;
+use super::records::{BrokerRegistration, MetadataRecord};
 use crate::types::{ShardId, TopicPartition};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,12 +15,48 @@ pub struct TopicMeta {
     pub id: Uuid,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// `replicas[p]`: partition `p`'s brokers, the preferred leader first. Empty for a topic
+    /// recorded before the cluster existed, until the controller places it.
+    pub replicas: Vec<Vec<i32>>,
+}
+
+impl TopicMeta {
+    pub fn replicas_of(&self, partition: i32) -> &[i32] {
+        usize::try_from(partition).ok().and_then(|p| self.replicas.get(p)).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn replication_factor(&self) -> i16 {
+        self.replicas.first().map_or(0, |r| r.len() as i16)
+    }
+
+    /// Whether the topic still waits to be placed (recorded before the cluster).
+    pub fn unplaced(&self) -> bool {
+        self.partitions > 0 && self.replicas.is_empty()
+    }
+}
+
+/// A registered broker, as the quorum knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub registration: BrokerRegistration,
+    /// Fenced: registered but not (or no longer) heartbeating and caught up; it leads nothing.
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct MetadataImage {
-    /// Bumped by every applied record.
+    /// Bumped by every applied record and every change of quorum leader.
     pub epoch: u64,
+    /// The metadata log index of the last entry applied (the same on every node at the same
+    /// point of the log).
+    pub offset: u64,
+    /// The quorum's current leader (the active controller), as this node last saw it. Not
+    /// part of the log: every node learns it from Raft.
+    pub active_controller: Option<i32>,
+    /// Registered brokers by id.
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// The highest broker epoch handed out.
+    pub last_broker_epoch: i64,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     pub ids: HashMap<Uuid, String>,
     /// Data shards that partitions are spread over.
@@ -41,8 +77,14 @@ impl MetadataImage {
     pub fn apply(&mut self, record: &MetadataRecord) {
         self.epoch += 1;
         match record {
-            MetadataRecord::Topic { name, id, partitions, configs } => {
-                let meta = TopicMeta { name: name.clone(), id: *id, partitions: *partitions, configs: configs.clone() };
+            MetadataRecord::Topic { name, id, partitions, configs, replicas } => {
+                let meta = TopicMeta {
+                    name: name.clone(),
+                    id: *id,
+                    partitions: *partitions,
+                    configs: configs.clone(),
+                    replicas: replicas.clone(),
+                };
                 self.ids.insert(*id, name.clone());
                 self.topics.insert(name.clone(), Arc::new(meta));
             }
@@ -54,6 +96,16 @@ impl MetadataImage {
             }
             MetadataRecord::ProducerIds { next_producer_id } => {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
+            MetadataRecord::Broker(registration) => {
+                self.last_broker_epoch = self.last_broker_epoch.max(registration.epoch);
+                self.brokers.insert(registration.id, BrokerMeta { registration: registration.clone(), fenced: true });
+            }
+            MetadataRecord::BrokerFence { id, epoch, fenced } => {
+                // A fence decided for an earlier registration does not touch a newer one.
+                if let Some(b) = self.brokers.get_mut(id).filter(|b| b.registration.epoch == *epoch) {
+                    b.fenced = *fenced;
+                }
             }
         }
     }
@@ -67,9 +119,45 @@ impl MetadataImage {
             id: t.id,
             partitions: t.partitions,
             configs: t.configs.clone(),
+            replicas: t.replicas.clone(),
         }));
         records.push(MetadataRecord::ProducerIds { next_producer_id: self.next_producer_id });
+        for b in self.brokers.values() {
+            records.push(MetadataRecord::Broker(b.registration.clone()));
+            let (id, epoch) = (b.registration.id, b.registration.epoch);
+            records.push(MetadataRecord::BrokerFence { id, epoch, fenced: b.fenced });
+        }
         records
+    }
+
+    /// The broker that leads a partition now: its first replica that is registered and not
+    /// fenced (every partition has one replica until replication arrives). `None`: offline.
+    pub fn leader(&self, tp: &TopicPartition) -> Option<i32> {
+        let topic = self.topics.get(&tp.topic)?;
+        topic.replicas_of(tp.partition).iter().copied().find(|b| self.is_live(*b))
+    }
+
+    /// Registered and not fenced.
+    pub fn is_live(&self, broker: i32) -> bool {
+        self.brokers.get(&broker).is_some_and(|b| !b.fenced)
+    }
+
+    /// Live brokers, by id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// How many partitions each broker leads now.
+    pub fn leader_counts(&self) -> BTreeMap<i32, usize> {
+        let mut counts = BTreeMap::new();
+        for t in self.topics.values() {
+            for p in 0..t.partitions {
+                if let Some(l) = self.leader(&TopicPartition::new(t.name.clone(), p)) {
+                    *counts.entry(l).or_default() += 1;
+                }
+            }
+        }
+        counts
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
@@ -86,11 +174,15 @@ impl MetadataImage {
         owner_of(tp, self.data_shards)
     }
 
-    /// Every partition owned by `shard`, with its topic.
-    pub fn partitions_of(&self, shard: ShardId) -> Vec<(TopicPartition, Arc<TopicMeta>)> {
+    /// Every partition that broker `node` holds a replica of and its data shard `shard` owns,
+    /// with its topic.
+    pub fn partitions_of(&self, node: i32, shard: ShardId) -> Vec<(TopicPartition, Arc<TopicMeta>)> {
         let mut out = Vec::new();
         for meta in self.topics.values() {
             for p in 0..meta.partitions {
+                if !meta.replicas_of(p).contains(&node) {
+                    continue;
+                }
                 let tp = TopicPartition::new(meta.name.clone(), p);
                 if self.owner(&tp) == shard {
                     out.push((tp, meta.clone()));
@@ -143,21 +235,55 @@ mod tests {
     fn apply_and_place() {
         let mut img = MetadataImage::new(3);
         let id = Uuid::new_v4();
-        img.apply(&MetadataRecord::Topic { name: "t".into(), id, partitions: 6, configs: Default::default() });
+        let replicas = (0..6).map(|p| vec![p % 2]).collect();
+        img.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            id,
+            partitions: 6,
+            configs: Default::default(),
+            replicas,
+        });
         assert_eq!(img.partition_count(), 6);
-        let per_shard: Vec<usize> = (0..3).map(|s| img.partitions_of(ShardId(s)).len()).collect();
-        assert_eq!(per_shard, vec![2, 2, 2]);
+        let per_shard: Vec<usize> = (0..3).map(|s| img.partitions_of(0, ShardId(s)).len()).collect();
+        assert_eq!(per_shard.iter().sum::<usize>(), 3, "broker 0 holds the even partitions");
+        let tp = TopicPartition::new("t", 1);
+        assert_eq!(img.leader(&tp), None, "broker 1 is not registered");
+        let registration =
+            BrokerRegistration { id: 1, epoch: 5, incarnation: Uuid::new_v4(), host: "h".into(), port: 1, rack: None };
+        img.apply(&MetadataRecord::Broker(registration));
+        assert_eq!(img.leader(&tp), None, "a new registration is fenced");
+        img.apply(&MetadataRecord::BrokerFence { id: 1, epoch: 4, fenced: false });
+        assert_eq!(img.leader(&tp), None, "a fence decision for an older epoch is ignored");
+        img.apply(&MetadataRecord::BrokerFence { id: 1, epoch: 5, fenced: false });
+        assert_eq!(img.leader(&tp), Some(1));
+        assert_eq!(img.leader_counts().get(&1), Some(&3));
         img.apply(&MetadataRecord::RemoveTopic { id });
         assert!(img.topic("t").is_none());
-        assert_eq!(img.epoch, 2);
+        assert_eq!(img.epoch, 5);
     }
 
     #[test]
     fn an_image_rebuilds_from_its_records() {
         let mut img = MetadataImage::new(2);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        img.apply(&MetadataRecord::Topic { name: "a".into(), id: a, partitions: 3, configs: Default::default() });
-        img.apply(&MetadataRecord::Topic { name: "b".into(), id: b, partitions: 1, configs: Default::default() });
+        let topic = |name: &str, id, partitions| MetadataRecord::Topic {
+            name: name.into(),
+            id,
+            partitions,
+            configs: Default::default(),
+            replicas: (0..partitions).map(|_| vec![7]).collect(),
+        };
+        img.apply(&topic("a", a, 3));
+        img.apply(&topic("b", b, 1));
+        img.apply(&MetadataRecord::Broker(BrokerRegistration {
+            id: 7,
+            epoch: 1,
+            incarnation: Uuid::new_v4(),
+            host: "h".into(),
+            port: 9,
+            rack: None,
+        }));
+        img.apply(&MetadataRecord::BrokerFence { id: 7, epoch: 1, fenced: false });
         img.apply(&MetadataRecord::RemoveTopic { id: a });
         img.apply(&MetadataRecord::ProducerIds { next_producer_id: 2000 });
         let mut copy = MetadataImage::new(2);
@@ -167,6 +293,8 @@ mod tests {
         assert_eq!(copy.topics, img.topics);
         assert_eq!(copy.removed, img.removed);
         assert_eq!(copy.next_producer_id, 2000);
+        assert_eq!(copy.brokers, img.brokers);
+        assert_eq!(copy.leader(&TopicPartition::new("b", 0)), Some(7));
         assert!(copy.topic("a").is_none());
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod metadata_log;
+pub mod placement;
 pub mod records;
 
-pub use image::{ImageCell, MetadataImage, TopicMeta};
+pub use image::{BrokerMeta, ImageCell, MetadataImage, TopicMeta};

@@ -19,12 +19,29 @@ use generated::weir::metadata as fb;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRecord {
-    /// A topic was created (or, with the same id, replaced).
-    Topic { name: String, id: Uuid, partitions: i32, configs: BTreeMap<String, String> },
+    /// A topic was created (or, with the same id, replaced). `replicas[p]` are partition
+    /// `p`'s brokers, the preferred leader first; empty in records from before the cluster.
+    Topic { name: String, id: Uuid, partitions: i32, configs: BTreeMap<String, String>, replicas: Vec<Vec<i32>> },
     /// A topic was deleted.
     RemoveTopic { id: Uuid },
     /// Producer ids below `next_producer_id` have been handed out.
     ProducerIds { next_producer_id: i64 },
+    /// A broker registered, fenced, in a new `epoch`.
+    Broker(BrokerRegistration),
+    /// A broker was fenced or unfenced in its registration `epoch`.
+    BrokerFence { id: i32, epoch: i64, fenced: bool },
+}
+
+/// What a broker registers with: who it is and where clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub id: i32,
+    pub epoch: i64,
+    /// Random per process start: a registration from a new incarnation replaces the old one.
+    pub incarnation: Uuid,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -48,7 +65,7 @@ impl MetadataRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut fbb = FlatBufferBuilder::new();
         let (payload_type, payload) = match self {
-            MetadataRecord::Topic { name, id, partitions, configs } => {
+            MetadataRecord::Topic { name, id, partitions, configs, replicas } => {
                 let name = fbb.create_string(name);
                 let entries: Vec<_> = configs
                     .iter()
@@ -60,7 +77,17 @@ impl MetadataRecord {
                     .collect();
                 let configs = Some(fbb.create_vector(&entries));
                 let id = to_fb_uuid(id);
-                let args = fb::TopicRecordArgs { name: Some(name), id: Some(&id), partitions: *partitions, configs };
+                let replication_factor = replicas.first().map_or(0, |r| r.len() as i16);
+                let flat: Vec<i32> = replicas.iter().flatten().copied().collect();
+                let replicas = (!flat.is_empty()).then(|| fbb.create_vector(&flat));
+                let args = fb::TopicRecordArgs {
+                    name: Some(name),
+                    id: Some(&id),
+                    partitions: *partitions,
+                    configs,
+                    replication_factor,
+                    replicas,
+                };
                 (fb::Payload::TopicRecord, fb::TopicRecord::create(&mut fbb, &args).as_union_value())
             }
             MetadataRecord::RemoveTopic { id } => {
@@ -71,6 +98,24 @@ impl MetadataRecord {
             MetadataRecord::ProducerIds { next_producer_id } => {
                 let args = fb::ProducerIdsRecordArgs { next_producer_id: *next_producer_id };
                 (fb::Payload::ProducerIdsRecord, fb::ProducerIdsRecord::create(&mut fbb, &args).as_union_value())
+            }
+            MetadataRecord::Broker(b) => {
+                let host = Some(fbb.create_string(&b.host));
+                let rack = b.rack.as_ref().map(|r| fbb.create_string(r));
+                let incarnation = to_fb_uuid(&b.incarnation);
+                let args = fb::BrokerRecordArgs {
+                    id: b.id,
+                    epoch: b.epoch,
+                    incarnation: Some(&incarnation),
+                    host,
+                    port: i32::from(b.port),
+                    rack,
+                };
+                (fb::Payload::BrokerRecord, fb::BrokerRecord::create(&mut fbb, &args).as_union_value())
+            }
+            MetadataRecord::BrokerFence { id, epoch, fenced } => {
+                let args = fb::BrokerFenceRecordArgs { id: *id, epoch: *epoch, fenced: *fenced };
+                (fb::Payload::BrokerFenceRecord, fb::BrokerFenceRecord::create(&mut fbb, &args).as_union_value())
             }
         };
         let root =
@@ -86,12 +131,42 @@ impl MetadataRecord {
                 .configs()
                 .map(|c| c.iter().map(|e| (e.key().to_string(), e.value().to_string())).collect())
                 .unwrap_or_default();
+            let rf = t.replication_factor().max(0) as usize;
+            let flat: Vec<i32> = t.replicas().map(|r| r.iter().collect()).unwrap_or_default();
+            let replicas = if rf == 0 || flat.is_empty() {
+                Vec::new()
+            } else if flat.len() == rf * t.partitions().max(0) as usize {
+                flat.chunks(rf).map(<[i32]>::to_vec).collect()
+            } else {
+                return Err(RecordError::Invalid(format!(
+                    "topic {}: {} replicas for {} partitions of factor {rf}",
+                    t.name(),
+                    flat.len(),
+                    t.partitions()
+                )));
+            };
             return Ok(MetadataRecord::Topic {
                 name: t.name().to_string(),
                 id: from_fb_uuid(t.id()),
                 partitions: t.partitions(),
                 configs,
+                replicas,
             });
+        }
+        if let Some(b) = record.payload_as_broker_record() {
+            let port =
+                u16::try_from(b.port()).map_err(|_| RecordError::Invalid(format!("broker port {}", b.port())))?;
+            return Ok(MetadataRecord::Broker(BrokerRegistration {
+                id: b.id(),
+                epoch: b.epoch(),
+                incarnation: from_fb_uuid(b.incarnation()),
+                host: b.host().to_string(),
+                port,
+                rack: b.rack().map(str::to_string),
+            }));
+        }
+        if let Some(f) = record.payload_as_broker_fence_record() {
+            return Ok(MetadataRecord::BrokerFence { id: f.id(), epoch: f.epoch(), fenced: f.fenced() });
         }
         if let Some(r) = record.payload_as_remove_topic_record() {
             return Ok(MetadataRecord::RemoveTopic { id: from_fb_uuid(r.id()) });
@@ -153,9 +228,26 @@ mod tests {
                 id: Uuid::new_v4(),
                 partitions: 6,
                 configs: [("cleanup.policy".to_string(), "delete".to_string())].into(),
+                replicas: vec![vec![1, 2], vec![2, 3], vec![3, 1], vec![1, 3], vec![2, 1], vec![3, 2]],
+            },
+            MetadataRecord::Topic {
+                name: "legacy".into(),
+                id: Uuid::new_v4(),
+                partitions: 2,
+                configs: BTreeMap::new(),
+                replicas: Vec::new(),
             },
             MetadataRecord::RemoveTopic { id: Uuid::new_v4() },
             MetadataRecord::ProducerIds { next_producer_id: 4000 },
+            MetadataRecord::Broker(BrokerRegistration {
+                id: 3,
+                epoch: 17,
+                incarnation: Uuid::new_v4(),
+                host: "127.0.0.1".into(),
+                port: 39092,
+                rack: Some("r1".into()),
+            }),
+            MetadataRecord::BrokerFence { id: 3, epoch: 17, fenced: false },
         ];
         for r in records {
             assert_eq!(MetadataRecord::decode(&r.encode()), Ok(r.clone()));

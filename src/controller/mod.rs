@@ -1,82 +1,83 @@
-//! The control shard, an actor of its own: it owns the metadata quorum (raft-rs, `quorum`,
-//! over `raft_storage`) and the authoritative image. It serves [`ControlRequest`]s from the
-//! data shards: validates topic changes with Kafka's rules and error codes, commits them
-//! through the quorum, applies them to the image, then publishes the new image to every data
-//! shard and waits until each has applied it, so a client that saw CreateTopics succeed can
-//! produce to any shard at once. It reserves producer-id blocks durably.
+//! The control shard, an actor of its own. On a node with the controller role it is a voter
+//! of the metadata quorum (raft-rs, `quorum`, over `raft_storage`, talking to the other
+//! voters through `transport`); every voter applies the committed metadata records to its
+//! image and publishes it to its data shards, so every node holds the same image at the
+//! same offset. The voter that leads the quorum is the active controller: it alone decides
+//! changes (topics, placement, broker registrations and fencing, producer-id blocks),
+//! validated with Kafka's rules and error codes and committed through the quorum.
 //!
-//! Runs on executor 0. A single node is a quorum of one voter; the transport between voters
-//! arrives with the cluster. Topic changes are serialised by one permit (`lock`).
+//! On a node with the broker role it is also the broker's link to the active controller
+//! (`lifecycle`: registration, heartbeats, controlled shutdown; `remote`: topic changes and
+//! producer ids forwarded from the data shards). When the active controller is this node,
+//! those calls are made in place; otherwise they go to it over the controller listener.
+//!
+//! Runs on executor 0; state is borrowed in short synchronous sections, never across an
+//! `.await`. Changes the active controller decides are serialised by one permit (`lock`).
 
+mod brokers;
+mod lifecycle;
 mod quorum;
 mod raft_storage;
+mod remote;
 mod slog_bridge;
+mod topics;
+pub mod transport;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use kafka_protocol::ResponseError;
 use tracing::{error, info, warn};
 
+use self::brokers::{BrokerSessions, Registered};
 use self::quorum::{Quorum, QuorumError, QuorumTiming};
 use self::raft_storage::{RaftStorage, RaftStorageError};
+use self::remote::{RemoteController, Route};
+use self::transport::{Identity, PeerLinks, TransportError};
+pub use brokers::Beat;
+pub use lifecycle::BrokerLifecycle;
+pub use quorum::QuorumStatus;
+pub use topics::{valid_topic_name, TOPIC_CONFIGS_APPLIED, TOPIC_CONFIGS_STORED, TOPIC_NAME_BYTES_MAX};
 
+use crate::client::with_timeout;
 use crate::cluster::metadata_log::MetadataLog;
-use crate::cluster::records::{decode_records, encode_records, MetadataRecord};
+use crate::cluster::records::{decode_records, encode_records, BrokerRegistration, MetadataRecord};
 use crate::cluster::{ImageCell, MetadataImage};
-use crate::config::Config;
+use crate::config::{Config, Voter};
 use crate::shard::message::{answer_later, ControlRequest, DataRequest, NewTopic, TopicOutcome, TopicRef};
-
-/// Longest topic name Kafka accepts.
-pub const TOPIC_NAME_BYTES_MAX: usize = 249;
-
-/// Topic-level configs accepted by CreateTopics. The first group is applied by this broker;
-/// the rest are stored (and reported) for the features that will use them.
-pub const TOPIC_CONFIGS_APPLIED: &[&str] = &[
-    "segment.bytes",
-    "segment.ms",
-    "index.interval.bytes",
-    "message.timestamp.type",
-    "max.message.bytes",
-    "cleanup.policy",
-    "delete.retention.ms",
-];
-pub const TOPIC_CONFIGS_STORED: &[&str] = &[
-    "retention.ms",
-    "retention.bytes",
-    "min.insync.replicas",
-    "compression.type",
-    "min.compaction.lag.ms",
-    "max.compaction.lag.ms",
-    "min.cleanable.dirty.ratio",
-    "flush.messages",
-    "flush.ms",
-    "unclean.leader.election.enable",
-    "message.timestamp.difference.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.after.max.ms",
-    "file.delete.delay.ms",
-    "preallocate",
-    "segment.index.bytes",
-    "segment.jitter.ms",
-];
-
-/// How often the quorum's clock ticks, and its timing in ticks (Kafka's defaults:
-/// `controller.quorum.election.timeout.ms` 1000).
-const QUORUM_TICK: Duration = Duration::from_millis(100);
-const QUORUM_TIMING: QuorumTiming = QuorumTiming { election_ticks: 10, heartbeat_ticks: 2 };
+use crate::shard::PRODUCER_ID_BLOCK;
 
 /// The Raft id of node `node_id` (Raft ids start at 1; Kafka's node ids at 0).
 fn raft_id(node_id: i32) -> u64 {
     node_id.max(0) as u64 + 1
+}
+
+fn node_id(raft_id: u64) -> i32 {
+    raft_id.saturating_sub(1) as i32
+}
+
+/// The quorum's clock and its timing in ticks, from the Kafka-named settings.
+fn quorum_timing(config: &Config) -> (Duration, QuorumTiming) {
+    let tick_ms = (config.quorum_election_timeout_ms / 10).clamp(5, 100);
+    let ticks = |ms: u64| ((ms / tick_ms).max(2)) as usize;
+    let election_ticks = ticks(config.quorum_election_timeout_ms);
+    let min_election_ticks = ticks(config.quorum_fetch_timeout_ms).max(election_ticks);
+    let timing = QuorumTiming {
+        election_ticks,
+        min_election_ticks,
+        max_election_ticks: min_election_ticks + election_ticks,
+        heartbeat_ticks: (election_ticks / 5).max(1),
+    };
+    (Duration::from_millis(tick_ms), timing)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,124 +94,143 @@ pub enum StartError {
     Legacy(#[from] std::io::Error),
 }
 
+/// Why a metadata change did not take effect.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CommitError {
+    #[error("this node is not the active controller")]
+    NotController,
+    #[error(
+        "the metadata change was not committed within {0:?}: the controller quorum has no leader or has lost its majority"
+    )]
+    Timeout(Duration),
+    #[error("the metadata quorum stopped after a storage failure")]
+    Stopped,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommitError {
+    pub fn code(&self) -> ResponseError {
+        match self {
+            CommitError::NotController => ResponseError::NotController,
+            CommitError::Timeout(_) => ResponseError::RequestTimedOut,
+            CommitError::Stopped | CommitError::Failed(_) => ResponseError::UnknownServerError,
+        }
+    }
+}
+
 /// Answers a proposal once its entry is applied (or lost).
-type Applied = oneshot::Sender<Result<(), String>>;
+type Applied = oneshot::Sender<Result<(), CommitError>>;
 
 /// The control shard's state.
 pub struct Controller {
     config: Arc<Config>,
+    me: Weak<Controller>,
+    identity: Identity,
     image: ImageCell,
     /// Senders to every data shard, by shard id.
     data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
     quorum: RefCell<Quorum>,
+    links: PeerLinks,
     /// Proposals waiting to be applied: by log index, the term they were proposed in.
     waiting: RefCell<BTreeMap<u64, (u64, Applied)>>,
     /// The quorum's storage failed: it takes no more proposals.
     failed: Cell<bool>,
     lock: Semaphore,
+    /// Whether this node is the active controller (as of the last ready cycle).
+    active: Cell<bool>,
+    /// Broker sessions, kept while this node is the active controller.
+    sessions: RefCell<BrokerSessions>,
+    /// A fence of expired brokers is being committed.
+    fencing: Cell<bool>,
+    /// This broker's registration epoch (0 until registered), for RPCs that carry it.
+    broker_epoch: Cell<i64>,
+    remote: RemoteController,
+    /// Publishing to the data shards: one publisher at a time, images in epoch order.
+    publishing: Cell<bool>,
+    published: Cell<u64>,
+    publish_waiters: RefCell<Vec<(u64, oneshot::Sender<()>)>>,
+    /// Woken at every new image.
+    image_watchers: RefCell<Vec<oneshot::Sender<()>>>,
     /// Open client connections by address, across data shards (`max.connections.per.ip`).
     connections_per_ip: RefCell<HashMap<IpAddr, usize>>,
 }
 
-pub fn valid_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("Topic name is illegal, it can't be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("Topic name cannot be \".\" or \"..\"".into());
-    }
-    if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(format!(
-            "Topic name is illegal, it can't be longer than {TOPIC_NAME_BYTES_MAX} characters, topic name: {name}"
-        ));
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
-        return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
-    }
-    Ok(())
-}
-
-fn validate_config(key: &str, value: &str) -> Result<(), String> {
-    let positive = |v: &str| {
-        v.parse::<i64>().ok().filter(|n| *n > 0).map(|_| ()).ok_or(format!("Invalid value {v} for configuration {key}"))
-    };
-    match key {
-        "segment.bytes" => value
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n >= 14 * 1024 && *n <= i32::MAX as u64)
-            .map(|_| ())
-            .ok_or(format!("Invalid value {value} for configuration {key}: must be between 14336 and 2147483647")),
-        "segment.ms" | "index.interval.bytes" | "max.message.bytes" => positive(value),
-        "delete.retention.ms" => value
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .map(|_| ())
-            .ok_or(format!("Invalid value {value} for configuration {key}")),
-        "cleanup.policy" if !value.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) => {
-            Err(format!("Invalid value {value} for configuration {key}: String must be one of: compact, delete"))
-        }
-        "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => Err(format!(
-            "Invalid value {value} for configuration {key}: String must be one of: CreateTime, LogAppendTime"
-        )),
-        _ if TOPIC_CONFIGS_APPLIED.contains(&key) || TOPIC_CONFIGS_STORED.contains(&key) => Ok(()),
-        _ => Err(format!("Unknown topic config name: {key}")),
-    }
-}
-
 impl Controller {
-    /// Opens the metadata quorum (a lone voter: this node), rebuilds the image from its
-    /// snapshot and committed entries, and removes partition directories of deleted topics.
+    /// Opens the metadata quorum, rebuilds the image from its snapshot and committed
+    /// entries, removes partition directories of deleted topics and starts the quorum's
+    /// clock and links. A lone voter elects itself at once.
     pub async fn start(
         config: Arc<Config>,
         data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
     ) -> Result<Rc<Controller>, StartError> {
-        let raft_id = raft_id(config.node_id);
-        let mut storage = RaftStorage::open(&RaftStorage::dir_in(&config.data_dir), &[raft_id])?;
+        let voters: Vec<Voter> = if config.voters.is_empty() {
+            vec![Voter { node_id: config.node_id, host: String::new(), port: 0 }]
+        } else {
+            config.voters.clone()
+        };
+        let raft_ids: Vec<u64> = voters.iter().map(|v| raft_id(v.node_id)).collect();
+        let mut storage = RaftStorage::open(&RaftStorage::dir_in(&config.data_dir), &raft_ids)?;
         migrate_legacy_log(&config.data_dir, &mut storage)?;
         let mut image = MetadataImage::new(data_shards.len());
         for r in decode_records(storage.snapshot_data())? {
             image.apply(&r);
         }
-        let quorum = Quorum::new(raft_id, storage, QUORUM_TIMING)?;
-        let controller = Rc::new(Controller {
+        image.offset = storage.snapshot_index();
+        let (tick, timing) = quorum_timing(&config);
+        let quorum = Quorum::new(raft_id(config.node_id), storage, timing)?;
+        let identity = Identity::new(config.cluster_id.as_deref().unwrap_or_default(), &voters);
+        let request_timeout = Duration::from_millis(config.quorum_request_timeout_ms);
+        let links = PeerLinks::start(&config.voters, config.node_id, identity.clone(), request_timeout);
+        let controller = Rc::new_cyclic(|me| Controller {
+            sessions: RefCell::new(BrokerSessions::new(Duration::from_millis(config.broker_session_timeout_ms))),
+            remote: RemoteController::new(config.clone()),
             config,
+            me: me.clone(),
+            identity,
             image: ImageCell::new(image),
             data_shards,
             quorum: RefCell::new(quorum),
+            links,
             waiting: RefCell::new(BTreeMap::new()),
             failed: Cell::new(false),
             lock: Semaphore::new(1),
+            active: Cell::new(false),
+            fencing: Cell::new(false),
+            broker_epoch: Cell::new(0),
+            publishing: Cell::new(false),
+            published: Cell::new(0),
+            publish_waiters: RefCell::new(Vec::new()),
+            image_watchers: RefCell::new(Vec::new()),
             connections_per_ip: RefCell::new(HashMap::new()),
         });
         // Committed entries after the snapshot come back from the first ready.
         controller.drive();
-        controller.quorum.borrow_mut().campaign()?;
-        controller.drive();
+        if raft_ids.len() == 1 {
+            controller.quorum.borrow_mut().campaign()?;
+            controller.drive();
+        }
         if controller.failed.get() {
             return Err(StartError::Storage("the metadata log could not be written".into()));
         }
         let image = controller.image.get();
         remove_deleted_partition_dirs(&controller.config.data_dir, &image.removed);
-        let (term, leader) = {
-            let q = controller.quorum.borrow();
-            (q.term(), q.leader())
-        };
         info!(
             topics = image.topics.len(),
             partitions = image.partition_count(),
-            term,
-            leader = ?leader,
-            "metadata loaded; metadata quorum ready"
+            offset = image.offset,
+            voters = %controller.identity.voters,
+            "metadata loaded; metadata quorum started"
         );
         let ticking = controller.clone();
         glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(QUORUM_TICK).await;
-                let ticked = ticking.quorum.borrow_mut().tick();
-                if ticked {
+                glommio::timer::sleep(tick).await;
+                if ticking.quorum.borrow_mut().tick() {
                     ticking.drive();
+                }
+                if ticking.active.get() {
+                    ticking.fence_expired_brokers();
                 }
             }
         })
@@ -218,11 +238,38 @@ impl Controller {
         Ok(controller)
     }
 
+    fn rc(&self) -> Rc<Controller> {
+        self.me.upgrade().unwrap_or_else(|| unreachable!("the controller lives as long as its executor"))
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.get()
+    }
+
+    /// The active controller's node id, as this node knows it.
+    pub fn leader(&self) -> Option<i32> {
+        self.quorum.borrow().leader().map(node_id)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.get()
+    }
+
+    pub fn quorum_status(&self) -> QuorumStatus {
+        self.quorum.borrow().status()
+    }
+
     /// Runs the quorum's ready cycles until it has nothing ready: what it persisted is
-    /// durable, committed entries are applied to the image in order, and waiting proposals
-    /// learn their fate. A storage failure stops the quorum for good: a node that lost its
-    /// disk mid-write must not go on voting on state it no longer has.
+    /// durable, its messages are handed to the links, committed entries are applied to the
+    /// image in order, and waiting proposals learn their fate. A storage failure stops the
+    /// quorum for good: a node that lost its disk mid-write must not go on voting on state
+    /// it no longer has.
     fn drive(&self) {
+        let mut changed = false;
         while !self.failed.get() && self.quorum.borrow().has_ready() {
             let progress = match self.quorum.borrow_mut().process_ready() {
                 Ok(p) => p,
@@ -230,32 +277,72 @@ impl Controller {
                     error!(error = %e, "metadata quorum stopped: its storage failed");
                     self.failed.set(true);
                     for (_, (_, waiter)) in std::mem::take(&mut *self.waiting.borrow_mut()) {
-                        let _ = waiter.send(Err(format!("metadata log write failed: {e}")));
+                        let _ = waiter.send(Err(CommitError::Stopped));
                     }
                     return;
                 }
             };
-            if !progress.messages.is_empty() {
-                // A lone voter has no peers; the quorum transport arrives with the cluster.
-                warn!(count = progress.messages.len(), "raft messages for peers dropped: no transport");
-            }
+            self.links.send(progress.messages);
             if let Some(snapshot) = progress.snapshot {
-                self.install_snapshot(&snapshot.data);
+                self.install_snapshot(&snapshot.data, snapshot.get_metadata().index);
+                changed = true;
             }
             if let Some(last) = progress.committed.last().map(|e| e.index) {
                 self.apply(&progress.committed);
                 self.snapshot_if_due(last);
+                changed = true;
             }
+        }
+        changed |= self.observe_leadership();
+        if changed {
+            self.image_changed();
         }
     }
 
-    fn install_snapshot(&self, data: &[u8]) {
+    /// Notes a new quorum leader in the image, and takes over (or gives up) the active
+    /// controller's duties. Returns whether the image changed.
+    fn observe_leadership(&self) -> bool {
+        let (leader, active, term) = {
+            let q = self.quorum.borrow();
+            (q.leader().map(node_id), q.is_active_leader(), q.term())
+        };
+        let mut changed = false;
+        let image = self.image.get();
+        if image.active_controller != leader {
+            match leader {
+                Some(l) => info!(leader = l, term, "metadata quorum leader"),
+                None => warn!(term, "metadata quorum has no leader"),
+            }
+            let mut next = (*image).clone();
+            next.active_controller = leader;
+            next.epoch += 1;
+            self.image.set(Arc::new(next));
+            changed = true;
+        }
+        if active != self.active.get() {
+            self.active.set(active);
+            if active {
+                info!(term, "this node is the active controller");
+                self.sessions.borrow_mut().take_over(&self.image.get(), Instant::now());
+                let c = self.rc();
+                glommio::spawn_local(async move { c.place_unplaced_topics().await }).detach();
+            } else {
+                info!(term, "this node is no longer the active controller");
+            }
+        }
+        changed
+    }
+
+    fn install_snapshot(&self, data: &[u8], index: u64) {
         let mut image = MetadataImage::new(self.data_shards.len());
         match decode_records(data) {
             Ok(records) => records.iter().for_each(|r| image.apply(r)),
             Err(e) => error!(error = %e, "undecodable metadata snapshot ignored"),
         }
-        image.epoch = self.image.get().epoch + 1;
+        let current = self.image.get();
+        image.epoch = current.epoch + 1;
+        image.offset = index;
+        image.active_controller = current.active_controller;
         self.image.set(Arc::new(image));
     }
 
@@ -263,16 +350,24 @@ impl Controller {
     /// once, not once per entry), installs it, then answers the proposals waiting for them.
     fn apply(&self, entries: &[raft::eraftpb::Entry]) {
         let mut image = (*self.image.get()).clone();
-        let outcomes: Vec<Result<(), String>> = entries
+        let outcomes: Vec<Result<(), CommitError>> = entries
             .iter()
-            .map(|entry| match decode_records(&entry.data) {
-                Ok(records) => {
-                    records.iter().for_each(|r| image.apply(r));
-                    Ok(())
-                }
-                Err(e) => {
-                    error!(index = entry.index, error = %e, "undecodable metadata entry skipped");
-                    Err(format!("undecodable metadata entry: {e}"))
+            .map(|entry| {
+                image.offset = entry.index;
+                match decode_records(&entry.data) {
+                    Ok(records) => {
+                        for r in &records {
+                            image.apply(r);
+                            if let MetadataRecord::Broker(b) = r {
+                                self.sessions.borrow_mut().registered(b.id, entry.index);
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        error!(index = entry.index, error = %e, "undecodable metadata entry skipped");
+                        Err(CommitError::Failed(format!("undecodable metadata entry: {e}")))
+                    }
                 }
             })
             .collect();
@@ -280,7 +375,7 @@ impl Controller {
         for (entry, outcome) in entries.iter().zip(outcomes) {
             if let Some((term, waiter)) = self.waiting.borrow_mut().remove(&entry.index) {
                 // Another leader's entry at the proposal's index means the proposal was lost.
-                let outcome = if term == entry.term { outcome } else { Err("leadership changed".into()) };
+                let outcome = if term == entry.term { outcome } else { Err(CommitError::NotController) };
                 let _ = waiter.send(outcome);
             }
         }
@@ -299,10 +394,37 @@ impl Controller {
         }
     }
 
+    /// A frame of Raft messages from another voter (the controller listener's).
+    pub fn receive_raft(&self, body: Bytes) -> Result<(), TransportError> {
+        let messages = transport::decode_body(body, &self.identity)?;
+        let me = self.quorum.borrow().id();
+        for m in messages {
+            if m.to != me {
+                continue;
+            }
+            if let Err(e) = self.quorum.borrow_mut().step(m) {
+                warn!(error = %e, "raft message refused");
+            }
+        }
+        self.drive();
+        Ok(())
+    }
+
+    /// Commits records through the quorum, then waits until every data shard has the image
+    /// with them. Only the active controller commits.
+    async fn commit(&self, records: Vec<MetadataRecord>, timeout: Duration) -> Result<(), CommitError> {
+        self.commit_local(records, timeout).await?;
+        self.published(self.image.get().epoch).await;
+        Ok(())
+    }
+
     /// Commits records through the quorum; resolves once they are applied to the image.
-    async fn commit_local(&self, records: Vec<MetadataRecord>) -> Result<(), String> {
+    async fn commit_local(&self, records: Vec<MetadataRecord>, timeout: Duration) -> Result<(), CommitError> {
         if self.failed.get() {
-            return Err("the metadata quorum stopped after a storage failure".into());
+            return Err(CommitError::Stopped);
+        }
+        if !self.quorum.borrow().is_active_leader() {
+            return Err(CommitError::NotController);
         }
         let (tx, rx) = oneshot::channel();
         let proposed = self.quorum.borrow_mut().propose(encode_records(&records));
@@ -310,14 +432,98 @@ impl Controller {
             Ok(p) => {
                 self.waiting.borrow_mut().insert(p.index, (p.term, tx));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(QuorumError::NotLeader { .. }) => return Err(CommitError::NotController),
+            Err(e) => return Err(CommitError::Failed(e.to_string())),
         }
         self.drive();
-        rx.await.unwrap_or_else(|_| Err("the metadata quorum stopped".into()))
+        match with_timeout(timeout, rx).await {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(_)) => Err(CommitError::Stopped),
+            None => Err(CommitError::Timeout(timeout)),
+        }
     }
 
-    /// Serves the requests of one data shard until it hangs up. Each runs as its own task;
-    /// topic changes are serialised by the controller's permit.
+    /// A new image is in place: publish it and wake whoever waits on the image.
+    fn image_changed(&self) {
+        for w in std::mem::take(&mut *self.image_watchers.borrow_mut()) {
+            let _ = w.send(());
+        }
+        if self.publishing.replace(true) {
+            return;
+        }
+        let c = self.rc();
+        glommio::spawn_local(async move {
+            loop {
+                let image = c.image.get();
+                if image.epoch <= c.published.get() && c.published.get() > 0 {
+                    break;
+                }
+                c.publish_image(image.clone()).await;
+                c.published.set(image.epoch);
+                let done: Vec<oneshot::Sender<()>> = {
+                    let mut waiters = c.publish_waiters.borrow_mut();
+                    let (done, left) = waiters.drain(..).partition(|(e, _)| *e <= image.epoch);
+                    *waiters = left;
+                    done.into_iter().map(|(_, w)| w).collect()
+                };
+                done.into_iter().for_each(|w| {
+                    let _ = w.send(());
+                });
+            }
+            c.publishing.set(false);
+        })
+        .detach();
+    }
+
+    /// Waits until every data shard has applied an image of at least `epoch`.
+    pub async fn published(&self, epoch: u64) {
+        if self.published.get() >= epoch && self.published.get() > 0 {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.publish_waiters.borrow_mut().push((epoch, tx));
+        self.image_changed();
+        let _ = rx.await;
+    }
+
+    /// Waits (until `deadline`) for an image that satisfies `ready`.
+    async fn image_where(&self, ready: impl Fn(&MetadataImage) -> bool, deadline: Instant) -> bool {
+        loop {
+            if ready(&self.image.get()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let (tx, rx) = oneshot::channel();
+            self.image_watchers.borrow_mut().push(tx);
+            let _ = with_timeout(left, rx).await;
+        }
+    }
+
+    /// Tells every data shard it may serve clients (after the image it needs is published).
+    pub async fn start_serving(&self) {
+        for shard in &self.data_shards {
+            let _ = shard.send(DataRequest::Listen).await;
+        }
+    }
+
+    /// Sends an image to every data shard and waits until all have applied it.
+    async fn publish_image(&self, image: Arc<MetadataImage>) {
+        let mut acks = Vec::new();
+        for shard in &self.data_shards {
+            let (reply, rx) = oneshot::channel();
+            if shard.send(DataRequest::Publish { image: image.clone(), reply }).await.is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            let _ = rx.await;
+        }
+    }
+
+    /// Serves the requests of one data shard until it hangs up. Each runs as its own task.
     pub async fn serve(self: Rc<Self>, rx: ConnectedReceiver<ControlRequest>) {
         while let Some(request) = rx.recv().await {
             let c = self.clone();
@@ -329,11 +535,14 @@ impl Controller {
                 ControlRequest::AllocateProducerIds { count, reply } => {
                     answer_later(reply, async move { c.allocate_producer_ids(count).await })
                 }
-                ControlRequest::CreateTopics { topics, validate_only, reply } => {
-                    answer_later(reply, async move { c.create_topics(topics, validate_only).await })
+                ControlRequest::CreateTopics { topics, validate_only, timeout, reply } => {
+                    answer_later(reply, async move { c.create_topics(topics, validate_only, timeout).await })
                 }
-                ControlRequest::DeleteTopics { topics, reply } => {
-                    answer_later(reply, async move { c.delete_topics(topics).await })
+                ControlRequest::DescribeQuorum { request, version, reply } => {
+                    answer_later(reply, async move { c.describe_quorum_anywhere(request, version).await })
+                }
+                ControlRequest::DeleteTopics { topics, timeout, reply } => {
+                    answer_later(reply, async move { c.delete_topics(topics, timeout).await })
                 }
             }
         }
@@ -358,226 +567,253 @@ impl Controller {
         }
     }
 
-    /// Sends the current image to every data shard and waits until all have applied it.
-    pub async fn publish(&self) {
-        let image = self.image.get();
-        let mut acks = Vec::new();
-        for shard in &self.data_shards {
-            let (reply, rx) = oneshot::channel();
-            if shard.send(DataRequest::Publish { image: image.clone(), reply }).await.is_ok() {
-                acks.push(rx);
-            }
-        }
-        for rx in acks {
-            let _ = rx.await;
-        }
-    }
-
-    /// Reserves `count` producer ids: durable before any is handed out, so ids never
-    /// repeat across restarts.
-    pub async fn allocate_producer_ids(&self, count: i64) -> Option<(i64, i64)> {
-        let _permit = self.lock.acquire_permit(1).await.ok()?;
-        let start = self.image.get().next_producer_id;
-        let end = start.checked_add(count)?;
-        match self.commit_local(vec![MetadataRecord::ProducerIds { next_producer_id: end }]).await {
-            Ok(()) => Some((start, end)),
-            Err(e) => {
-                warn!(error = %e, "cannot reserve producer ids");
-                None
-            }
-        }
-    }
-
-    /// Commits records, applies them and publishes the new image to every data shard.
-    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), String> {
-        self.commit_local(records).await?;
-        self.publish().await;
-        Ok(())
-    }
-
-    pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicOutcome> {
-        let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
-        let image = self.image.get();
-        let mut partitions_total = image.partition_count();
-        let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
-        let mut outcomes = Vec::with_capacity(topics.len());
-        let mut records = Vec::new();
-        let mut seen = HashSet::new();
-        for topic in &topics {
-            let mut outcome = TopicOutcome {
-                name: topic.name.clone(),
-                num_partitions: -1,
-                replication_factor: -1,
-                ..Default::default()
-            };
-            let duplicate = names.iter().filter(|n| **n == topic.name).count() > 1;
-            let checked = if duplicate {
-                Err((
-                    ResponseError::InvalidRequest,
-                    format!("Create topics request from client contains duplicate topic {}", topic.name),
-                ))
-            } else {
-                self.check_new_topic(&image, topic, partitions_total)
-            };
-            match checked {
-                Ok((partitions, configs)) if seen.insert(topic.name.clone()) => {
-                    partitions_total += partitions as usize;
-                    outcome.topic_id = uuid::Uuid::new_v4();
-                    outcome.num_partitions = partitions;
-                    outcome.replication_factor = 1;
-                    outcome.configs = configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                    if !validate_only {
-                        records.push(MetadataRecord::Topic {
-                            name: topic.name.clone(),
-                            id: outcome.topic_id,
-                            partitions,
-                            configs,
-                        });
-                    }
-                }
-                Ok(_) => {}
-                Err((error, message)) => {
-                    outcome.error = Some(error);
-                    outcome.error_message = Some(message);
-                }
-            }
-            outcomes.push(outcome);
-        }
-        if !records.is_empty() {
-            if let Err(e) = self.commit(records).await {
-                warn!(error = %e, "metadata log append failed");
-                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
-                    o.error = Some(ResponseError::UnknownServerError);
-                    o.error_message = Some(format!("metadata log write failed: {e}"));
-                }
-            } else {
-                for o in outcomes.iter().filter(|o| o.error.is_none()) {
-                    info!(topic = %o.name, partitions = o.num_partitions, "topic created");
-                }
-            }
-        }
-        outcomes
-    }
-
-    fn check_new_topic(
+    /// Creates topics: here when this node is the active controller, else forwarded to it;
+    /// answered once this node's image has them (or the time is up).
+    pub async fn create_topics(
         &self,
-        image: &MetadataImage,
-        topic: &NewTopic,
-        partitions_total: usize,
-    ) -> Result<(i32, BTreeMap<String, String>), (ResponseError, String)> {
-        let config = &self.config;
-        valid_topic_name(&topic.name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
-        if image.topic(&topic.name).is_some() {
-            return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", topic.name)));
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        timeout: Duration,
+    ) -> Vec<TopicOutcome> {
+        let deadline = Instant::now() + timeout;
+        let leader = || self.leader();
+        match self.remote.create_topics(leader, &topics, validate_only, deadline).await {
+            Ok(Route::Here) => self.create_topics_here(topics, validate_only, timeout).await,
+            Ok(Route::There(outcomes)) => {
+                let created: Vec<uuid::Uuid> =
+                    outcomes.iter().filter(|o| o.error.is_none() && !validate_only).map(|o| o.topic_id).collect();
+                self.image_where(|image| created.iter().all(|id| image.ids.contains_key(id)), deadline).await;
+                outcomes
+            }
+            Err(e) => topics.iter().map(|t| topic_failed(&t.name, &e)).collect(),
         }
-        let partitions = if topic.assignments.is_empty() {
-            match topic.num_partitions {
-                -1 => config.num_partitions,
-                n if n >= 1 => n,
-                n => {
-                    return Err((
-                        ResponseError::InvalidPartitions,
-                        format!("Number of partitions was set to an invalid non-positive value: {n}"),
-                    ))
-                }
+    }
+
+    /// Deletes topics, here or at the active controller (see [`Controller::create_topics`]).
+    /// Forwarded by name: ids are resolved with this node's image first.
+    pub async fn delete_topics(&self, topics: Vec<TopicRef>, timeout: Duration) -> Vec<TopicOutcome> {
+        let deadline = Instant::now() + timeout;
+        let image = self.image.get();
+        let resolved: Vec<Option<(String, uuid::Uuid)>> = topics
+            .iter()
+            .map(|t| match t {
+                TopicRef::Name(n) => Some((n.clone(), image.topic(n).map(|m| m.id).unwrap_or_default())),
+                TopicRef::Id(id) => image.ids.get(id).map(|n| (n.clone(), *id)),
+            })
+            .collect();
+        let names: Vec<String> = resolved.iter().flatten().map(|(n, _)| n.clone()).collect();
+        let leader = || self.leader();
+        let routed =
+            if names.is_empty() { Ok(Route::Here) } else { self.remote.delete_topics(leader, &names, deadline).await };
+        match routed {
+            Ok(Route::Here) => self.delete_topics_here(topics, timeout).await,
+            Ok(Route::There(outcomes)) => {
+                let mut answers = outcomes.into_iter();
+                let outcomes: Vec<TopicOutcome> = topics
+                    .iter()
+                    .zip(resolved)
+                    .map(|(t, r)| match (t, r) {
+                        (_, Some((_, id))) => {
+                            let mut o = answers.next().unwrap_or_default();
+                            o.topic_id = id;
+                            o
+                        }
+                        (TopicRef::Id(id), None) => TopicOutcome {
+                            topic_id: *id,
+                            error: Some(ResponseError::UnknownTopicId),
+                            error_message: Some("This server does not host this topic ID.".into()),
+                            ..Default::default()
+                        },
+                        (TopicRef::Name(_), None) => unreachable!("names always resolve"),
+                    })
+                    .collect();
+                let deleted: Vec<uuid::Uuid> =
+                    outcomes.iter().filter(|o| o.error.is_none()).map(|o| o.topic_id).collect();
+                self.image_where(|image| deleted.iter().all(|id| !image.ids.contains_key(id)), deadline).await;
+                outcomes
             }
-        } else {
-            if topic.num_partitions != -1 || topic.replication_factor != -1 {
-                return Err((ResponseError::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()));
-            }
-            let mut ids: Vec<i32> = topic.assignments.iter().map(|(p, _)| *p).collect();
-            ids.sort_unstable();
-            if ids.iter().enumerate().any(|(i, p)| *p != i as i32) {
-                return Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    "Partitions should be a consecutive 0-based integer sequence".into(),
-                ));
-            }
-            if let Some((p, _)) = topic.assignments.iter().find(|(_, replicas)| replicas.as_slice() != [config.node_id])
-            {
-                return Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    format!(
-                        "Replica assignment for partition {p} names brokers other than the only broker, {}",
-                        config.node_id
-                    ),
-                ));
-            }
-            ids.len() as i32
-        };
-        let replication = match topic.replication_factor {
-            -1 => config.default_replication_factor,
-            r if r < 1 => {
-                return Err((
-                    ResponseError::InvalidReplicationFactor,
-                    "Replication factor must be larger than 0, or -1 to use the default value.".to_string(),
-                ))
-            }
-            r => r,
-        };
-        if replication > 1 {
-            return Err((ResponseError::InvalidReplicationFactor, format!("Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only 1 broker(s) are registered.")));
+            Err(e) => topics
+                .iter()
+                .map(|t| match t {
+                    TopicRef::Name(n) => topic_failed(n, &e),
+                    TopicRef::Id(id) => TopicOutcome { topic_id: *id, ..topic_failed("", &e) },
+                })
+                .collect(),
         }
-        if partitions_total + partitions as usize > config.partitions_max {
+    }
+
+    /// Reserves `count` producer ids, here or at the active controller: durable before any
+    /// is handed out, so ids never repeat across restarts.
+    pub async fn allocate_producer_ids(&self, count: i64) -> Option<(i64, i64)> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.quorum_request_timeout_ms);
+        let leader = || self.leader();
+        let routed = self.remote.allocate_producer_ids(leader, self.broker_epoch.get(), deadline).await;
+        let result = match routed {
+            Ok(Route::Here) => self.allocate_producer_ids_here(count, deadline).await,
+            Ok(Route::There(block)) => block,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| warn!(error = %e, "cannot reserve producer ids")).ok()
+    }
+
+    /// Reserves producer ids on the active controller.
+    pub async fn allocate_producer_ids_here(&self, count: i64, deadline: Instant) -> Result<(i64, i64), CommitError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let _permit = self.lock.acquire_permit(1).await.map_err(|_| CommitError::Stopped)?;
+        let start = self.image.get().next_producer_id;
+        let end = start.checked_add(count).ok_or_else(|| CommitError::Failed("producer ids exhausted".into()))?;
+        self.commit_local(vec![MetadataRecord::ProducerIds { next_producer_id: end }], timeout).await?;
+        Ok((start, end))
+    }
+
+    /// A forwarded CreateTopics, on the active controller.
+    pub async fn create_topics_forwarded(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        timeout: Duration,
+    ) -> Vec<TopicOutcome> {
+        if !self.is_active() {
+            return topics.iter().map(|t| topic_failed(&t.name, &CommitError::NotController)).collect();
+        }
+        self.create_topics_here(topics, validate_only, timeout).await
+    }
+
+    /// A forwarded DeleteTopics, on the active controller.
+    pub async fn delete_topics_forwarded(&self, topics: Vec<TopicRef>, timeout: Duration) -> Vec<TopicOutcome> {
+        if !self.is_active() {
+            return topics
+                .iter()
+                .map(|t| match t {
+                    TopicRef::Name(n) => topic_failed(n, &CommitError::NotController),
+                    TopicRef::Id(id) => TopicOutcome { topic_id: *id, ..topic_failed("", &CommitError::NotController) },
+                })
+                .collect();
+        }
+        self.delete_topics_here(topics, timeout).await
+    }
+
+    /// A forwarded AllocateProducerIds from broker `broker` in `epoch`.
+    pub async fn allocate_producer_ids_forwarded(&self, broker: i32, epoch: i64) -> Result<(i64, i64), ResponseError> {
+        if !self.is_active() {
+            return Err(ResponseError::NotController);
+        }
+        let registered = self.image.get().brokers.get(&broker).map(|b| b.registration.epoch);
+        if registered != Some(epoch) {
+            return Err(ResponseError::StaleBrokerEpoch);
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.config.quorum_request_timeout_ms);
+        self.allocate_producer_ids_here(PRODUCER_ID_BLOCK, deadline).await.map_err(|e| e.code())
+    }
+
+    /// A broker registers with the active controller; answers its epoch once committed.
+    /// `same_process`: the registration is this node's own broker's, made in place.
+    pub async fn register_broker(
+        &self,
+        cluster_id: &str,
+        registration: BrokerRegistration,
+        same_process: bool,
+    ) -> Result<i64, (ResponseError, String)> {
+        if !self.is_active() {
+            return Err((ResponseError::NotController, "this node is not the active controller".into()));
+        }
+        if cluster_id != self.identity.cluster_id {
             return Err((
-                ResponseError::PolicyViolation,
-                format!("Creating {partitions} partitions would exceed max.partitions ({})", config.partitions_max),
+                ResponseError::InconsistentClusterId,
+                format!(
+                    "broker {} is of cluster {cluster_id}, this quorum of cluster {}",
+                    registration.id, self.identity.cluster_id
+                ),
             ));
         }
-        let mut configs = BTreeMap::new();
-        for (key, value) in &topic.configs {
-            let Some(value) = value else { continue };
-            validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
-            configs.insert(key.clone(), value.clone());
+        let timeout = Duration::from_millis(self.config.quorum_request_timeout_ms);
+        let _permit =
+            self.lock.acquire_permit(1).await.map_err(|_| (ResponseError::NotController, "stopping".to_string()))?;
+        let decided =
+            self.sessions.borrow_mut().register(&self.image.get(), registration, same_process, Instant::now())?;
+        match decided {
+            Registered::Again(epoch) => Ok(epoch),
+            Registered::New(record) => {
+                let MetadataRecord::Broker(b) = &record else { unreachable!("a registration is a broker record") };
+                let (id, epoch, host, port) = (b.id, b.epoch, b.host.clone(), b.port);
+                self.commit(vec![record], timeout).await.map_err(|e| (e.code(), e.to_string()))?;
+                info!(broker = id, epoch, %host, port, "broker registered (fenced until caught up)");
+                Ok(epoch)
+            }
         }
-        Ok((partitions, configs))
     }
 
-    pub async fn delete_topics(&self, topics: Vec<TopicRef>) -> Vec<TopicOutcome> {
-        let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
-        let image = self.image.get();
-        let mut outcomes = Vec::with_capacity(topics.len());
-        let mut records = Vec::new();
-        for t in topics {
-            let found = match &t {
-                TopicRef::Name(n) => image.topic(n).cloned(),
-                TopicRef::Id(id) => image.ids.get(id).and_then(|n| image.topic(n)).cloned(),
-            };
-            let mut outcome = TopicOutcome::default();
-            match (found, t) {
-                (Some(meta), _) => {
-                    outcome.name = meta.name.clone();
-                    outcome.topic_id = meta.id;
-                    if !records.contains(&MetadataRecord::RemoveTopic { id: meta.id }) {
-                        records.push(MetadataRecord::RemoveTopic { id: meta.id });
+    /// A broker's heartbeat on the active controller; answered once any fence change it
+    /// caused is committed.
+    pub async fn broker_heartbeat(
+        &self,
+        broker: i32,
+        epoch: i64,
+        metadata_offset: i64,
+        want_fence: bool,
+        want_shut_down: bool,
+    ) -> Result<Beat, ResponseError> {
+        if !self.is_active() {
+            return Err(ResponseError::NotController);
+        }
+        let timeout = Duration::from_millis(self.config.quorum_request_timeout_ms);
+        let _permit = self.lock.acquire_permit(1).await.map_err(|_| ResponseError::NotController)?;
+        let beat = self.sessions.borrow_mut().heartbeat(
+            &self.image.get(),
+            broker,
+            epoch,
+            metadata_offset,
+            want_fence,
+            want_shut_down,
+            Instant::now(),
+        )?;
+        if let Some(record) = beat.record.clone() {
+            let fenced = matches!(record, MetadataRecord::BrokerFence { fenced: true, .. });
+            self.commit(vec![record], timeout).await.map_err(|e| e.code())?;
+            match (fenced, want_shut_down) {
+                (true, true) => info!(broker, "broker fenced for a controlled shutdown"),
+                (true, false) => info!(broker, "broker fenced at its request"),
+                (false, _) => info!(broker, epoch, "broker unfenced: caught up and heartbeating"),
+            }
+        }
+        Ok(beat)
+    }
+
+    /// Fences live brokers whose session ran out (active controller, every tick).
+    fn fence_expired_brokers(&self) {
+        if self.fencing.get() {
+            return;
+        }
+        let expired = self.sessions.borrow().expired(&self.image.get(), Instant::now());
+        if expired.is_empty() {
+            return;
+        }
+        self.fencing.set(true);
+        let c = self.rc();
+        glommio::spawn_local(async move {
+            let timeout = Duration::from_millis(c.config.quorum_request_timeout_ms);
+            if let Ok(_permit) = c.lock.acquire_permit(1).await {
+                // Decided again under the permit: a heartbeat may have come in meanwhile.
+                let expired = c.sessions.borrow().expired(&c.image.get(), Instant::now());
+                for (record, silent) in &expired {
+                    if let MetadataRecord::BrokerFence { id, .. } = record {
+                        warn!(
+                            broker = id,
+                            silent_ms = silent.as_millis() as u64,
+                            "fencing broker: no heartbeat within broker.session.timeout.ms"
+                        );
                     }
                 }
-                (None, TopicRef::Name(n)) => {
-                    outcome.name = n;
-                    outcome.error = Some(ResponseError::UnknownTopicOrPartition);
-                    outcome.error_message = Some("This server does not host this topic-partition.".into());
-                }
-                (None, TopicRef::Id(id)) => {
-                    outcome.topic_id = id;
-                    outcome.error = Some(ResponseError::UnknownTopicId);
-                    outcome.error_message = Some("This server does not host this topic ID.".into());
+                let records = expired.into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+                if !records.is_empty() {
+                    if let Err(e) = c.commit(records, timeout).await {
+                        warn!(error = %e, "fencing not committed");
+                    }
                 }
             }
-            outcomes.push(outcome);
-        }
-        if !records.is_empty() {
-            if let Err(e) = self.commit(records).await {
-                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
-                    o.error = Some(ResponseError::UnknownServerError);
-                    o.error_message = Some(format!("metadata log write failed: {e}"));
-                }
-            } else {
-                for o in outcomes.iter().filter(|o| o.error.is_none()) {
-                    info!(topic = %o.name, "topic deleted");
-                }
-            }
-        }
-        outcomes
+            c.fencing.set(false);
+        })
+        .detach();
     }
 }
 
@@ -621,4 +857,100 @@ fn migrate_legacy_log(data_dir: &Path, storage: &mut RaftStorage) -> Result<(), 
     }
     std::fs::remove_file(&legacy)?;
     Ok(())
+}
+
+/// A topic change that did not happen, for `e`.
+fn topic_failed(name: &str, e: &CommitError) -> TopicOutcome {
+    TopicOutcome {
+        name: name.to_string(),
+        error: Some(e.code()),
+        error_message: Some(e.to_string()),
+        num_partitions: -1,
+        replication_factor: -1,
+        ..Default::default()
+    }
+}
+
+/// The metadata log's name in DescribeQuorum (Kafka's).
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+impl Controller {
+    /// DescribeQuorum for a client: answered by the active controller, here or there.
+    pub async fn describe_quorum_anywhere(
+        &self,
+        request: kafka_protocol::messages::DescribeQuorumRequest,
+        version: i16,
+    ) -> kafka_protocol::messages::DescribeQuorumResponse {
+        let deadline = Instant::now() + Duration::from_millis(self.config.quorum_request_timeout_ms);
+        let not_leader = |r: &kafka_protocol::messages::DescribeQuorumResponse| {
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| p.error_code == ResponseError::NotLeaderOrFollower.code())
+        };
+        match self.remote.call(|| self.leader(), &request, deadline, not_leader).await {
+            Ok(Route::Here) => self.describe_quorum(version),
+            Ok(Route::There(response)) => response,
+            Err(e) => {
+                let mut response = kafka_protocol::messages::DescribeQuorumResponse::default();
+                response.error_code = e.code().code();
+                response.error_message = Some(kafka_protocol::protocol::StrBytes::from_string(e.to_string()));
+                response
+            }
+        }
+    }
+
+    /// DescribeQuorum's answer from this voter: the quorum's state if it leads, else
+    /// NOT_LEADER_OR_FOLLOWER naming the leader it knows.
+    pub fn describe_quorum(&self, version: i16) -> kafka_protocol::messages::DescribeQuorumResponse {
+        use kafka_protocol::messages::describe_quorum_response::{
+            Listener, Node, PartitionData, ReplicaState, TopicData,
+        };
+        use kafka_protocol::messages::{BrokerId, DescribeQuorumResponse, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        let status = self.quorum_status();
+        let mut partition = PartitionData::default();
+        partition.leader_id = BrokerId(status.leader.map_or(-1, node_id));
+        partition.leader_epoch = status.term.min(i32::MAX as u64) as i32;
+        partition.high_watermark = status.commit as i64;
+        if self.quorum.borrow().status().leader != Some(self.quorum.borrow().id()) {
+            partition.error_code = ResponseError::NotLeaderOrFollower.code();
+        }
+        partition.current_voters = status
+            .voters
+            .iter()
+            .map(|(id, end)| {
+                let mut r = ReplicaState::default();
+                r.replica_id = BrokerId(node_id(*id));
+                r.log_end_offset = end.map_or(-1, |e| e as i64);
+                r.last_fetch_timestamp = -1;
+                r.last_caught_up_timestamp = -1;
+                r
+            })
+            .collect();
+        let mut topic = TopicData::default();
+        topic.topic_name = TopicName(StrBytes::from_static_str(METADATA_TOPIC));
+        topic.partitions = vec![partition];
+        let mut response = DescribeQuorumResponse::default();
+        response.topics = vec![topic];
+        if version >= 2 {
+            let name = self.config.controller_listener_names.first().cloned().unwrap_or_else(|| "CONTROLLER".into());
+            response.nodes = self
+                .config
+                .voters
+                .iter()
+                .map(|v| {
+                    let mut l = Listener::default();
+                    l.name = StrBytes::from_string(name.clone());
+                    l.host = StrBytes::from_string(v.host.clone());
+                    l.port = v.port;
+                    let mut n = Node::default();
+                    n.node_id = BrokerId(v.node_id);
+                    n.listeners = vec![l];
+                    n
+                })
+                .collect();
+        }
+        response
+    }
 }

@@ -20,8 +20,36 @@ use super::raft_storage::{RaftStorage, RaftStorageError};
 /// Raft timing, in ticks of the owner's timer.
 #[derive(Debug, Clone, Copy)]
 pub struct QuorumTiming {
+    /// How long a leader waits to hear from a majority before it steps down (check quorum).
     pub election_ticks: usize,
+    /// A follower that hears nothing from the leader for a random time in
+    /// `[min_election_ticks, max_election_ticks)` starts an election.
+    pub min_election_ticks: usize,
+    pub max_election_ticks: usize,
     pub heartbeat_ticks: usize,
+}
+
+impl QuorumTiming {
+    /// Fixed timing: elections after `election_ticks` to twice that.
+    #[cfg(test)]
+    pub const fn fixed(election_ticks: usize, heartbeat_ticks: usize) -> QuorumTiming {
+        QuorumTiming {
+            election_ticks,
+            min_election_ticks: election_ticks,
+            max_election_ticks: 2 * election_ticks,
+            heartbeat_ticks,
+        }
+    }
+}
+
+/// What a voter knows of the quorum, for DescribeQuorum and `weir cluster status`.
+#[derive(Debug, Clone, Default)]
+pub struct QuorumStatus {
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit: u64,
+    /// Per voter (the leader's view; others know only their own): Raft id and log end.
+    pub voters: Vec<(u64, Option<u64>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +94,8 @@ impl Quorum {
         let config = raft::Config {
             id,
             election_tick: timing.election_ticks,
+            min_election_tick: timing.min_election_ticks,
+            max_election_tick: timing.max_election_ticks,
             heartbeat_tick: timing.heartbeat_ticks,
             applied: storage.snapshot_index(),
             check_quorum: true,
@@ -89,11 +119,44 @@ impl Quorum {
         Ok(self.node.campaign()?)
     }
 
-    /// A message from a peer. (Only the in-memory network of the tests delivers any until
-    /// the controller listener carries them.)
-    #[cfg(test)]
+    /// A message from a peer.
     pub fn step(&mut self, message: Message) -> Result<(), QuorumError> {
         Ok(self.node.step(message)?)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.node.raft.id
+    }
+
+    /// Whether this node leads and has committed an entry of its own term, so everything
+    /// committed before it is applied: only then may it decide on the applied state.
+    pub fn is_active_leader(&self) -> bool {
+        let log = &self.node.raft.raft_log;
+        self.node.raft.state == StateRole::Leader && log.term(log.committed).ok() == Some(self.node.raft.term)
+    }
+
+    pub fn status(&self) -> QuorumStatus {
+        let raft = &self.node.raft;
+        let leading = raft.state == StateRole::Leader;
+        let mut voters: Vec<(u64, Option<u64>)> = raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .map(|id| {
+                let end = if id == raft.id {
+                    Some(raft.raft_log.last_index())
+                } else if leading {
+                    raft.prs().get(id).map(|p| p.matched)
+                } else {
+                    None
+                };
+                (id, end)
+            })
+            .collect();
+        voters.sort_unstable();
+        QuorumStatus { leader: self.leader(), term: raft.term, commit: raft.raft_log.committed, voters }
     }
 
     /// Appends `data` as a new entry if this node leads; it takes effect once applied.
@@ -193,7 +256,7 @@ mod tests {
 
     use super::*;
 
-    const TIMING: QuorumTiming = QuorumTiming { election_ticks: 10, heartbeat_ticks: 2 };
+    const TIMING: QuorumTiming = QuorumTiming::fixed(10, 2);
 
     /// Nodes on an in-memory network: every message is delivered, in order, unless its
     /// destination is down.

@@ -37,6 +37,11 @@ pub enum RaftStorageError {
     Corrupt { path: PathBuf, why: String },
     #[error("entries from {first} do not follow the log (last index {last}, snapshot index {snapshot})")]
     Gap { first: u64, last: u64, snapshot: u64 },
+    #[error(
+        "controller.quorum.voters names nodes {configured:?}, but the quorum in {dir} was formed by nodes {stored:?}: \
+         every node must be configured with the voters the quorum has (changing them is not supported)"
+    )]
+    VotersChanged { dir: PathBuf, stored: Vec<i64>, configured: Vec<i64> },
 }
 
 pub struct RaftStorage {
@@ -66,6 +71,7 @@ impl RaftStorage {
             fs::create_dir_all(dir)?;
             sync_dir(dir.parent().unwrap_or(dir))?;
         }
+        check_voters(dir, voters)?;
         let conf_state = ConfState::from((voters.to_vec(), Vec::new()));
         let hard_state = match read_whole(&dir.join("hardstate"))? {
             Some(bytes) => HardState::parse_from_bytes(&bytes).map_err(|e| corrupt(&dir.join("hardstate"), e))?,
@@ -325,6 +331,36 @@ impl Storage for RaftStorage {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         Ok(self.snapshot.clone())
+    }
+}
+
+/// The voters a quorum's storage was formed with, kept in `voters` (Raft ids, one line):
+/// opening it with other voters is refused, since votes and terms were counted among them.
+fn check_voters(dir: &Path, voters: &[u64]) -> Result<(), RaftStorageError> {
+    let path = dir.join("voters");
+    let mut configured = voters.to_vec();
+    configured.sort_unstable();
+    let node_ids = |ids: &[u64]| ids.iter().map(|id| *id as i64 - 1).collect::<Vec<i64>>();
+    match read_whole(&path)? {
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let stored: Vec<u64> = text
+                .split(',')
+                .map(|id| id.trim().parse().map_err(|_| corrupt(&path, format!("bad voter id `{id}`"))))
+                .collect::<Result<_, _>>()?;
+            if stored != configured {
+                return Err(RaftStorageError::VotersChanged {
+                    dir: dir.to_path_buf(),
+                    stored: node_ids(&stored),
+                    configured: node_ids(&configured),
+                });
+            }
+            Ok(())
+        }
+        None => {
+            let text = configured.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            Ok(replace_whole(dir, "voters", text.as_bytes())?)
+        }
     }
 }
 

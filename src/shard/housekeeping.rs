@@ -26,29 +26,39 @@ const CLOSES_AT_ONCE: usize = 32;
 const WRITE_CHUNK_BYTES: u64 = 256 << 10;
 
 impl Shard {
-    /// Makes this data shard's partitions match `image`: opens logs it now owns, closes and
-    /// deletes those whose topic is gone.
+    /// Makes this data shard's partitions match `image`: opens the logs of partitions this
+    /// broker now holds, closes those it no longer holds, deletes those whose topic is gone.
     pub async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         if !self.image.set(image.clone()) {
             return;
         }
-        let wanted = image.partitions_of(self.id);
-        let stale: Vec<TopicPartition> = self
-            .partitions()
-            .iter()
-            .filter(|p| {
-                image.topic(&p.tp().topic).is_none_or(|t| t.id != p.topic_id() || p.tp().partition >= t.partitions)
-            })
-            .map(|p| p.tp().clone())
-            .collect();
+        let node = self.config.node_id;
+        let wanted = image.partitions_of(node, self.id);
+        let mut deleted = Vec::new();
+        let mut moved = Vec::new();
+        for p in self.partitions() {
+            let tp = p.tp();
+            match image.topic(&tp.topic) {
+                Some(t) if t.id == p.topic_id() && tp.partition < t.partitions => {
+                    if !t.replicas_of(tp.partition).contains(&node) {
+                        moved.push(tp.clone());
+                    }
+                }
+                _ => deleted.push(tp.clone()),
+            }
+        }
         self.groups.forget_deleted_topics(&image);
-        for tp in stale {
+        for (tp, delete) in deleted.into_iter().map(|tp| (tp, true)).chain(moved.into_iter().map(|tp| (tp, false))) {
             if tp.topic == OFFSETS_TOPIC {
                 let total = image.topic(OFFSETS_TOPIC).map(|t| t.partitions).unwrap_or(0);
                 self.groups.unload(tp.partition, total);
             }
             if let Some(p) = self.partitions.remove(&tp) {
-                p.delete().await;
+                if delete {
+                    p.delete().await;
+                } else if let Err(e) = p.close().await {
+                    warn!(partition = %tp, error = %e, "closing a partition this broker no longer holds failed");
+                }
             }
         }
         for (tp, meta) in wanted {

@@ -167,6 +167,9 @@ pub enum DataRequest {
     },
     /// Any shard -> the group's coordinator shard (or every data shard, for a listing).
     Group(GroupCall),
+    /// Control -> data: this node may serve clients now (its broker is registered and
+    /// unfenced, and the shard has the image that says so): bind the client listener.
+    Listen,
 }
 
 /// A request for the control shard (from a data shard).
@@ -176,13 +179,16 @@ pub enum ControlRequest {
         count: i64,
         reply: oneshot::Sender<Option<(i64, i64)>>,
     },
+    /// Answered once committed and in this node's image, or when `timeout` runs out.
     CreateTopics {
         topics: Vec<NewTopic>,
         validate_only: bool,
+        timeout: std::time::Duration,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },
     DeleteTopics {
         topics: Vec<TopicRef>,
+        timeout: std::time::Duration,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },
     /// A client from `ip` connected: whether it may stay (fewer than `limit` open from
@@ -191,6 +197,12 @@ pub enum ControlRequest {
         ip: std::net::IpAddr,
         limit: usize,
         reply: oneshot::Sender<bool>,
+    },
+    /// DescribeQuorum, answered by the active controller (here or forwarded there).
+    DescribeQuorum {
+        request: kafka_protocol::messages::DescribeQuorumRequest,
+        version: i16,
+        reply: oneshot::Sender<kafka_protocol::messages::DescribeQuorumResponse>,
     },
     /// A connection `OpenConnection` let in has closed.
     CloseConnection {

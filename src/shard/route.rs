@@ -19,6 +19,21 @@ use crate::types::{Acks, Offset, ShardId, TopicPartition};
 type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 impl Shard {
+    /// Splits off the items for partitions another broker leads (or none does): this broker
+    /// answers those NOT_LEADER_OR_FOLLOWER. Unknown topics and partitions stay, for the
+    /// owner to answer UNKNOWN_TOPIC_OR_PARTITION.
+    fn split_not_led<I>(&self, items: Vec<I>, tp: impl Fn(&I) -> &TopicPartition) -> (Vec<I>, Vec<I>) {
+        let image = self.image();
+        let me = self.config.node_id;
+        items.into_iter().partition(|item| {
+            let tp = tp(item);
+            match image.topic(&tp.topic) {
+                Some(t) if (0..t.partitions).contains(&tp.partition) => image.leader(tp) == Some(me),
+                _ => true,
+            }
+        })
+    }
+
     fn group_by_owner<I>(&self, items: Vec<I>, tp: impl Fn(&I) -> &TopicPartition) -> BTreeMap<ShardId, Vec<I>> {
         let shards = self.data_shards();
         let mut groups: BTreeMap<ShardId, Vec<I>> = BTreeMap::new();
@@ -36,7 +51,10 @@ impl Shard {
         timeout_ms: i32,
         items: Vec<ProduceItem>,
     ) -> LocalFuture<Vec<ProduceOutcome>> {
-        let mut parts: Vec<LocalFuture<Vec<ProduceOutcome>>> = Vec::new();
+        let (items, not_led) = self.split_not_led(items, |i| &i.tp);
+        let refused: Vec<ProduceOutcome> =
+            not_led.iter().map(|i| ProduceOutcome::failed(i.idx, ResponseError::NotLeaderOrFollower)).collect();
+        let mut parts: Vec<LocalFuture<Vec<ProduceOutcome>>> = vec![Box::pin(std::future::ready(refused))];
         for (owner, items) in self.group_by_owner(items, |i| &i.tp) {
             if owner == self.id {
                 parts.push(Box::pin(self.produce_local(acks, timeout_ms, items)));
@@ -69,6 +87,8 @@ impl Shard {
         I: 'static,
         O: 'static,
     {
+        let (items, not_led) = self.split_not_led(items, |i| key(i).1);
+        let refused: Vec<O> = not_led.iter().map(|i| down(key(i).0, ResponseError::NotLeaderOrFollower)).collect();
         let parts = self.group_by_owner(items, |i| key(i).1).into_iter().map(|(owner, items)| -> LocalFuture<Vec<O>> {
             if owner == self.id {
                 return local(self.clone(), items);
@@ -84,7 +104,9 @@ impl Shard {
                 answer.unwrap_or_else(|| shard_down(&idxs, down))
             })
         });
-        join_all(parts).await.into_iter().flatten().collect()
+        let mut out = refused;
+        out.extend(join_all(parts).await.into_iter().flatten());
+        out
     }
 
     pub async fn route_fetch(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchOutcome> {
@@ -126,6 +148,7 @@ impl Shard {
     /// Resolves when any of the partitions' high watermark passes the one given (or a
     /// shard can no longer tell). The caller bounds the wait with its own timer.
     pub async fn watch_any(self: &Rc<Self>, items: Vec<(TopicPartition, Offset)>) {
+        let (items, _not_led) = self.split_not_led(items, |i| &i.0);
         let mut receivers = Vec::new();
         for (owner, items) in self.group_by_owner(items, |i| &i.0) {
             let (reply, rx) = oneshot::channel();
@@ -153,6 +176,10 @@ impl Shard {
             call.fail(ResponseError::CoordinatorNotAvailable);
             return;
         };
+        if image.leader(&tp) != Some(self.config.node_id) {
+            call.fail(ResponseError::NotCoordinator);
+            return;
+        }
         let owner = image.owner(&tp);
         if owner == self.id {
             self.groups.serve(call);

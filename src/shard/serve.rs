@@ -140,8 +140,8 @@ impl Shard {
 
     /// Serves the requests one peer sends this shard, in arrival order: appends and image
     /// changes are applied before the next request is taken; reads run as their own tasks.
-    /// `published` fires after the first image is applied (the shard may listen then).
-    pub async fn serve_peer(self: Rc<Self>, rx: ConnectedReceiver<DataRequest>, published: Waiter) {
+    /// `listen` fires when the control shard says the node may serve clients.
+    pub async fn serve_peer(self: Rc<Self>, rx: ConnectedReceiver<DataRequest>, listen: Waiter) {
         while let Some(request) = rx.recv().await {
             match request {
                 DataRequest::Produce { acks, timeout_ms, items, reply } => {
@@ -159,8 +159,8 @@ impl Shard {
                 DataRequest::Publish { image, reply } => {
                     self.apply_image(image).await;
                     let _ = reply.send(());
-                    fire(&published);
                 }
+                DataRequest::Listen => fire(&listen),
             }
         }
     }

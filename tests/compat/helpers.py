@@ -90,20 +90,25 @@ class Broker:
 
     def start(self, timeout: float = 30.0) -> float:
         """Start the broker and wait for "weir is ready"; returns the seconds it took."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to be ready. Call from the thread that
+        outlives the process: it dies with the thread that started it (PR_SET_PDEATHSIG)."""
         assert not self.running(), "broker already running"
         _wait_for_binary(WEIR_BIN)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = dict(os.environ, NO_COLOR="1")
         env.setdefault("RUST_BACKTRACE", "1")
         # Every join, sync and heartbeat answer in the log, so that a group test that fails
         # once in a while on a loaded machine can be read afterwards.
         env.setdefault("RUST_LOG", "info,weir::shard::groups=debug")
-        t0 = time.monotonic()
+        self._launched = time.monotonic()
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== compat test: {' '.join(self.command())}\n".encode())
             log.flush()
-            offset = log.tell()
+            self._log_offset = log.tell()
             for attempt in range(120):
                 try:
                     self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
@@ -115,6 +120,10 @@ class Broker:
                         raise
                     time.sleep(0.5)
                     _wait_for_binary(WEIR_BIN)
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Wait for "weir is ready" after launch(); returns the seconds since the launch."""
+        t0, offset = self._launched, self._log_offset
         deadline = t0 + timeout
         while True:
             if READY_LINE in self._log_since(offset):

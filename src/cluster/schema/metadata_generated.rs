@@ -17,14 +17,20 @@ pub mod weir {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_PAYLOAD: u8 = 3;
+        pub const ENUM_MAX_PAYLOAD: u8 = 5;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_PAYLOAD: [Payload; 4] =
-            [Payload::NONE, Payload::TopicRecord, Payload::RemoveTopicRecord, Payload::ProducerIdsRecord];
+        pub const ENUM_VALUES_PAYLOAD: [Payload; 6] = [
+            Payload::NONE,
+            Payload::TopicRecord,
+            Payload::RemoveTopicRecord,
+            Payload::ProducerIdsRecord,
+            Payload::BrokerRecord,
+            Payload::BrokerFenceRecord,
+        ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
         #[repr(transparent)]
@@ -35,11 +41,19 @@ pub mod weir {
             pub const TopicRecord: Self = Self(1);
             pub const RemoveTopicRecord: Self = Self(2);
             pub const ProducerIdsRecord: Self = Self(3);
+            pub const BrokerRecord: Self = Self(4);
+            pub const BrokerFenceRecord: Self = Self(5);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 3;
-            pub const ENUM_VALUES: &'static [Self] =
-                &[Self::NONE, Self::TopicRecord, Self::RemoveTopicRecord, Self::ProducerIdsRecord];
+            pub const ENUM_MAX: u8 = 5;
+            pub const ENUM_VALUES: &'static [Self] = &[
+                Self::NONE,
+                Self::TopicRecord,
+                Self::RemoveTopicRecord,
+                Self::ProducerIdsRecord,
+                Self::BrokerRecord,
+                Self::BrokerFenceRecord,
+            ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
                 match self {
@@ -47,6 +61,8 @@ pub mod weir {
                     Self::TopicRecord => Some("TopicRecord"),
                     Self::RemoveTopicRecord => Some("RemoveTopicRecord"),
                     Self::ProducerIdsRecord => Some("ProducerIdsRecord"),
+                    Self::BrokerRecord => Some("BrokerRecord"),
+                    Self::BrokerFenceRecord => Some("BrokerFenceRecord"),
                     _ => None,
                 }
             }
@@ -367,6 +383,8 @@ pub mod weir {
             pub const VT_ID: ::flatbuffers::VOffsetT = 6;
             pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 8;
             pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 10;
+            pub const VT_REPLICATION_FACTOR: ::flatbuffers::VOffsetT = 12;
+            pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 14;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -378,6 +396,9 @@ pub mod weir {
                 args: &'args TopicRecordArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<TopicRecord<'bldr>> {
                 let mut builder = TopicRecordBuilder::new(_fbb);
+                if let Some(x) = args.replicas {
+                    builder.add_replicas(x);
+                }
                 if let Some(x) = args.configs {
                     builder.add_configs(x);
                 }
@@ -388,6 +409,7 @@ pub mod weir {
                 if let Some(x) = args.name {
                     builder.add_name(x);
                 }
+                builder.add_replication_factor(args.replication_factor);
                 builder.finish()
             }
 
@@ -425,6 +447,27 @@ pub mod weir {
                     >>(TopicRecord::VT_CONFIGS, None)
                 }
             }
+            /// Replicas per partition, flattened: partition p's are [p * rf, (p + 1) * rf). Absent in
+            /// records from before the cluster (the controller places those topics on its node).
+            #[inline]
+            pub fn replication_factor(&self) -> i16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i16>(TopicRecord::VT_REPLICATION_FACTOR, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn replicas(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(
+                        TopicRecord::VT_REPLICAS,
+                        None,
+                    )
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for TopicRecord<'_> {
@@ -440,6 +483,12 @@ pub mod weir {
                     .visit_field::<::flatbuffers::ForwardsUOffset<
                         ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>,
                     >>("configs", Self::VT_CONFIGS, false)?
+                    .visit_field::<i16>("replication_factor", Self::VT_REPLICATION_FACTOR, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>(
+                        "replicas",
+                        Self::VT_REPLICAS,
+                        false,
+                    )?
                     .finish();
                 Ok(())
             }
@@ -451,6 +500,8 @@ pub mod weir {
             pub configs: Option<
                 ::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>,
             >,
+            pub replication_factor: i16,
+            pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
         }
         impl<'a> Default for TopicRecordArgs<'a> {
             #[inline]
@@ -460,6 +511,8 @@ pub mod weir {
                     id: None,   // required field
                     partitions: 0,
                     configs: None,
+                    replication_factor: 0,
+                    replicas: None,
                 }
             }
         }
@@ -491,6 +544,14 @@ pub mod weir {
                 self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TopicRecord::VT_CONFIGS, configs);
             }
             #[inline]
+            pub fn add_replication_factor(&mut self, replication_factor: i16) {
+                self.fbb_.push_slot::<i16>(TopicRecord::VT_REPLICATION_FACTOR, replication_factor, 0);
+            }
+            #[inline]
+            pub fn add_replicas(&mut self, replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i32>>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TopicRecord::VT_REPLICAS, replicas);
+            }
+            #[inline]
             pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TopicRecordBuilder<'a, 'b, A> {
                 let start = _fbb.start_table();
                 TopicRecordBuilder { fbb_: _fbb, start_: start }
@@ -511,6 +572,320 @@ pub mod weir {
                 ds.field("id", &self.id());
                 ds.field("partitions", &self.partitions());
                 ds.field("configs", &self.configs());
+                ds.field("replication_factor", &self.replication_factor());
+                ds.field("replicas", &self.replicas());
+                ds.finish()
+            }
+        }
+        pub enum BrokerRecordOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A broker registered (or registered again, with a new epoch). It starts fenced.
+        pub struct BrokerRecord<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for BrokerRecord<'a> {
+            type Inner = BrokerRecord<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> BrokerRecord<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
+            pub const VT_INCARNATION: ::flatbuffers::VOffsetT = 8;
+            pub const VT_HOST: ::flatbuffers::VOffsetT = 10;
+            pub const VT_PORT: ::flatbuffers::VOffsetT = 12;
+            pub const VT_RACK: ::flatbuffers::VOffsetT = 14;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                BrokerRecord { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args BrokerRecordArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<BrokerRecord<'bldr>> {
+                let mut builder = BrokerRecordBuilder::new(_fbb);
+                builder.add_epoch(args.epoch);
+                if let Some(x) = args.rack {
+                    builder.add_rack(x);
+                }
+                builder.add_port(args.port);
+                if let Some(x) = args.host {
+                    builder.add_host(x);
+                }
+                if let Some(x) = args.incarnation {
+                    builder.add_incarnation(x);
+                }
+                builder.add_id(args.id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(BrokerRecord::VT_ID, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn epoch(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(BrokerRecord::VT_EPOCH, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn incarnation(&self) -> &'a Uuid {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<Uuid>(BrokerRecord::VT_INCARNATION, None).unwrap() }
+            }
+            #[inline]
+            pub fn host(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BrokerRecord::VT_HOST, None).unwrap() }
+            }
+            #[inline]
+            pub fn port(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(BrokerRecord::VT_PORT, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn rack(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BrokerRecord::VT_RACK, None) }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for BrokerRecord<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i32>("id", Self::VT_ID, false)?
+                    .visit_field::<i64>("epoch", Self::VT_EPOCH, false)?
+                    .visit_field::<Uuid>("incarnation", Self::VT_INCARNATION, true)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, true)?
+                    .visit_field::<i32>("port", Self::VT_PORT, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("rack", Self::VT_RACK, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct BrokerRecordArgs<'a> {
+            pub id: i32,
+            pub epoch: i64,
+            pub incarnation: Option<&'a Uuid>,
+            pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub port: i32,
+            pub rack: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for BrokerRecordArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                BrokerRecordArgs {
+                    id: 0,
+                    epoch: 0,
+                    incarnation: None, // required field
+                    host: None,        // required field
+                    port: 0,
+                    rack: None,
+                }
+            }
+        }
+
+        pub struct BrokerRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BrokerRecordBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: i32) {
+                self.fbb_.push_slot::<i32>(BrokerRecord::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn add_epoch(&mut self, epoch: i64) {
+                self.fbb_.push_slot::<i64>(BrokerRecord::VT_EPOCH, epoch, 0);
+            }
+            #[inline]
+            pub fn add_incarnation(&mut self, incarnation: &Uuid) {
+                self.fbb_.push_slot_always::<&Uuid>(BrokerRecord::VT_INCARNATION, incarnation);
+            }
+            #[inline]
+            pub fn add_host(&mut self, host: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BrokerRecord::VT_HOST, host);
+            }
+            #[inline]
+            pub fn add_port(&mut self, port: i32) {
+                self.fbb_.push_slot::<i32>(BrokerRecord::VT_PORT, port, 0);
+            }
+            #[inline]
+            pub fn add_rack(&mut self, rack: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BrokerRecord::VT_RACK, rack);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BrokerRecordBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                BrokerRecordBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<BrokerRecord<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, BrokerRecord::VT_INCARNATION, "incarnation");
+                self.fbb_.required(o, BrokerRecord::VT_HOST, "host");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for BrokerRecord<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("BrokerRecord");
+                ds.field("id", &self.id());
+                ds.field("epoch", &self.epoch());
+                ds.field("incarnation", &self.incarnation());
+                ds.field("host", &self.host());
+                ds.field("port", &self.port());
+                ds.field("rack", &self.rack());
+                ds.finish()
+            }
+        }
+        pub enum BrokerFenceRecordOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A broker was fenced (no heartbeat, or it asked to shut down) or unfenced (it heartbeats
+        /// and has caught up), in its registration `epoch`.
+        pub struct BrokerFenceRecord<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for BrokerFenceRecord<'a> {
+            type Inner = BrokerFenceRecord<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> BrokerFenceRecord<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
+            pub const VT_FENCED: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                BrokerFenceRecord { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args BrokerFenceRecordArgs,
+            ) -> ::flatbuffers::WIPOffset<BrokerFenceRecord<'bldr>> {
+                let mut builder = BrokerFenceRecordBuilder::new(_fbb);
+                builder.add_epoch(args.epoch);
+                builder.add_id(args.id);
+                builder.add_fenced(args.fenced);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(BrokerFenceRecord::VT_ID, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn epoch(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(BrokerFenceRecord::VT_EPOCH, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn fenced(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<bool>(BrokerFenceRecord::VT_FENCED, Some(false)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for BrokerFenceRecord<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i32>("id", Self::VT_ID, false)?
+                    .visit_field::<i64>("epoch", Self::VT_EPOCH, false)?
+                    .visit_field::<bool>("fenced", Self::VT_FENCED, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct BrokerFenceRecordArgs {
+            pub id: i32,
+            pub epoch: i64,
+            pub fenced: bool,
+        }
+        impl<'a> Default for BrokerFenceRecordArgs {
+            #[inline]
+            fn default() -> Self {
+                BrokerFenceRecordArgs { id: 0, epoch: 0, fenced: false }
+            }
+        }
+
+        pub struct BrokerFenceRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BrokerFenceRecordBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: i32) {
+                self.fbb_.push_slot::<i32>(BrokerFenceRecord::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn add_epoch(&mut self, epoch: i64) {
+                self.fbb_.push_slot::<i64>(BrokerFenceRecord::VT_EPOCH, epoch, 0);
+            }
+            #[inline]
+            pub fn add_fenced(&mut self, fenced: bool) {
+                self.fbb_.push_slot::<bool>(BrokerFenceRecord::VT_FENCED, fenced, false);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BrokerFenceRecordBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                BrokerFenceRecordBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<BrokerFenceRecord<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for BrokerFenceRecord<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("BrokerFenceRecord");
+                ds.field("id", &self.id());
+                ds.field("epoch", &self.epoch());
+                ds.field("fenced", &self.fenced());
                 ds.finish()
             }
         }
@@ -797,6 +1172,34 @@ pub mod weir {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn payload_as_broker_record(&self) -> Option<BrokerRecord<'a>> {
+                if self.payload_type() == Payload::BrokerRecord {
+                    let u = self.payload();
+                    // Safety:
+                    // Created from a valid Table for this object
+                    // Which contains a valid union in this slot
+                    Some(unsafe { BrokerRecord::init_from_table(u) })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn payload_as_broker_fence_record(&self) -> Option<BrokerFenceRecord<'a>> {
+                if self.payload_type() == Payload::BrokerFenceRecord {
+                    let u = self.payload();
+                    // Safety:
+                    // Created from a valid Table for this object
+                    // Which contains a valid union in this slot
+                    Some(unsafe { BrokerFenceRecord::init_from_table(u) })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
@@ -826,6 +1229,16 @@ pub mod weir {
                             Payload::ProducerIdsRecord => v
                                 .verify_union_variant::<::flatbuffers::ForwardsUOffset<ProducerIdsRecord>>(
                                     "Payload::ProducerIdsRecord",
+                                    pos,
+                                ),
+                            Payload::BrokerRecord => v
+                                .verify_union_variant::<::flatbuffers::ForwardsUOffset<BrokerRecord>>(
+                                    "Payload::BrokerRecord",
+                                    pos,
+                                ),
+                            Payload::BrokerFenceRecord => v
+                                .verify_union_variant::<::flatbuffers::ForwardsUOffset<BrokerFenceRecord>>(
+                                    "Payload::BrokerFenceRecord",
                                     pos,
                                 ),
                             _ => Ok(()),
@@ -896,6 +1309,20 @@ pub mod weir {
                     }
                     Payload::ProducerIdsRecord => {
                         if let Some(x) = self.payload_as_producer_ids_record() {
+                            ds.field("payload", &x)
+                        } else {
+                            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Payload::BrokerRecord => {
+                        if let Some(x) = self.payload_as_broker_record() {
+                            ds.field("payload", &x)
+                        } else {
+                            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Payload::BrokerFenceRecord => {
+                        if let Some(x) = self.payload_as_broker_fence_record() {
                             ds.field("payload", &x)
                         } else {
                             ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -1,9 +1,13 @@
-//! CreateTopics (key 19), v2-7: validated by the control shard with Kafka's rules (names,
-//! partition counts, replication factor, assignments, configs, `validate_only`).
+//! CreateTopics (key 19), v2-7: forwarded by the control shard to the active controller,
+//! which validates with Kafka's rules (names, partition counts, replication factor,
+//! assignments, configs, `validate_only`), places the partitions and commits; answered
+//! once this node's image has the topics, or at the request's timeout.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures::channel::oneshot;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -19,10 +23,24 @@ use crate::types::wire_code;
 /// Kafka's config source for a config set on the topic.
 const CONFIG_SOURCE_TOPIC: i8 = 1;
 
-/// Asks the control shard to create topics; an empty answer means it is not running.
-pub async fn create(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicOutcome> {
+/// How long a request that gives no timeout (0 or less) may wait for the controller.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request's `timeout_ms`, or [`DEFAULT_TIMEOUT`] when it gives none.
+pub fn request_timeout(timeout_ms: i32) -> Duration {
+    u64::try_from(timeout_ms).ok().filter(|ms| *ms > 0).map_or(DEFAULT_TIMEOUT, Duration::from_millis)
+}
+
+/// Asks the control shard to create topics (it forwards them to the active controller);
+/// an empty answer means it is not running.
+pub async fn create(
+    shard: &Rc<Shard>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+    timeout: Duration,
+) -> Vec<TopicOutcome> {
     let (reply, rx) = oneshot::channel();
-    if shard.send_control(ControlRequest::CreateTopics { topics, validate_only, reply }).await.is_err() {
+    if shard.send_control(ControlRequest::CreateTopics { topics, validate_only, timeout, reply }).await.is_err() {
         return Vec::new();
     }
     rx.await.unwrap_or_default()
@@ -40,7 +58,8 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
             NewTopic { name, num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() }
         })
         .collect();
-    create(shard, topics, false).await;
+    let timeout = Duration::from_millis(shard.config.quorum_request_timeout_ms);
+    create(shard, topics, false, timeout).await;
 }
 
 /// `__consumer_offsets` as Kafka creates it: `offsets.topic.num.partitions` partitions,
@@ -65,24 +84,11 @@ const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC, "__transaction_state", "__clus
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreateTopicsRequest) -> Reply {
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let names: Vec<String> = request.topics.iter().map(|t| t.name.0.to_string()).collect();
-    let topics: Vec<NewTopic> = request
-        .topics
-        .into_iter()
-        .filter(|t| !INTERNAL_TOPICS.contains(&t.name.0.as_str()))
-        .map(|t| NewTopic {
-            name: t.name.0.to_string(),
-            num_partitions: t.num_partitions,
-            replication_factor: t.replication_factor,
-            assignments: t
-                .assignments
-                .into_iter()
-                .map(|a| (a.partition_index, a.broker_ids.into_iter().map(|b| b.0).collect()))
-                .collect(),
-            configs: t.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()))).collect(),
-        })
-        .collect();
+    let topics: Vec<NewTopic> =
+        request.topics.into_iter().filter(|t| !INTERNAL_TOPICS.contains(&t.name.0.as_str())).map(new_topic).collect();
     let asked = topics.len();
-    let mut created = if asked == 0 { Vec::new() } else { create(shard, topics, request.validate_only).await };
+    let timeout = request_timeout(request.timeout_ms);
+    let mut created = if asked == 0 { Vec::new() } else { create(shard, topics, request.validate_only, timeout).await };
     if created.len() != asked {
         created = Vec::new();
     }
@@ -110,7 +116,23 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreateTopi
     encode_frame(ApiKey::CreateTopics, version, correlation_id, &response)
 }
 
-fn result(version: i16, o: TopicOutcome) -> CreatableTopicResult {
+/// A topic of the request, as the controller takes it.
+pub fn new_topic(t: CreatableTopic) -> NewTopic {
+    NewTopic {
+        name: t.name.0.to_string(),
+        num_partitions: t.num_partitions,
+        replication_factor: t.replication_factor,
+        assignments: t
+            .assignments
+            .into_iter()
+            .map(|a| (a.partition_index, a.broker_ids.into_iter().map(|b| b.0).collect()))
+            .collect(),
+        configs: t.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()))).collect(),
+    }
+}
+
+/// One topic's answer, at `version`.
+pub fn result(version: i16, o: TopicOutcome) -> CreatableTopicResult {
     let mut r = CreatableTopicResult::default();
     r.name = TopicName(StrBytes::from_string(o.name));
     r.error_code = wire_code(o.error);

@@ -1,6 +1,7 @@
-//! FindCoordinator (key 10), v0-4 (v4: several keys at once, KIP-699). Every group's
-//! coordinator is this broker; `__consumer_offsets` is created on the first request, as
-//! Kafka does. Transaction coordinators are refused: transactions are not implemented.
+//! FindCoordinator (key 10), v0-4 (v4: several keys at once, KIP-699). A group's
+//! coordinator is the broker leading its `__consumer_offsets` partition; the topic is
+//! created on the first request, as Kafka does. Transaction coordinators are refused:
+//! transactions are not implemented.
 
 use std::rc::Rc;
 
@@ -10,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{create_topics, encode_frame, Reply, RequestContext};
+use crate::group::coordinator::offsets_partition;
 use crate::group::OFFSETS_TOPIC;
 use crate::shard::Shard;
 
@@ -20,30 +22,35 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FindCoordi
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let keys = if version >= 4 { request.coordinator_keys } else { vec![request.key] };
     if request.key_type == KEY_TYPE_GROUP && !keys.is_empty() && shard.image().topic(OFFSETS_TOPIC).is_none() {
-        create_topics::create(shard, vec![create_topics::offsets_topic(&shard.config)], false).await;
+        let timeout = std::time::Duration::from_millis(shard.config.quorum_request_timeout_ms);
+        create_topics::create(shard, vec![create_topics::offsets_topic(&shard.config)], false, timeout).await;
     }
-    let ready = shard.image().topic(OFFSETS_TOPIC).is_some();
-    let config = &shard.config;
+    let image = shard.image();
+    let ready = image.topic(OFFSETS_TOPIC).is_some();
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
             let mut c = Coordinator::default();
-            c.key = key;
             c.node_id = BrokerId(-1);
             c.port = -1;
+            let leader = offsets_partition(&image, key.as_str())
+                .and_then(|tp| image.leader(&tp))
+                .and_then(|id| image.brokers.get(&id));
+            c.key = key;
             let refused = match request.key_type {
-                KEY_TYPE_GROUP if ready => None,
+                KEY_TYPE_GROUP if ready && leader.is_some() => None,
                 KEY_TYPE_GROUP => Some((ResponseError::CoordinatorNotAvailable, "__consumer_offsets is not available")),
                 KEY_TYPE_TRANSACTION => Some((ResponseError::InvalidRequest, "transactions are not supported")),
                 _ => Some((ResponseError::InvalidRequest, "unknown coordinator key type")),
             };
-            match refused {
-                None => {
-                    c.node_id = BrokerId(config.node_id);
-                    c.host = StrBytes::from_string(config.advertised.0.clone());
-                    c.port = i32::from(config.advertised.1);
+            match (refused, leader) {
+                (None, Some(broker)) => {
+                    c.node_id = BrokerId(broker.registration.id);
+                    c.host = StrBytes::from_string(broker.registration.host.clone());
+                    c.port = i32::from(broker.registration.port);
                 }
-                Some((error, message)) => {
+                (None, None) => unreachable!("a coordinator is found when nothing refused"),
+                (Some((error, message)), _) => {
                     c.error_code = error.code();
                     c.error_message = Some(StrBytes::from_static_str(message));
                 }

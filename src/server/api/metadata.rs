@@ -1,6 +1,8 @@
-//! Metadata (key 3), v0-12: brokers (just this one), topics with their partitions, and
-//! auto-creation of requested topics when both the broker (`auto.create.topics.enable`)
-//! and the request (`allow_auto_topic_creation`, implied before v4) allow it.
+//! Metadata (key 3), v0-12: the live (registered, unfenced) brokers, the controller, topics
+//! with each partition's leader, replicas and in-sync replicas (a partition whose leader is
+//! fenced reports LEADER_NOT_AVAILABLE), and auto-creation of requested topics when both
+//! the broker (`auto.create.topics.enable`) and the request (`allow_auto_topic_creation`,
+//! implied before v4) allow it. Every broker answers from the same image.
 
 use std::rc::Rc;
 
@@ -15,6 +17,7 @@ use super::{create_topics, encode_frame, Reply, RequestContext};
 use crate::cluster::{MetadataImage, TopicMeta};
 use crate::controller::valid_topic_name;
 use crate::shard::Shard;
+use crate::types::TopicPartition;
 
 /// Topics Kafka marks internal (clients leave them out of pattern subscriptions).
 const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
@@ -60,13 +63,22 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
     }
     let image = shard.image();
     let mut response = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(config.node_id);
-    broker.host = StrBytes::from_string(config.advertised.0.clone());
-    broker.port = i32::from(config.advertised.1);
-    response.brokers = vec![broker];
+    response.brokers = image
+        .live_brokers()
+        .map(|b| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(b.registration.id);
+            broker.host = StrBytes::from_string(b.registration.host.clone());
+            broker.port = i32::from(b.registration.port);
+            broker.rack = b.registration.rack.clone().map(StrBytes::from_string);
+            broker
+        })
+        .collect();
     response.cluster_id = config.cluster_id.clone().map(StrBytes::from_string);
-    response.controller_id = BrokerId(config.node_id);
+    // Clients send controller requests to this id; any broker forwards them, so name the
+    // active controller when it is a live broker too (combined mode), else this broker.
+    response.controller_id =
+        BrokerId(image.active_controller.filter(|id| image.is_live(*id)).unwrap_or(config.node_id));
     // Asked for from v8; the cluster field exists in v8-10 only.
     response.cluster_authorized_operations =
         if request.include_cluster_authorized_operations && (8..=10).contains(&version) {
@@ -77,21 +89,21 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
     let topic_operations =
         if request.include_topic_authorized_operations && version >= 8 { TOPIC_OPERATIONS } else { OPERATIONS_OMITTED };
     response.topics = match requested {
-        None => image.topics.values().map(|t| topic_entry(shard, t, topic_operations)).collect(),
+        None => image.topics.values().map(|t| topic_entry(&image, t, topic_operations)).collect(),
         Some(topics) => topics
             .iter()
             .map(|t| match &t.name {
-                Some(name) => by_name(shard, &image, name.0.as_str(), topic_operations),
-                None => by_id(shard, &image, t.topic_id, topic_operations),
+                Some(name) => by_name(&image, name.0.as_str(), topic_operations),
+                None => by_id(&image, t.topic_id, topic_operations),
             })
             .collect(),
     };
     encode_frame(ApiKey::Metadata, version, correlation_id, &response)
 }
 
-fn by_name(shard: &Shard, image: &MetadataImage, name: &str, operations: i32) -> MetadataResponseTopic {
+fn by_name(image: &MetadataImage, name: &str, operations: i32) -> MetadataResponseTopic {
     if let Some(meta) = image.topic(name) {
-        return topic_entry(shard, meta, operations);
+        return topic_entry(image, meta, operations);
     }
     let error = if valid_topic_name(name).is_err() {
         ResponseError::InvalidTopicException
@@ -105,9 +117,9 @@ fn by_name(shard: &Shard, image: &MetadataImage, name: &str, operations: i32) ->
     t
 }
 
-fn by_id(shard: &Shard, image: &MetadataImage, id: uuid::Uuid, operations: i32) -> MetadataResponseTopic {
+fn by_id(image: &MetadataImage, id: uuid::Uuid, operations: i32) -> MetadataResponseTopic {
     if let Some(meta) = image.ids.get(&id).and_then(|n| image.topic(n)) {
-        return topic_entry(shard, meta, operations);
+        return topic_entry(image, meta, operations);
     }
     let mut t = MetadataResponseTopic::default();
     t.error_code = ResponseError::UnknownTopicId.code();
@@ -116,8 +128,7 @@ fn by_id(shard: &Shard, image: &MetadataImage, id: uuid::Uuid, operations: i32) 
     t
 }
 
-fn topic_entry(shard: &Shard, meta: &TopicMeta, operations: i32) -> MetadataResponseTopic {
-    let node = BrokerId(shard.config.node_id);
+fn topic_entry(image: &MetadataImage, meta: &TopicMeta, operations: i32) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(meta.name.clone())));
     t.topic_id = meta.id;
@@ -125,12 +136,19 @@ fn topic_entry(shard: &Shard, meta: &TopicMeta, operations: i32) -> MetadataResp
     t.topic_authorized_operations = operations;
     t.partitions = (0..meta.partitions)
         .map(|p| {
+            let replicas = meta.replicas_of(p);
+            let leader = image.leader(&TopicPartition::new(meta.name.clone(), p));
             let mut part = MetadataResponsePartition::default();
             part.partition_index = p;
-            part.leader_id = node;
+            part.leader_id = BrokerId(leader.unwrap_or(-1));
             part.leader_epoch = 0;
-            part.replica_nodes = vec![node];
-            part.isr_nodes = vec![node];
+            part.replica_nodes = replicas.iter().map(|b| BrokerId(*b)).collect();
+            // One replica per partition: the leader is the in-sync set.
+            part.isr_nodes = leader.map(BrokerId).into_iter().collect();
+            part.offline_replicas = replicas.iter().filter(|b| !image.is_live(**b)).map(|b| BrokerId(*b)).collect();
+            if leader.is_none() {
+                part.error_code = ResponseError::LeaderNotAvailable.code();
+            }
             part
         })
         .collect();

@@ -12,8 +12,10 @@ pub mod api_versions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_producers;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -120,6 +122,8 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(ListGroups, 0..=5, list_groups, decoded),
     api!(DescribeGroups, 0..=5, describe_groups, decoded),
     api!(DeleteGroups, 0..=2, delete_groups, decoded),
+    api!(DescribeQuorum, 0..=2, describe_quorum, decoded),
+    api!(DescribeCluster, 0..=2, describe_cluster, decoded),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ApiEntry> {

@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{NodeEndpoint, PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tracing::debug;
 
@@ -94,6 +95,7 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
         Some(acks) if !items.is_empty() => Some(shard.route_produce(acks, request.timeout_ms, items).await),
         _ => None,
     };
+    let image = shard.image();
     Box::pin(async move {
         let mut outcomes = early;
         if let Some(durable) = durable {
@@ -117,16 +119,37 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
                 r
             })
             .collect();
+        let mut leaders_named = BTreeSet::new();
         for o in outcomes {
             let (t, p) = slots[o.idx];
             let mut pr = PartitionProduceResponse::default();
             pr.index = request.topic_data[t].partition_data[p].index;
             pr.error_code = wire_code(o.error);
+            // KIP-951 (v10+): name the current leader, so the client need not ask Metadata.
+            if version >= 10 && o.error == Some(ResponseError::NotLeaderOrFollower) {
+                let tp = TopicPartition::new(request.topic_data[t].name.0.to_string(), pr.index);
+                if let Some(leader) = image.leader(&tp) {
+                    pr.current_leader.leader_id = BrokerId(leader);
+                    pr.current_leader.leader_epoch = 0;
+                    leaders_named.insert(leader);
+                }
+            }
             pr.base_offset = o.base_offset;
             pr.log_append_time_ms = o.log_append_time_ms;
             pr.log_start_offset = o.log_start_offset;
             response.responses[t].partition_responses.push(pr);
         }
+        response.node_endpoints = leaders_named
+            .into_iter()
+            .filter_map(|id| image.brokers.get(&id))
+            .map(|b| {
+                let mut e = NodeEndpoint::default();
+                e.node_id = BrokerId(b.registration.id);
+                e.host = StrBytes::from_string(b.registration.host.clone());
+                e.port = i32::from(b.registration.port);
+                e
+            })
+            .collect();
         encode_frame(ApiKey::Produce, version, correlation_id, &response)
     })
 }

@@ -1,0 +1,219 @@
+//! Calls to the active controller from this node: topic changes and producer-id blocks
+//! forwarded for the data shards, and the broker's registration and heartbeats. When the
+//! active controller is this node, the caller is told to act in place ([`Route::Here`]);
+//! otherwise the request goes over the controller listener as Kafka's own RPC
+//! (CreateTopics, DeleteTopics, AllocateProducerIds, BrokerRegistration, BrokerHeartbeat),
+//! on one cached connection, retried while the leader is unknown, unreachable or answers
+//! NOT_CONTROLLER, until the caller's deadline.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::{
+    AllocateProducerIdsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, TopicName,
+};
+use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_protocol::ResponseError;
+use tracing::debug;
+
+use super::CommitError;
+use crate::client::{ClientError, Connection};
+use crate::config::Config;
+use crate::shard::message::{NewTopic, TopicOutcome};
+
+/// Wait before asking again when the leader is unknown or just changed.
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Where a call goes.
+pub enum Route<T> {
+    /// This node is the active controller: act in place.
+    Here,
+    /// The active controller elsewhere answered.
+    There(T),
+}
+
+pub struct RemoteController {
+    config: Arc<Config>,
+    /// The connection to the last active controller reached, by its node id.
+    connection: RefCell<Option<(i32, Connection)>>,
+}
+
+impl RemoteController {
+    pub fn new(config: Arc<Config>) -> RemoteController {
+        RemoteController { config, connection: RefCell::new(None) }
+    }
+
+    /// Sends `request` to the active controller (`leader()` names it) until it answers and
+    /// `retry` does not ask for another try, or `deadline` passes.
+    pub async fn call<R: Request>(
+        &self,
+        leader: impl Fn() -> Option<i32>,
+        request: &R,
+        deadline: Instant,
+        retry: impl Fn(&R::Response) -> bool,
+    ) -> Result<Route<R::Response>, CommitError> {
+        let me = self.config.node_id;
+        let total = deadline.saturating_duration_since(Instant::now());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CommitError::Timeout(total));
+            }
+            match leader() {
+                Some(id) if id == me => return Ok(Route::Here),
+                Some(id) => match self.call_once(id, request, left).await {
+                    Ok(response) if !retry(&response) => return Ok(Route::There(response)),
+                    Ok(_) => debug!(controller = id, "not the active controller any more; asking again"),
+                    Err(e) => debug!(controller = id, error = %e, "controller call failed; asking again"),
+                },
+                None => {}
+            }
+            let pause = RETRY_BACKOFF.min(deadline.saturating_duration_since(Instant::now()));
+            glommio::timer::sleep(pause).await;
+        }
+    }
+
+    async fn call_once<R: Request>(&self, id: i32, request: &R, timeout: Duration) -> Result<R::Response, ClientError> {
+        let cached = self.connection.borrow_mut().take().filter(|(node, _)| *node == id);
+        let mut connection = match cached {
+            Some((_, c)) => c,
+            None => {
+                let Some(voter) = self.config.voters.iter().find(|v| v.node_id == id) else {
+                    return Err(ClientError::Protocol {
+                        addr: format!("node {id}"),
+                        message: "not among controller.quorum.voters".into(),
+                    });
+                };
+                let client_id = format!("weir-broker-{}", self.config.node_id);
+                Connection::connect(&voter.addr(), &client_id, timeout).await?
+            }
+        };
+        let response = connection.call(request, timeout).await?;
+        *self.connection.borrow_mut() = Some((id, connection));
+        Ok(response)
+    }
+
+    pub async fn create_topics(
+        &self,
+        leader: impl Fn() -> Option<i32>,
+        topics: &[NewTopic],
+        validate_only: bool,
+        deadline: Instant,
+    ) -> Result<Route<Vec<TopicOutcome>>, CommitError> {
+        let mut request = CreateTopicsRequest::default();
+        request.validate_only = validate_only;
+        request.timeout_ms =
+            deadline.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
+        request.topics = topics.iter().map(creatable).collect();
+        let not_controller = |r: &kafka_protocol::messages::CreateTopicsResponse| {
+            r.topics.iter().any(|t| t.error_code == ResponseError::NotController.code())
+        };
+        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+            Route::Here => Route::Here,
+            Route::There(response) => Route::There(
+                response
+                    .topics
+                    .into_iter()
+                    .map(|t| TopicOutcome {
+                        name: t.name.0.to_string(),
+                        topic_id: t.topic_id,
+                        error: ResponseError::try_from_code(t.error_code),
+                        error_message: t.error_message.map(|m| m.to_string()),
+                        num_partitions: t.num_partitions,
+                        replication_factor: t.replication_factor,
+                        configs: t
+                            .configs
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
+                            .collect(),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    /// Deletes topics by name (the caller resolved ids with its own image).
+    pub async fn delete_topics(
+        &self,
+        leader: impl Fn() -> Option<i32>,
+        names: &[String],
+        deadline: Instant,
+    ) -> Result<Route<Vec<TopicOutcome>>, CommitError> {
+        let mut request = DeleteTopicsRequest::default();
+        request.timeout_ms =
+            deadline.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
+        request.topic_names = names.iter().map(|n| TopicName(StrBytes::from_string(n.clone()))).collect();
+        let not_controller = |r: &kafka_protocol::messages::DeleteTopicsResponse| {
+            r.responses.iter().any(|t| t.error_code == ResponseError::NotController.code())
+        };
+        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+            Route::Here => Route::Here,
+            Route::There(response) => Route::There(
+                response
+                    .responses
+                    .into_iter()
+                    .map(|t| TopicOutcome {
+                        name: t.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                        error: ResponseError::try_from_code(t.error_code),
+                        error_message: t.error_message.map(|m| m.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    pub async fn allocate_producer_ids(
+        &self,
+        leader: impl Fn() -> Option<i32>,
+        broker_epoch: i64,
+        deadline: Instant,
+    ) -> Result<Route<Result<(i64, i64), CommitError>>, CommitError> {
+        let mut request = AllocateProducerIdsRequest::default();
+        request.broker_id = BrokerId(self.config.node_id);
+        request.broker_epoch = broker_epoch;
+        let not_controller = |r: &kafka_protocol::messages::AllocateProducerIdsResponse| {
+            r.error_code == ResponseError::NotController.code()
+        };
+        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+            Route::Here => Route::Here,
+            Route::There(r) => Route::There(match ResponseError::try_from_code(r.error_code) {
+                None => Ok((r.producer_id_start.0, r.producer_id_start.0 + i64::from(r.producer_id_len))),
+                Some(e) => Err(CommitError::Failed(format!("the active controller refused producer ids: {e:?}"))),
+            }),
+        })
+    }
+}
+
+fn creatable(topic: &NewTopic) -> CreatableTopic {
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.name.clone()));
+    t.num_partitions = topic.num_partitions;
+    t.replication_factor = topic.replication_factor;
+    t.assignments = topic
+        .assignments
+        .iter()
+        .map(|(p, brokers)| {
+            let mut a = CreatableReplicaAssignment::default();
+            a.partition_index = *p;
+            a.broker_ids = brokers.iter().map(|b| BrokerId(*b)).collect();
+            a
+        })
+        .collect();
+    t.configs = topic
+        .configs
+        .iter()
+        .map(|(k, v)| {
+            let mut c = CreatableTopicConfig::default();
+            c.name = StrBytes::from_string(k.clone());
+            c.value = v.clone().map(StrBytes::from_string);
+            c
+        })
+        .collect();
+    t
+}

@@ -1,0 +1,341 @@
+//! Topic changes on the active controller: CreateTopics and DeleteTopics validated with
+//! Kafka's rules and error codes, placed over the live brokers, committed through the quorum.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use tracing::{info, warn};
+
+use super::Controller;
+use crate::cluster::placement;
+use crate::cluster::records::MetadataRecord;
+use crate::cluster::MetadataImage;
+use crate::shard::message::{NewTopic, TopicOutcome, TopicRef};
+
+/// Longest topic name Kafka accepts.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Topic-level configs accepted by CreateTopics. The first group is applied by this broker;
+/// the rest are stored (and reported) for the features that will use them.
+pub const TOPIC_CONFIGS_APPLIED: &[&str] = &[
+    "segment.bytes",
+    "segment.ms",
+    "index.interval.bytes",
+    "message.timestamp.type",
+    "max.message.bytes",
+    "cleanup.policy",
+    "delete.retention.ms",
+];
+pub const TOPIC_CONFIGS_STORED: &[&str] = &[
+    "retention.ms",
+    "retention.bytes",
+    "min.insync.replicas",
+    "compression.type",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
+    "flush.messages",
+    "flush.ms",
+    "unclean.leader.election.enable",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+    "file.delete.delay.ms",
+    "preallocate",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+];
+
+pub fn valid_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than {TOPIC_NAME_BYTES_MAX} characters, topic name: {name}"
+        ));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+fn validate_config(key: &str, value: &str) -> Result<(), String> {
+    let positive = |v: &str| {
+        v.parse::<i64>().ok().filter(|n| *n > 0).map(|_| ()).ok_or(format!("Invalid value {v} for configuration {key}"))
+    };
+    match key {
+        "segment.bytes" => value
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 14 * 1024 && *n <= i32::MAX as u64)
+            .map(|_| ())
+            .ok_or(format!("Invalid value {value} for configuration {key}: must be between 14336 and 2147483647")),
+        "segment.ms" | "index.interval.bytes" | "max.message.bytes" => positive(value),
+        "delete.retention.ms" => value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|_| ())
+            .ok_or(format!("Invalid value {value} for configuration {key}")),
+        "cleanup.policy" if !value.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) => {
+            Err(format!("Invalid value {value} for configuration {key}: String must be one of: compact, delete"))
+        }
+        "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => Err(format!(
+            "Invalid value {value} for configuration {key}: String must be one of: CreateTime, LogAppendTime"
+        )),
+        _ if TOPIC_CONFIGS_APPLIED.contains(&key) || TOPIC_CONFIGS_STORED.contains(&key) => Ok(()),
+        _ => Err(format!("Unknown topic config name: {key}")),
+    }
+}
+
+/// A topic that passed validation: what to record.
+struct Checked {
+    partitions: i32,
+    replicas: Vec<Vec<i32>>,
+    configs: BTreeMap<String, String>,
+}
+
+impl Controller {
+    /// Validates and (unless `validate_only`) commits new topics. Runs on the active controller.
+    pub(super) async fn create_topics_here(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        timeout: Duration,
+    ) -> Vec<TopicOutcome> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
+        let image = self.image.get();
+        let mut partitions_total = image.partition_count();
+        let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+        let mut outcomes = Vec::with_capacity(topics.len());
+        let mut records = Vec::new();
+        let mut seen = HashSet::new();
+        for topic in &topics {
+            let mut outcome = TopicOutcome {
+                name: topic.name.clone(),
+                num_partitions: -1,
+                replication_factor: -1,
+                ..Default::default()
+            };
+            let duplicate = names.iter().filter(|n| **n == topic.name).count() > 1;
+            let checked = if duplicate {
+                Err((
+                    ResponseError::InvalidRequest,
+                    format!("Create topics request from client contains duplicate topic {}", topic.name),
+                ))
+            } else {
+                self.check_new_topic(&image, topic, partitions_total)
+            };
+            match checked {
+                Ok(checked) if seen.insert(topic.name.clone()) => {
+                    partitions_total += checked.partitions as usize;
+                    outcome.topic_id = uuid::Uuid::new_v4();
+                    outcome.num_partitions = checked.partitions;
+                    outcome.replication_factor = checked.replicas.first().map_or(1, |r| r.len() as i16);
+                    outcome.configs = checked.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    if !validate_only {
+                        records.push(MetadataRecord::Topic {
+                            name: topic.name.clone(),
+                            id: outcome.topic_id,
+                            partitions: checked.partitions,
+                            configs: checked.configs,
+                            replicas: checked.replicas,
+                        });
+                    }
+                }
+                Ok(_) => {}
+                Err((error, message)) => {
+                    outcome.error = Some(error);
+                    outcome.error_message = Some(message);
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.commit(records, timeout).await {
+                warn!(error = %e, "topic creation not committed");
+                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
+                    o.error = Some(e.code());
+                    o.error_message = Some(e.to_string());
+                }
+            } else {
+                for o in outcomes.iter().filter(|o| o.error.is_none()) {
+                    info!(topic = %o.name, partitions = o.num_partitions, "topic created");
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn check_new_topic(
+        &self,
+        image: &MetadataImage,
+        topic: &NewTopic,
+        partitions_total: usize,
+    ) -> Result<Checked, (ResponseError, String)> {
+        let config = &self.config;
+        valid_topic_name(&topic.name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
+        if image.topic(&topic.name).is_some() {
+            return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", topic.name)));
+        }
+        let live: Vec<i32> = image.live_brokers().map(|b| b.registration.id).collect();
+        let replicas = if topic.assignments.is_empty() {
+            let partitions = match topic.num_partitions {
+                -1 => config.num_partitions,
+                n if n >= 1 => n,
+                n => {
+                    return Err((
+                        ResponseError::InvalidPartitions,
+                        format!("Number of partitions was set to an invalid non-positive value: {n}"),
+                    ))
+                }
+            };
+            let replication = match topic.replication_factor {
+                -1 => config.default_replication_factor,
+                r if r < 1 => {
+                    return Err((
+                        ResponseError::InvalidReplicationFactor,
+                        "Replication factor must be larger than 0, or -1 to use the default value.".to_string(),
+                    ))
+                }
+                r => r,
+            };
+            check_replication(replication as usize, live.len())?;
+            check_partition_budget(partitions, partitions_total, config.partitions_max)?;
+            let draw = uuid::Uuid::new_v4().as_u64_pair();
+            placement::assign(&live, partitions, replication as usize, draw.0 as usize, draw.1 as usize)
+        } else {
+            if topic.num_partitions != -1 || topic.replication_factor != -1 {
+                return Err((ResponseError::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()));
+            }
+            let mut assignments = topic.assignments.clone();
+            assignments.sort_by_key(|(p, _)| *p);
+            if assignments.iter().enumerate().any(|(i, (p, _))| *p != i as i32) {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    "Partitions should be a consecutive 0-based integer sequence".into(),
+                ));
+            }
+            let replicas: Vec<Vec<i32>> = assignments.into_iter().map(|(_, r)| r).collect();
+            placement::check_assignment(&replicas, &live).map_err(|m| (ResponseError::InvalidReplicaAssignment, m))?;
+            check_replication(replicas[0].len(), live.len())?;
+            check_partition_budget(replicas.len() as i32, partitions_total, config.partitions_max)?;
+            replicas
+        };
+        let mut configs = BTreeMap::new();
+        for (key, value) in &topic.configs {
+            let Some(value) = value else { continue };
+            validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+            configs.insert(key.clone(), value.clone());
+        }
+        Ok(Checked { partitions: replicas.len() as i32, replicas, configs })
+    }
+
+    /// Commits the deletion of topics. Runs on the active controller.
+    pub(super) async fn delete_topics_here(&self, topics: Vec<TopicRef>, timeout: Duration) -> Vec<TopicOutcome> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
+        let image = self.image.get();
+        let mut outcomes = Vec::with_capacity(topics.len());
+        let mut records = Vec::new();
+        for t in topics {
+            let found = match &t {
+                TopicRef::Name(n) => image.topic(n).cloned(),
+                TopicRef::Id(id) => image.ids.get(id).and_then(|n| image.topic(n)).cloned(),
+            };
+            let mut outcome = TopicOutcome::default();
+            match (found, t) {
+                (Some(meta), _) => {
+                    outcome.name = meta.name.clone();
+                    outcome.topic_id = meta.id;
+                    if !records.contains(&MetadataRecord::RemoveTopic { id: meta.id }) {
+                        records.push(MetadataRecord::RemoveTopic { id: meta.id });
+                    }
+                }
+                (None, TopicRef::Name(n)) => {
+                    outcome.name = n;
+                    outcome.error = Some(ResponseError::UnknownTopicOrPartition);
+                    outcome.error_message = Some("This server does not host this topic-partition.".into());
+                }
+                (None, TopicRef::Id(id)) => {
+                    outcome.topic_id = id;
+                    outcome.error = Some(ResponseError::UnknownTopicId);
+                    outcome.error_message = Some("This server does not host this topic ID.".into());
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.commit(records, timeout).await {
+                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
+                    o.error = Some(e.code());
+                    o.error_message = Some(e.to_string());
+                }
+            } else {
+                for o in outcomes.iter().filter(|o| o.error.is_none()) {
+                    info!(topic = %o.name, "topic deleted");
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Places topics recorded before the cluster existed (a single node's data directory)
+    /// on this node, the only broker they can be on.
+    pub(super) async fn place_unplaced_topics(&self) {
+        let image = self.image.get();
+        let records: Vec<MetadataRecord> = image
+            .topics
+            .values()
+            .filter(|t| t.unplaced())
+            .map(|t| MetadataRecord::Topic {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions,
+                configs: t.configs.clone(),
+                replicas: (0..t.partitions).map(|_| vec![self.config.node_id]).collect(),
+            })
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        let count = records.len();
+        match self.commit(records, Duration::from_secs(30)).await {
+            Ok(()) => {
+                info!(topics = count, node = self.config.node_id, "topics from before the cluster placed on this node")
+            }
+            Err(e) => warn!(error = %e, "cannot place topics from before the cluster"),
+        }
+    }
+}
+
+fn check_replication(replication: usize, live: usize) -> Result<(), (ResponseError, String)> {
+    if replication > live {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!("Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only {live} broker(s) are registered."),
+        ));
+    }
+    if replication > 1 {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!("Replication factor {replication} is not supported yet: partitions have one replica until partition replication lands"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_partition_budget(partitions: i32, total: usize, max: usize) -> Result<(), (ResponseError, String)> {
+    if total + partitions.max(0) as usize > max {
+        return Err((
+            ResponseError::PolicyViolation,
+            format!("Creating {partitions} partitions would exceed max.partitions ({max})"),
+        ));
+    }
+    Ok(())
+}

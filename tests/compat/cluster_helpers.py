@@ -1,0 +1,128 @@
+"""Multi-node clusters of real `weir` processes on loopback ports, for the cluster tests.
+
+A Cluster of n combined-mode nodes (each a broker and a quorum voter) shares one cluster
+id and voters list; each node has its own client and controller ports, data dir and log.
+Timings are shorter than Kafka's defaults so failover tests run in seconds; they are the
+test's settings, printed in every node's log line of the command.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from helpers import WEIR_BIN, Broker, free_port, wait_until
+
+# Failover timings for tests (Kafka's defaults: 9000, 2000, 1000, 2000).
+FAST = {
+    "broker.session.timeout.ms": 2000,
+    "broker.heartbeat.interval.ms": 250,
+    "controller.quorum.election.timeout.ms": 500,
+    "controller.quorum.fetch.timeout.ms": 1000,
+    "controller.quorum.request.timeout.ms": 1000,
+}
+
+
+class ClusterNode(Broker):
+    """A node: the client listener on .port, the controller listener on .controller_port."""
+
+    def __init__(self, node_id: int, cluster: "Cluster", settings: dict):
+        super().__init__(cluster.base / f"node{node_id}" / "data", cluster.base / f"node{node_id}.log",
+                         settings, port=cluster.client_ports[node_id], cores=1)
+        self.node_id = node_id
+        self.controller_port = cluster.controller_ports[node_id]
+
+    def command(self) -> list[str]:
+        cmd = [WEIR_BIN, "serve", "--data-dir", str(self.data_dir),
+               "--cores", str(self.cores), "--unpinned"]
+        for key, value in self.settings.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            cmd += ["--set", f"{key}={value}"]
+        return cmd
+
+    def sigstop(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def sigcont(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+
+class Cluster:
+    def __init__(self, base: Path, n: int = 3, settings: dict | None = None):
+        self.base = Path(base)
+        ids = list(range(1, n + 1))
+        self.client_ports = {i: free_port() for i in ids}
+        self.controller_ports = {i: free_port() for i in ids}
+        voters = ",".join(f"{i}@127.0.0.1:{self.controller_ports[i]}" for i in ids)
+        self.nodes: dict[int, ClusterNode] = {}
+        for i in ids:
+            s = {
+                "node.id": i,
+                "cluster.id": "weir-test-cluster",
+                "process.roles": "broker,controller",
+                "controller.quorum.voters": voters,
+                "listeners": f"PLAINTEXT://127.0.0.1:{self.client_ports[i]},"
+                             f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}",
+                "num.partitions": 3,
+                "weir.io.memory.bytes": 262144,
+                **FAST,
+            }
+            s.update(settings or {})
+            self.nodes[i] = ClusterNode(i, self, s)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes.values())
+
+    def node(self, i: int) -> ClusterNode:
+        return self.nodes[i]
+
+    def start(self, order=None, timeout: float = 60.0) -> None:
+        """Start nodes (in `order`, a moment apart) and wait until every one is ready: a
+        node alone is never ready, since it waits for a quorum to register with."""
+        nodes = [self.nodes[i] for i in (order or self.nodes)]
+        for node in nodes:
+            node.launch()
+            time.sleep(0.2)
+        for node in nodes:
+            node.wait_ready(timeout)
+
+    def running(self) -> list[ClusterNode]:
+        return [n for n in self.nodes.values() if n.running()]
+
+    def admin(self, node: int | None = None) -> AdminClient:
+        bootstrap = self.nodes[node].bootstrap if node else self.bootstrap
+        return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+
+    def create_topic(self, name: str, partitions: int, node: int | None = None, timeout: float = 15.0) -> None:
+        admin = self.admin(node)  # kept alive until the answer: destroying it cancels the call
+        futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=timeout)
+        futures[name].result(timeout + 5)
+
+    def close(self) -> None:
+        for n in self.nodes.values():
+            if n.running():
+                try:
+                    n.sigcont()
+                except ProcessLookupError:
+                    pass
+        for n in self.nodes.values():
+            n.close()
+
+
+def metadata(bootstrap: str, timeout: float = 10.0):
+    """(brokers {id: host:port}, controller id, {topic: {partition: leader}}) from one node."""
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
+    brokers = {b.id: f"{b.host}:{b.port}" for b in md.brokers.values()}
+    topics = {t: {p.id: p.leader for p in tm.partitions.values()}
+              for t, tm in md.topics.items() if not t.startswith("__")}
+    return brokers, md.controller_id, topics
+
+
+def wait_for_brokers(node: ClusterNode, ids: set[int], timeout: float = 30.0) -> None:
+    wait_until(lambda: set(metadata(node.bootstrap)[0]) == ids, timeout, what=f"brokers {ids} in Metadata")
