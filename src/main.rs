@@ -235,6 +235,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.roles.broker {
         refuse_taken_port(config.listen)?;
     }
+    if let Some(controller) = config.controller_listen.filter(|_| config.roles.controller) {
+        refuse_taken_port(controller)?;
+    }
     let config = Arc::new(config);
     let close_timeout = std::time::Duration::from_millis(config.close_timeout_ms);
     let mut runtime = Runtime::start(config.clone(), clean)?;

@@ -45,14 +45,11 @@ pub struct BrokerMeta {
 
 #[derive(Debug, Clone, Default)]
 pub struct MetadataImage {
-    /// Bumped by every applied record and every change of quorum leader.
+    /// Bumped by every applied record.
     pub epoch: u64,
     /// The metadata log index of the last entry applied (the same on every node at the same
     /// point of the log).
     pub offset: u64,
-    /// The quorum's current leader (the active controller), as this node last saw it. Not
-    /// part of the log: every node learns it from Raft.
-    pub active_controller: Option<i32>,
     /// Registered brokers by id.
     pub brokers: BTreeMap<i32, BrokerMeta>,
     /// The highest broker epoch handed out.

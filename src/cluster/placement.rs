@@ -115,9 +115,9 @@ mod tests {
     #[test]
     fn explicit_assignments_are_checked() {
         assert!(check_assignment(&[vec![1], vec![2]], &[1, 2]).is_ok());
-        assert!(check_assignment(&[vec![1, 1]], &[1, 2]).unwrap_err().contains("Duplicate"));
-        assert!(check_assignment(&[vec![1], vec![1, 2]], &[1, 2]).unwrap_err().contains("same number"));
-        assert!(check_assignment(&[vec![9]], &[1, 2]).unwrap_err().contains("broker 9"));
+        assert!(check_assignment(&[vec![1, 1]], &[1, 2]).expect_err("refused").contains("Duplicate"));
+        assert!(check_assignment(&[vec![1], vec![1, 2]], &[1, 2]).expect_err("refused").contains("same number"));
+        assert!(check_assignment(&[vec![9]], &[1, 2]).expect_err("refused").contains("broker 9"));
         assert!(check_assignment(&[vec![]], &[1]).is_err());
     }
 }

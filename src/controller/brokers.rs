@@ -26,6 +26,16 @@ pub enum Registered {
     New(MetadataRecord),
 }
 
+/// A broker's heartbeat (Kafka's BrokerHeartbeat fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub broker: i32,
+    pub epoch: i64,
+    pub metadata_offset: i64,
+    pub want_fence: bool,
+    pub want_shut_down: bool,
+}
+
 /// What a heartbeat comes to: a record to commit (if any) and the answer once committed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Beat {
@@ -104,16 +114,8 @@ impl BrokerSessions {
         }
     }
 
-    pub fn heartbeat(
-        &mut self,
-        image: &MetadataImage,
-        id: i32,
-        epoch: i64,
-        metadata_offset: i64,
-        want_fence: bool,
-        want_shut_down: bool,
-        now: Instant,
-    ) -> Result<Beat, ResponseError> {
+    pub fn heartbeat(&mut self, image: &MetadataImage, beat: Heartbeat, now: Instant) -> Result<Beat, ResponseError> {
+        let Heartbeat { broker: id, epoch, metadata_offset, want_fence, want_shut_down } = beat;
         let broker = image.brokers.get(&id).ok_or(ResponseError::StaleBrokerEpoch)?;
         if broker.registration.epoch != epoch {
             return Err(ResponseError::StaleBrokerEpoch);
@@ -164,6 +166,10 @@ mod tests {
         BrokerRegistration { id, epoch: 0, incarnation: Uuid::new_v4(), host: "h".into(), port: 9092, rack: None }
     }
 
+    fn hb(broker: i32, epoch: i64, metadata_offset: i64, want_shut_down: bool) -> Heartbeat {
+        Heartbeat { broker, epoch, metadata_offset, want_fence: false, want_shut_down }
+    }
+
     fn apply(image: &mut MetadataImage, record: &Option<MetadataRecord>) {
         if let Some(r) = record {
             image.apply(r);
@@ -182,13 +188,13 @@ mod tests {
         s.registered(1, 10);
         assert!(!image.is_live(1));
         assert_eq!(s.register(&image, reg, false, now), Ok(Registered::Again(1)), "a retry gets its epoch back");
-        let behind = s.heartbeat(&image, 1, 1, 9, false, false, now).expect("beat");
+        let behind = s.heartbeat(&image, hb(1, 1, 9, false), now).expect("beat");
         assert_eq!((behind.record.clone(), behind.fenced, behind.caught_up), (None, true, false));
-        let beat = s.heartbeat(&image, 1, 1, 10, false, false, now).expect("beat");
+        let beat = s.heartbeat(&image, hb(1, 1, 10, false), now).expect("beat");
         assert_eq!(beat.record, Some(MetadataRecord::BrokerFence { id: 1, epoch: 1, fenced: false }));
         apply(&mut image, &beat.record);
         assert!(image.is_live(1));
-        assert_eq!(s.heartbeat(&image, 1, 0, 10, false, false, now), Err(ResponseError::StaleBrokerEpoch));
+        assert_eq!(s.heartbeat(&image, hb(1, 0, 10, false), now), Err(ResponseError::StaleBrokerEpoch));
     }
 
     #[test]
@@ -199,7 +205,7 @@ mod tests {
         let Ok(Registered::New(record)) = s.register(&image, registration(1), false, t0) else { panic!("registers") };
         image.apply(&record);
         s.registered(1, 0);
-        let beat = s.heartbeat(&image, 1, 1, 0, false, false, t0).expect("beat");
+        let beat = s.heartbeat(&image, hb(1, 1, 0, false), t0).expect("beat");
         apply(&mut image, &beat.record);
         let refused = s.register(&image, registration(1), false, t0 + Duration::from_secs(1));
         assert!(matches!(refused, Err((ResponseError::DuplicateBrokerRegistration, _))));
@@ -225,13 +231,13 @@ mod tests {
         let Ok(Registered::New(record)) = s.register(&image, registration(2), false, now) else { panic!("registers") };
         image.apply(&record);
         s.registered(2, 0);
-        let first = s.heartbeat(&image, 2, 1, 0, false, false, now).expect("beat");
+        let first = s.heartbeat(&image, hb(2, 1, 0, false), now).expect("beat");
         apply(&mut image, &first.record);
-        let beat = s.heartbeat(&image, 2, 1, 0, false, true, now).expect("beat");
+        let beat = s.heartbeat(&image, hb(2, 1, 0, true), now).expect("beat");
         assert!(beat.shut_down && beat.fenced);
         apply(&mut image, &beat.record);
         assert!(!image.is_live(2));
-        let again = s.heartbeat(&image, 2, 1, 0, false, false, now).expect("beat");
+        let again = s.heartbeat(&image, hb(2, 1, 0, false), now).expect("beat");
         assert_eq!((again.record, again.fenced, again.shut_down), (None, true, true));
     }
 

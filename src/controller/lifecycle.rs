@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::remote::Route;
-use super::{CommitError, Controller};
+use super::{CommitError, Controller, Heartbeat};
 use crate::cluster::records::BrokerRegistration;
 
 /// Heartbeats while fenced come this often, so a starting broker is unfenced quickly.
@@ -166,7 +166,16 @@ impl BrokerLifecycle {
             |r: &kafka_protocol::messages::BrokerHeartbeatResponse| r.error_code == ResponseError::NotController.code();
         let routed = c.remote.call(|| c.leader(), &request, self.deadline(), retry).await;
         match routed.map_err(HeartbeatError::Other)? {
-            Route::Here => match c.broker_heartbeat(config.node_id, epoch, offset, false, want_shut_down).await {
+            Route::Here => match c
+                .broker_heartbeat(Heartbeat {
+                    broker: config.node_id,
+                    epoch,
+                    metadata_offset: offset,
+                    want_fence: false,
+                    want_shut_down,
+                })
+                .await
+            {
                 Ok(beat) => Ok(Answer { fenced: beat.fenced, shut_down: beat.shut_down }),
                 Err(ResponseError::StaleBrokerEpoch) => Err(HeartbeatError::Stale),
                 Err(e) => Err(HeartbeatError::Other(CommitError::Failed(format!("{e:?}")))),

@@ -43,7 +43,7 @@ use self::quorum::{Quorum, QuorumError, QuorumTiming};
 use self::raft_storage::{RaftStorage, RaftStorageError};
 use self::remote::{RemoteController, Route};
 use self::transport::{Identity, PeerLinks, TransportError};
-pub use brokers::Beat;
+pub use brokers::{Beat, Heartbeat};
 pub use lifecycle::BrokerLifecycle;
 pub use quorum::QuorumStatus;
 pub use topics::{valid_topic_name, TOPIC_CONFIGS_APPLIED, TOPIC_CONFIGS_STORED, TOPIC_NAME_BYTES_MAX};
@@ -139,6 +139,8 @@ pub struct Controller {
     lock: Semaphore,
     /// Whether this node is the active controller (as of the last ready cycle).
     active: Cell<bool>,
+    /// The quorum leader last seen, for the log.
+    last_leader: Cell<Option<i32>>,
     /// Broker sessions, kept while this node is the active controller.
     sessions: RefCell<BrokerSessions>,
     /// A fence of expired brokers is being committed.
@@ -196,6 +198,7 @@ impl Controller {
             failed: Cell::new(false),
             lock: Semaphore::new(1),
             active: Cell::new(false),
+            last_leader: Cell::new(None),
             fencing: Cell::new(false),
             broker_epoch: Cell::new(0),
             publishing: Cell::new(false),
@@ -293,31 +296,23 @@ impl Controller {
                 changed = true;
             }
         }
-        changed |= self.observe_leadership();
+        self.observe_leadership();
         if changed {
             self.image_changed();
         }
     }
 
-    /// Notes a new quorum leader in the image, and takes over (or gives up) the active
-    /// controller's duties. Returns whether the image changed.
-    fn observe_leadership(&self) -> bool {
+    /// Logs a new quorum leader, and takes over (or gives up) the active controller's duties.
+    fn observe_leadership(&self) {
         let (leader, active, term) = {
             let q = self.quorum.borrow();
             (q.leader().map(node_id), q.is_active_leader(), q.term())
         };
-        let mut changed = false;
-        let image = self.image.get();
-        if image.active_controller != leader {
+        if self.last_leader.replace(leader) != leader {
             match leader {
                 Some(l) => info!(leader = l, term, "metadata quorum leader"),
                 None => warn!(term, "metadata quorum has no leader"),
             }
-            let mut next = (*image).clone();
-            next.active_controller = leader;
-            next.epoch += 1;
-            self.image.set(Arc::new(next));
-            changed = true;
         }
         if active != self.active.get() {
             self.active.set(active);
@@ -330,7 +325,6 @@ impl Controller {
                 info!(term, "this node is no longer the active controller");
             }
         }
-        changed
     }
 
     fn install_snapshot(&self, data: &[u8], index: u64) {
@@ -342,7 +336,6 @@ impl Controller {
         let current = self.image.get();
         image.epoch = current.epoch + 1;
         image.offset = index;
-        image.active_controller = current.active_controller;
         self.image.set(Arc::new(image));
     }
 
@@ -745,28 +738,14 @@ impl Controller {
 
     /// A broker's heartbeat on the active controller; answered once any fence change it
     /// caused is committed.
-    pub async fn broker_heartbeat(
-        &self,
-        broker: i32,
-        epoch: i64,
-        metadata_offset: i64,
-        want_fence: bool,
-        want_shut_down: bool,
-    ) -> Result<Beat, ResponseError> {
+    pub async fn broker_heartbeat(&self, heartbeat: Heartbeat) -> Result<Beat, ResponseError> {
+        let Heartbeat { broker, epoch, want_shut_down, .. } = heartbeat;
         if !self.is_active() {
             return Err(ResponseError::NotController);
         }
         let timeout = Duration::from_millis(self.config.quorum_request_timeout_ms);
         let _permit = self.lock.acquire_permit(1).await.map_err(|_| ResponseError::NotController)?;
-        let beat = self.sessions.borrow_mut().heartbeat(
-            &self.image.get(),
-            broker,
-            epoch,
-            metadata_offset,
-            want_fence,
-            want_shut_down,
-            Instant::now(),
-        )?;
+        let beat = self.sessions.borrow_mut().heartbeat(&self.image.get(), heartbeat, Instant::now())?;
         if let Some(record) = beat.record.clone() {
             let fenced = matches!(record, MetadataRecord::BrokerFence { fenced: true, .. });
             self.commit(vec![record], timeout).await.map_err(|e| e.code())?;

@@ -241,10 +241,7 @@ mod tests {
             (1..=3).map(|id| Voter { node_id: id, host: "127.0.0.1".into(), port: 9000 + id as u16 }).collect();
         let ours = Identity::new("c1", &voters);
         assert_eq!(ours.voters, "1,2,3");
-        let mut m = Message::default();
-        m.from = 2;
-        m.to = 3;
-        m.term = 7;
+        let m = Message { from: 2, to: 3, term: 7, ..Default::default() };
         let mut frame = encode_frame(&ours, "weir-controller-1", 5, &[m.clone(), m.clone()]).freeze();
         let size = frame.get_i32() as usize;
         assert_eq!(size, frame.len());

@@ -19,6 +19,7 @@ use super::api::{Reply, RequestError};
 use super::controller_api;
 use super::frame_reader::FrameReader;
 use super::log_limit::{LogKind, LogLimiter};
+use crate::client::with_timeout;
 use crate::controller::transport::RAFT_MESSAGES_KEY;
 use crate::controller::Controller;
 
@@ -50,11 +51,18 @@ async fn serve(controller: Rc<Controller>, stream: TcpStream, log_limit: Rc<LogL
     let (reader, mut writer) = stream.split();
     let mut frames = FrameReader::new(reader);
     let max = controller.config().request_bytes_max;
+    // Peers send every few hundred milliseconds (Raft heartbeats, broker heartbeats): a
+    // connection silent or stalled mid-frame for this long is a client gone wrong.
+    let idle = Duration::from_millis(controller.config().connection_idle_ms);
     loop {
-        let body = match frames.next_frame(max).await {
-            Ok(b) => b,
-            Err(e) => {
+        let body = match with_timeout(idle, frames.next_frame(max)).await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
                 debug!(?peer, error = %e, "controller connection ended");
+                return;
+            }
+            None => {
+                debug!(?peer, "controller connection idle past connections.max.idle.ms; closing");
                 return;
             }
         };

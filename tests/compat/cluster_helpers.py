@@ -126,3 +126,20 @@ def metadata(bootstrap: str, timeout: float = 10.0):
 
 def wait_for_brokers(node: ClusterNode, ids: set[int], timeout: float = 30.0) -> None:
     wait_until(lambda: set(metadata(node.bootstrap)[0]) == ids, timeout, what=f"brokers {ids} in Metadata")
+
+
+def cluster_status(node: ClusterNode) -> str:
+    """`weir cluster status` asked of one node (empty when it cannot answer)."""
+    import subprocess
+
+    done = subprocess.run([WEIR_BIN, "cluster", "status", "--bootstrap", node.bootstrap], capture_output=True,
+                          timeout=30)
+    return done.stdout.decode() if done.returncode == 0 else ""
+
+
+def quorum_leader(node: ClusterNode) -> int | None:
+    """The quorum's leader (the active controller) as `weir cluster status` shows it."""
+    import re
+
+    m = re.search(r"Quorum: leader (-?\d+)", cluster_status(node))
+    return int(m.group(1)) if m and int(m.group(1)) >= 0 else None

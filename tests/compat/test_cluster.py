@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import NewTopic
 
-from cluster_helpers import Cluster, metadata, wait_for_brokers
+from cluster_helpers import Cluster, metadata, quorum_leader, wait_for_brokers
 from helpers import confluent_producer, consume_kafka_python, make_value, produce_all, wait_until
 
 
@@ -41,9 +41,12 @@ def test_nodes_started_in_any_order_form_one_cluster(cluster):
     for node in cluster.nodes.values():
         wait_for_brokers(node, {1, 2, 3})
     views = [metadata(n.bootstrap) for n in cluster.nodes.values()]
-    controllers = {v[1] for v in views}
-    assert len(controllers) == 1 and controllers <= {1, 2, 3}, views
     assert all(v[0] == views[0][0] for v in views), "every node lists the same brokers"
+    # Each broker names itself as the controller for clients (it forwards); the quorum's
+    # leader is the same whichever node is asked.
+    assert [v[1] for v in views] == [1, 2, 3], views
+    leaders = {quorum_leader(n) for n in cluster.nodes.values()}
+    assert len(leaders) == 1 and leaders <= {1, 2, 3}, leaders
 
 
 @pytest.mark.timeout(180)
@@ -182,18 +185,16 @@ def test_active_controller_kill9_elects_a_new_one_each_time(cluster):
     wait_for_brokers(cluster.node(1), {1, 2, 3})
     elections = []
     for round_ in range(10):
-        _, controller, _ = metadata(cluster.bootstrap)
+        controller = quorum_leader(cluster.node(1 + round_ % 3) if cluster.node(1 + round_ % 3).running()
+                                   else cluster.running()[0])
         victim = cluster.node(controller)
         survivor = next(n for n in cluster.nodes.values() if n is not victim)
         victim.kill9()
         t0 = time.monotonic()
 
         def new_controller():
-            try:
-                _, c, _ = metadata(survivor.bootstrap, timeout=2)
-            except Exception:  # noqa: BLE001 - retried
-                return False
-            return c not in (controller, -1) and cluster.node(c).running()
+            c = quorum_leader(survivor)
+            return c not in (None, controller) and cluster.node(c).running()
 
         wait_until(new_controller, 30, interval=0.02, what="a new active controller")
         elections.append(time.monotonic() - t0)
@@ -217,6 +218,7 @@ def test_every_node_kill9_and_restart_keeps_exactly_the_committed_metadata(clust
     admin.delete_topics(["keep-0"])["keep-0"].result(20)
     wait_until(lambda: "keep-0" not in metadata(cluster.node(3).bootstrap)[2], 10, what="delete seen")
     before = {n.node_id: metadata(n.bootstrap)[2] for n in cluster.nodes.values()}
+    pid_before = _producer_id(cluster.node(2))
     for n in cluster.nodes.values():
         n.kill9()
     cluster.start(order=[2, 3, 1])
@@ -225,6 +227,8 @@ def test_every_node_kill9_and_restart_keeps_exactly_the_committed_metadata(clust
     after = {n.node_id: metadata(n.bootstrap)[2] for n in cluster.nodes.values()}
     assert after[1] == after[2] == after[3] == before[1], (before, after)
     assert set(after[1]) == {"keep-1", "keep-2", "keep-3", "keep-4"}
+    # Producer-id blocks are committed before use: no id is handed out twice.
+    assert _producer_id(cluster.node(2)) > pid_before
 
 
 @pytest.mark.timeout(60)
@@ -305,3 +309,159 @@ def test_requests_for_partitions_led_elsewhere_get_not_leader_or_follower(cluste
     assert producer.flush(20) == 0
     got = consume_kafka_python(cluster.node(1).bootstrap, "elsewhere", [p], 1)
     assert [r.value for r in got] == [b"found it"]
+
+
+def _producer_id(node) -> int:
+    from kafka.protocol.init_producer_id import InitProducerIdRequest
+
+    response = _ask(node.bootstrap, node.node_id, InitProducerIdRequest[0](transactional_id=None,
+                                                                           transaction_timeout_ms=60000))
+    assert response.error_code == 0, response
+    return response.producer_id
+
+
+@pytest.mark.timeout(120)
+def test_the_controller_listener_refuses_clients_and_garbage_and_keeps_the_quorum(cluster):
+    import socket
+    import struct
+    import subprocess
+
+    cluster.start()
+    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    target = cluster.node(1)
+    # A Kafka client on the controller listener: Metadata is not served there.
+    listing = subprocess.run(["kcat", "-L", "-b", f"127.0.0.1:{target.controller_port}", "-m", "3"],
+                             capture_output=True, timeout=30)
+    assert listing.returncode != 0 and b"topic" not in listing.stdout
+    # Garbage: a huge size, a truncated raft frame, random bytes, an unknown key.
+    frames = [
+        struct.pack(">i", 0x7FFFFFFF),
+        struct.pack(">ihhi", 8, 32000, 0, 1),
+        struct.pack(">i", 1020) + (bytes(range(256)) * 4)[:1020],
+        struct.pack(">ihhih", 10, 9999, 0, 1, -1),
+    ]
+    for frame in frames:
+        with socket.create_connection(("127.0.0.1", target.controller_port), timeout=5) as s:
+            s.sendall(frame)
+            s.settimeout(5)
+            try:
+                assert s.recv(1024) == b"", "the connection is closed, nothing answered"
+            except ConnectionResetError:
+                pass
+    assert target.running()
+    assert target.log_lines("controller listener: closing connection")
+    # The quorum and the brokers carry on.
+    cluster.create_topic("after-garbage", 3, node=1)
+    wait_for_brokers(cluster.node(2), {1, 2, 3})
+
+
+@pytest.mark.timeout(90)
+def test_a_second_process_with_a_voters_node_id_is_refused(cluster, tmp_path):
+    from cluster_helpers import ClusterNode
+    from helpers import free_port
+
+    cluster.start()
+    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    twin = ClusterNode(2, cluster, dict(cluster.node(2).settings))
+    twin.data_dir = tmp_path / "twin" / "data"
+    twin.log_path = tmp_path / "twin.log"
+    twin.port = free_port()
+    twin.settings["listeners"] = f"PLAINTEXT://127.0.0.1:{twin.port},CONTROLLER://127.0.0.1:{twin.controller_port}"
+    with pytest.raises(RuntimeError) as e:
+        twin.start(15)
+    assert "Address already in use" in str(e.value)
+    wait_for_brokers(cluster.node(1), {1, 2, 3})
+
+
+@pytest.mark.timeout(120)
+def test_a_controller_only_node_votes_but_holds_no_partitions(tmp_path):
+    cluster = Cluster(tmp_path)
+    only = cluster.node(3)
+    only.settings["process.roles"] = "controller"
+    only.settings["listeners"] = f"CONTROLLER://127.0.0.1:{only.controller_port}"
+    try:
+        cluster.start()
+        wait_for_brokers(cluster.node(1), {1, 2})
+        cluster.create_topic("two-brokers", 4, node=2)
+        wait_until(lambda: len(leaders_of(cluster.node(1).bootstrap, "two-brokers")) == 4, 10, what="topic")
+        assert set(leaders_of(cluster.node(1).bootstrap, "two-brokers").values()) == {1, 2}
+        # It still votes: with node 1 down, nodes 2 and 3 are a majority.
+        cluster.node(1).kill9()
+        cluster.create_topic("still-a-quorum", 1, node=2, timeout=20)
+    finally:
+        cluster.close()
+
+
+@pytest.mark.cluster_slow
+@pytest.mark.timeout(400)
+def test_metadata_stays_consistent_while_the_active_controller_is_killed(cluster):
+    """Creates and deletes topics through every node from several threads while the
+    active controller is killed and restarted; at the end every node reports the same
+    topics and placement, and every acknowledged creation (not deleted since) exists."""
+    import random
+    import threading
+
+    seed = int(time.time())
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    cluster.start()
+    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    created: set[str] = set()
+    deleted: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def churn(worker: int):
+        wrng = random.Random(seed + worker)
+        n = 0
+        while not stop.is_set():
+            node = wrng.choice([x for x in cluster.nodes.values() if x.running()] or [cluster.node(1)])
+            admin = cluster.admin(node.node_id)
+            name = f"churn-{worker}-{n}"
+            n += 1
+            try:
+                admin.create_topics([NewTopic(name, wrng.randint(1, 4), 1)], request_timeout=5)[name].result(10)
+                with lock:
+                    created.add(name)
+            except Exception:  # noqa: BLE001 - unacknowledged: may or may not exist
+                pass
+            with lock:
+                candidates = sorted(created - deleted)
+            if candidates and wrng.random() < 0.3:
+                victim = wrng.choice(candidates)
+                try:
+                    admin.delete_topics([victim], request_timeout=5)[victim].result(10)
+                    with lock:
+                        deleted.add(victim)
+                except Exception:  # noqa: BLE001
+                    with lock:
+                        deleted.add(victim)  # may or may not be gone: not checked
+                        created.discard(victim)
+
+    workers = [threading.Thread(target=churn, args=(i,)) for i in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        for _ in range(4):
+            time.sleep(rng.uniform(2, 5))
+            controller = quorum_leader(cluster.running()[0])
+            if controller in cluster.nodes and cluster.node(controller).running():
+                cluster.node(controller).kill9()
+                time.sleep(rng.uniform(1, 3))
+                cluster.node(controller).start(60)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+    for n in cluster.nodes.values():
+        wait_for_brokers(n, {1, 2, 3}, timeout=60)
+
+    def views():
+        return [metadata(n.bootstrap)[2] for n in cluster.nodes.values()]
+
+    wait_until(lambda: views()[0] == views()[1] == views()[2], 30, what="every node on the same image")
+    final = views()[0]
+    survivors = created - deleted
+    missing = survivors - set(final)
+    assert not missing, f"acknowledged topics lost: {sorted(missing)} (seed {seed})"
+    print(f"{len(created)} created, {len(deleted)} deleted, {len(final)} topics at the end")

@@ -1,5 +1,5 @@
 //! DescribeCluster (key 60), v0-2: the cluster id, the controller clients should send
-//! controller requests to (as Metadata names it) and the brokers — live ones, or from v2 on
+//! controller requests to (this broker, as in Metadata) and the brokers — live ones, or from v2 on
 //! request every registered broker with whether it is fenced (KIP-1073). Endpoint type 2
 //! (controllers, KIP-919) is refused: clients reach controllers through brokers here.
 
@@ -31,8 +31,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DescribeCl
         response.error_message = Some(StrBytes::from_static_str("only broker endpoints are described here"));
         return encode_frame(ApiKey::DescribeCluster, ctx.version, ctx.correlation_id, &response);
     }
-    response.controller_id =
-        BrokerId(image.active_controller.filter(|id| image.is_live(*id)).unwrap_or(config.node_id));
+    // As in Metadata: this broker, which forwards controller requests (KIP-590).
+    response.controller_id = BrokerId(config.node_id);
     let all = ctx.version >= 2 && request.include_fenced_brokers;
     response.brokers = image
         .brokers

@@ -1,4 +1,5 @@
-//! Metadata (key 3), v0-12: the live (registered, unfenced) brokers, the controller, topics
+//! Metadata (key 3), v0-12: the live (registered, unfenced) brokers, a controller id (this
+//! broker, which forwards controller requests), topics
 //! with each partition's leader, replicas and in-sync replicas (a partition whose leader is
 //! fenced reports LEADER_NOT_AVAILABLE), and auto-creation of requested topics when both
 //! the broker (`auto.create.topics.enable`) and the request (`allow_auto_topic_creation`,
@@ -75,10 +76,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
         })
         .collect();
     response.cluster_id = config.cluster_id.clone().map(StrBytes::from_string);
-    // Clients send controller requests to this id; any broker forwards them, so name the
-    // active controller when it is a live broker too (combined mode), else this broker.
-    response.controller_id =
-        BrokerId(image.active_controller.filter(|id| image.is_live(*id)).unwrap_or(config.node_id));
+    // Clients send controller requests (CreateTopics, ...) to this id. Every broker forwards
+    // them to the active controller, so, as Kafka's KRaft brokers do (KIP-590), name a live
+    // broker rather than the quorum's leader — this one: a client never waits on a
+    // controller that has just died. DescribeQuorum names the quorum's leader.
+    response.controller_id = BrokerId(config.node_id);
     // Asked for from v8; the cluster field exists in v8-10 only.
     response.cluster_authorized_operations =
         if request.include_cluster_authorized_operations && (8..=10).contains(&version) {

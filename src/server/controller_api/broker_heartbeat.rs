@@ -6,20 +6,20 @@ use std::rc::Rc;
 use kafka_protocol::messages::{ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse};
 
 use super::Call;
-use crate::controller::Controller;
+use crate::controller::{Controller, Heartbeat};
 use crate::server::api::{encode_frame, Reply};
 
 pub async fn handle(controller: &Rc<Controller>, call: &Call, request: BrokerHeartbeatRequest) -> Reply {
     let mut response = BrokerHeartbeatResponse::default();
     response.is_fenced = true;
     let beat = controller
-        .broker_heartbeat(
-            request.broker_id.0,
-            request.broker_epoch,
-            request.current_metadata_offset,
-            request.want_fence,
-            request.want_shut_down,
-        )
+        .broker_heartbeat(Heartbeat {
+            broker: request.broker_id.0,
+            epoch: request.broker_epoch,
+            metadata_offset: request.current_metadata_offset,
+            want_fence: request.want_fence,
+            want_shut_down: request.want_shut_down,
+        })
         .await;
     match beat {
         Ok(beat) => {
