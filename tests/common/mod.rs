@@ -64,7 +64,57 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Three (or `n`) combined-mode nodes of one cluster, node ids 1..=n, with short
+    /// failover timings; returns once every node is ready.
+    pub fn cluster(n: usize) -> Vec<Broker> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let voters: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1)).collect();
+        let mut nodes: Vec<Broker> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, controller))| {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let settings = [
+                    format!("node.id={}", i + 1),
+                    "cluster.id=weir-rust-test".into(),
+                    format!("controller.quorum.voters={}", voters.join(",")),
+                    format!("listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+                    "broker.session.timeout.ms=2000".into(),
+                    "broker.heartbeat.interval.ms=250".into(),
+                    "controller.quorum.election.timeout.ms=500".into(),
+                    "controller.quorum.fetch.timeout.ms=1000".into(),
+                ];
+                Broker {
+                    child: None,
+                    port: *port,
+                    dir: tmp.path().join("data"),
+                    _tmp: Some(tmp),
+                    args: settings.iter().flat_map(|s| ["--set".to_string(), s.clone()]).collect(),
+                    log: Arc::default(),
+                }
+            })
+            .collect();
+        let ready: Vec<_> = nodes.iter_mut().map(Broker::launch).collect();
+        for (node, ready) in nodes.iter().zip(ready) {
+            node.wait_ready(ready);
+        }
+        nodes
+    }
+
     fn spawn(&mut self) {
+        let ready = self.launch();
+        self.wait_ready(ready);
+    }
+
+    fn wait_ready(&self, ready: std::sync::mpsc::Receiver<()>) {
+        if ready.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("broker not ready in 30 s; log:\n{}", self.log_text());
+        }
+    }
+
+    /// Starts the process; the receiver hears when it is ready.
+    fn launch(&mut self) -> std::sync::mpsc::Receiver<()> {
         let mut child = serve_command(&self.addr(), &self.dir).args(&self.args).spawn().expect("spawn weir");
         let stderr = child.stderr.take().expect("stderr");
         let log = self.log.clone();
@@ -81,9 +131,7 @@ impl Broker {
             }
         });
         self.child = Some(child);
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            panic!("broker not ready in 30 s; log:\n{}", self.log_text());
-        }
+        ready_rx
     }
 
     pub fn log_text(&self) -> String {

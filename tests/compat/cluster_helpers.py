@@ -36,14 +36,13 @@ class ClusterNode(Broker):
         self.node_id = node_id
         self.controller_port = cluster.controller_ports[node_id]
 
-    def command(self) -> list[str]:
-        cmd = [WEIR_BIN, "serve", "--data-dir", str(self.data_dir),
-               "--cores", str(self.cores), "--unpinned"]
-        for key, value in self.settings.items():
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            cmd += ["--set", f"{key}={value}"]
-        return cmd
+    def base_command(self) -> list[str]:
+        # No --listen: `listeners` (a setting) names both listeners.
+        return [WEIR_BIN, "serve", "--data-dir", str(self.data_dir), "--cores", str(self.cores), "--unpinned"]
+
+    @property
+    def is_broker(self) -> bool:
+        return "broker" in str(self.settings.get("process.roles", "broker"))
 
     def sigstop(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
@@ -92,6 +91,14 @@ class Cluster:
         for node in nodes:
             node.wait_ready(timeout)
 
+    def start_all(self, timeout: float = 60.0) -> None:
+        """Start every node and wait until each lists every broker."""
+        self.start(timeout=timeout)
+        brokers = {i for i, n in self.nodes.items() if n.is_broker}
+        for node in self.nodes.values():
+            if node.is_broker:
+                wait_for_brokers(node, brokers)
+
     def running(self) -> list[ClusterNode]:
         return [n for n in self.nodes.values() if n.running()]
 
@@ -100,9 +107,14 @@ class Cluster:
         return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
 
     def create_topic(self, name: str, partitions: int, node: int | None = None, timeout: float = 15.0) -> None:
+        """Creates a topic through `node` (any when None); returns once every running node
+        has all its partitions in Metadata."""
         admin = self.admin(node)  # kept alive until the answer: destroying it cancels the call
         futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=timeout)
         futures[name].result(timeout + 5)
+        for n in (n for n in self.running() if n.is_broker):
+            wait_until(lambda: len(metadata(n.bootstrap)[2].get(name, {})) == partitions, 10,
+                       what=f"{name} on node {n.node_id}")
 
     def close(self) -> None:
         for n in self.nodes.values():

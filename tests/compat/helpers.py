@@ -79,9 +79,12 @@ class Broker:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def base_command(self) -> list[str]:
+        return [WEIR_BIN, "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
+                "--cores", str(self.cores), "--unpinned"]
+
     def command(self) -> list[str]:
-        cmd = [WEIR_BIN, "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
-               "--cores", str(self.cores), "--unpinned"]
+        cmd = self.base_command()
         for key, value in self.settings.items():
             if isinstance(value, bool):
                 value = "true" if value else "false"

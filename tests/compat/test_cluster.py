@@ -51,8 +51,7 @@ def test_nodes_started_in_any_order_form_one_cluster(cluster):
 
 @pytest.mark.timeout(180)
 def test_topics_spread_over_brokers_and_clients_work_through_any_node(cluster):
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     # Created through node 2; partitions are spread round-robin over the three brokers.
     cluster.create_topic("spread", 6, node=2)
     for node in cluster.nodes.values():
@@ -90,8 +89,7 @@ def test_topics_spread_over_brokers_and_clients_work_through_any_node(cluster):
 @pytest.mark.timeout(120)
 def test_kcat_auto_create_through_any_node(cluster):
     import subprocess
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     payload = "\n".join(f"m{i}" for i in range(30)) + "\n"
     subprocess.run(["kcat", "-P", "-b", cluster.node(3).bootstrap, "-t", "auto-made"], input=payload.encode(),
                    check=True, timeout=60)
@@ -103,8 +101,7 @@ def test_kcat_auto_create_through_any_node(cluster):
 
 @pytest.mark.timeout(120)
 def test_explicit_replica_assignment_is_honoured_and_checked(cluster):
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     admin = cluster.admin(1)
     topic = NewTopic("placed", 3, replica_assignment=[[3], [3], [1]])
     admin.create_topics([topic])["placed"].result(20)
@@ -118,10 +115,8 @@ def test_explicit_replica_assignment_is_honoured_and_checked(cluster):
 
 @pytest.mark.timeout(180)
 def test_sigstopped_broker_is_fenced_and_unfenced_when_it_returns(cluster):
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     cluster.create_topic("fence", 3, node=1)
-    wait_until(lambda: len(leaders_of(cluster.node(1).bootstrap, "fence")) == 3, 10, what="topic")
     led_by_2 = [p for p, l in leaders_of(cluster.node(1).bootstrap, "fence").items() if l == 2]
     assert led_by_2, "round-robin gives broker 2 a partition"
     stopped = time.monotonic()
@@ -140,8 +135,7 @@ def test_sigstopped_broker_is_fenced_and_unfenced_when_it_returns(cluster):
 
 @pytest.mark.timeout(120)
 def test_controlled_shutdown_fences_before_the_session_runs_out(cluster):
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     t0 = time.monotonic()
     assert cluster.node(3).stop() == 0
     # Fenced by its own request, not by the 2 s session timeout running out.
@@ -152,10 +146,8 @@ def test_controlled_shutdown_fences_before_the_session_runs_out(cluster):
 
 @pytest.mark.timeout(180)
 def test_two_of_three_down_metadata_changes_fail_clearly_and_data_keeps_flowing(cluster):
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     cluster.create_topic("survive", 3, node=1)
-    wait_until(lambda: len(leaders_of(cluster.node(1).bootstrap, "survive")) == 3, 10, what="topic")
     mine = [p for p, l in leaders_of(cluster.node(1).bootstrap, "survive").items() if l == 1]
     cluster.node(2).kill9()
     cluster.node(3).kill9()
@@ -181,8 +173,7 @@ def test_two_of_three_down_metadata_changes_fail_clearly_and_data_keeps_flowing(
 def test_active_controller_kill9_elects_a_new_one_each_time(cluster):
     """Ten kill -9s of the active controller: each time a new one is elected and topics
     can be created; prints the election times (median and max)."""
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     elections = []
     for round_ in range(10):
         controller = quorum_leader(cluster.node(1 + round_ % 3) if cluster.node(1 + round_ % 3).running()
@@ -210,8 +201,7 @@ def test_active_controller_kill9_elects_a_new_one_each_time(cluster):
 @pytest.mark.cluster_slow
 @pytest.mark.timeout(300)
 def test_every_node_kill9_and_restart_keeps_exactly_the_committed_metadata(cluster):
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     for i in range(5):
         cluster.create_topic(f"keep-{i}", i + 1, node=(i % 3) + 1)
     admin = cluster.admin(1)
@@ -247,8 +237,7 @@ def test_a_node_with_other_voters_is_refused_by_the_quorum(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_changed_voters_and_foreign_cluster_ids_are_refused(cluster):
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     node = cluster.node(3)
     assert node.stop() == 0
     original = dict(node.settings)
@@ -289,10 +278,8 @@ def test_requests_for_partitions_led_elsewhere_get_not_leader_or_follower(cluste
     from kafka.protocol.fetch import FetchRequest
     from kafka.protocol.list_offsets import ListOffsetsRequest
 
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     cluster.create_topic("elsewhere", 3, node=1)
-    wait_until(lambda: len(leaders_of(cluster.node(1).bootstrap, "elsewhere")) == 3, 10, what="topic")
     leaders = leaders_of(cluster.node(1).bootstrap, "elsewhere")
     p, leader = next((p, l) for p, l in leaders.items() if l != 1)
     fetch = FetchRequest[4](replica_id=-1, max_wait_time=0, min_bytes=0, max_bytes=1 << 20, isolation_level=0,
@@ -326,8 +313,7 @@ def test_the_controller_listener_refuses_clients_and_garbage_and_keeps_the_quoru
     import struct
     import subprocess
 
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     target = cluster.node(1)
     # A Kafka client on the controller listener: Metadata is not served there.
     listing = subprocess.run(["kcat", "-L", "-b", f"127.0.0.1:{target.controller_port}", "-m", "3"],
@@ -360,8 +346,7 @@ def test_a_second_process_with_a_voters_node_id_is_refused(cluster, tmp_path):
     from cluster_helpers import ClusterNode
     from helpers import free_port
 
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     twin = ClusterNode(2, cluster, dict(cluster.node(2).settings))
     twin.data_dir = tmp_path / "twin" / "data"
     twin.log_path = tmp_path / "twin.log"
@@ -404,8 +389,7 @@ def test_metadata_stays_consistent_while_the_active_controller_is_killed(cluster
     seed = int(time.time())
     print(f"seed {seed}")
     rng = random.Random(seed)
-    cluster.start()
-    wait_for_brokers(cluster.node(1), {1, 2, 3})
+    cluster.start_all()
     created: set[str] = set()
     deleted: set[str] = set()
     lock = threading.Lock()

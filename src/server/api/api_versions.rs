@@ -19,19 +19,22 @@ pub async fn handle(_shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -
     Ok(ready(answer(ctx.version, ctx.correlation_id, &mut body)))
 }
 
+/// ApiVersions' list from a registry's rows: (key, lowest, highest version).
+pub fn table(rows: impl Iterator<Item = (ApiKey, i16, i16)>) -> Vec<ApiVersion> {
+    rows.map(|(key, min, max)| {
+        let mut v = ApiVersion::default();
+        v.api_key = key as i16;
+        v.min_version = min;
+        v.max_version = max;
+        v
+    })
+    .collect()
+}
+
 fn answer(version: i16, correlation_id: i32, body: &mut Bytes) -> super::Reply {
     let max = supported(ApiKey::ApiVersions).map(|s| s.max).unwrap_or(0);
     let mut response = ApiVersionsResponse::default();
-    response.api_keys = REGISTRY
-        .iter()
-        .map(|a| {
-            let mut v = ApiVersion::default();
-            v.api_key = a.key as i16;
-            v.min_version = a.min;
-            v.max_version = a.max;
-            v
-        })
-        .collect();
+    response.api_keys = table(REGISTRY.iter().map(|a| (a.key, a.min, a.max)));
     if !(0..=max).contains(&version) {
         response.error_code = ResponseError::UnsupportedVersion.code();
         return encode_frame(ApiKey::ApiVersions, 0, correlation_id, &response);

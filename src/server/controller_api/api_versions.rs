@@ -3,26 +3,17 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
 use super::{Call, HandlerFuture, REGISTRY};
 use crate::controller::Controller;
+use crate::server::api::api_versions::table;
 use crate::server::api::encode_frame;
 
 pub fn handler<'a>(_controller: &'a Rc<Controller>, call: &'a Call, _body: Bytes) -> HandlerFuture<'a> {
     let mut response = ApiVersionsResponse::default();
-    response.api_keys = REGISTRY
-        .iter()
-        .map(|a| {
-            let mut v = ApiVersion::default();
-            v.api_key = a.key as i16;
-            v.min_version = a.min;
-            v.max_version = a.max;
-            v
-        })
-        .collect();
+    response.api_keys = table(REGISTRY.iter().map(|a| (a.key, a.min, a.max)));
     let version = if (0..=3).contains(&call.version) {
         call.version
     } else {
