@@ -538,13 +538,19 @@ impl Config {
             ));
         }
         if !self.roles.controller {
-            // A broker-only node must follow the metadata log as an observer, which needs a
-            // fetch path from the quorum that is not built yet.
-            return Err(invalid(
-                "process.roles",
-                "broker-only nodes are not supported yet: give every node the roles broker,controller \
-                 (or controller alone) and list it in controller.quorum.voters",
-            ));
+            if voting.is_some() {
+                return Err(invalid(
+                    "process.roles",
+                    &format!(
+                        "node.id={} is a voter in controller.quorum.voters but has no controller role",
+                        self.node_id
+                    ),
+                ));
+            }
+            if self.controller_listen.is_some() {
+                return Err(invalid("listeners", "a broker-only node must not have a controller listener"));
+            }
+            return Ok(());
         }
         let Some(voter) = voting else {
             return Err(invalid(
@@ -837,7 +843,11 @@ mod tests {
         let wrong_port = ("listeners", "PLAINTEXT://:1,CONTROLLER://127.0.0.1:19094");
         assert!(refused(&[cluster, ("node.id", "1"), voters, wrong_port]).contains("controller listener is"));
         let broker_only = ("process.roles", "broker");
-        assert!(refused(&[cluster, ("node.id", "3"), broker_only, voters, listeners]).contains("not supported yet"));
+        assert!(refused(&[cluster, ("node.id", "1"), broker_only, voters, listeners]).contains("no controller role"));
+        assert!(refused(&[cluster, ("node.id", "3"), broker_only, voters, listeners])
+            .contains("must not have a controller"));
+        let client_only = ("listeners", "PLAINTEXT://127.0.0.1:39092");
+        assert!(Config::from_settings([cluster, ("node.id", "3"), broker_only, voters, client_only]).is_ok());
         assert!(refused(&[("process.roles", "broker")]).contains("needs the quorum's voters"));
         assert!(refused(&[cluster, ("controller.quorum.voters", "1@h:1,1@h:2"), ("node.id", "1")]).contains("twice"));
         assert!(refused(&[("controller.quorum.voters", "x")]).contains("ID@HOST:PORT"));

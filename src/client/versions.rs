@@ -45,6 +45,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::BrokerRegistration, range(0, 4)),
     (ApiKey::BrokerHeartbeat, range(0, 1)),
     (ApiKey::AllocateProducerIds, range(0, 0)),
+    // Snapshots of the metadata log, for broker-only nodes (KIP-630).
+    (ApiKey::FetchSnapshot, range(0, 1)),
     // v2 adds the voters' endpoints (KIP-853).
     (ApiKey::DescribeQuorum, range(0, 2)),
     // v2 can include fenced brokers (KIP-1073).
@@ -154,6 +156,7 @@ mod tests {
             ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
             ApiKey::AllocateProducerIds => AllocateProducerIdsRequest::VERSIONS,
             ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
+            ApiKey::FetchSnapshot => FetchSnapshotRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
             other => panic!("{other:?} has no codec check here"),
         };

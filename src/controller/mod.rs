@@ -16,6 +16,7 @@
 
 mod brokers;
 mod lifecycle;
+mod observer;
 mod quorum;
 mod raft_storage;
 mod remote;
@@ -122,6 +123,12 @@ impl CommitError {
 /// Answers a proposal once its entry is applied (or lost).
 type Applied = oneshot::Sender<Result<(), CommitError>>;
 
+/// A voter's quorum node and its links to the other voters.
+struct Voting {
+    quorum: RefCell<Quorum>,
+    links: PeerLinks,
+}
+
 /// The control shard's state.
 pub struct Controller {
     config: Arc<Config>,
@@ -130,8 +137,11 @@ pub struct Controller {
     image: ImageCell,
     /// Senders to every data shard, by shard id.
     data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
-    quorum: RefCell<Quorum>,
-    links: PeerLinks,
+    /// This node's part in the quorum when it votes (`None`: a broker-only node, which
+    /// follows the committed log as an observer, `observer.rs`).
+    voting: Option<Voting>,
+    /// The leader an observer last heard of.
+    observed_leader: Cell<Option<i32>>,
     /// Proposals waiting to be applied: by log index, the term they were proposed in.
     waiting: RefCell<BTreeMap<u64, (u64, Applied)>>,
     /// The quorum's storage failed: it takes no more proposals.
@@ -166,6 +176,9 @@ impl Controller {
         config: Arc<Config>,
         data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
     ) -> Result<Rc<Controller>, StartError> {
+        if !config.roles.controller {
+            return Ok(Controller::start_observer(config, data_shards));
+        }
         let voters: Vec<Voter> = if config.voters.is_empty() {
             vec![Voter { node_id: config.node_id, host: String::new(), port: 0 }]
         } else {
@@ -192,8 +205,8 @@ impl Controller {
             identity,
             image: ImageCell::new(image),
             data_shards,
-            quorum: RefCell::new(quorum),
-            links,
+            voting: Some(Voting { quorum: RefCell::new(quorum), links }),
+            observed_leader: Cell::new(None),
             waiting: RefCell::new(BTreeMap::new()),
             failed: Cell::new(false),
             lock: Semaphore::new(1),
@@ -210,7 +223,7 @@ impl Controller {
         // Committed entries after the snapshot come back from the first ready.
         controller.drive();
         if raft_ids.len() == 1 {
-            controller.quorum.borrow_mut().campaign()?;
+            controller.quorum().borrow_mut().campaign()?;
             controller.drive();
         }
         if controller.failed.get() {
@@ -229,7 +242,7 @@ impl Controller {
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(tick).await;
-                if ticking.quorum.borrow_mut().tick() {
+                if ticking.quorum().borrow_mut().tick() {
                     ticking.drive();
                 }
                 if ticking.active.get() {
@@ -241,8 +254,53 @@ impl Controller {
         Ok(controller)
     }
 
+    /// A broker-only node: no vote, an image fetched from the quorum (`observer.rs`).
+    fn start_observer(config: Arc<Config>, data_shards: Vec<Rc<ConnectedSender<DataRequest>>>) -> Rc<Controller> {
+        let identity = Identity::new(config.cluster_id.as_deref().unwrap_or_default(), &config.voters);
+        let image = MetadataImage::new(data_shards.len());
+        let controller = Rc::new_cyclic(|me| Controller {
+            sessions: RefCell::new(BrokerSessions::new(Duration::from_millis(config.broker_session_timeout_ms))),
+            remote: RemoteController::new(config.clone()),
+            config,
+            me: me.clone(),
+            identity,
+            image: ImageCell::new(image),
+            data_shards,
+            voting: None,
+            observed_leader: Cell::new(None),
+            waiting: RefCell::new(BTreeMap::new()),
+            failed: Cell::new(false),
+            lock: Semaphore::new(1),
+            active: Cell::new(false),
+            last_leader: Cell::new(None),
+            fencing: Cell::new(false),
+            broker_epoch: Cell::new(0),
+            publishing: Cell::new(false),
+            published: Cell::new(0),
+            publish_waiters: RefCell::new(Vec::new()),
+            image_watchers: RefCell::new(Vec::new()),
+            connections_per_ip: RefCell::new(HashMap::new()),
+        });
+        info!(voters = %controller.identity.voters, "broker-only node: following the metadata quorum as an observer");
+        let observing = controller.clone();
+        glommio::spawn_local(async move { observer::run(observing).await }).detach();
+        controller
+    }
+
+    /// The quorum node of a voter. Only voters reach the callers of this.
+    fn quorum(&self) -> &RefCell<Quorum> {
+        match &self.voting {
+            Some(v) => &v.quorum,
+            None => unreachable!("only a voter has a quorum node"),
+        }
+    }
+
     fn rc(&self) -> Rc<Controller> {
         self.me.upgrade().unwrap_or_else(|| unreachable!("the controller lives as long as its executor"))
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.identity.cluster_id
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -255,7 +313,10 @@ impl Controller {
 
     /// The active controller's node id, as this node knows it.
     pub fn leader(&self) -> Option<i32> {
-        self.quorum.borrow().leader().map(node_id)
+        match &self.voting {
+            Some(v) => v.quorum.borrow().leader().map(node_id),
+            None => self.observed_leader.get(),
+        }
     }
 
     pub fn is_active(&self) -> bool {
@@ -263,7 +324,7 @@ impl Controller {
     }
 
     pub fn quorum_status(&self) -> QuorumStatus {
-        self.quorum.borrow().status()
+        self.voting.as_ref().map(|v| v.quorum.borrow().status()).unwrap_or_default()
     }
 
     /// Runs the quorum's ready cycles until it has nothing ready: what it persisted is
@@ -272,9 +333,10 @@ impl Controller {
     /// quorum for good: a node that lost its disk mid-write must not go on voting on state
     /// it no longer has.
     fn drive(&self) {
+        let Some(voting) = &self.voting else { return };
         let mut changed = false;
-        while !self.failed.get() && self.quorum.borrow().has_ready() {
-            let progress = match self.quorum.borrow_mut().process_ready() {
+        while !self.failed.get() && voting.quorum.borrow().has_ready() {
+            let progress = match voting.quorum.borrow_mut().process_ready() {
                 Ok(p) => p,
                 Err(e) => {
                     error!(error = %e, "metadata quorum stopped: its storage failed");
@@ -285,7 +347,7 @@ impl Controller {
                     return;
                 }
             };
-            self.links.send(progress.messages);
+            voting.links.send(progress.messages);
             if let Some(snapshot) = progress.snapshot {
                 self.install_snapshot(&snapshot.data, snapshot.get_metadata().index);
                 changed = true;
@@ -305,7 +367,7 @@ impl Controller {
     /// Logs a new quorum leader, and takes over (or gives up) the active controller's duties.
     fn observe_leadership(&self) {
         let (leader, active, term) = {
-            let q = self.quorum.borrow();
+            let q = self.quorum().borrow();
             (q.leader().map(node_id), q.is_active_leader(), q.term())
         };
         if self.last_leader.replace(leader) != leader {
@@ -376,7 +438,7 @@ impl Controller {
 
     /// Snapshots the image once the log holds `metadata.log.max.record.bytes.between.snapshots`.
     fn snapshot_if_due(&self, applied: u64) {
-        let mut quorum = self.quorum.borrow_mut();
+        let mut quorum = self.quorum().borrow_mut();
         if quorum.storage().bytes_since_snapshot() < self.config.metadata_snapshot_bytes {
             return;
         }
@@ -390,12 +452,13 @@ impl Controller {
     /// A frame of Raft messages from another voter (the controller listener's).
     pub fn receive_raft(&self, body: Bytes) -> Result<(), TransportError> {
         let messages = transport::decode_body(body, &self.identity)?;
-        let me = self.quorum.borrow().id();
+        let Some(voting) = &self.voting else { return Ok(()) };
+        let me = voting.quorum.borrow().id();
         for m in messages {
             if m.to != me {
                 continue;
             }
-            if let Err(e) = self.quorum.borrow_mut().step(m) {
+            if let Err(e) = voting.quorum.borrow_mut().step(m) {
                 warn!(error = %e, "raft message refused");
             }
         }
@@ -416,11 +479,11 @@ impl Controller {
         if self.failed.get() {
             return Err(CommitError::Stopped);
         }
-        if !self.quorum.borrow().is_active_leader() {
+        let Some(voting) = self.voting.as_ref().filter(|v| v.quorum.borrow().is_active_leader()) else {
             return Err(CommitError::NotController);
-        }
+        };
         let (tx, rx) = oneshot::channel();
-        let proposed = self.quorum.borrow_mut().propose(encode_records(&records));
+        let proposed = voting.quorum.borrow_mut().propose(encode_records(&records));
         match proposed {
             Ok(p) => {
                 self.waiting.borrow_mut().insert(p.index, (p.term, tx));
@@ -892,7 +955,7 @@ impl Controller {
         partition.leader_id = BrokerId(status.leader.map_or(-1, node_id));
         partition.leader_epoch = status.term.min(i32::MAX as u64) as i32;
         partition.high_watermark = status.commit as i64;
-        if self.quorum.borrow().status().leader != Some(self.quorum.borrow().id()) {
+        if self.voting.as_ref().is_none_or(|v| status.leader != Some(v.quorum.borrow().id())) {
             partition.error_code = ResponseError::NotLeaderOrFollower.code();
         }
         partition.current_voters = status
@@ -931,5 +994,78 @@ impl Controller {
                 .collect();
         }
         response
+    }
+}
+
+/// What a voter can give an observer that has applied the log up to some offset.
+#[derive(Debug)]
+pub enum MetadataFetch {
+    /// Committed entries after the offset, in order (entries without metadata included:
+    /// they advance the offset), and the commit index.
+    Entries { entries: Vec<(u64, Bytes)>, commit: u64 },
+    /// The entries after the offset were compacted: fetch the snapshot at `index` first.
+    Snapshot { index: u64, term: u64 },
+}
+
+impl Controller {
+    /// Committed metadata entries after `offset`, at most about `max_bytes` of them (at
+    /// least one), for an observer (a broker-only node). Any voter serves them.
+    pub fn committed_after(&self, offset: u64, max_bytes: usize) -> MetadataFetch {
+        let Some(voting) = &self.voting else { return MetadataFetch::Entries { entries: Vec::new(), commit: 0 } };
+        let quorum = voting.quorum.borrow();
+        let storage = quorum.storage();
+        let commit = quorum.status().commit;
+        if offset < storage.snapshot_index() {
+            return MetadataFetch::Snapshot { index: storage.snapshot_index(), term: storage.snapshot_term() };
+        }
+        if offset >= commit {
+            return MetadataFetch::Entries { entries: Vec::new(), commit };
+        }
+        let context = raft::GetEntriesContext::empty(false);
+        let read = raft::Storage::entries(storage, offset + 1, commit + 1, Some(max_bytes as u64), context);
+        match read {
+            Ok(entries) => {
+                MetadataFetch::Entries { entries: entries.into_iter().map(|e| (e.index, e.data)).collect(), commit }
+            }
+            Err(_) => MetadataFetch::Snapshot { index: storage.snapshot_index(), term: storage.snapshot_term() },
+        }
+    }
+
+    /// The latest metadata snapshot: its index, term and bytes.
+    pub fn metadata_snapshot(&self) -> Option<(u64, u64, Bytes)> {
+        let voting = self.voting.as_ref()?;
+        let quorum = voting.quorum.borrow();
+        let storage = quorum.storage();
+        Some((storage.snapshot_index(), storage.snapshot_term(), Bytes::copy_from_slice(storage.snapshot_data())))
+    }
+
+    /// Waits until this node has applied past `offset`, or `deadline` (a long poll).
+    pub async fn applied_past(&self, offset: u64, deadline: Instant) -> bool {
+        self.image_where(|image| image.offset > offset, deadline).await
+    }
+
+    /// The quorum's leader and term, as this voter knows them.
+    pub fn leader_and_term(&self) -> (Option<i32>, u64) {
+        let status = self.quorum_status();
+        (status.leader.map(node_id), status.term)
+    }
+
+    /// An observer applies fetched entries (entries without metadata only advance the offset).
+    fn apply_fetched(&self, entries: Vec<(u64, Bytes)>) {
+        let entries: Vec<raft::eraftpb::Entry> = entries
+            .into_iter()
+            .map(|(index, data)| raft::eraftpb::Entry { index, data, ..Default::default() })
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        self.apply(&entries);
+        self.image_changed();
+    }
+
+    /// An observer installs a fetched snapshot.
+    fn install_fetched_snapshot(&self, data: &[u8], index: u64) {
+        self.install_snapshot(data, index);
+        self.image_changed();
     }
 }

@@ -146,6 +146,10 @@ impl RaftStorage {
     }
 
     /// The latest snapshot's data (the serialized image it covers).
+    pub fn snapshot_term(&self) -> u64 {
+        self.snapshot.get_metadata().term
+    }
+
     pub fn snapshot_data(&self) -> &[u8] {
         &self.snapshot.data
     }

@@ -449,3 +449,39 @@ def test_metadata_stays_consistent_while_the_active_controller_is_killed(cluster
     missing = survivors - set(final)
     assert not missing, f"acknowledged topics lost: {sorted(missing)} (seed {seed})"
     print(f"{len(created)} created, {len(deleted)} deleted, {len(final)} topics at the end")
+
+
+@pytest.mark.timeout(120)
+def test_a_broker_only_node_follows_the_metadata_log_even_past_a_snapshot(tmp_path):
+    """Voters snapshot and compact their log every few records; a broker-only node started
+    afterwards installs the snapshot, then follows the log, registers, and serves."""
+    from cluster_helpers import ClusterNode
+    from helpers import free_port
+
+    cluster = Cluster(tmp_path, settings={"metadata.log.max.record.bytes.between.snapshots": 512})
+    try:
+        cluster.start_all()
+        for i in range(6):
+            cluster.create_topic(f"before-{i}", 2, node=1 + i % 3)
+        assert any(n.log_lines("metadata snapshot taken") for n in cluster.nodes.values())
+        cluster.client_ports[4], cluster.controller_ports[4] = free_port(), free_port()
+        observer = ClusterNode(4, cluster, dict(cluster.node(1).settings))
+        observer.settings.update({"node.id": 4, "process.roles": "broker",
+                                  "listeners": f"PLAINTEXT://127.0.0.1:{observer.port}"})
+        cluster.nodes[4] = observer
+        observer.start(30)
+        assert observer.log_lines("metadata snapshot installed")
+        wait_for_brokers(observer, {1, 2, 3, 4})
+        topics = metadata(observer.bootstrap)[2]
+        assert {f"before-{i}" for i in range(6)} <= set(topics)
+        # It follows what comes next, and holds partitions of new topics.
+        cluster.create_topic("after", 8, node=4)
+        assert 4 in set(leaders_of(cluster.node(2).bootstrap, "after").values())
+        p = next(p for p, l in leaders_of(observer.bootstrap, "after").items() if l == 4)
+        producer = confluent_producer(cluster.node(1).bootstrap)
+        producer.produce("after", value=b"on the observer", partition=p)
+        assert producer.flush(20) == 0
+        got = consume_kafka_python(observer.bootstrap, "after", [p], 1)
+        assert [r.value for r in got] == [b"on the observer"]
+    finally:
+        cluster.close()

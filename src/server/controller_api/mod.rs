@@ -9,6 +9,8 @@ pub mod broker_registration;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_quorum;
+pub mod fetch;
+pub mod fetch_snapshot;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,6 +72,9 @@ pub const REGISTRY: &[ControllerApi] = &[
     api!(DeleteTopics, 1..=6, delete_topics),
     api!(AllocateProducerIds, 0..=0, allocate_producer_ids),
     api!(DescribeQuorum, 0..=2, describe_quorum),
+    // v12: topics by name, cluster id, snapshot ids (KIP-630); observers ask exactly v12.
+    api!(Fetch, 12..=12, fetch),
+    api!(FetchSnapshot, 0..=1, fetch_snapshot),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ControllerApi> {
