@@ -2,8 +2,8 @@
 # The whole test suite: the house rules (rustfmt, clippy with warnings denied), unit and
 # integration tests (Rust, against the real `weir` binary;
 # the broker's and weir-loadgen's) and the client compatibility tests (kcat,
-# confluent-kafka, kafka-python). Installs what it needs: kcat from Debian, a Python venv
-# (.venv) with the pinned clients.
+# confluent-kafka, kafka-python, kafkajs). Installs what it needs: kcat from Debian, a
+# Python venv (.venv) with the pinned clients, the pinned Node modules (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,19 @@ if [ ! -x .venv/bin/python ] || ! cmp -s "$REQ" "$STAMP"; then
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r "$REQ"
     cp "$REQ" "$STAMP"
+fi
+
+NODE_DIR=tests/compat/node
+NODE_STAMP=$NODE_DIR/node_modules/.package-lock.json
+if ! command -v npm >/dev/null 2>&1; then
+    log "installing Node.js and npm (Debian)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -f "$NODE_STAMP" ] || ! cmp -s "$NODE_DIR/package-lock.json" "$NODE_STAMP.lock"; then
+    log "installing the pinned Node modules (kafkajs)"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --silent)
+    cp "$NODE_DIR/package-lock.json" "$NODE_STAMP.lock"
 fi
 
 log "house rules: cargo fmt --check, cargo clippy --all-targets -D warnings"

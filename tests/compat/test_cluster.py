@@ -485,3 +485,20 @@ def test_a_broker_only_node_follows_the_metadata_log_even_past_a_snapshot(tmp_pa
         assert [r.value for r in got] == [b"on the observer"]
     finally:
         cluster.close()
+
+
+@pytest.mark.timeout(150)
+def test_kafkajs_creates_produces_and_consumes_through_different_nodes(cluster):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parent / "node" / "cluster.js"
+    cluster.start_all()
+    done = subprocess.run(["node", str(script), "kafkajs-spread", "6", cluster.node(3).bootstrap,
+                           cluster.node(1).bootstrap, cluster.node(2).bootstrap, "300"],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert result["created"] is True and result["consumed"] == 300
+    assert sorted({leader for _, leader in result["leaders"]}) == [1, 2, 3]
