@@ -77,6 +77,27 @@ pub async fn run(controller: Rc<Controller>) {
     }
 }
 
+impl Controller {
+    /// An observer applies fetched entries (entries without metadata only advance the offset).
+    pub(super) fn apply_fetched(&self, entries: Vec<(u64, Bytes)>) {
+        let entries: Vec<raft::eraftpb::Entry> = entries
+            .into_iter()
+            .map(|(index, data)| raft::eraftpb::Entry { index, data, ..Default::default() })
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        self.apply(&entries);
+        self.image_changed();
+    }
+
+    /// An observer installs a fetched snapshot.
+    fn install_fetched_snapshot(&self, data: &[u8], index: u64) {
+        self.install_snapshot(data, index);
+        self.image_changed();
+    }
+}
+
 /// One fetch: entries applied, or a snapshot installed.
 async fn fetch_once(controller: &Controller, conn: &mut Connection, timeout: Duration) -> Result<(), ClientError> {
     let offset = controller.image().offset;
