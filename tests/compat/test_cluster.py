@@ -42,9 +42,10 @@ def test_nodes_started_in_any_order_form_one_cluster(cluster):
         wait_for_brokers(node, {1, 2, 3})
     views = [metadata(n.bootstrap) for n in cluster.nodes.values()]
     assert all(v[0] == views[0][0] for v in views), "every node lists the same brokers"
-    # Each broker names itself as the controller for clients (it forwards); the quorum's
-    # leader is the same whichever node is asked.
-    assert [v[1] for v in views] == [1, 2, 3], views
+    # A broker names itself as the controller for clients (it forwards); librdkafka asks
+    # whichever broker it likes, so only the range is certain. The quorum's leader is the
+    # same whichever node is asked.
+    assert all(v[1] in (1, 2, 3) for v in views), views
     leaders = {quorum_leader(n) for n in cluster.nodes.values()}
     assert len(leaders) == 1 and leaders <= {1, 2, 3}, leaders
 
