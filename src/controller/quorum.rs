@@ -389,6 +389,35 @@ mod tests {
     }
 
     #[test]
+    fn a_voter_whose_disk_fails_reports_it_instead_of_acknowledging() {
+        let mut c = Cluster::new(3);
+        let leader = c.tick_until_leader();
+        let broken = (1..=3).find(|id| *id != leader).expect("a follower");
+        c.nodes.get_mut(&broken).expect("node").node.mut_store().lose_disk().expect("reopen read-only");
+        c.nodes.get_mut(&leader).expect("leader").propose(b"after".to_vec()).expect("propose");
+        // Deliver the leader's append; the broken follower cannot persist it, so its ready
+        // cycle fails and it acknowledges nothing (its owner stops the quorum there).
+        let messages = c.nodes.get_mut(&leader).expect("leader").process_ready().expect("ready").messages;
+        let to_broken: Vec<Message> = messages.into_iter().filter(|m| m.to == broken).collect();
+        assert!(!to_broken.is_empty(), "the leader appends to every follower");
+        for m in to_broken {
+            c.nodes.get_mut(&broken).expect("node").step(m).expect("step");
+        }
+        let failed = c.nodes.get_mut(&broken).expect("node").process_ready();
+        assert!(matches!(failed, Err(QuorumError::Storage(_))), "{failed:?}");
+        // The other two are a majority and commit without it.
+        c.nodes.remove(&broken);
+        c.settle();
+        for _ in 0..TIMING.heartbeat_ticks {
+            c.nodes.get_mut(&leader).expect("leader").tick();
+        }
+        c.settle();
+        for id in (1..=3).filter(|id| *id != broken) {
+            assert_eq!(c.applied[&id], vec![b"after".to_vec()], "node {id}");
+        }
+    }
+
+    #[test]
     fn a_snapshot_compacts_the_log_and_survives_restart() {
         let mut c = Cluster::new(1);
         c.nodes.get_mut(&1).expect("node").campaign().expect("campaign");

@@ -165,6 +165,13 @@ impl RaftStorage {
 
     /// Appends `entries` durably; entries at indexes the log already has replace them and
     /// everything after (a new leader overwrote an uncommitted suffix).
+    /// Makes every later log write fail, as a disk that went away would (tests).
+    #[cfg(test)]
+    pub fn lose_disk(&mut self) -> io::Result<()> {
+        self.log = File::open(self.dir.join("log"))?;
+        Ok(())
+    }
+
     pub fn persist_entries(&mut self, entries: &[Entry]) -> Result<(), RaftStorageError> {
         let Some(first) = entries.first().map(|e| e.index) else { return Ok(()) };
         let snapshot_index = self.snapshot_index();
