@@ -163,7 +163,8 @@ pub struct Controller {
     remote: RemoteController,
     /// Publishing to the data shards: one publisher at a time, images in epoch order.
     publishing: Cell<bool>,
-    published: Cell<u64>,
+    /// The epoch of the last image every data shard applied (`None` before the first).
+    published: Cell<Option<u64>>,
     publish_waiters: RefCell<Vec<(u64, oneshot::Sender<()>)>>,
     /// Woken at every new image.
     image_watchers: RefCell<Vec<oneshot::Sender<()>>>,
@@ -218,7 +219,7 @@ impl Controller {
             fencing: Cell::new(false),
             broker_epoch: Cell::new(0),
             publishing: Cell::new(false),
-            published: Cell::new(0),
+            published: Cell::new(None),
             publish_waiters: RefCell::new(Vec::new()),
             image_watchers: RefCell::new(Vec::new()),
             connections_per_ip: RefCell::new(HashMap::new()),
@@ -279,7 +280,7 @@ impl Controller {
             fencing: Cell::new(false),
             broker_epoch: Cell::new(0),
             publishing: Cell::new(false),
-            published: Cell::new(0),
+            published: Cell::new(None),
             publish_waiters: RefCell::new(Vec::new()),
             image_watchers: RefCell::new(Vec::new()),
             connections_per_ip: RefCell::new(HashMap::new()),
@@ -514,11 +515,11 @@ impl Controller {
         glommio::spawn_local(async move {
             loop {
                 let image = c.image.get();
-                if image.epoch <= c.published.get() && c.published.get() > 0 {
+                if c.published.get().is_some_and(|p| image.epoch <= p) {
                     break;
                 }
                 c.publish_image(image.clone()).await;
-                c.published.set(image.epoch);
+                c.published.set(Some(image.epoch));
                 let done: Vec<oneshot::Sender<()>> = {
                     let mut waiters = c.publish_waiters.borrow_mut();
                     let (done, left) = waiters.drain(..).partition(|(e, _)| *e <= image.epoch);
@@ -536,7 +537,7 @@ impl Controller {
 
     /// Waits until every data shard has applied an image of at least `epoch`.
     pub async fn published(&self, epoch: u64) {
-        if self.published.get() >= epoch && self.published.get() > 0 {
+        if self.published.get().is_some_and(|p| p >= epoch) {
             return;
         }
         let (tx, rx) = oneshot::channel();

@@ -32,6 +32,7 @@ pub async fn run(controller: Rc<Controller>) {
     let mut connection: Option<(i32, Connection)> = None;
     let mut turn = 0usize;
     let mut failing = false;
+    let mut caught_up_once = false;
     loop {
         let target = controller.observed_leader.get().unwrap_or_else(|| {
             turn += 1;
@@ -58,7 +59,13 @@ pub async fn run(controller: Rc<Controller>) {
         }
         let Some((_, conn)) = connection.as_mut() else { continue };
         match fetch_once(&controller, conn, timeout).await {
-            Ok(()) => {
+            Ok(caught_up) => {
+                if caught_up && !caught_up_once {
+                    // Directories of topics deleted while this node was away go now, as a
+                    // voter removes them at start.
+                    caught_up_once = true;
+                    super::remove_deleted_partition_dirs(&config.data_dir, &controller.image().removed);
+                }
                 if failing {
                     info!(voter = target, offset = controller.image().offset, "following the metadata log again");
                     failing = false;
@@ -98,8 +105,9 @@ impl Controller {
     }
 }
 
-/// One fetch: entries applied, or a snapshot installed.
-async fn fetch_once(controller: &Controller, conn: &mut Connection, timeout: Duration) -> Result<(), ClientError> {
+/// One fetch: entries applied, or a snapshot installed. `true` when there was nothing
+/// new (this node has every committed entry the voter had).
+async fn fetch_once(controller: &Controller, conn: &mut Connection, timeout: Duration) -> Result<bool, ClientError> {
     let offset = controller.image().offset;
     let mut partition = FetchPartition::default();
     partition.partition = 0;
@@ -133,11 +141,12 @@ async fn fetch_once(controller: &Controller, conn: &mut Connection, timeout: Dur
             fetch_snapshot(controller, conn, part.snapshot_id.end_offset, part.snapshot_id.epoch, timeout).await?;
         info!(index = part.snapshot_id.end_offset, bytes = snapshot.len(), "metadata snapshot installed");
         controller.install_fetched_snapshot(&snapshot, part.snapshot_id.end_offset as u64);
-        return Ok(());
+        return Ok(false);
     }
     let entries = decode_entries(part.records.clone().unwrap_or_default()).map_err(protocol)?;
+    let caught_up = entries.is_empty();
     controller.apply_fetched(entries);
-    Ok(())
+    Ok(caught_up)
 }
 
 async fn fetch_snapshot(
