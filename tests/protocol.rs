@@ -227,6 +227,24 @@ fn every_advertised_version_answers() {
                     assert_eq!(voters, vec![0], "DescribeQuorum v{v}");
                     assert!(part.high_watermark > 0, "DescribeQuorum v{v}");
                 }
+                ApiKey::CreatePartitions => {
+                    let topic = format!("grow-v{v}");
+                    create_topic(&mut c, &topic, 1);
+                    let mut t = create_partitions_request::CreatePartitionsTopic::default();
+                    t.name = topic_name(&topic);
+                    t.count = 3;
+                    t.assignments = None;
+                    let mut r = CreatePartitionsRequest::default();
+                    r.topics = vec![t.clone()];
+                    r.timeout_ms = 10_000;
+                    assert_eq!(c.call(v, r.clone()).results[0].error_code, 0, "CreatePartitions v{v}");
+                    let again = c.call(v, r);
+                    assert_eq!(
+                        again.results[0].error_code,
+                        code(ResponseError::InvalidPartitions),
+                        "CreatePartitions v{v}"
+                    );
+                }
                 ApiKey::DescribeCluster => {
                     let mut r = DescribeClusterRequest::default();
                     r.endpoint_type = 1;

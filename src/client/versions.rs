@@ -28,6 +28,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::Metadata, range(1, 12)),
     // v2 is the oldest kafka-protocol encodes; v7 the newest it knows.
     (ApiKey::CreateTopics, range(2, 7)),
+    // Every version kafka-protocol knows (v2-3 differ only in flexible encoding).
+    (ApiKey::CreatePartitions, range(0, 3)),
     // v6 names topics in a structure that may carry ids instead of `topic_names`.
     (ApiKey::DeleteTopics, range(1, 5)),
     // v4+ look up a batch of keys (`coordinator_keys`) instead of one `key`.
@@ -145,6 +147,7 @@ mod tests {
             ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
             ApiKey::Metadata => MetadataRequest::VERSIONS,
             ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+            ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
             ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
             ApiKey::ListGroups => ListGroupsRequest::VERSIONS,

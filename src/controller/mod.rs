@@ -58,7 +58,9 @@ use crate::cluster::metadata_log::MetadataLog;
 use crate::cluster::records::{decode_records, encode_records, MetadataRecord};
 use crate::cluster::{ImageCell, MetadataImage};
 use crate::config::{Config, Voter};
-use crate::shard::message::{answer_later, ControlRequest, DataRequest, NewTopic, TopicOutcome, TopicRef};
+use crate::shard::message::{
+    answer_later, ControlRequest, DataRequest, NewPartitions, NewTopic, TopicOutcome, TopicRef,
+};
 
 /// The Raft id of node `node_id` (Raft ids start at 1; Kafka's node ids at 0).
 fn raft_id(node_id: i32) -> u64 {
@@ -598,6 +600,9 @@ impl Controller {
                 ControlRequest::CreateTopics { topics, validate_only, timeout, reply } => {
                     answer_later(reply, async move { c.create_topics(topics, validate_only, timeout).await })
                 }
+                ControlRequest::CreatePartitions { topics, validate_only, timeout, reply } => {
+                    answer_later(reply, async move { c.create_partitions(topics, validate_only, timeout).await })
+                }
                 ControlRequest::DescribeQuorum { request, version, reply } => {
                     answer_later(reply, async move { c.describe_quorum_anywhere(request, version).await })
                 }
@@ -699,6 +704,35 @@ impl Controller {
                     TopicRef::Id(id) => TopicOutcome { topic_id: *id, ..topic_failed("", &e) },
                 })
                 .collect(),
+        }
+    }
+
+    /// Adds partitions to topics, here or at the active controller (see
+    /// [`Controller::create_topics`]); answered once this node's image has them.
+    pub async fn create_partitions(
+        &self,
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+        timeout: Duration,
+    ) -> Vec<TopicOutcome> {
+        let deadline = Instant::now() + timeout;
+        let leader = || self.leader();
+        match self.remote.create_partitions(leader, &topics, validate_only, deadline).await {
+            Ok(Route::Here) => self.create_partitions_here(topics, validate_only, timeout).await,
+            Ok(Route::There(outcomes)) => {
+                let grown: Vec<(String, i32)> = topics
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| o.error.is_none() && !validate_only)
+                    .map(|(t, _)| (t.name.clone(), t.count))
+                    .collect();
+                let ready = |image: &MetadataImage| {
+                    grown.iter().all(|(name, count)| image.topic(name).is_some_and(|t| t.partitions >= *count))
+                };
+                self.image_where(ready, deadline).await;
+                outcomes
+            }
+            Err(e) => topics.iter().map(|t| topic_failed(&t.name, &e)).collect(),
         }
     }
 

@@ -2,19 +2,20 @@
 //! forwarded for the data shards, and the broker's registration and heartbeats. When the
 //! active controller is this node, the caller is told to act in place ([`Route::Here`]);
 //! otherwise the request goes over the controller listener as Kafka's own RPC
-//! (CreateTopics, DeleteTopics, AllocateProducerIds, BrokerRegistration, BrokerHeartbeat),
-//! on one cached connection, retried while the leader is unknown, unreachable or answers
+//! (CreateTopics, CreatePartitions, DeleteTopics, AllocateProducerIds, BrokerRegistration,
+//! BrokerHeartbeat), on one cached connection, retried while the leader is unknown, unreachable or answers
 //! NOT_CONTROLLER, until the caller's deadline.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, TopicName,
+    AllocateProducerIdsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -23,7 +24,7 @@ use tracing::debug;
 use super::CommitError;
 use crate::client::{ClientError, Connection};
 use crate::config::Config;
-use crate::shard::message::{NewTopic, TopicOutcome};
+use crate::shard::message::{NewPartitions, NewTopic, TopicOutcome};
 
 /// Wait before asking again when the leader is unknown or just changed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -131,6 +132,55 @@ impl RemoteController {
                             .into_iter()
                             .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
                             .collect(),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    pub async fn create_partitions(
+        &self,
+        leader: impl Fn() -> Option<i32>,
+        topics: &[NewPartitions],
+        validate_only: bool,
+        deadline: Instant,
+    ) -> Result<Route<Vec<TopicOutcome>>, CommitError> {
+        let mut request = CreatePartitionsRequest::default();
+        request.validate_only = validate_only;
+        request.timeout_ms =
+            deadline.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
+        request.topics = topics
+            .iter()
+            .map(|t| {
+                let mut topic = CreatePartitionsTopic::default();
+                topic.name = TopicName(StrBytes::from_string(t.name.clone()));
+                topic.count = t.count;
+                topic.assignments = t.assignments.as_ref().map(|a| {
+                    a.iter()
+                        .map(|brokers| {
+                            let mut assignment = CreatePartitionsAssignment::default();
+                            assignment.broker_ids = brokers.iter().map(|b| BrokerId(*b)).collect();
+                            assignment
+                        })
+                        .collect()
+                });
+                topic
+            })
+            .collect();
+        let not_controller = |r: &kafka_protocol::messages::CreatePartitionsResponse| {
+            r.results.iter().any(|t| t.error_code == ResponseError::NotController.code())
+        };
+        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+            Route::Here => Route::Here,
+            Route::There(response) => Route::There(
+                response
+                    .results
+                    .into_iter()
+                    .map(|t| TopicOutcome {
+                        name: t.name.0.to_string(),
+                        error: ResponseError::try_from_code(t.error_code),
+                        error_message: t.error_message.map(|m| m.to_string()),
+                        ..Default::default()
                     })
                     .collect(),
             ),

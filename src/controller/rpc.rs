@@ -13,7 +13,7 @@ use super::brokers::Registered;
 use super::remote::Route;
 use super::{node_id, topic_failed, Beat, CommitError, Controller, Heartbeat};
 use crate::cluster::records::{BrokerRegistration, MetadataRecord};
-use crate::shard::message::{NewTopic, TopicOutcome, TopicRef};
+use crate::shard::message::{NewPartitions, NewTopic, TopicOutcome, TopicRef};
 use crate::shard::PRODUCER_ID_BLOCK;
 
 impl Controller {
@@ -28,6 +28,19 @@ impl Controller {
             return topics.iter().map(|t| topic_failed(&t.name, &CommitError::NotController)).collect();
         }
         self.create_topics_here(topics, validate_only, timeout).await
+    }
+
+    /// A forwarded CreatePartitions, on the active controller.
+    pub async fn create_partitions_forwarded(
+        &self,
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+        timeout: Duration,
+    ) -> Vec<TopicOutcome> {
+        if !self.is_active() {
+            return topics.iter().map(|t| topic_failed(&t.name, &CommitError::NotController)).collect();
+        }
+        self.create_partitions_here(topics, validate_only, timeout).await
     }
 
     /// A forwarded DeleteTopics, on the active controller.

@@ -1,5 +1,6 @@
-//! Topic changes on the active controller: CreateTopics and DeleteTopics validated with
-//! Kafka's rules and error codes, placed over the live brokers, committed through the quorum.
+//! Topic changes on the active controller: CreateTopics, CreatePartitions and DeleteTopics
+//! validated with Kafka's rules and error codes, placed over the live brokers, committed
+//! through the quorum.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use super::Controller;
 use crate::cluster::placement;
 use crate::cluster::records::MetadataRecord;
 use crate::cluster::MetadataImage;
-use crate::shard::message::{NewTopic, TopicOutcome, TopicRef};
+use crate::shard::message::{NewPartitions, NewTopic, TopicOutcome, TopicRef};
 
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -283,6 +284,138 @@ impl Controller {
             }
         }
         outcomes
+    }
+
+    /// Validates and (unless `validate_only`) commits more partitions for existing topics,
+    /// with Kafka's rules: the count only grows, explicit assignments name one new
+    /// partition each with the topic's replication factor, over live brokers. New
+    /// partitions continue the topic's round-robin. Runs on the active controller.
+    pub(super) async fn create_partitions_here(
+        &self,
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+        timeout: Duration,
+    ) -> Vec<TopicOutcome> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
+        let image = self.image.get();
+        let mut partitions_total = image.partition_count();
+        let mut outcomes = Vec::with_capacity(topics.len());
+        let mut records = Vec::new();
+        for topic in &topics {
+            let mut outcome = TopicOutcome { name: topic.name.clone(), ..Default::default() };
+            let duplicate = topics.iter().filter(|t| t.name == topic.name).count() > 1;
+            let checked = if duplicate {
+                Err((ResponseError::InvalidRequest, "Duplicate topic name.".to_string()))
+            } else {
+                self.check_new_partitions(&image, topic, partitions_total)
+            };
+            match checked {
+                Ok(record) => {
+                    if let MetadataRecord::Topic { partitions, .. } = &record {
+                        partitions_total +=
+                            (*partitions - image.topic(&topic.name).map_or(0, |t| t.partitions)) as usize;
+                    }
+                    if !validate_only {
+                        records.push(record);
+                    }
+                }
+                Err((error, message)) => {
+                    outcome.error = Some(error);
+                    outcome.error_message = Some(message);
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.commit(records, timeout).await {
+                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
+                    o.error = Some(e.code());
+                    o.error_message = Some(e.to_string());
+                }
+            } else {
+                for (o, t) in outcomes.iter().zip(&topics).filter(|(o, _)| o.error.is_none()) {
+                    info!(topic = %o.name, partitions = t.count, "partitions added");
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn check_new_partitions(
+        &self,
+        image: &MetadataImage,
+        topic: &NewPartitions,
+        partitions_total: usize,
+    ) -> Result<MetadataRecord, (ResponseError, String)> {
+        let Some(meta) = image.topic(&topic.name) else {
+            return Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("The topic '{}' does not exist.", topic.name),
+            ));
+        };
+        if topic.name == crate::group::OFFSETS_TOPIC {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("The partition count of {} is fixed: it maps consumer groups to partitions", topic.name),
+            ));
+        }
+        let current = meta.partitions;
+        if topic.count < current {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!(
+                    "Topic currently has {current} partitions, which is higher than the requested {}.",
+                    topic.count
+                ),
+            ));
+        }
+        if topic.count == current {
+            return Err((ResponseError::InvalidPartitions, format!("Topic already has {current} partitions.")));
+        }
+        let adding = (topic.count - current) as usize;
+        let live: Vec<i32> = image.live_brokers().map(|b| b.registration.id).collect();
+        let rf = meta.replicas.first().map_or(1, Vec::len);
+        let added = match &topic.assignments {
+            Some(assignments) => {
+                if assignments.len() != adding {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "Increasing the number of partitions by {adding} but {} assignments provided.",
+                            assignments.len()
+                        ),
+                    ));
+                }
+                placement::check_assignment(assignments, &live)
+                    .map_err(|m| (ResponseError::InvalidReplicaAssignment, m))?;
+                if assignments[0].len() != rf {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("The replication factor of the new partitions must be the topic's, {rf}."),
+                    ));
+                }
+                assignments.clone()
+            }
+            None => {
+                check_replication(rf, live.len())?;
+                // Continue the round-robin where partition 0's leader put it.
+                let mut sorted = live.clone();
+                sorted.sort_unstable();
+                let first = meta.replicas_of(0).first().and_then(|b| sorted.iter().position(|l| l == b)).unwrap_or(0);
+                let shift = uuid::Uuid::new_v4().as_u64_pair().0 as usize;
+                placement::assign(&live, topic.count, rf, first, shift).split_off(current as usize)
+            }
+        };
+        check_partition_budget(adding as i32, partitions_total, self.config.partitions_max)?;
+        let mut replicas = meta.replicas.clone();
+        replicas.extend(added);
+        Ok(MetadataRecord::Topic {
+            name: meta.name.clone(),
+            id: meta.id,
+            partitions: topic.count,
+            configs: meta.configs.clone(),
+            replicas,
+        })
     }
 
     /// Places topics recorded before the cluster existed (a single node's data directory)

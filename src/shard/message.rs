@@ -119,6 +119,15 @@ pub struct TopicOutcome {
     pub configs: Vec<(String, String)>,
 }
 
+/// Partitions to add to a topic (CreatePartitions): its new total, and optionally the
+/// brokers of each new partition.
+#[derive(Debug, Clone)]
+pub struct NewPartitions {
+    pub name: String,
+    pub count: i32,
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
+
 /// A topic to delete, by name or by id (DeleteTopics v6).
 #[derive(Debug, Clone)]
 pub enum TopicRef {
@@ -188,6 +197,13 @@ pub enum ControlRequest {
     },
     DeleteTopics {
         topics: Vec<TopicRef>,
+        timeout: std::time::Duration,
+        reply: oneshot::Sender<Vec<TopicOutcome>>,
+    },
+    /// Answered once committed and in this node's image, or when `timeout` runs out.
+    CreatePartitions {
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
         timeout: std::time::Duration,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },

@@ -503,3 +503,30 @@ def test_kafkajs_creates_produces_and_consumes_through_different_nodes(cluster):
     result = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert result["created"] is True and result["consumed"] == 300
     assert sorted({leader for _, leader in result["leaders"]}) == [1, 2, 3]
+
+
+@pytest.mark.timeout(120)
+def test_create_partitions_grows_a_topic_over_the_brokers(cluster):
+    from confluent_kafka.admin import NewPartitions
+
+    cluster.start_all()
+    cluster.create_topic("grow", 3, node=1)
+    admin = cluster.admin(2)
+    admin.create_partitions([NewPartitions("grow", 9)])["grow"].result(20)
+    wait_until(lambda: len(leaders_of(cluster.node(3).bootstrap, "grow")) == 9, 10, what="9 partitions")
+    leaders = leaders_of(cluster.node(3).bootstrap, "grow")
+    assert sorted(list(leaders.values()).count(b) for b in (1, 2, 3)) == [3, 3, 3], leaders
+    # Explicit placement of the next one, and Kafka's refusals.
+    admin.create_partitions([NewPartitions("grow", 10, replica_assignment=[[2]])])["grow"].result(20)
+    wait_until(lambda: leaders_of(cluster.node(1).bootstrap, "grow").get(9) == 2, 10, what="partition 9 on 2")
+    for bad, code in [(NewPartitions("grow", 4), "INVALID_PARTITIONS"), (NewPartitions("nope", 4), "UNKNOWN_TOPIC")]:
+        with pytest.raises(KafkaException) as e:
+            admin.create_partitions([bad])[bad.topic].result(20)
+        assert code in str(e.value), str(e.value)
+    # The new partitions take data through any node.
+    producer = confluent_producer(cluster.node(1).bootstrap)
+    for p in range(3, 10):
+        producer.produce("grow", value=f"p{p}".encode(), partition=p)
+    assert producer.flush(20) == 0
+    got = consume_kafka_python(cluster.node(2).bootstrap, "grow", range(3, 10), 7)
+    assert sorted(r.value for r in got) == sorted(f"p{p}".encode() for p in range(3, 10))

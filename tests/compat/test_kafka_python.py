@@ -122,6 +122,28 @@ def test_admin_list_and_describe(shared_broker):
         a.close()
 
 
+def test_create_partitions_grows_a_topic(shared_broker):
+    from kafka.admin import NewPartitions
+
+    create_topic(shared_broker, "kp-grow", 2)
+    a = admin(shared_broker)
+    try:
+        a.create_partitions({"kp-grow": NewPartitions(total_count=5)})
+        [described] = a.describe_topics(["kp-grow"])
+        assert sorted(p["partition"] for p in described["partitions"]) == [0, 1, 2, 3, 4]
+        with pytest.raises(InvalidPartitionsError):
+            a.create_partitions({"kp-grow": NewPartitions(total_count=3)})
+    finally:
+        a.close()
+    producer = KafkaProducer(bootstrap_servers=shared_broker.bootstrap)
+    try:
+        producer.send("kp-grow", b"new", partition=4).get(timeout=20)
+    finally:
+        producer.close()
+    got = consume_kafka_python(shared_broker.bootstrap, "kp-grow", [4], 1)
+    assert [r.value for r in got] == [b"new"]
+
+
 def test_create_topic_errors(shared_broker):
     create_topic(shared_broker, "kp-exists", 2)
     cases = [

@@ -9,6 +9,7 @@
 //! in request order while it reads the next request.
 
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
@@ -124,6 +125,7 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(DeleteGroups, 0..=2, delete_groups, decoded),
     api!(DescribeQuorum, 0..=2, describe_quorum, decoded),
     api!(DescribeCluster, 0..=2, describe_cluster, decoded),
+    api!(CreatePartitions, 0..=3, create_partitions, decoded),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ApiEntry> {

@@ -6,6 +6,7 @@ pub mod allocate_producer_ids;
 pub mod api_versions;
 pub mod broker_heartbeat;
 pub mod broker_registration;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_quorum;
@@ -70,6 +71,7 @@ pub const REGISTRY: &[ControllerApi] = &[
     api!(BrokerHeartbeat, 0..=1, broker_heartbeat),
     api!(CreateTopics, 2..=7, create_topics),
     api!(DeleteTopics, 1..=6, delete_topics),
+    api!(CreatePartitions, 0..=3, create_partitions),
     api!(AllocateProducerIds, 0..=0, allocate_producer_ids),
     api!(DescribeQuorum, 0..=2, describe_quorum),
     // v12: topics by name, cluster id, snapshot ids (KIP-630); observers ask exactly v12.
