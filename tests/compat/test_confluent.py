@@ -143,6 +143,44 @@ def test_create_topics_batch_has_per_topic_results(shared_broker):
     assert names["cf-batch-ok"] == [0, 1, 2] and names["cf-batch-ok2"] == [0]
 
 
+def test_create_partitions_validate_only_refusal_and_a_subscribed_group_follows(make_broker):
+    """validate_only changes nothing; shrinking is INVALID_PARTITIONS; a group consumer
+    subscribed to the topic picks up a new partition at its next metadata refresh."""
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import NewPartitions
+
+    broker = make_broker({"group.initial.rebalance.delay.ms": 0})
+    create_topic(broker, "cf-grow", 1)
+    a = admin(broker)
+    a.create_partitions([NewPartitions("cf-grow", 4)], validate_only=True)["cf-grow"].result(20)
+    assert topic_partitions(broker, "cf-grow") == {"cf-grow": [0]}
+    with pytest.raises(KafkaException) as err:
+        a.create_partitions([NewPartitions("cf-grow", 1)])["cf-grow"].result(20)
+    assert err.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cf-grow-group",
+                         "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 500})
+    try:
+        consumer.subscribe(["cf-grow"])
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        assert [tp.partition for tp in consumer.assignment()] == [0]
+        a.create_partitions([NewPartitions("cf-grow", 2)])["cf-grow"].result(20)
+        producer = confluent_producer(broker.bootstrap)
+        producer.produce("cf-grow", value=b"on the new partition", partition=1)
+        assert producer.flush(20) == 0
+        got = []
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            m = consumer.poll(0.2)
+            if m is not None and not m.error():
+                got.append((m.partition(), m.value()))
+        assert got == [(1, b"on the new partition")]
+        assert sorted(tp.partition for tp in consumer.assignment()) == [0, 1]
+    finally:
+        consumer.close()
+
+
 def test_create_topic_configs(shared_broker):
     """Known topic configs are accepted; an unknown name is INVALID_CONFIG."""
     assert create_error(shared_broker, NewTopic("cf-config-ok", 1, 1, config={
