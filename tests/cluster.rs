@@ -11,13 +11,17 @@ use kafka_protocol::messages::{MetadataRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
-/// Partition -> leader, as node `ask` sees topic `topic`.
-fn leaders(nodes: &[Broker], ask: usize, topic: &str) -> BTreeMap<i32, i32> {
+/// Partition -> leader, as node `ask` sees topic `topic`; `None` when it does not know it.
+fn leaders_if_known(nodes: &[Broker], ask: usize, topic: &str) -> Option<BTreeMap<i32, i32>> {
     let mut request = MetadataRequest::default();
     request.topics = None;
     let response = nodes[ask].client().call(12, request);
-    let t = response.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)).expect("topic");
-    t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()
+    let t = response.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))?;
+    Some(t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
+}
+
+fn leaders(nodes: &[Broker], ask: usize, topic: &str) -> BTreeMap<i32, i32> {
+    leaders_if_known(nodes, ask, topic).expect("topic")
 }
 
 #[test]
@@ -25,6 +29,15 @@ fn a_broker_that_does_not_lead_a_partition_names_its_leader() {
     let nodes = Broker::cluster(3);
     let created = create_topic(&mut nodes[0].client(), "kip951", 3);
     assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    // The node asked has the topic once CreateTopics answers; the others learn the commit
+    // from the quorum's next message (clients retry UNKNOWN_TOPIC_OR_PARTITION meanwhile).
+    for node in 1..nodes.len() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while leaders_if_known(&nodes, node, "kip951").is_none_or(|l| l.len() < 3) {
+            assert!(std::time::Instant::now() < deadline, "node {} never saw the topic", node + 1);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     let led = leaders(&nodes, 0, "kip951");
     assert_eq!(led.len(), 3);
     assert_eq!(led, leaders(&nodes, 2, "kip951"), "every node has the same placement");

@@ -203,29 +203,8 @@ impl Controller {
         let identity = Identity::new(config.cluster_id.as_deref().unwrap_or_default(), &voters);
         let request_timeout = Duration::from_millis(config.quorum_request_timeout_ms);
         let links = PeerLinks::start(&config.voters, config.node_id, identity.clone(), request_timeout);
-        let controller = Rc::new_cyclic(|me| Controller {
-            sessions: RefCell::new(BrokerSessions::new(Duration::from_millis(config.broker_session_timeout_ms))),
-            remote: RemoteController::new(config.clone()),
-            config,
-            me: me.clone(),
-            identity,
-            image: ImageCell::new(image),
-            data_shards,
-            voting: Some(Voting { quorum: RefCell::new(quorum), links }),
-            observed_leader: Cell::new(None),
-            waiting: RefCell::new(BTreeMap::new()),
-            failed: Cell::new(false),
-            lock: Semaphore::new(1),
-            active: Cell::new(false),
-            last_leader: Cell::new(None),
-            fencing: Cell::new(false),
-            broker_epoch: Cell::new(0),
-            publishing: Cell::new(false),
-            published: Cell::new(None),
-            publish_waiters: RefCell::new(Vec::new()),
-            image_watchers: RefCell::new(Vec::new()),
-            connections_per_ip: RefCell::new(HashMap::new()),
-        });
+        let voting = Some(Voting { quorum: RefCell::new(quorum), links });
+        let controller = Controller::new(config, identity, image, data_shards, voting);
         // Committed entries after the snapshot come back from the first ready.
         controller.drive();
         if raft_ids.len() == 1 {
@@ -260,11 +239,14 @@ impl Controller {
         Ok(controller)
     }
 
-    /// A broker-only node: no vote, an image fetched from the quorum (`observer.rs`).
-    fn start_observer(config: Arc<Config>, data_shards: Vec<Rc<ConnectedSender<DataRequest>>>) -> Rc<Controller> {
-        let identity = Identity::new(config.cluster_id.as_deref().unwrap_or_default(), &config.voters);
-        let image = MetadataImage::new(data_shards.len());
-        let controller = Rc::new_cyclic(|me| Controller {
+    fn new(
+        config: Arc<Config>,
+        identity: Identity,
+        image: MetadataImage,
+        data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
+        voting: Option<Voting>,
+    ) -> Rc<Controller> {
+        Rc::new_cyclic(|me| Controller {
             sessions: RefCell::new(BrokerSessions::new(Duration::from_millis(config.broker_session_timeout_ms))),
             remote: RemoteController::new(config.clone()),
             config,
@@ -272,7 +254,7 @@ impl Controller {
             identity,
             image: ImageCell::new(image),
             data_shards,
-            voting: None,
+            voting,
             observed_leader: Cell::new(None),
             waiting: RefCell::new(BTreeMap::new()),
             failed: Cell::new(false),
@@ -286,7 +268,14 @@ impl Controller {
             publish_waiters: RefCell::new(Vec::new()),
             image_watchers: RefCell::new(Vec::new()),
             connections_per_ip: RefCell::new(HashMap::new()),
-        });
+        })
+    }
+
+    /// A broker-only node: no vote, an image fetched from the quorum (`observer.rs`).
+    fn start_observer(config: Arc<Config>, data_shards: Vec<Rc<ConnectedSender<DataRequest>>>) -> Rc<Controller> {
+        let identity = Identity::new(config.cluster_id.as_deref().unwrap_or_default(), &config.voters);
+        let image = MetadataImage::new(data_shards.len());
+        let controller = Controller::new(config, identity, image, data_shards, None);
         info!(voters = %controller.identity.voters, "broker-only node: following the metadata quorum as an observer");
         let observing = controller.clone();
         glommio::spawn_local(async move { observer::run(observing).await }).detach();
@@ -361,6 +350,7 @@ impl Controller {
             if let Some(last) = progress.committed.last().map(|e| e.index) {
                 self.apply(&progress.committed);
                 self.snapshot_if_due(last);
+                voting.quorum.borrow_mut().broadcast_commit();
                 changed = true;
             }
         }

@@ -124,6 +124,14 @@ impl Quorum {
         Ok(self.node.step(message)?)
     }
 
+    /// A leader tells the followers its commit index now (heartbeats carry it), so their
+    /// images follow a commit within a round trip rather than at the next heartbeat.
+    pub fn broadcast_commit(&mut self) {
+        if self.node.raft.state == StateRole::Leader {
+            self.node.ping();
+        }
+    }
+
     pub fn id(&self) -> u64 {
         self.node.raft.id
     }

@@ -158,17 +158,9 @@ impl Controller {
             }
             outcomes.push(outcome);
         }
-        if !records.is_empty() {
-            if let Err(e) = self.commit(records, timeout).await {
-                warn!(error = %e, "topic creation not committed");
-                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
-                    o.error = Some(e.code());
-                    o.error_message = Some(e.to_string());
-                }
-            } else {
-                for o in outcomes.iter().filter(|o| o.error.is_none()) {
-                    info!(topic = %o.name, partitions = o.num_partitions, "topic created");
-                }
+        if self.commit_for(records, &mut outcomes, timeout).await {
+            for o in outcomes.iter().filter(|o| o.error.is_none() && !validate_only) {
+                info!(topic = %o.name, partitions = o.num_partitions, "topic created");
             }
         }
         outcomes
@@ -271,16 +263,9 @@ impl Controller {
             }
             outcomes.push(outcome);
         }
-        if !records.is_empty() {
-            if let Err(e) = self.commit(records, timeout).await {
-                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
-                    o.error = Some(e.code());
-                    o.error_message = Some(e.to_string());
-                }
-            } else {
-                for o in outcomes.iter().filter(|o| o.error.is_none()) {
-                    info!(topic = %o.name, "topic deleted");
-                }
+        if self.commit_for(records, &mut outcomes, timeout).await {
+            for o in outcomes.iter().filter(|o| o.error.is_none()) {
+                info!(topic = %o.name, "topic deleted");
             }
         }
         outcomes
@@ -326,16 +311,9 @@ impl Controller {
             }
             outcomes.push(outcome);
         }
-        if !records.is_empty() {
-            if let Err(e) = self.commit(records, timeout).await {
-                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
-                    o.error = Some(e.code());
-                    o.error_message = Some(e.to_string());
-                }
-            } else {
-                for (o, t) in outcomes.iter().zip(&topics).filter(|(o, _)| o.error.is_none()) {
-                    info!(topic = %o.name, partitions = t.count, "partitions added");
-                }
+        if self.commit_for(records, &mut outcomes, timeout).await {
+            for (o, t) in outcomes.iter().zip(&topics).filter(|(o, _)| o.error.is_none() && !validate_only) {
+                info!(topic = %o.name, partitions = t.count, "partitions added");
             }
         }
         outcomes
@@ -416,6 +394,25 @@ impl Controller {
             configs: meta.configs.clone(),
             replicas,
         })
+    }
+
+    /// Commits the records of a topic change; when that fails, every topic that passed
+    /// validation gets the failure. Returns whether anything was committed.
+    async fn commit_for(&self, records: Vec<MetadataRecord>, outcomes: &mut [TopicOutcome], timeout: Duration) -> bool {
+        if records.is_empty() {
+            return false;
+        }
+        match self.commit(records, timeout).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "topic change not committed");
+                for o in outcomes.iter_mut().filter(|o| o.error.is_none()) {
+                    o.error = Some(e.code());
+                    o.error_message = Some(e.to_string());
+                }
+                false
+            }
+        }
     }
 
     /// Places topics recorded before the cluster existed (a single node's data directory)
