@@ -314,6 +314,13 @@ impl Controller {
         }
     }
 
+    /// Where calls for the active controller go: its node id, or `None` while it is unknown
+    /// or this node leads but has not yet taken over (callers wait a moment rather than be
+    /// refused with NOT_CONTROLLER).
+    fn call_target(&self) -> Option<i32> {
+        self.leader().filter(|l| *l != self.config.node_id || self.active.get())
+    }
+
     pub fn is_active(&self) -> bool {
         self.active.get()
     }
@@ -631,7 +638,7 @@ impl Controller {
         timeout: Duration,
     ) -> Vec<TopicOutcome> {
         let deadline = Instant::now() + timeout;
-        let leader = || self.leader();
+        let leader = || self.call_target();
         match self.remote.create_topics(leader, &topics, validate_only, deadline).await {
             Ok(Route::Here) => self.create_topics_here(topics, validate_only, timeout).await,
             Ok(Route::There(outcomes)) => {
@@ -657,7 +664,7 @@ impl Controller {
             })
             .collect();
         let names: Vec<String> = resolved.iter().flatten().map(|(n, _)| n.clone()).collect();
-        let leader = || self.leader();
+        let leader = || self.call_target();
         let routed =
             if names.is_empty() { Ok(Route::Here) } else { self.remote.delete_topics(leader, &names, deadline).await };
         match routed {
@@ -706,7 +713,7 @@ impl Controller {
         timeout: Duration,
     ) -> Vec<TopicOutcome> {
         let deadline = Instant::now() + timeout;
-        let leader = || self.leader();
+        let leader = || self.call_target();
         match self.remote.create_partitions(leader, &topics, validate_only, deadline).await {
             Ok(Route::Here) => self.create_partitions_here(topics, validate_only, timeout).await,
             Ok(Route::There(outcomes)) => {
@@ -730,7 +737,7 @@ impl Controller {
     /// is handed out, so ids never repeat across restarts.
     pub async fn allocate_producer_ids(&self, count: i64) -> Option<(i64, i64)> {
         let deadline = Instant::now() + Duration::from_millis(self.config.quorum_request_timeout_ms);
-        let leader = || self.leader();
+        let leader = || self.call_target();
         let routed = self.remote.allocate_producer_ids(leader, self.broker_epoch.get(), deadline).await;
         let result = match routed {
             Ok(Route::Here) => self.allocate_producer_ids_here(count, deadline).await,

@@ -184,7 +184,7 @@ impl Controller {
                 .flat_map(|t| &t.partitions)
                 .any(|p| p.error_code == ResponseError::NotLeaderOrFollower.code())
         };
-        match self.remote.call(|| self.leader(), &request, deadline, not_leader).await {
+        match self.remote.call(|| self.call_target(), &request, deadline, not_leader).await {
             Ok(Route::Here) => self.describe_quorum(version),
             Ok(Route::There(response)) => response,
             Err(e) => {
