@@ -2,7 +2,7 @@
 //! validated with Kafka's rules and error codes, placed over the live brokers, committed
 //! through the quorum.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
@@ -116,7 +116,6 @@ impl Controller {
         let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut records = Vec::new();
-        let mut seen = HashSet::new();
         for topic in &topics {
             let mut outcome = TopicOutcome {
                 name: topic.name.clone(),
@@ -134,7 +133,7 @@ impl Controller {
                 self.check_new_topic(&image, topic, partitions_total)
             };
             match checked {
-                Ok(checked) if seen.insert(topic.name.clone()) => {
+                Ok(checked) => {
                     partitions_total += checked.partitions as usize;
                     outcome.topic_id = uuid::Uuid::new_v4();
                     outcome.num_partitions = checked.partitions;
@@ -150,7 +149,6 @@ impl Controller {
                         });
                     }
                 }
-                Ok(_) => {}
                 Err((error, message)) => {
                     outcome.error = Some(error);
                     outcome.error_message = Some(message);

@@ -223,7 +223,7 @@ def test_every_node_kill9_and_restart_keeps_exactly_the_committed_metadata(clust
 
 
 @pytest.mark.timeout(60)
-def test_a_node_with_other_voters_is_refused_by_the_quorum(tmp_path):
+def test_a_controller_missing_from_its_own_voters_is_refused_at_start(tmp_path):
     cluster = Cluster(tmp_path, n=3)
     odd = cluster.node(3)
     odd.settings["controller.quorum.voters"] = odd.settings["controller.quorum.voters"].rsplit(",", 1)[0] + \
