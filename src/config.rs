@@ -88,8 +88,27 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
     pub num_partitions: i32,
-    /// `default.replication.factor`: single node, so 1 is the only value that can be honoured.
+    /// `default.replication.factor`: replicas of auto-created topics and of CreateTopics with -1.
     pub default_replication_factor: i16,
+    /// `min.insync.replicas`: acks=all produce is refused while the ISR is smaller (a topic
+    /// may set its own).
+    pub min_insync_replicas: usize,
+    /// `unclean.leader.election.enable`: a partition with no live in-sync replica may be led
+    /// by an out-of-sync one (losing what only the others had).
+    pub unclean_leader_election: bool,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
+    /// `replica.fetch.max.bytes`: bytes a follower asks for per partition.
+    pub replica_fetch_max_bytes: usize,
+    /// `replica.fetch.response.max.bytes`: bytes a follower asks for per fetch.
+    pub replica_fetch_response_max_bytes: usize,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for new records.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.backoff.ms`: pause after a failed follower fetch.
+    pub replica_fetch_backoff_ms: u64,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets` (at most the
+    /// brokers registered when it is created).
+    pub offsets_replication_factor: i16,
     /// `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// `log.segment.bytes`: roll the active segment when it reaches this size.
@@ -196,6 +215,14 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             num_partitions: 1,
             default_replication_factor: 1,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1000,
+            offsets_replication_factor: 3,
             auto_create_topics: true,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
@@ -264,7 +291,21 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("controller.quorum.request.timeout.ms", "how long one broker-to-controller RPC may take (default 2000)"),
     ("log.dirs", "data directory, one (default ./data); log.dir is accepted too"),
     ("num.partitions", "partitions of auto-created topics and of CreateTopics with -1 (default 1)"),
-    ("default.replication.factor", "replication factor for -1; a single node supports only 1"),
+    ("default.replication.factor", "replicas of auto-created topics and of CreateTopics with -1 (default 1)"),
+    ("min.insync.replicas", "acks=all produce needs at least this many in-sync replicas (default 1; per topic too)"),
+    (
+        "unclean.leader.election.enable",
+        "let an out-of-sync replica lead when no in-sync one is alive, losing data (default false; per topic too)",
+    ),
+    ("replica.lag.time.max.ms", "a follower not caught up for this long leaves the ISR (default 30000)"),
+    ("replica.fetch.max.bytes", "bytes a follower fetches per partition (default 1 MiB)"),
+    ("replica.fetch.response.max.bytes", "bytes a follower fetches per request (default 10 MiB)"),
+    ("replica.fetch.wait.max.ms", "how long a follower's fetch waits for new records (default 500)"),
+    ("replica.fetch.backoff.ms", "pause after a failed follower fetch (default 1000)"),
+    (
+        "offsets.topic.replication.factor",
+        "replicas of __consumer_offsets, at most the brokers registered when it is created (default 3)",
+    ),
     ("auto.create.topics.enable", "create unknown topics on Metadata/Produce (default true)"),
     ("log.segment.bytes", "roll a segment at this size (default 1 GiB)"),
     ("log.roll.ms", "roll a segment at this age (default 7 days); log.roll.hours is accepted too"),
@@ -399,6 +440,14 @@ impl Config {
             }
             "num.partitions" => self.num_partitions = parse(key, v)?,
             "default.replication.factor" => self.default_replication_factor = parse(key, v)?,
+            "min.insync.replicas" => self.min_insync_replicas = parse(key, v)?,
+            "unclean.leader.election.enable" => self.unclean_leader_election = parse(key, v)?,
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse(key, v)?,
+            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = parse(key, v)?,
+            "replica.fetch.response.max.bytes" => self.replica_fetch_response_max_bytes = parse(key, v)?,
+            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = parse(key, v)?,
+            "replica.fetch.backoff.ms" => self.replica_fetch_backoff_ms = parse(key, v)?,
+            "offsets.topic.replication.factor" => self.offsets_replication_factor = parse(key, v)?,
             "auto.create.topics.enable" => self.auto_create_topics = parse(key, v)?,
             "log.segment.bytes" => self.segment_bytes = parse(key, v)?,
             "log.roll.ms" => self.segment_ms = parse(key, v)?,
@@ -587,11 +636,12 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let check = |ok: bool, key: &str, reason: &str| if ok { Ok(()) } else { Err(invalid(key, reason)) };
         check(self.num_partitions >= 1, "num.partitions", "must be at least 1")?;
-        check(
-            self.default_replication_factor == 1,
-            "default.replication.factor",
-            "partitions have one replica until partition replication lands",
-        )?;
+        check(self.default_replication_factor >= 1, "default.replication.factor", "must be at least 1")?;
+        check(self.min_insync_replicas >= 1, "min.insync.replicas", "must be at least 1")?;
+        check(self.offsets_replication_factor >= 1, "offsets.topic.replication.factor", "must be at least 1")?;
+        check(self.replica_lag_time_max_ms >= 1, "replica.lag.time.max.ms", "must be at least 1")?;
+        check(self.replica_fetch_max_bytes >= 1, "replica.fetch.max.bytes", "must be at least 1")?;
+        check(self.replica_fetch_response_max_bytes >= 1, "replica.fetch.response.max.bytes", "must be at least 1")?;
         check(self.segment_bytes >= 14 * 1024, "log.segment.bytes", "must be at least 14 KiB")?;
         check(
             self.segment_bytes <= i32::MAX as u64,

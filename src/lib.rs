@@ -2,7 +2,7 @@
 //!
 //! Layers, lower never importing higher:
 //! `types, config -> protocol -> client -> storage -> partition -> cluster -> group -> shard
-//! -> controller -> server, admin -> runtime` (checked by `tests/layering.rs`).
+//! -> replication -> controller -> server, admin -> runtime` (checked by `tests/layering.rs`).
 //!
 //! | module       | runs on            | what it is |
 //! |--------------|--------------------|------------|
@@ -13,6 +13,7 @@
 //! | `cluster`    | every shard        | metadata records and the image |
 //! | `group`      | owning data shard  | consumer-group state machine, records, the coordinator service |
 //! | `shard`      | data shards        | typed cross-shard messages, routing, per-shard bookkeeping |
+//! | `replication`| control shard      | replica fetchers: followers fetch from their leaders |
 //! | `controller` | control shard      | the control actor: metadata changes, producer-id blocks |
 //! | `server`     | data shards        | listener, connections, the API registry, one file per Kafka API |
 //! | `runtime`    | every executor     | the channel mesh, start and stop order |
@@ -26,6 +27,7 @@ pub mod controller;
 pub mod group;
 pub mod partition;
 pub mod protocol;
+pub mod replication;
 pub mod runtime;
 pub mod server;
 pub mod shard;

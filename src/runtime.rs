@@ -380,6 +380,7 @@ async fn run_data(
     every(&shard, expiry, |s| async move { s.expire_producers() });
     every(&shard, Duration::from_millis(config.cleaner_backoff_ms), |s| async move { s.compact_logs().await });
     every(&shard, GROUP_TICK, |s| async move { s.groups.tick() });
+    every(&shard, ISR_CHECK, |s| async move { s.check_isr() });
     let retention = Duration::from_millis(config.offsets_retention_check_interval_ms);
     every(&shard, retention, |s| async move { s.groups.expire_offsets() });
     let _ = events.send(ShardEvent::Ready(shard.executor()));
@@ -404,6 +405,9 @@ async fn run_data(
     info!(shard = shard.executor(), clean, "shard stopped");
     Ok(clean)
 }
+
+/// How often leaders check their followers for ISR changes.
+const ISR_CHECK: Duration = Duration::from_millis(200);
 
 /// Runs `job` on this shard every `interval`, for as long as the executor runs.
 fn every<F, Fut>(shard: &Rc<Shard>, interval: Duration, job: F)

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["cluster"],
     &["group"],
     &["shard"],
+    &["replication"],
     &["controller"],
     &["server", "admin"],
     &["runtime"],

@@ -47,6 +47,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::BrokerRegistration, range(0, 4)),
     (ApiKey::BrokerHeartbeat, range(0, 1)),
     (ApiKey::AllocateProducerIds, range(0, 0)),
+    // v2 names topics by id; v3's broker epochs per ISR member (KIP-903) are not needed.
+    (ApiKey::AlterPartition, range(2, 2)),
     // Snapshots of the metadata log, for broker-only nodes (KIP-630).
     (ApiKey::FetchSnapshot, range(0, 1)),
     // v2 adds the voters' endpoints (KIP-853).
@@ -158,6 +160,7 @@ mod tests {
             ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
             ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
             ApiKey::AllocateProducerIds => AllocateProducerIdsRequest::VERSIONS,
+            ApiKey::AlterPartition => kafka_protocol::messages::AlterPartitionRequest::VERSIONS,
             ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
             ApiKey::FetchSnapshot => FetchSnapshotRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,

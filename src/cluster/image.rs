@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::records::{BrokerRegistration, MetadataRecord};
+use super::records::{BrokerRegistration, MetadataRecord, PartitionChange};
 use crate::types::{ShardId, TopicPartition};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,11 +18,36 @@ pub struct TopicMeta {
     /// `replicas[p]`: partition `p`'s brokers, the preferred leader first. Empty for a topic
     /// recorded before the cluster existed, until the controller places it.
     pub replicas: Vec<Vec<i32>>,
+    /// `states[p]`: partition `p`'s leadership, as the controller last decided it.
+    pub states: Vec<PartitionState>,
+}
+
+/// Who leads a partition, in which epochs, and which replicas are in sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// -1: no leader.
+    pub leader: i32,
+    /// Bumped by every leader change; -1 before the first election.
+    pub leader_epoch: i32,
+    /// Bumped by every change of this state.
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+impl PartitionState {
+    /// A new partition: no leader yet, every replica in sync (nothing to be behind on).
+    pub fn initial(replicas: &[i32]) -> Self {
+        Self { leader: -1, leader_epoch: -1, partition_epoch: 0, isr: replicas.to_vec() }
+    }
 }
 
 impl TopicMeta {
     pub fn replicas_of(&self, partition: i32) -> &[i32] {
         usize::try_from(partition).ok().and_then(|p| self.replicas.get(p)).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn state_of(&self, partition: i32) -> Option<&PartitionState> {
+        usize::try_from(partition).ok().and_then(|p| self.states.get(p))
     }
 
     pub fn replication_factor(&self) -> i16 {
@@ -75,12 +100,24 @@ impl MetadataImage {
         self.epoch += 1;
         match record {
             MetadataRecord::Topic { name, id, partitions, configs, replicas } => {
+                // The same topic again (more partitions, or placed): its partitions keep
+                // their leadership.
+                let old = self.topics.get(name).filter(|t| t.id == *id);
+                let states = replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(p, r)| match old.and_then(|t| t.states.get(p)) {
+                        Some(s) if !s.isr.is_empty() => s.clone(),
+                        _ => PartitionState::initial(r),
+                    })
+                    .collect();
                 let meta = TopicMeta {
                     name: name.clone(),
                     id: *id,
                     partitions: *partitions,
                     configs: configs.clone(),
                     replicas: replicas.clone(),
+                    states,
                 };
                 self.ids.insert(*id, name.clone());
                 self.topics.insert(name.clone(), Arc::new(meta));
@@ -104,20 +141,48 @@ impl MetadataImage {
                     b.fenced = *fenced;
                 }
             }
+            MetadataRecord::PartitionChange(change) => self.apply_partition_change(change),
         }
+    }
+
+    fn apply_partition_change(&mut self, change: &PartitionChange) {
+        let Some(topic) = self.ids.get(&change.topic_id).and_then(|name| self.topics.get_mut(name)) else { return };
+        let Some(state) = usize::try_from(change.partition).ok().and_then(|p| topic.states.get(p)) else { return };
+        if change.partition_epoch <= state.partition_epoch {
+            return;
+        }
+        let topic = Arc::make_mut(topic);
+        topic.states[change.partition as usize] = PartitionState {
+            leader: change.leader,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            isr: change.isr.clone(),
+        };
     }
 
     /// Records that rebuild this image from an empty one (a metadata snapshot).
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut records: Vec<MetadataRecord> =
             self.removed.iter().map(|id| MetadataRecord::RemoveTopic { id: *id }).collect();
-        records.extend(self.topics.values().map(|t| MetadataRecord::Topic {
-            name: t.name.clone(),
-            id: t.id,
-            partitions: t.partitions,
-            configs: t.configs.clone(),
-            replicas: t.replicas.clone(),
-        }));
+        for t in self.topics.values() {
+            records.push(MetadataRecord::Topic {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions,
+                configs: t.configs.clone(),
+                replicas: t.replicas.clone(),
+            });
+            for (p, state) in t.states.iter().enumerate().filter(|(_, s)| s.partition_epoch > 0) {
+                records.push(MetadataRecord::PartitionChange(PartitionChange {
+                    topic_id: t.id,
+                    partition: p as i32,
+                    leader: state.leader,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    isr: state.isr.clone(),
+                }));
+            }
+        }
         records.push(MetadataRecord::ProducerIds { next_producer_id: self.next_producer_id });
         for b in self.brokers.values() {
             records.push(MetadataRecord::Broker(b.registration.clone()));
@@ -127,11 +192,15 @@ impl MetadataImage {
         records
     }
 
-    /// The broker that leads a partition now: its first replica that is registered and not
-    /// fenced (every partition has one replica until replication arrives). `None`: offline.
+    /// The broker that leads a partition now, as the controller elected it (and still
+    /// live). `None`: offline.
     pub fn leader(&self, tp: &TopicPartition) -> Option<i32> {
-        let topic = self.topics.get(&tp.topic)?;
-        topic.replicas_of(tp.partition).iter().copied().find(|b| self.is_live(*b))
+        let state = self.topics.get(&tp.topic)?.state_of(tp.partition)?;
+        (state.leader >= 0 && self.is_live(state.leader)).then_some(state.leader)
+    }
+
+    pub fn partition_state(&self, tp: &TopicPartition) -> Option<&PartitionState> {
+        self.topics.get(&tp.topic)?.state_of(tp.partition)
     }
 
     /// Registered and not fenced.
@@ -252,11 +321,18 @@ mod tests {
         img.apply(&MetadataRecord::BrokerFence { id: 1, epoch: 4, fenced: false });
         assert_eq!(img.leader(&tp), None, "a fence decision for an older epoch is ignored");
         img.apply(&MetadataRecord::BrokerFence { id: 1, epoch: 5, fenced: false });
+        assert_eq!(img.leader(&tp), None, "live, but not elected yet");
+        let elected = crate::cluster::election::reconcile(&img, false);
+        assert_eq!(elected.len(), 3, "broker 1's partitions get it as leader; broker 0 is not registered");
+        elected.iter().for_each(|r| img.apply(r));
         assert_eq!(img.leader(&tp), Some(1));
+        assert_eq!(img.partition_state(&tp).map(|s| s.leader_epoch), Some(0));
         assert_eq!(img.leader_counts().get(&1), Some(&3));
+        img.apply(&MetadataRecord::BrokerFence { id: 1, epoch: 5, fenced: true });
+        assert_eq!(img.leader(&tp), None, "a fenced leader leads nothing");
         img.apply(&MetadataRecord::RemoveTopic { id });
         assert!(img.topic("t").is_none());
-        assert_eq!(img.epoch, 5);
+        assert_eq!(img.epoch, 9);
     }
 
     #[test]
@@ -281,6 +357,7 @@ mod tests {
             rack: None,
         }));
         img.apply(&MetadataRecord::BrokerFence { id: 7, epoch: 1, fenced: false });
+        crate::cluster::election::reconcile(&img, false).iter().for_each(|r| img.apply(r));
         img.apply(&MetadataRecord::RemoveTopic { id: a });
         img.apply(&MetadataRecord::ProducerIds { next_producer_id: 2000 });
         let mut copy = MetadataImage::new(2);

@@ -30,6 +30,22 @@ pub enum MetadataRecord {
     Broker(BrokerRegistration),
     /// A broker was fenced or unfenced in its registration `epoch`.
     BrokerFence { id: i32, epoch: i64, fenced: bool },
+    /// A partition's leadership, whole (see [`PartitionChange`]).
+    PartitionChange(PartitionChange),
+}
+
+/// A partition's leader, leader epoch, partition epoch and in-sync replicas, as decided by
+/// the active controller. Applied only when `partition_epoch` is newer than the image's, so
+/// a change decided on an older image never undoes a newer one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionChange {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// -1: no leader (offline).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
 }
 
 /// What a broker registers with: who it is and where clients reach it.
@@ -117,6 +133,20 @@ impl MetadataRecord {
                 let args = fb::BrokerFenceRecordArgs { id: *id, epoch: *epoch, fenced: *fenced };
                 (fb::Payload::BrokerFenceRecord, fb::BrokerFenceRecord::create(&mut fbb, &args).as_union_value())
             }
+            MetadataRecord::PartitionChange(c) => {
+                let topic_id = to_fb_uuid(&c.topic_id);
+                let isr = Some(fbb.create_vector(&c.isr));
+                let args = fb::PartitionChangeRecordArgs {
+                    topic_id: Some(&topic_id),
+                    partition: c.partition,
+                    leader: c.leader,
+                    leader_epoch: c.leader_epoch,
+                    partition_epoch: c.partition_epoch,
+                    isr,
+                };
+                let record = fb::PartitionChangeRecord::create(&mut fbb, &args);
+                (fb::Payload::PartitionChangeRecord, record.as_union_value())
+            }
         };
         let root =
             fb::MetadataRecord::create(&mut fbb, &fb::MetadataRecordArgs { payload_type, payload: Some(payload) });
@@ -167,6 +197,16 @@ impl MetadataRecord {
         }
         if let Some(f) = record.payload_as_broker_fence_record() {
             return Ok(MetadataRecord::BrokerFence { id: f.id(), epoch: f.epoch(), fenced: f.fenced() });
+        }
+        if let Some(c) = record.payload_as_partition_change_record() {
+            return Ok(MetadataRecord::PartitionChange(PartitionChange {
+                topic_id: from_fb_uuid(c.topic_id()),
+                partition: c.partition(),
+                leader: c.leader(),
+                leader_epoch: c.leader_epoch(),
+                partition_epoch: c.partition_epoch(),
+                isr: c.isr().map(|v| v.iter().collect()).unwrap_or_default(),
+            }));
         }
         if let Some(r) = record.payload_as_remove_topic_record() {
             return Ok(MetadataRecord::RemoveTopic { id: from_fb_uuid(r.id()) });
@@ -248,6 +288,14 @@ mod tests {
                 rack: Some("r1".into()),
             }),
             MetadataRecord::BrokerFence { id: 3, epoch: 17, fenced: false },
+            MetadataRecord::PartitionChange(PartitionChange {
+                topic_id: Uuid::new_v4(),
+                partition: 4,
+                leader: 2,
+                leader_epoch: 7,
+                partition_epoch: 9,
+                isr: vec![2, 3],
+            }),
         ];
         for r in records {
             assert_eq!(MetadataRecord::decode(&r.encode()), Ok(r.clone()));

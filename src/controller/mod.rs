@@ -19,6 +19,7 @@
 mod brokers;
 mod lifecycle;
 mod observer;
+mod partitions;
 mod quorum;
 mod raft_storage;
 mod remote;
@@ -58,6 +59,7 @@ use crate::cluster::metadata_log::MetadataLog;
 use crate::cluster::records::{decode_records, encode_records, MetadataRecord};
 use crate::cluster::{ImageCell, MetadataImage};
 use crate::config::{Config, Voter};
+use crate::replication::ReplicaFetchers;
 use crate::shard::message::{
     answer_later, ControlRequest, DataRequest, NewPartitions, NewTopic, TopicOutcome, TopicRef,
 };
@@ -160,6 +162,8 @@ pub struct Controller {
     sessions: RefCell<BrokerSessions>,
     /// A fence of expired brokers is being committed.
     fencing: Cell<bool>,
+    /// Leadership changes found on a tick are being committed.
+    settling: Cell<bool>,
     /// This broker's registration epoch (0 until registered), for RPCs that carry it.
     broker_epoch: Cell<i64>,
     remote: RemoteController,
@@ -172,6 +176,8 @@ pub struct Controller {
     image_watchers: RefCell<Vec<oneshot::Sender<()>>>,
     /// Open client connections by address, across data shards (`max.connections.per.ip`).
     connections_per_ip: RefCell<HashMap<IpAddr, usize>>,
+    /// This broker's follower replicas' fetchers (a broker only).
+    followers: Option<ReplicaFetchers>,
 }
 
 impl Controller {
@@ -232,6 +238,7 @@ impl Controller {
                 }
                 if ticking.active.get() {
                     ticking.fence_expired_brokers();
+                    ticking.settle_partitions();
                 }
             }
         })
@@ -246,6 +253,7 @@ impl Controller {
         data_shards: Vec<Rc<ConnectedSender<DataRequest>>>,
         voting: Option<Voting>,
     ) -> Rc<Controller> {
+        let followers = config.roles.broker.then(|| ReplicaFetchers::new(config.clone(), data_shards.clone()));
         Rc::new_cyclic(|me| Controller {
             sessions: RefCell::new(BrokerSessions::new(Duration::from_millis(config.broker_session_timeout_ms))),
             remote: RemoteController::new(config.clone()),
@@ -262,12 +270,14 @@ impl Controller {
             active: Cell::new(false),
             last_leader: Cell::new(None),
             fencing: Cell::new(false),
+            settling: Cell::new(false),
             broker_epoch: Cell::new(0),
             publishing: Cell::new(false),
             published: Cell::new(None),
             publish_waiters: RefCell::new(Vec::new()),
             image_watchers: RefCell::new(Vec::new()),
             connections_per_ip: RefCell::new(HashMap::new()),
+            followers,
         })
     }
 
@@ -470,8 +480,13 @@ impl Controller {
     }
 
     /// Commits records through the quorum, then waits until every data shard has the image
-    /// with them. Only the active controller commits.
-    async fn commit(&self, records: Vec<MetadataRecord>, timeout: Duration) -> Result<(), CommitError> {
+    /// with them. Only the active controller commits. The leadership changes the records make
+    /// necessary (a fenced broker's partitions, a new topic's leaders) go in the same entry,
+    /// so no image ever has a partition led by a fenced broker.
+    async fn commit(&self, mut records: Vec<MetadataRecord>, timeout: Duration) -> Result<(), CommitError> {
+        let mut after = (*self.image.get()).clone();
+        records.iter().for_each(|r| after.apply(r));
+        records.extend(crate::cluster::election::reconcile(&after, self.config.unclean_leader_election));
         self.commit_local(records, timeout).await?;
         self.published(self.image.get().epoch).await;
         Ok(())
@@ -519,6 +534,9 @@ impl Controller {
                 }
                 c.publish_image(image.clone()).await;
                 c.published.set(Some(image.epoch));
+                if let Some(followers) = &c.followers {
+                    followers.apply(&image);
+                }
                 let done: Vec<oneshot::Sender<()>> = {
                     let mut waiters = c.publish_waiters.borrow_mut();
                     let (done, left) = waiters.drain(..).partition(|(e, _)| *e <= image.epoch);
@@ -605,6 +623,9 @@ impl Controller {
                 }
                 ControlRequest::DeleteTopics { topics, timeout, reply } => {
                     answer_later(reply, async move { c.delete_topics(topics, timeout).await })
+                }
+                ControlRequest::AlterPartition { change, reply } => {
+                    answer_later(reply, async move { c.alter_partition(change).await })
                 }
             }
         }

@@ -10,12 +10,14 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::alter_partition_request;
 use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, TopicName,
+    AllocateProducerIdsRequest, AlterPartitionRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -24,7 +26,7 @@ use tracing::debug;
 use super::CommitError;
 use crate::client::{ClientError, Connection};
 use crate::config::Config;
-use crate::shard::message::{NewPartitions, NewTopic, TopicOutcome};
+use crate::shard::message::{IsrChange, NewPartitions, NewTopic, TopicOutcome};
 
 /// Wait before asking again when the leader is unknown or just changed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -235,6 +237,42 @@ impl RemoteController {
             Route::There(r) => Route::There(match ResponseError::try_from_code(r.error_code) {
                 None => Ok((r.producer_id_start.0, r.producer_id_start.0 + i64::from(r.producer_id_len))),
                 Some(e) => Err(CommitError::Failed(format!("the active controller refused producer ids: {e:?}"))),
+            }),
+        })
+    }
+}
+
+impl RemoteController {
+    /// AlterPartition (v2, topic ids) for one partition this broker leads.
+    pub async fn alter_partition(
+        &self,
+        leader: impl Fn() -> Option<i32>,
+        broker_epoch: i64,
+        change: &IsrChange,
+        deadline: Instant,
+    ) -> Result<Route<Result<(), ResponseError>>, CommitError> {
+        let mut partition = alter_partition_request::PartitionData::default();
+        partition.partition_index = change.partition;
+        partition.leader_epoch = change.leader_epoch;
+        partition.partition_epoch = change.partition_epoch;
+        partition.new_isr = change.isr.iter().map(|b| BrokerId(*b)).collect();
+        let mut topic = alter_partition_request::TopicData::default();
+        topic.topic_id = change.topic_id;
+        topic.partitions = vec![partition];
+        let mut request = AlterPartitionRequest::default();
+        request.broker_id = BrokerId(self.config.node_id);
+        request.broker_epoch = broker_epoch;
+        request.topics = vec![topic];
+        let not_controller =
+            |r: &kafka_protocol::messages::AlterPartitionResponse| r.error_code == ResponseError::NotController.code();
+        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+            Route::Here => Route::Here,
+            Route::There(r) => Route::There(match ResponseError::try_from_code(r.error_code) {
+                Some(e) => Err(e),
+                None => {
+                    let code = r.topics.first().and_then(|t| t.partitions.first()).map_or(0, |p| p.error_code);
+                    ResponseError::try_from_code(code).map_or(Ok(()), Err)
+                }
             }),
         })
     }

@@ -167,6 +167,32 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// Commits the leadership changes the image needs, if any (active controller, every
+    /// tick): partitions left unsettled by an earlier image, or by a change that lost a race.
+    pub(super) fn settle_partitions(&self) {
+        if self.settling.get() || self.lock.available() == 0 {
+            return;
+        }
+        if crate::cluster::election::reconcile(&self.image.get(), self.config.unclean_leader_election).is_empty() {
+            return;
+        }
+        self.settling.set(true);
+        let c = self.rc();
+        glommio::spawn_local(async move {
+            let timeout = Duration::from_millis(c.config.quorum_request_timeout_ms);
+            if let Ok(_permit) = c.lock.acquire_permit(1).await {
+                // `commit` adds what the image needs.
+                if let Err(e) = c.commit(Vec::new(), timeout).await {
+                    warn!(error = %e, "partition leadership changes not committed");
+                }
+            }
+            c.settling.set(false);
+        })
+        .detach();
+    }
+}
+
 /// The metadata log's name in DescribeQuorum (Kafka's).
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
 

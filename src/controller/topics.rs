@@ -27,18 +27,18 @@ pub const TOPIC_CONFIGS_APPLIED: &[&str] = &[
     "max.message.bytes",
     "cleanup.policy",
     "delete.retention.ms",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "retention.ms",
     "retention.bytes",
-    "min.insync.replicas",
     "compression.type",
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
     "min.cleanable.dirty.ratio",
     "flush.messages",
     "flush.ms",
-    "unclean.leader.election.enable",
     "message.timestamp.difference.max.ms",
     "message.timestamp.before.max.ms",
     "message.timestamp.after.max.ms",
@@ -77,7 +77,10 @@ fn validate_config(key: &str, value: &str) -> Result<(), String> {
             .filter(|n| *n >= 14 * 1024 && *n <= i32::MAX as u64)
             .map(|_| ())
             .ok_or(format!("Invalid value {value} for configuration {key}: must be between 14336 and 2147483647")),
-        "segment.ms" | "index.interval.bytes" | "max.message.bytes" => positive(value),
+        "segment.ms" | "index.interval.bytes" | "max.message.bytes" | "min.insync.replicas" => positive(value),
+        "unclean.leader.election.enable" if value != "true" && value != "false" => {
+            Err(format!("Invalid value {value} for configuration {key}: Expected value to be either true or false"))
+        }
         "delete.retention.ms" => value
             .parse::<i64>()
             .ok()
@@ -447,12 +450,6 @@ fn check_replication(replication: usize, live: usize) -> Result<(), (ResponseErr
         return Err((
             ResponseError::InvalidReplicationFactor,
             format!("Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only {live} broker(s) are registered."),
-        ));
-    }
-    if replication > 1 {
-        return Err((
-            ResponseError::InvalidReplicationFactor,
-            format!("Replication factor {replication} is not supported yet: partitions have one replica until partition replication lands"),
         ));
     }
     Ok(())

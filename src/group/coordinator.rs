@@ -619,7 +619,14 @@ impl GroupCoordinator {
     /// Forgets the groups of a `__consumer_offsets` partition this shard no longer has.
     pub fn unload(&self, partition: i32, partitions_total: i32) {
         self.loads.borrow_mut().remove(&partition);
-        self.groups.borrow_mut().retain(|id, _| records::partition_for(id, partitions_total) != partition);
+        // Members waiting on a group that moves learn it at once, as in Kafka.
+        self.groups.borrow_mut().retain(|id, g| {
+            let stays = records::partition_for(id, partitions_total) != partition;
+            if !stays {
+                g.fail_waiters(ResponseError::NotCoordinator);
+            }
+            stays
+        });
     }
 
     /// Drops committed offsets of topics that no longer exist (Kafka does this when a topic

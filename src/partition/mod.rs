@@ -17,6 +17,7 @@
 
 pub mod internal_topic;
 pub mod producer_state;
+pub mod replica;
 pub mod snapshot;
 pub mod table;
 
@@ -31,6 +32,7 @@ use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
 
 use self::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
+use self::replica::{LeaderState, Role};
 use crate::protocol::batch::{self, BatchHeader};
 use crate::storage::{Log, LogConfig, LogError};
 use crate::types::{now_ms, Acks, Offset, OffsetSpec, TopicPartition};
@@ -39,6 +41,10 @@ pub use table::PartitionTable;
 
 /// Buffered bytes per partition beyond which even acks=0 produce waits for the disk.
 const WRITE_BACKLOG_BYTES_MAX: u64 = 32 << 20;
+
+/// Answers an acks=all produce waiting for replication: `Ok` once the high watermark passed
+/// its batch, the error when leadership was lost first.
+type ReplicatedSender = oneshot::Sender<Result<(), ResponseError>>;
 
 /// A parked fetch, shared by every partition it watches; fired once.
 pub type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
@@ -52,6 +58,8 @@ pub struct PartitionSettings {
     pub compact: bool,
     /// `delete.retention.ms`: how long compaction keeps tombstones.
     pub delete_retention_ms: i64,
+    /// `min.insync.replicas`: acks=all needs an ISR at least this large.
+    pub min_insync_replicas: usize,
 }
 
 /// A batch the partition took (or recognised as a retry), and where it lives.
@@ -69,6 +77,30 @@ pub struct FetchRead {
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
     pub records: Bytes,
+}
+
+/// Batches read for a follower's fetch (up to the log end, not the high watermark).
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaRead {
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+    pub records: Bytes,
+    /// The follower's log diverged: the epoch and end offset it must truncate to (KIP-595's
+    /// diverging epoch); no records then.
+    pub diverging: Option<(i32, Offset)>,
+}
+
+/// Where a follower's log stands: what it fetches from next, with its newest leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerPosition {
+    pub log_end: Offset,
+    pub last_epoch: i32,
+}
+
+/// This broker's role for a partition, with the leader's bookkeeping.
+enum Replication {
+    Leader(LeaderState),
+    Follower { leader: i32, epoch: i32 },
 }
 
 /// One active idempotent producer (DescribeProducers).
@@ -98,6 +130,15 @@ pub struct Partition {
     write_scheduled: Cell<bool>,
     /// Idempotent producers writing to this partition.
     producers: RefCell<ProducerStateTable>,
+    /// Leader or follower, as the latest image says.
+    replication: RefCell<Replication>,
+    /// The high watermark while replicas other than this broker are in sync (alone in the
+    /// ISR, it is simply what is written). Never moves back within a leadership.
+    high_watermark: Cell<Offset>,
+    /// acks=all produces waiting for the high watermark to pass their last offset.
+    hw_waiters: RefCell<Vec<(Offset, ReplicatedSender)>>,
+    /// Followers' fetches parked until the log end moves.
+    end_waiters: RefCell<Vec<Waiter>>,
 }
 
 impl Partition {
@@ -122,6 +163,10 @@ impl Partition {
             waiters: RefCell::new(Vec::new()),
             write_scheduled: Cell::new(false),
             producers: RefCell::new(ProducerStateTable::default()),
+            replication: RefCell::new(Replication::Follower { leader: -1, epoch: -1 }),
+            high_watermark: Cell::new(0),
+            hw_waiters: RefCell::new(Vec::new()),
+            end_waiters: RefCell::new(Vec::new()),
         };
         partition.recover_producers().await?;
         Ok(Rc::new(partition))
@@ -144,11 +189,143 @@ impl Partition {
         self.log.next_offset()
     }
 
-    /// Offsets below this are visible to consumers: what has reached the segment files, so
-    /// a consumer never sees (nor commits past) a record that a broker crash could take back.
-    /// (Kafka's single-node equivalent is the log end in the page cache.)
+    /// Offsets below this are visible to consumers. Alone in the ISR, the leader's is what has
+    /// reached the segment files, so a consumer never sees (nor commits past) a record that a
+    /// broker crash could take back (Kafka's single-node equivalent is the log end in the
+    /// page cache). With followers in sync, it is what every one of them holds too.
     pub fn high_watermark(&self) -> Offset {
-        self.log.written_offset()
+        match &*self.replication.borrow() {
+            Replication::Leader(s) if s.leadership.solo() => self.log.written_offset().max(self.high_watermark.get()),
+            _ => self.high_watermark.get(),
+        }
+    }
+
+    /// The role the image gives this broker for the partition (see `replica`). Becoming
+    /// leader in a new epoch records the epoch's start durably before any append of it;
+    /// losing leadership fails the acks=all produces still waiting.
+    pub async fn set_role(&self, role: Role) -> Result<(), LogError> {
+        match role {
+            Role::Leader(leadership) => {
+                let same_epoch = matches!(&*self.replication.borrow(),
+                    Replication::Leader(s) if s.leadership.epoch == leadership.epoch);
+                if same_epoch {
+                    if let Replication::Leader(s) = &mut *self.replication.borrow_mut() {
+                        s.update(leadership);
+                    }
+                } else {
+                    self.log.begin_epoch(leadership.epoch).await?;
+                    let epoch_start = self.log.next_offset();
+                    info!(partition = %self.tp, epoch = leadership.epoch, isr = ?leadership.isr, epoch_start, "leading");
+                    // The watermark carries over: what this broker knew was replicated.
+                    self.high_watermark.set(self.high_watermark.get().min(epoch_start));
+                    *self.replication.borrow_mut() =
+                        Replication::Leader(LeaderState::new(leadership, epoch_start, now_ms()));
+                }
+            }
+            Role::Follower { leader, epoch } => {
+                let was_leader = matches!(&*self.replication.borrow(), Replication::Leader(_));
+                if was_leader {
+                    // Carried over as a follower's watermark (it may only be lowered now).
+                    self.high_watermark.set(self.high_watermark());
+                    info!(partition = %self.tp, leader, epoch, "following");
+                }
+                *self.replication.borrow_mut() = Replication::Follower { leader, epoch };
+                for (_, w) in std::mem::take(&mut *self.hw_waiters.borrow_mut()) {
+                    let _ = w.send(Err(ResponseError::NotLeaderOrFollower));
+                }
+                self.notify_end();
+            }
+        }
+        self.update_high_watermark();
+        Ok(())
+    }
+
+    /// Whether the partition already acts on `role` (an image that changes nothing for it).
+    pub fn has_role(&self, role: &Role) -> bool {
+        match (&*self.replication.borrow(), role) {
+            (Replication::Leader(s), Role::Leader(l)) => s.leadership == *l,
+            (Replication::Follower { leader, epoch }, Role::Follower { leader: l, epoch: e }) => {
+                leader == l && epoch == e
+            }
+            _ => false,
+        }
+    }
+
+    /// The broker this follower follows (-1: none), or `None` when this broker leads.
+    pub fn following(&self) -> Option<i32> {
+        match &*self.replication.borrow() {
+            Replication::Leader(_) => None,
+            Replication::Follower { leader, .. } => Some(*leader),
+        }
+    }
+
+    /// The leader epoch this broker leads in, if it leads.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        match &*self.replication.borrow() {
+            Replication::Leader(s) => Some(s.leadership.epoch),
+            Replication::Follower { .. } => None,
+        }
+    }
+
+    /// Recomputes the high watermark from the followers' progress and wakes what it passed.
+    fn update_high_watermark(&self) {
+        let computed = match &*self.replication.borrow() {
+            Replication::Leader(s) if s.leadership.solo() => Some(self.log.written_offset()),
+            Replication::Leader(s) => s.high_watermark(self.log.written_offset()),
+            Replication::Follower { .. } => None,
+        };
+        let Some(hw) = computed else { return };
+        if hw > self.high_watermark.get() {
+            self.high_watermark.set(hw);
+        }
+        let hw = self.high_watermark.get();
+        let ready: Vec<_> = {
+            let mut waiters = self.hw_waiters.borrow_mut();
+            let (ready, left) = std::mem::take(&mut *waiters).into_iter().partition(|(o, _)| *o < hw);
+            *waiters = left;
+            ready
+        };
+        for (_, w) in ready {
+            let _ = w.send(Ok(()));
+        }
+    }
+
+    /// Resolves once the high watermark passes `last_offset` (or leadership is lost).
+    fn replicated(&self, last_offset: Offset) -> oneshot::Receiver<Result<(), ResponseError>> {
+        let (tx, rx) = oneshot::channel();
+        if self.high_watermark() > last_offset {
+            let _ = tx.send(Ok(()));
+        } else {
+            self.hw_waiters.borrow_mut().push((last_offset, tx));
+            self.update_high_watermark();
+        }
+        rx
+    }
+
+    /// The ISR this leader should ask the controller for now, marked pending; `None` when
+    /// nothing should change (or a change is pending, or this broker does not lead).
+    pub fn isr_change_wanted(&self, now: i64, lag_max_ms: i64) -> Option<(replica::Leadership, Vec<i32>)> {
+        let hw = self.high_watermark();
+        let mut replication = self.replication.borrow_mut();
+        let Replication::Leader(s) = &mut *replication else { return None };
+        let wanted = s.wanted_isr(hw, now, lag_max_ms)?;
+        s.set_pending(Some(wanted.clone()), now);
+        Some((s.leadership.clone(), wanted))
+    }
+
+    /// The ISR change asked for failed: ask again after a backoff.
+    pub fn isr_change_failed(&self) {
+        if let Replication::Leader(s) = &mut *self.replication.borrow_mut() {
+            s.retry_later(now_ms());
+        }
+    }
+
+    /// How many replicas are in sync, as this leader counts them (`None`: it does not lead).
+    pub fn isr_size(&self) -> Option<usize> {
+        match &*self.replication.borrow() {
+            Replication::Leader(s) => Some(s.leadership.isr.len()),
+            Replication::Follower { .. } => None,
+        }
     }
 
     /// Appends `batch` now, in one synchronous step with the idempotent-producer check and
@@ -168,13 +345,38 @@ impl Partition {
             let waited = match acks {
                 // Kafka's timeout bounds the wait for acks=all; acks=0/1 are answered once
                 // written whatever the timeout.
-                Acks::All => glommio::timer::timeout(timeout, async { Ok(durable.await) }).await,
-                Acks::Leader | Acks::None => Ok(durable.await),
+                Acks::All => {
+                    glommio::timer::timeout(timeout, async {
+                        match durable.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Ok(Err(storage_error(&e))),
+                            Err(_) => return Ok(Err(ResponseError::KafkaStorageError)),
+                        }
+                        // Durable here; now on every in-sync replica.
+                        Ok(partition
+                            .replicated(appended.last_offset)
+                            .await
+                            .unwrap_or(Err(ResponseError::NotLeaderOrFollower)))
+                    })
+                    .await
+                }
+                Acks::Leader | Acks::None => Ok(match durable.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(storage_error(&e)),
+                    Err(_) => Err(ResponseError::KafkaStorageError),
+                }),
             };
             match waited {
-                Ok(Ok(Ok(()))) => Ok(appended),
-                Ok(Ok(Err(e))) => Err(storage_error(&e)),
-                Ok(Err(_)) => Err(ResponseError::KafkaStorageError),
+                // Replicated, but the ISR shrank below the minimum meanwhile (Kafka's check). A
+                // leader that stepped down once the batch was replicated answers success.
+                Ok(Ok(()))
+                    if acks == Acks::All
+                        && partition.isr_size().is_some_and(|n| n < partition.settings.min_insync_replicas) =>
+                {
+                    Err(ResponseError::NotEnoughReplicasAfterAppend)
+                }
+                Ok(Ok(())) => Ok(appended),
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(ResponseError::RequestTimedOut),
             }
         })
@@ -183,6 +385,14 @@ impl Partition {
     fn append(self: &Rc<Self>, batch: &Bytes, acks: Acks) -> Result<Appended, ResponseError> {
         if self.log.has_failed() {
             return Err(ResponseError::KafkaStorageError);
+        }
+        let (epoch, isr) = match &*self.replication.borrow() {
+            Replication::Leader(s) => (s.leadership.epoch, s.leadership.isr.len()),
+            Replication::Follower { .. } => return Err(ResponseError::NotLeaderOrFollower),
+        };
+        if acks == Acks::All && isr < self.settings.min_insync_replicas {
+            debug!(partition = %self.tp, isr, min = self.settings.min_insync_replicas, "acks=all refused: ISR below min.insync.replicas");
+            return Err(ResponseError::NotEnoughReplicas);
         }
         let header = BatchHeader::new(batch);
         if header.as_ref().is_some_and(|h| h.is_transactional()) {
@@ -205,7 +415,7 @@ impl Partition {
         }
         let append_time = self.settings.log_append_time.then(now_ms);
         let end_before = self.log.next_offset();
-        let info = self.log.append(BytesMut::from(&batch[..]), append_time);
+        let info = self.log.append(BytesMut::from(&batch[..]), append_time, epoch);
         if !crate::invariant!(
             info.base_offset == end_before && info.last_offset >= info.base_offset,
             "append to {} at {} gave offsets {}..={}",
@@ -225,6 +435,7 @@ impl Partition {
         if let Some(b) = &producer {
             self.producers.borrow_mut().record(b, info.base_offset);
         }
+        self.notify_end();
         // Consumers see the batch once it is written: acks=1/all write it before answering,
         // acks=0 (and large backlogs) get a background write now.
         if info.flush_due || acks == Acks::None {
@@ -325,12 +536,146 @@ impl Partition {
         waiters.push(waiter.clone());
     }
 
-    /// Wakes every parked fetch (after a write, or when the partition goes away).
+    /// After a write (or when the partition goes away): moves the high watermark and wakes
+    /// every parked fetch.
     pub fn notify(&self) {
+        self.update_high_watermark();
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in &waiters {
             fire(w);
         }
+    }
+
+    /// Wakes the followers' fetches parked on the log end.
+    fn notify_end(&self) {
+        let waiters = std::mem::take(&mut *self.end_waiters.borrow_mut());
+        for w in &waiters {
+            fire(w);
+        }
+    }
+
+    /// Parks a follower's fetch until the log end passes `offset`.
+    pub fn watch_end(&self, offset: Offset, waiter: &Waiter) {
+        if self.log.next_offset() > offset || !matches!(&*self.replication.borrow(), Replication::Leader(_)) {
+            fire(waiter);
+            return;
+        }
+        let mut waiters = self.end_waiters.borrow_mut();
+        waiters.retain(|w| w.borrow().as_ref().is_some_and(|s| !s.is_canceled()));
+        waiters.push(waiter.clone());
+    }
+
+    /// A follower's fetch (on the leader): checks the follower's log against this one's
+    /// epochs, records its progress (which may move the high watermark), and reads from
+    /// `offset` up to the log end.
+    pub async fn replica_read(
+        &self,
+        replica: i32,
+        offset: Offset,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+    ) -> Result<ReplicaRead, ResponseError> {
+        let log_end = self.log.next_offset();
+        {
+            let replication = self.replication.borrow();
+            let Replication::Leader(s) = &*replication else { return Err(ResponseError::NotLeaderOrFollower) };
+            if !s.is_replica(replica) {
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
+        }
+        if last_fetched_epoch >= 0 {
+            let (epoch, end) = self.log.epochs().end_offset_for(last_fetched_epoch, log_end);
+            // Older than every epoch here: everything the follower has diverged (an end
+            // offset at the log start says so; (-1, -1) would read as "no divergence").
+            let end = if epoch < 0 { self.log.log_start_offset() } else { end };
+            if epoch != last_fetched_epoch || end < offset {
+                return Ok(ReplicaRead {
+                    high_watermark: self.high_watermark(),
+                    log_start_offset: self.log.log_start_offset(),
+                    records: Bytes::new(),
+                    diverging: Some((epoch, end)),
+                });
+            }
+        }
+        if offset > log_end || offset < self.log.log_start_offset() {
+            return Err(ResponseError::OffsetOutOfRange);
+        }
+        let isr_before = self.high_watermark();
+        if let Replication::Leader(s) = &mut *self.replication.borrow_mut() {
+            s.on_fetch(replica, offset, log_end, now_ms());
+        }
+        self.update_high_watermark();
+        if self.high_watermark() > isr_before {
+            self.notify();
+        }
+        let records = self.log.read(offset, max_bytes).await.map_err(|e| storage_error(&e))?.records;
+        Ok(ReplicaRead {
+            high_watermark: self.high_watermark(),
+            log_start_offset: self.log.log_start_offset(),
+            records,
+            diverging: None,
+        })
+    }
+
+    /// Where this follower's log stands (its fetch offset and newest epoch).
+    pub fn follower_position(&self) -> FollowerPosition {
+        FollowerPosition { log_end: self.log.next_offset(), last_epoch: self.log.epochs().latest_epoch() }
+    }
+
+    /// A follower appends what its leader sent, as stored (offsets and epochs kept), syncs
+    /// it (one sync per fetch: the followers' group commit), and takes the leader's high
+    /// watermark as far as its own log reaches. Idempotent-producer state is rebuilt from
+    /// the batches, so it moves with leadership.
+    pub async fn replica_append(&self, records: &Bytes, leader_hw: Offset) -> Result<FollowerPosition, ResponseError> {
+        if matches!(&*self.replication.borrow(), Replication::Leader(_)) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if !records.is_empty() {
+            let before = self.log.next_offset();
+            self.log.append_stored(records).await.map_err(|e| {
+                warn!(partition = %self.tp, error = %e, "replica append failed");
+                storage_error(&e)
+            })?;
+            for (_, h) in batch::iter_batches(records).filter(|(_, h)| h.base_offset() >= before) {
+                if let Some(b) = producer_batch(&h) {
+                    self.producers.borrow_mut().record(&b, h.base_offset());
+                }
+            }
+            let end = self.log.next_offset();
+            if end > before {
+                self.log.sync_to(end - 1).await.map_err(|e| storage_error(&e))?;
+            }
+        }
+        let hw = leader_hw.min(self.log.next_offset());
+        if hw > self.high_watermark.get() {
+            self.high_watermark.set(hw);
+        }
+        self.notify();
+        Ok(self.follower_position())
+    }
+
+    /// A follower's log diverged from the leader's at `epoch`, which the leader ends at
+    /// `end_offset`: truncates to where both agree (KIP-101/595) and rebuilds what depends
+    /// on the log (producer state, the high watermark).
+    pub async fn replica_truncate(&self, epoch: i32, end_offset: Offset) -> Result<FollowerPosition, ResponseError> {
+        if matches!(&*self.replication.borrow(), Replication::Leader(_)) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let log_end = self.log.next_offset();
+        let (local_epoch, local_end) = self.log.epochs().end_offset_for(epoch, log_end);
+        let target = if local_epoch == epoch { end_offset.min(local_end) } else { local_end.min(end_offset) };
+        let target = target.max(0);
+        if target < log_end {
+            warn!(partition = %self.tp, epoch, leader_end = end_offset, log_end, to = target, "log diverged from the leader's; truncating");
+        }
+        // Also when nothing is cut: epochs this log began past the cut must go, or the next
+        // fetch would claim an epoch the leader never had.
+        self.log.truncate_to(target).await.map_err(|e| storage_error(&e))?;
+        if target < log_end {
+            self.recover_producers().await.map_err(|e| storage_error(&e))?;
+            self.high_watermark.set(self.high_watermark.get().min(self.log.next_offset()));
+        }
+        Ok(self.follower_position())
     }
 
     /// Whether data is appended but not yet synced.

@@ -6,12 +6,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::stream::StreamExt;
-use tracing::{debug, warn};
+use kafka_protocol::ResponseError;
+use tracing::{debug, info, warn};
 
+use super::message::{ControlRequest, IsrChange};
 use super::Shard;
 use crate::cluster::{MetadataImage, TopicMeta};
 use crate::config::Config;
 use crate::group::OFFSETS_TOPIC;
+use crate::partition::replica::{Leadership, Role};
 use crate::partition::{Partition, PartitionSettings};
 use crate::storage::{LogConfig, LogError};
 use crate::types::{now_ms, TopicPartition};
@@ -28,8 +31,12 @@ const WRITE_CHUNK_BYTES: u64 = 256 << 10;
 impl Shard {
     /// Makes this data shard's partitions match `image`: opens the logs of partitions this
     /// broker now holds, closes those it no longer holds, deletes those whose topic is gone.
+    ///
+    /// The shard answers from the new image (Metadata, routing) only once its partitions
+    /// match it, so a client never sees a leader here that is not yet ready to lead.
     pub async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
-        if !self.image.set(image.clone()) {
+        if image.epoch < self.image.get().epoch {
+            crate::invariant!(false, "image epoch {} published after {}", image.epoch, self.image.get().epoch);
             return;
         }
         let node = self.config.node_id;
@@ -61,19 +68,45 @@ impl Shard {
                 }
             }
         }
+        let mut to_load = Vec::new();
         for (tp, meta) in wanted {
-            if self.partitions.contains(&tp) {
+            let partition = match self.partitions.get(&tp) {
+                Some(p) => p,
+                None => match self.open_partition(&tp, &meta).await {
+                    Ok(p) => {
+                        self.partitions.insert(p.clone());
+                        p
+                    }
+                    Err(e) => {
+                        warn!(partition = %tp, error = %e, "cannot open partition; it stays offline");
+                        continue;
+                    }
+                },
+            };
+            let role = role_of(&image, &tp, node);
+            if partition.has_role(&role) {
                 continue;
             }
-            match self.open_partition(&tp, &meta).await {
-                Ok(p) => {
-                    self.partitions.insert(p.clone());
-                    if tp.topic == OFFSETS_TOPIC {
-                        self.groups.load(p).await;
+            let was_leading = partition.leader_epoch();
+            if let Err(e) = partition.set_role(role).await {
+                warn!(partition = %tp, error = %e, "cannot take the partition's new role");
+                continue;
+            }
+            if tp.topic == OFFSETS_TOPIC {
+                // The group coordinator lives with the partition's leader: it loads the
+                // groups from the (replicated) log when this broker takes the lead.
+                let now_leading = partition.leader_epoch();
+                if was_leading != now_leading {
+                    self.groups.unload(tp.partition, meta.partitions);
+                    if now_leading.is_some() {
+                        to_load.push(partition);
                     }
                 }
-                Err(e) => warn!(partition = %tp, error = %e, "cannot open partition; it stays offline"),
             }
+        }
+        self.image.set(image);
+        for partition in to_load {
+            self.groups.load(partition).await;
         }
     }
 
@@ -89,6 +122,39 @@ impl Shard {
         };
         let settings = partition_settings(meta, &self.config);
         Partition::open(tp.clone(), meta.id, &dir, log_config, settings, self.clean_start).await
+    }
+
+    /// Asks the controller for the ISR changes this shard's leaders want: followers that
+    /// lag out, followers that caught up in (Kafka's AlterPartition; `replica.lag.time.max.ms`).
+    pub fn check_isr(self: &Rc<Self>) {
+        let now = now_ms();
+        for p in self.partitions() {
+            let Some((leadership, isr)) = p.isr_change_wanted(now, self.config.replica_lag_time_max_ms) else {
+                continue;
+            };
+            let change = IsrChange {
+                topic_id: p.topic_id(),
+                partition: p.tp().partition,
+                leader_epoch: leadership.epoch,
+                partition_epoch: leadership.partition_epoch,
+                isr: isr.clone(),
+            };
+            info!(partition = %p.tp(), from = ?leadership.isr, to = ?isr, "asking the controller to change the ISR");
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let (reply, rx) = futures::channel::oneshot::channel();
+                let sent = shard.send_control(ControlRequest::AlterPartition { change, reply }).await;
+                let outcome = match sent {
+                    Ok(()) => rx.await.unwrap_or(Err(ResponseError::NotController)),
+                    Err(_) => Err(ResponseError::NotController),
+                };
+                if let Err(e) = outcome {
+                    warn!(partition = %p.tp(), error = ?e, "ISR change refused; asking again in a second");
+                    p.isr_change_failed();
+                }
+            })
+            .detach();
+        }
     }
 
     /// Syncs every partition with unsynced data (the periodic part of the flush policy).
@@ -153,6 +219,25 @@ fn partition_settings(meta: &TopicMeta, config: &Config) -> PartitionSettings {
         },
         compact: meta.configs.get("cleanup.policy").is_some_and(|v| v.split(',').any(|x| x.trim() == "compact")),
         delete_retention_ms: topic_setting(meta, "delete.retention.ms").unwrap_or(config.delete_retention_ms),
+        min_insync_replicas: topic_setting(meta, "min.insync.replicas").unwrap_or(config.min_insync_replicas),
+    }
+}
+
+/// What the image makes broker `node` for a partition it holds a replica of.
+fn role_of(image: &MetadataImage, tp: &TopicPartition, node: i32) -> Role {
+    let Some((meta, state)) = image.topic(&tp.topic).and_then(|t| Some((t, t.state_of(tp.partition)?))) else {
+        return Role::Follower { leader: -1, epoch: -1 };
+    };
+    if state.leader == node {
+        Role::Leader(Leadership {
+            node,
+            epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            replicas: meta.replicas_of(tp.partition).to_vec(),
+            isr: state.isr.clone(),
+        })
+    } else {
+        Role::Follower { leader: state.leader, epoch: state.leader_epoch }
     }
 }
 

@@ -58,6 +58,15 @@ pub struct FetchItem {
     pub max_bytes: usize,
     /// The whole response's limit (`max_bytes`), shared by the request's partitions.
     pub budget: usize,
+    /// A follower's fetch: read up to the log end and record its progress.
+    pub replica: Option<ReplicaFetch>,
+}
+
+/// Who fetches as a follower, and the epoch of the last batch it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaFetch {
+    pub replica_id: i32,
+    pub last_fetched_epoch: i32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -67,13 +76,33 @@ pub struct FetchOutcome {
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
     pub records: Bytes,
+    /// To a follower whose log diverged: the epoch and end offset to truncate to.
+    pub diverging: Option<(i32, Offset)>,
 }
 
 impl FetchOutcome {
     /// A partition that was not read.
     pub fn failed(idx: usize, error: ResponseError) -> Self {
-        Self { idx, error: Some(error), high_watermark: -1, log_start_offset: -1, records: Bytes::new() }
+        Self {
+            idx,
+            error: Some(error),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Bytes::new(),
+            diverging: None,
+        }
     }
+}
+
+/// A follower's step on the shard that owns its replica (sent by the replica fetcher).
+#[derive(Debug)]
+pub enum FollowStep {
+    /// Where the log stands.
+    Position,
+    /// Append what the leader sent (possibly nothing) and take its high watermark.
+    Append { records: Bytes, leader_high_watermark: Offset },
+    /// The leader says the log diverged at `epoch`, which it ends at `end_offset`.
+    Truncate { epoch: i32, end_offset: Offset },
 }
 
 #[derive(Debug, Clone)]
@@ -156,10 +185,18 @@ pub enum DataRequest {
         items: Vec<FetchItem>,
         reply: oneshot::Sender<Vec<FetchOutcome>>,
     },
-    /// Fire `reply` when any partition's high watermark moves past the given one.
+    /// Fire `reply` when any partition's high watermark (or, for a follower's fetch,
+    /// `log_end`, its log end) moves past the given one.
     Watch {
         items: Vec<(TopicPartition, Offset)>,
+        log_end: bool,
         reply: oneshot::Sender<()>,
+    },
+    /// Control -> data: a step of a follower replica.
+    Follow {
+        tp: TopicPartition,
+        step: FollowStep,
+        reply: oneshot::Sender<Result<crate::partition::FollowerPosition, ResponseError>>,
     },
     ListOffsets {
         items: Vec<ListOffsetsItem>,
@@ -179,6 +216,16 @@ pub enum DataRequest {
     /// Control -> data: this node may serve clients now (its broker is registered and
     /// unfenced, and the shard has the image that says so): bind the client listener.
     Listen,
+}
+
+/// The ISR a partition's leader asks for, in the leadership it holds.
+#[derive(Debug, Clone)]
+pub struct IsrChange {
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
 }
 
 /// A request for the control shard (from a data shard).
@@ -219,6 +266,11 @@ pub enum ControlRequest {
         request: kafka_protocol::messages::DescribeQuorumRequest,
         version: i16,
         reply: oneshot::Sender<kafka_protocol::messages::DescribeQuorumResponse>,
+    },
+    /// A leader asks the controller to change a partition's ISR (AlterPartition).
+    AlterPartition {
+        change: IsrChange,
+        reply: oneshot::Sender<Result<(), ResponseError>>,
     },
     /// A connection `OpenConnection` let in has closed.
     CloseConnection {

@@ -145,16 +145,16 @@ impl Shard {
         .await
     }
 
-    /// Resolves when any of the partitions' high watermark passes the one given (or a
-    /// shard can no longer tell). The caller bounds the wait with its own timer.
-    pub async fn watch_any(self: &Rc<Self>, items: Vec<(TopicPartition, Offset)>) {
+    /// Resolves when any of the partitions' high watermark (with `log_end`, log end) passes
+    /// the one given (or a shard can no longer tell). The caller bounds the wait with its own timer.
+    pub async fn watch_any(self: &Rc<Self>, items: Vec<(TopicPartition, Offset)>, log_end: bool) {
         let (items, _not_led) = self.split_not_led(items, |i| &i.0);
         let mut receivers = Vec::new();
         for (owner, items) in self.group_by_owner(items, |i| &i.0) {
             let (reply, rx) = oneshot::channel();
             if owner == self.id {
-                self.watch_local(items, reply);
-            } else if self.send(owner, DataRequest::Watch { items, reply }).await.is_err() {
+                self.watch_local(items, log_end, reply);
+            } else if self.send(owner, DataRequest::Watch { items, log_end, reply }).await.is_err() {
                 return;
             }
             receivers.push(rx);

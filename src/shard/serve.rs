@@ -15,7 +15,7 @@ use kafka_protocol::ResponseError;
 
 use super::message::*;
 use super::Shard;
-use crate::partition::{fire, Waiter};
+use crate::partition::{fire, FollowerPosition, ReplicaRead, Waiter};
 use crate::types::{Acks, Offset, TopicPartition};
 
 impl Shard {
@@ -71,14 +71,24 @@ impl Shard {
                 continue;
             };
             let limit = item.max_bytes.min(remaining);
-            // Until something is read, one whole batch is returned whatever the limits (KIP-74).
-            let outcome = match partition.read(item.offset, limit, read_any).await {
+            let read = match item.replica {
+                Some(f) => partition.replica_read(f.replica_id, item.offset, f.last_fetched_epoch, limit).await,
+                // Until something is read, one whole batch is returned whatever the limits (KIP-74).
+                None => partition.read(item.offset, limit, read_any).await.map(|r| ReplicaRead {
+                    high_watermark: r.high_watermark,
+                    log_start_offset: r.log_start_offset,
+                    records: r.records,
+                    diverging: None,
+                }),
+            };
+            let outcome = match read {
                 Ok(r) => FetchOutcome {
                     idx: item.idx,
                     error: None,
                     high_watermark: r.high_watermark,
                     log_start_offset: r.log_start_offset,
                     records: r.records,
+                    diverging: r.diverging,
                 },
                 Err(e) => FetchOutcome {
                     high_watermark: partition.high_watermark(),
@@ -109,12 +119,13 @@ impl Shard {
         out
     }
 
-    /// Parks `reply` on each partition until its high watermark passes the one given
-    /// (fires at once when the shard is stopping).
-    pub fn watch_local(&self, items: Vec<(TopicPartition, Offset)>, reply: oneshot::Sender<()>) {
+    /// Parks `reply` on each partition until its high watermark (with `log_end`, its log
+    /// end) passes the one given (fires at once when the shard is stopping).
+    pub fn watch_local(&self, items: Vec<(TopicPartition, Offset)>, log_end: bool, reply: oneshot::Sender<()>) {
         let waiter: Waiter = Rc::new(std::cell::RefCell::new(Some(reply)));
         for (tp, seen) in items {
             match self.partition(&tp) {
+                Some(p) if log_end => p.watch_end(seen, &waiter),
                 Some(p) => p.watch(seen, &waiter),
                 // The partition went away (deleted or moved): let the fetch look again.
                 None => fire(&waiter),
@@ -122,6 +133,18 @@ impl Shard {
         }
         if self.is_stopping() {
             fire(&waiter);
+        }
+    }
+
+    /// A follower replica's step (see [`FollowStep`]).
+    pub async fn follow_local(&self, tp: &TopicPartition, step: FollowStep) -> Result<FollowerPosition, ResponseError> {
+        let partition = self.partition(tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
+        match step {
+            FollowStep::Position => Ok(partition.follower_position()),
+            FollowStep::Append { records, leader_high_watermark } => {
+                partition.replica_append(&records, leader_high_watermark).await
+            }
+            FollowStep::Truncate { epoch, end_offset } => partition.replica_truncate(epoch, end_offset).await,
         }
     }
 
@@ -151,7 +174,12 @@ impl Shard {
                 DataRequest::ListOffsets { items, reply } => {
                     answer_later(reply, self.clone().list_offsets_local(items))
                 }
-                DataRequest::Watch { items, reply } => self.watch_local(items, reply),
+                DataRequest::Watch { items, log_end, reply } => self.watch_local(items, log_end, reply),
+                DataRequest::Follow { tp, step, reply } => {
+                    // In order per partition: the fetcher waits for each step's answer.
+                    let shard = self.clone();
+                    answer_later(reply, async move { shard.follow_local(&tp, step).await })
+                }
                 DataRequest::DescribeProducers { items, reply } => {
                     let _ = reply.send(self.describe_producers_local(items));
                 }

@@ -23,6 +23,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use super::index::{relative, SegmentIndex};
+use super::leader_epochs::{self, LeaderEpochs};
 use super::segment::{self, align_down, align_up, Segment};
 use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::types::{now_ms, Offset};
@@ -191,6 +192,8 @@ pub struct Log {
     failed: Cell<bool>,
     /// Offsets below this were in sealed segments at the last compaction.
     cleaned_to: Cell<Offset>,
+    /// Where each leader epoch starts (persisted before its first batch).
+    epochs: RefCell<LeaderEpochs>,
 }
 
 impl Log {
@@ -233,6 +236,13 @@ impl Log {
         segments[last].sealed = false;
         let next_offset = segments[last].next_offset;
         let log_start_offset = segments[0].base_offset;
+        let dir_owned = dir.to_path_buf();
+        let mut epochs = glommio::executor().spawn_blocking(move || leader_epochs::load(&dir_owned)).await?;
+        // Epochs recorded ahead of batches a crash took back start past the log end.
+        if epochs.truncate_from_end(next_offset + 1) {
+            let (dir_owned, stored) = (dir.to_path_buf(), epochs.clone());
+            glommio::executor().spawn_blocking(move || leader_epochs::store(&dir_owned, &stored)).await?;
+        }
         info!(dir = %dir.display(), segments = segments.len(), log_start_offset, next_offset, "log opened");
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -244,6 +254,7 @@ impl Log {
             written_offset: Cell::new(next_offset),
             failed: Cell::new(false),
             cleaned_to: Cell::new(0),
+            epochs: RefCell::new(epochs),
         })
     }
 
@@ -285,36 +296,181 @@ impl Log {
         self.state.borrow().segments.iter().map(Segment::unwritten_bytes).sum()
     }
 
-    /// Stamps `batch` (already validated) with the next offsets and buffers it. Synchronous,
-    /// so appends keep the order in which they are called.
-    pub fn append(&self, mut batch: BytesMut, log_append_time: Option<i64>) -> AppendInfo {
-        let mut state = self.state.borrow_mut();
-        let base_offset = state.next_offset;
+    /// Stamps `batch` (already validated) with the next offsets and the leader epoch it is
+    /// appended in, and buffers it. Synchronous, so appends keep the order in which they are
+    /// called. The epoch must have been begun ([`Log::begin_epoch`]).
+    pub fn append(&self, mut batch: BytesMut, log_append_time: Option<i64>, leader_epoch: i32) -> AppendInfo {
+        let base_offset = self.next_offset();
         let (count_delta, mut max_timestamp) = match BatchHeader::new(&batch) {
             Some(h) => (h.last_offset_delta() as i64, h.max_timestamp()),
             None => unreachable!("append is only called with validated batches"),
         };
-        batch::stamp_offsets(&mut batch, base_offset, 0);
+        batch::stamp_offsets(&mut batch, base_offset, leader_epoch);
         if let Some(now) = log_append_time {
             batch::stamp_log_append_time(&mut batch, now);
             max_timestamp = now;
         }
-        let last_offset = base_offset + count_delta;
+        self.push(batch.freeze(), base_offset, base_offset + count_delta, max_timestamp)
+    }
+
+    /// Buffers one stamped batch at the log end, rolling the segment when due.
+    fn push(&self, bytes: Bytes, base_offset: Offset, last_offset: Offset, max_timestamp: i64) -> AppendInfo {
+        let mut state = self.state.borrow_mut();
         let now = now_ms();
-        let rolled = self.roll_due(state.active(), batch.len() as u64, last_offset, now);
+        let rolled = self.roll_due(state.active(), bytes.len() as u64, last_offset, now);
         if rolled {
             state.active().sealed = true;
             state.segments.push(Segment::new_empty(base_offset, now));
             debug!(dir = %self.dir.display(), base_offset, "segment rolled");
         }
         let interval = self.config.index_interval_bytes;
-        let bytes = batch.freeze();
         let active = state.active();
         active.push(bytes.clone(), base_offset, last_offset, max_timestamp, interval);
         let flush_due = active.size - active.written >= self.config.write_chunk_bytes;
         state.next_offset = last_offset + 1;
         state.tail.push(base_offset, last_offset, bytes, self.config.tail_cache_bytes);
         AppendInfo { base_offset, last_offset, flush_due, rolled }
+    }
+
+    /// The leader-epoch cache (see `leader_epochs`).
+    pub fn epochs(&self) -> std::cell::Ref<'_, LeaderEpochs> {
+        self.epochs.borrow()
+    }
+
+    /// Starts leader epoch `epoch` at the log end: recorded durably before any batch of it
+    /// is appended (a leader calls this when it takes the partition).
+    pub async fn begin_epoch(&self, epoch: i32) -> Result<(), LogError> {
+        let at = self.next_offset();
+        self.assign_epoch(epoch, at).await
+    }
+
+    async fn assign_epoch(&self, epoch: i32, start_offset: Offset) -> Result<(), LogError> {
+        let mut next = self.epochs.borrow().clone();
+        if !next.assign(epoch, start_offset) {
+            return Ok(());
+        }
+        self.store_epochs(next).await
+    }
+
+    async fn store_epochs(&self, next: LeaderEpochs) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        let stored = next.clone();
+        glommio::executor().spawn_blocking(move || leader_epochs::store(&dir, &stored)).await?;
+        *self.epochs.borrow_mut() = next;
+        Ok(())
+    }
+
+    /// Removes every batch at or after `offset`: a follower's log diverged from its leader's
+    /// (KIP-101). The cut is at a batch boundary (a batch holding `offset` goes too); returns
+    /// the new log end. Durable when it returns, and crash-safe in between: later segments
+    /// are removed and the directory synced first, then the segment holding the cut is
+    /// truncated and synced, so a crash midway leaves a prefix of the old log. Callers
+    /// serialise it with appends (a follower's fetcher is the only writer).
+    pub async fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
+        if offset >= self.next_offset() {
+            // No batch to cut; epochs begun at or past the cut (with no batches) still go.
+            let mut epochs = self.epochs.borrow().clone();
+            if epochs.truncate_from_end(offset) {
+                self.store_epochs(epochs).await?;
+            }
+            return Ok(self.next_offset());
+        }
+        self.flush(true).await?;
+        let _write = self.io.acquire_permit(1).await.map_err(gio)?;
+        let _sync = self.sync_io.acquire_permit(1).await.map_err(gio)?;
+        self.check_healthy()?;
+        let removed: Vec<Offset> = {
+            let mut state = self.state.borrow_mut();
+            let keep = state.segments.partition_point(|s| s.base_offset < offset);
+            let removed = state.segments.split_off(keep.max(1)).into_iter().map(|s| s.base_offset).collect();
+            state.tail.clear();
+            removed
+        };
+        for base in removed.iter().rev() {
+            remove_segment_files(&self.dir, *base).await;
+        }
+        let dir = self.dir.clone();
+        glommio::executor().spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await?;
+        let (base, file, size, index_pos) = {
+            let state = self.state.borrow();
+            let Some(s) = state.segments.last() else { unreachable!("a log keeps one segment") };
+            let rel = relative(s.base_offset, offset.max(s.base_offset));
+            (s.base_offset, s.file.clone(), s.size, s.index.lookup_offset(rel) as u64)
+        };
+        let cut = if offset <= base {
+            Some(0)
+        } else {
+            self.find_batch(base, index_pos, size, offset).await?.map(|(p, _)| p)
+        };
+        if let (Some(cut), Some(file)) = (cut, &file) {
+            file.truncate(cut).await.map_err(gio)?;
+            file.fdatasync().await.map_err(gio)?;
+        }
+        remove_index_files(&self.dir, base).await;
+        if let Some(s) = self.state.borrow_mut().segments.last_mut() {
+            s.file = None;
+        }
+        if let Some(file) = file.and_then(|f| Rc::try_unwrap(f).ok()) {
+            file.close().await.map_err(gio)?;
+        }
+        // Reopened as the active segment: rescanned, its index rebuilt.
+        let (mut seg, _) = open_segment(&self.dir, base, true, None, false, self.config.index_interval_bytes).await?;
+        seg.sealed = false;
+        let next_offset = if offset <= base { offset } else { seg.next_offset };
+        if seg.size == 0 {
+            // Emptied whole: the log restarts at the cut.
+            seg = Segment::new_empty(next_offset, now_ms());
+            remove_segment_files(&self.dir, base).await;
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            let last = state.segments.len() - 1;
+            if state.segments.len() == 1 && seg.size == 0 {
+                state.log_start_offset = next_offset;
+            }
+            state.segments[last] = seg;
+            state.next_offset = next_offset;
+        }
+        self.written_offset.set(next_offset);
+        self.synced_offset.set(next_offset);
+        self.cleaned_to.set(self.cleaned_to.get().min(next_offset));
+        let mut epochs = self.epochs.borrow().clone();
+        if epochs.truncate_from_end(next_offset) {
+            self.store_epochs(epochs).await?;
+        }
+        info!(dir = %self.dir.display(), offset, log_end = next_offset, "log truncated");
+        Ok(next_offset)
+    }
+
+    /// Appends batches fetched from the leader as they are (offsets and leader epochs kept),
+    /// after checking each (CRC, offsets at or past the log end). Batches this log already
+    /// holds are skipped. A new epoch is recorded before its first batch. Returns the log
+    /// end. Callers serialise replica appends per partition.
+    pub async fn append_stored(&self, records: &Bytes) -> Result<Offset, LogError> {
+        let mut pos = 0usize;
+        while pos < records.len() {
+            let total = batch::validate_stored(&records[pos..])
+                .map_err(|e| LogError::Corrupt(format!("{} fetched batch at byte {pos}: {e}", self.dir.display())))?;
+            let (base, last, max_ts, epoch) = match BatchHeader::new(&records[pos..]) {
+                Some(h) => (h.base_offset(), h.last_offset(), h.max_timestamp(), h.leader_epoch()),
+                None => unreachable!("validated above"),
+            };
+            let next = self.next_offset();
+            if last >= next {
+                if base < next {
+                    return Err(LogError::Corrupt(format!(
+                        "{}: fetched batch {base}..={last} overlaps the log end {next}",
+                        self.dir.display()
+                    )));
+                }
+                if epoch > self.epochs.borrow().latest_epoch() {
+                    self.assign_epoch(epoch, base).await?;
+                }
+                self.push(records.slice(pos..pos + total), base, last, max_ts);
+            }
+            pos += total;
+        }
+        Ok(self.next_offset())
     }
 
     fn roll_due(&self, active: &Segment, batch_bytes: u64, last_offset: Offset, now: i64) -> bool {
@@ -973,7 +1129,7 @@ mod tests {
     async fn append_n(log: &Log, n: usize, records: usize) {
         for _ in 0..n {
             let b = make_batch(records, 200, Compression::None);
-            log.append(BytesMut::from(&b[..]), None);
+            log.append(BytesMut::from(&b[..]), None, 0);
         }
     }
 
@@ -1163,7 +1319,7 @@ mod tests {
                     let size = rng.below(2_000) as usize + 1;
                     let fill = rng.next() as u8;
                     let batch = sample_batch_with(count, size, fill);
-                    log.append(BytesMut::from(&batch[..]), None);
+                    log.append(BytesMut::from(&batch[..]), None, 0);
                     values.extend(std::iter::repeat_n(vec![fill; size], count));
                     match rng.below(10) {
                         0 => {
@@ -1307,7 +1463,7 @@ mod tests {
             let log = Log::open(&path, cfg.clone(), false).await.expect("open");
             for _ in 0..3 {
                 let b = make_batch(2, 700 * 1024, Compression::None); // 1.4 MiB: larger than a read chunk
-                log.append(BytesMut::from(&b[..]), None);
+                log.append(BytesMut::from(&b[..]), None, 0);
             }
             log.sync_to(5).await.expect("sync");
             drop(log);
@@ -1315,6 +1471,77 @@ mod tests {
             assert_eq!(log.next_offset(), 6);
             let r = log.read(4, 1).await.expect("read");
             assert_eq!(offsets_in(&r.records), vec![(4, 5)]);
+        });
+    }
+
+    #[test]
+    fn truncation_cuts_at_batch_boundaries_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let log = Log::open(&path, config(), false).await.expect("open");
+            log.begin_epoch(0).await.expect("epoch 0");
+            append_n(&log, 50, 3).await; // several 16 KiB segments, offsets 0..150
+            log.begin_epoch(2).await.expect("epoch 2");
+            for _ in 0..10 {
+                let b = make_batch(3, 200, Compression::None);
+                log.append(BytesMut::from(&b[..]), None, 2);
+            }
+            log.sync_to(179).await.expect("sync");
+            let segments_before = log.state.borrow().segments.len();
+            assert!(segments_before > 2);
+            assert_eq!(log.epochs().end_offset_for(0, 180), (0, 150));
+            // Inside a batch: the whole batch goes.
+            assert_eq!(log.truncate_to(100).await.expect("truncate"), 99);
+            assert_eq!(log.next_offset(), 99);
+            assert!(log.state.borrow().segments.len() < segments_before);
+            assert_eq!(log.epochs().latest_epoch(), 0, "epoch 2 started past the cut");
+            let r = log.read(90, 64 * 1024).await.expect("read");
+            assert_eq!(offsets_in(&r.records).last(), Some(&(96, 98)));
+            assert!(matches!(log.read(100, 10).await, Err(LogError::OffsetOutOfRange { .. })));
+            // Appends go on from the cut, in a new epoch.
+            log.begin_epoch(3).await.expect("epoch 3");
+            append_n(&log, 2, 3).await;
+            log.sync_to(104).await.expect("sync");
+            drop(log);
+            let log = Log::open(&path, config(), false).await.expect("reopen");
+            assert_eq!(log.next_offset(), 105);
+            assert_eq!(log.epochs().end_offset_for(0, 105), (0, 99));
+            assert_eq!(log.epochs().latest_epoch(), 3);
+            let r = log.read(0, 1 << 20).await.expect("read");
+            let got = offsets_in(&r.records);
+            assert!(got.windows(2).all(|w| w[1].0 == w[0].1 + 1), "contiguous after the cut");
+            // Truncating to the start empties the log.
+            assert_eq!(log.truncate_to(0).await.expect("truncate all"), 0);
+            assert!(log.read(0, 100).await.expect("empty").records.is_empty());
+        });
+    }
+
+    #[test]
+    fn stored_batches_keep_their_offsets_and_epochs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (leader_dir, follower_dir) = (dir.path().join("leader"), dir.path().join("follower"));
+        run(move || async move {
+            let leader = Log::open(&leader_dir, config(), false).await.expect("open");
+            leader.begin_epoch(4).await.expect("epoch");
+            append_n(&leader, 5, 2).await; // epoch 0 stamped by append_n
+            for _ in 0..3 {
+                let b = make_batch(2, 100, Compression::None);
+                leader.append(BytesMut::from(&b[..]), None, 4);
+            }
+            let fetched = leader.read(0, 1 << 20).await.expect("read").records;
+            let follower = Log::open(&follower_dir, config(), false).await.expect("open");
+            assert_eq!(follower.append_stored(&fetched.slice(..)).await.expect("append"), 16);
+            assert_eq!(follower.append_stored(&fetched).await.expect("again: skipped"), 16);
+            assert_eq!(follower.epochs().latest_epoch(), 4);
+            assert_eq!(follower.epochs().end_offset_for(0, 16), (0, 10));
+            let copy = follower.read(0, 1 << 20).await.expect("read").records;
+            assert_eq!(copy, fetched, "byte for byte");
+            let mut bad = BytesMut::from(&fetched[..]);
+            let last = bad.len() - 1;
+            bad[last] ^= 0xff;
+            let other = Log::open(&dir.path().join("other"), config(), false).await.expect("open");
+            assert!(matches!(other.append_stored(&bad.freeze()).await, Err(LogError::Corrupt(_))));
         });
     }
 }

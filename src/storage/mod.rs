@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod index;
+pub mod leader_epochs;
 pub mod log;
 pub mod segment;
 

@@ -106,11 +106,13 @@ class Cluster:
         bootstrap = self.nodes[node].bootstrap if node else self.bootstrap
         return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
 
-    def create_topic(self, name: str, partitions: int, node: int | None = None, timeout: float = 15.0) -> None:
+    def create_topic(self, name: str, partitions: int, node: int | None = None, timeout: float = 15.0,
+                     replication: int = 1, config: dict | None = None) -> None:
         """Creates a topic through `node` (any when None); returns once every running node
         has all its partitions in Metadata."""
         admin = self.admin(node)  # kept alive until the answer: destroying it cancels the call
-        futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=timeout)
+        topic = NewTopic(name, partitions, replication, config=config or {})
+        futures = admin.create_topics([topic], request_timeout=timeout)
         futures[name].result(timeout + 5)
         for n in (n for n in self.running() if n.is_broker):
             wait_until(lambda: len(metadata(n.bootstrap)[2].get(name, {})) == partitions, 10,
@@ -134,6 +136,28 @@ def metadata(bootstrap: str, timeout: float = 10.0):
     topics = {t: {p.id: p.leader for p in tm.partitions.values()}
               for t, tm in md.topics.items() if not t.startswith("__")}
     return brokers, md.controller_id, topics
+
+
+def partitions_of(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, list, list]]:
+    """{partition: (leader, replicas, isr)} of one topic, from one node's Metadata."""
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=timeout)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return {}
+    return {p.id: (p.leader, list(p.replicas), sorted(p.isrs)) for p in t.partitions.values()}
+
+
+def wait_for_isr(node: ClusterNode, topic: str, size: int, timeout: float = 30.0) -> dict:
+    """Waits until every partition of `topic` has a leader and `size` in-sync replicas."""
+    found = {}
+
+    def settled():
+        nonlocal found
+        found = partitions_of(node.bootstrap, topic)
+        return bool(found) and all(l >= 0 and len(isr) == size for l, _, isr in found.values())
+
+    wait_until(settled, timeout, what=f"{topic}: every partition led with {size} in sync")
+    return found
 
 
 def wait_for_brokers(node: ClusterNode, ids: set[int], timeout: float = 30.0) -> None:

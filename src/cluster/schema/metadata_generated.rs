@@ -17,19 +17,20 @@ pub mod weir {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_PAYLOAD: u8 = 5;
+        pub const ENUM_MAX_PAYLOAD: u8 = 6;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_PAYLOAD: [Payload; 6] = [
+        pub const ENUM_VALUES_PAYLOAD: [Payload; 7] = [
             Payload::NONE,
             Payload::TopicRecord,
             Payload::RemoveTopicRecord,
             Payload::ProducerIdsRecord,
             Payload::BrokerRecord,
             Payload::BrokerFenceRecord,
+            Payload::PartitionChangeRecord,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -43,9 +44,10 @@ pub mod weir {
             pub const ProducerIdsRecord: Self = Self(3);
             pub const BrokerRecord: Self = Self(4);
             pub const BrokerFenceRecord: Self = Self(5);
+            pub const PartitionChangeRecord: Self = Self(6);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 5;
+            pub const ENUM_MAX: u8 = 6;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::TopicRecord,
@@ -53,6 +55,7 @@ pub mod weir {
                 Self::ProducerIdsRecord,
                 Self::BrokerRecord,
                 Self::BrokerFenceRecord,
+                Self::PartitionChangeRecord,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -63,6 +66,7 @@ pub mod weir {
                     Self::ProducerIdsRecord => Some("ProducerIdsRecord"),
                     Self::BrokerRecord => Some("BrokerRecord"),
                     Self::BrokerFenceRecord => Some("BrokerFenceRecord"),
+                    Self::PartitionChangeRecord => Some("PartitionChangeRecord"),
                     _ => None,
                 }
             }
@@ -889,6 +893,203 @@ pub mod weir {
                 ds.finish()
             }
         }
+        pub enum PartitionChangeRecordOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A partition's leadership: its leader (-1: none), the leader epoch (bumped with every
+        /// leader change), the partition epoch (bumped with every change) and the in-sync replicas.
+        /// A full state, applied only when its partition epoch is newer than the image's.
+        pub struct PartitionChangeRecord<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for PartitionChangeRecord<'a> {
+            type Inner = PartitionChangeRecord<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> PartitionChangeRecord<'a> {
+            pub const VT_TOPIC_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+            pub const VT_LEADER: ::flatbuffers::VOffsetT = 8;
+            pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 10;
+            pub const VT_PARTITION_EPOCH: ::flatbuffers::VOffsetT = 12;
+            pub const VT_ISR: ::flatbuffers::VOffsetT = 14;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                PartitionChangeRecord { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args PartitionChangeRecordArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<PartitionChangeRecord<'bldr>> {
+                let mut builder = PartitionChangeRecordBuilder::new(_fbb);
+                if let Some(x) = args.isr {
+                    builder.add_isr(x);
+                }
+                builder.add_partition_epoch(args.partition_epoch);
+                builder.add_leader_epoch(args.leader_epoch);
+                builder.add_leader(args.leader);
+                builder.add_partition(args.partition);
+                if let Some(x) = args.topic_id {
+                    builder.add_topic_id(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn topic_id(&self) -> &'a Uuid {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<Uuid>(PartitionChangeRecord::VT_TOPIC_ID, None).unwrap() }
+            }
+            #[inline]
+            pub fn partition(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(PartitionChangeRecord::VT_PARTITION, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn leader(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(PartitionChangeRecord::VT_LEADER, Some(-1)).unwrap() }
+            }
+            #[inline]
+            pub fn leader_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(PartitionChangeRecord::VT_LEADER_EPOCH, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn partition_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(PartitionChangeRecord::VT_PARTITION_EPOCH, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn isr(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(
+                        PartitionChangeRecord::VT_ISR,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for PartitionChangeRecord<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<Uuid>("topic_id", Self::VT_TOPIC_ID, true)?
+                    .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+                    .visit_field::<i32>("leader", Self::VT_LEADER, false)?
+                    .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+                    .visit_field::<i32>("partition_epoch", Self::VT_PARTITION_EPOCH, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>(
+                        "isr",
+                        Self::VT_ISR,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct PartitionChangeRecordArgs<'a> {
+            pub topic_id: Option<&'a Uuid>,
+            pub partition: i32,
+            pub leader: i32,
+            pub leader_epoch: i32,
+            pub partition_epoch: i32,
+            pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+        }
+        impl<'a> Default for PartitionChangeRecordArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                PartitionChangeRecordArgs {
+                    topic_id: None, // required field
+                    partition: 0,
+                    leader: -1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    isr: None,
+                }
+            }
+        }
+
+        pub struct PartitionChangeRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionChangeRecordBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_topic_id(&mut self, topic_id: &Uuid) {
+                self.fbb_.push_slot_always::<&Uuid>(PartitionChangeRecord::VT_TOPIC_ID, topic_id);
+            }
+            #[inline]
+            pub fn add_partition(&mut self, partition: i32) {
+                self.fbb_.push_slot::<i32>(PartitionChangeRecord::VT_PARTITION, partition, 0);
+            }
+            #[inline]
+            pub fn add_leader(&mut self, leader: i32) {
+                self.fbb_.push_slot::<i32>(PartitionChangeRecord::VT_LEADER, leader, -1);
+            }
+            #[inline]
+            pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+                self.fbb_.push_slot::<i32>(PartitionChangeRecord::VT_LEADER_EPOCH, leader_epoch, 0);
+            }
+            #[inline]
+            pub fn add_partition_epoch(&mut self, partition_epoch: i32) {
+                self.fbb_.push_slot::<i32>(PartitionChangeRecord::VT_PARTITION_EPOCH, partition_epoch, 0);
+            }
+            #[inline]
+            pub fn add_isr(&mut self, isr: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i32>>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionChangeRecord::VT_ISR, isr);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> PartitionChangeRecordBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                PartitionChangeRecordBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionChangeRecord<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, PartitionChangeRecord::VT_TOPIC_ID, "topic_id");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for PartitionChangeRecord<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("PartitionChangeRecord");
+                ds.field("topic_id", &self.topic_id());
+                ds.field("partition", &self.partition());
+                ds.field("leader", &self.leader());
+                ds.field("leader_epoch", &self.leader_epoch());
+                ds.field("partition_epoch", &self.partition_epoch());
+                ds.field("isr", &self.isr());
+                ds.finish()
+            }
+        }
         pub enum RemoveTopicRecordOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -1200,6 +1401,20 @@ pub mod weir {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn payload_as_partition_change_record(&self) -> Option<PartitionChangeRecord<'a>> {
+                if self.payload_type() == Payload::PartitionChangeRecord {
+                    let u = self.payload();
+                    // Safety:
+                    // Created from a valid Table for this object
+                    // Which contains a valid union in this slot
+                    Some(unsafe { PartitionChangeRecord::init_from_table(u) })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
@@ -1239,6 +1454,11 @@ pub mod weir {
                             Payload::BrokerFenceRecord => v
                                 .verify_union_variant::<::flatbuffers::ForwardsUOffset<BrokerFenceRecord>>(
                                     "Payload::BrokerFenceRecord",
+                                    pos,
+                                ),
+                            Payload::PartitionChangeRecord => v
+                                .verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionChangeRecord>>(
+                                    "Payload::PartitionChangeRecord",
                                     pos,
                                 ),
                             _ => Ok(()),
@@ -1323,6 +1543,13 @@ pub mod weir {
                     }
                     Payload::BrokerFenceRecord => {
                         if let Some(x) = self.payload_as_broker_fence_record() {
+                            ds.field("payload", &x)
+                        } else {
+                            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Payload::PartitionChangeRecord => {
+                        if let Some(x) = self.payload_as_partition_change_record() {
                             ds.field("payload", &x)
                         } else {
                             ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -53,7 +53,7 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
         .into_iter()
         .map(|name| {
             if name == OFFSETS_TOPIC {
-                return offsets_topic(&shard.config);
+                return offsets_topic(&shard.config, shard.image().live_brokers().count());
             }
             NewTopic { name, num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() }
         })
@@ -63,12 +63,14 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
 }
 
 /// `__consumer_offsets` as Kafka creates it: `offsets.topic.num.partitions` partitions,
-/// compacted, with `offsets.topic.segment.bytes` segments.
-pub fn offsets_topic(config: &Config) -> NewTopic {
+/// compacted, with `offsets.topic.segment.bytes` segments, and
+/// `offsets.topic.replication.factor` replicas (at most the `live_brokers` there are).
+pub fn offsets_topic(config: &Config, live_brokers: usize) -> NewTopic {
+    let replicas = (config.offsets_replication_factor.max(1) as usize).min(live_brokers.max(1));
     NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         num_partitions: config.offsets_partitions,
-        replication_factor: -1,
+        replication_factor: replicas as i16,
         assignments: Vec::new(),
         configs: vec![
             ("cleanup.policy".into(), Some("compact".into())),

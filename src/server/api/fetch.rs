@@ -17,7 +17,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Pending, RequestContext};
-use crate::shard::message::{FetchItem, FetchOutcome};
+use crate::shard::message::{FetchItem, FetchOutcome, ReplicaFetch};
 use crate::shard::Shard;
 use crate::types::{wire_code, TopicPartition};
 
@@ -53,6 +53,10 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
 
+    // A follower's fetch (KIP-392 aside, only brokers send a replica id): reads to the log
+    // end, reports divergence, and waits on the log end rather than the high watermark.
+    let replica_id = request.replica_id.0;
+    let follower = replica_id >= 0;
     // Partitions in request order; those that cannot be read get their error up front.
     let mut slots: Vec<(usize, i32)> = Vec::new();
     let mut items = Vec::new();
@@ -74,8 +78,9 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
                 Some(m) if part.partition < 0 || part.partition >= m.partitions => {
                     Some(ResponseError::UnknownTopicOrPartition)
                 }
-                Some(_) if part.current_leader_epoch > 0 => Some(ResponseError::UnknownLeaderEpoch),
-                Some(_) => None,
+                Some(m) => m
+                    .state_of(part.partition)
+                    .and_then(|s| leader_epoch_error(part.current_leader_epoch, s.leader_epoch)),
             };
             match error {
                 Some(e) => fixed.push(FetchOutcome::failed(idx, e)),
@@ -85,6 +90,8 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
                     offset: part.fetch_offset,
                     max_bytes: (part.partition_max_bytes.max(0) as usize).min(max_bytes),
                     budget: max_bytes,
+                    replica: follower
+                        .then_some(ReplicaFetch { replica_id, last_fetched_epoch: part.last_fetched_epoch }),
                 }),
             }
         }
@@ -94,7 +101,7 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         let mut outcomes = shard.route_fetch(items.clone()).await;
         outcomes.sort_by_key(|o| o.idx);
         let bytes: usize = outcomes.iter().map(|o| o.records.len()).sum();
-        let errors = outcomes.iter().any(|o| o.error.is_some()) || !fixed.is_empty();
+        let errors = outcomes.iter().any(|o| o.error.is_some() || o.diverging.is_some()) || !fixed.is_empty();
         let now = Instant::now();
         let enough = if min_bytes == 0 { true } else { bytes >= min_bytes };
         if enough || errors || now >= deadline || items.is_empty() || shard.is_stopping() {
@@ -104,10 +111,15 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
             // At the limit of parked fetches: answer now rather than park.
             break outcomes;
         }
-        let watch: Vec<(TopicPartition, i64)> =
-            outcomes.iter().zip(&items).map(|(o, i)| (i.tp.clone(), o.high_watermark.max(i.offset))).collect();
+        let watch: Vec<(TopicPartition, i64)> = if follower {
+            // The fetch offset is the log end the follower wants to pass.
+            items.iter().map(|i| (i.tp.clone(), i.offset)).collect()
+        } else {
+            outcomes.iter().zip(&items).map(|(o, i)| (i.tp.clone(), o.high_watermark.max(i.offset))).collect()
+        };
         let parked = Parked::new(shard);
-        let woke = select(Box::pin(shard.watch_any(watch)), Box::pin(glommio::timer::sleep(deadline - now))).await;
+        let woke =
+            select(Box::pin(shard.watch_any(watch, follower)), Box::pin(glommio::timer::sleep(deadline - now))).await;
         drop(parked);
         if let Either::Right(_) = woke {
             // Timed out: one last read, so data that came at the very end is not missed.
@@ -151,10 +163,26 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         pd.log_start_offset = o.log_start_offset;
         pd.aborted_transactions = (request.isolation_level == 1).then(Vec::new);
         pd.preferred_read_replica = (-1).into();
+        if let Some((epoch, end_offset)) = o.diverging {
+            pd.diverging_epoch.epoch = epoch;
+            pd.diverging_epoch.end_offset = end_offset;
+        }
         pd.records = Some(o.records);
         response.responses[t].partitions.push(pd);
     }
     response
+}
+
+/// Kafka's check of the leader epoch a fetcher believes in (KIP-320): older than the
+/// partition's gets FENCED_LEADER_EPOCH (the fetcher must refresh its metadata), newer
+/// UNKNOWN_LEADER_EPOCH (this broker has not seen it yet); -1 skips the check.
+pub fn leader_epoch_error(requested: i32, current: i32) -> Option<ResponseError> {
+    match requested {
+        r if r < 0 => None,
+        r if r < current => Some(ResponseError::FencedLeaderEpoch),
+        r if r > current => Some(ResponseError::UnknownLeaderEpoch),
+        _ => None,
+    }
 }
 
 /// Counts a parked fetch against `weir.fetch.waiters.max` for as long as it lives (also when

@@ -23,7 +23,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FindCoordi
     let keys = if version >= 4 { request.coordinator_keys } else { vec![request.key] };
     if request.key_type == KEY_TYPE_GROUP && !keys.is_empty() && shard.image().topic(OFFSETS_TOPIC).is_none() {
         let timeout = std::time::Duration::from_millis(shard.config.quorum_request_timeout_ms);
-        create_topics::create(shard, vec![create_topics::offsets_topic(&shard.config)], false, timeout).await;
+        create_topics::create(
+            shard,
+            vec![create_topics::offsets_topic(&shard.config, shard.image().live_brokers().count())],
+            false,
+            timeout,
+        )
+        .await;
     }
     let image = shard.image();
     let ready = image.topic(OFFSETS_TOPIC).is_some();

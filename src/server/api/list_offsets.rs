@@ -31,7 +31,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: ListOffset
                 Some(m) if part.partition_index >= 0 && part.partition_index < m.partitions => None,
                 _ => Some(ResponseError::UnknownTopicOrPartition),
             };
-            let error = error.or((part.current_leader_epoch > 0).then_some(ResponseError::UnknownLeaderEpoch));
+            let current_epoch = meta.and_then(|m| m.state_of(part.partition_index)).map_or(-1, |s| s.leader_epoch);
+            let error = error.or_else(|| super::fetch::leader_epoch_error(part.current_leader_epoch, current_epoch));
             let spec = OffsetSpec::from_wire(part.timestamp);
             match (error, spec) {
                 (Some(e), _) => outcomes.push(ListOffsetsOutcome::failed(idx, e)),
@@ -63,7 +64,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: ListOffset
         pr.error_code = wire_code(o.error);
         pr.offset = o.offset;
         pr.timestamp = o.timestamp;
-        pr.leader_epoch = if version >= 4 && o.error.is_none() && o.offset >= 0 { 0 } else { -1 };
+        // The partition's current leader epoch (Kafka gives the epoch of the record found;
+        // clients use it only to validate positions with OffsetForLeaderEpoch).
+        let epoch = image
+            .topic(request.topics[t].name.0.as_str())
+            .and_then(|m| m.state_of(partition))
+            .map_or(-1, |s| s.leader_epoch.max(0));
+        pr.leader_epoch = if version >= 4 && o.error.is_none() && o.offset >= 0 { epoch } else { -1 };
         response.topics[t].partitions.push(pr);
     }
     encode_frame(ApiKey::ListOffsets, version, correlation_id, &response)

@@ -143,10 +143,10 @@ fn topic_entry(image: &MetadataImage, meta: &TopicMeta, operations: i32) -> Meta
             let mut part = MetadataResponsePartition::default();
             part.partition_index = p;
             part.leader_id = BrokerId(leader.unwrap_or(-1));
-            part.leader_epoch = 0;
+            let state = meta.state_of(p);
+            part.leader_epoch = state.map_or(-1, |s| s.leader_epoch.max(0));
             part.replica_nodes = replicas.iter().map(|b| BrokerId(*b)).collect();
-            // One replica per partition: the leader is the in-sync set.
-            part.isr_nodes = leader.map(BrokerId).into_iter().collect();
+            part.isr_nodes = state.map(|s| s.isr.iter().map(|b| BrokerId(*b)).collect()).unwrap_or_default();
             part.offline_replicas = replicas.iter().filter(|b| !image.is_live(**b)).map(|b| BrokerId(*b)).collect();
             if leader.is_none() {
                 part.error_code = ResponseError::LeaderNotAvailable.code();

@@ -130,7 +130,7 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
                 let tp = TopicPartition::new(request.topic_data[t].name.0.to_string(), pr.index);
                 if let Some(leader) = image.leader(&tp) {
                     pr.current_leader.leader_id = BrokerId(leader);
-                    pr.current_leader.leader_epoch = 0;
+                    pr.current_leader.leader_epoch = image.partition_state(&tp).map_or(0, |s| s.leader_epoch.max(0));
                     leaders_named.insert(leader);
                 }
             }

@@ -3,6 +3,7 @@
 //! advertises here is exactly what dispatch accepts. Handlers run on the control shard.
 
 pub mod allocate_producer_ids;
+pub mod alter_partition;
 pub mod api_versions;
 pub mod broker_heartbeat;
 pub mod broker_registration;
@@ -73,6 +74,8 @@ pub const REGISTRY: &[ControllerApi] = &[
     api!(DeleteTopics, 1..=6, delete_topics),
     api!(CreatePartitions, 0..=3, create_partitions),
     api!(AllocateProducerIds, 0..=0, allocate_producer_ids),
+    // v2: topic ids; v3 adds broker epochs per ISR member (KIP-903), not needed here.
+    api!(AlterPartition, 2..=2, alter_partition),
     api!(DescribeQuorum, 0..=2, describe_quorum),
     // v12: topics by name, cluster id, snapshot ids (KIP-630); observers ask exactly v12.
     api!(Fetch, 12..=12, fetch),

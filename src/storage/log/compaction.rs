@@ -297,13 +297,13 @@ mod tests {
                 // 20 keys written 10 times over (several segments), then key 3 deleted.
                 for round in 0..10 {
                     for k in 0..20u32 {
-                        log.append(keyed(&[(k, true)], 1000 + round), None);
+                        log.append(keyed(&[(k, true)], 1000 + round), None, 0);
                     }
                 }
-                log.append(keyed(&[(3, false), (4, true)], 5000), None);
+                log.append(keyed(&[(3, false), (4, true)], 5000), None, 0);
                 // Fill past a segment so the tombstone is sealed too.
                 for k in 100..250u32 {
-                    log.append(keyed(&[(k, true)], 6000), None);
+                    log.append(keyed(&[(k, true)], 6000), None, 0);
                 }
                 log.sync_to(log.next_offset() - 1).await.expect("sync");
                 let before = contents(&log).await;
@@ -344,7 +344,7 @@ mod tests {
                 assert_eq!(contents(&log).await, after);
                 // Later, expired tombstones go as well.
                 for k in 300..450u32 {
-                    log.append(keyed(&[(k, true)], 7000), None);
+                    log.append(keyed(&[(k, true)], 7000), None, 0);
                 }
                 log.sync_to(log.next_offset() - 1).await.expect("sync");
                 log.compact(5000 + 1_000_000, 1_000_000).await.expect("compact");
