@@ -106,9 +106,18 @@ pub struct Config {
     pub replica_fetch_wait_max_ms: u64,
     /// `replica.fetch.backoff.ms`: pause after a failed follower fetch.
     pub replica_fetch_backoff_ms: u64,
+    /// `num.replica.fetchers`: fetchers (connections) per leader a follower fetches from.
+    pub num_replica_fetchers: usize,
     /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets` (at most the
     /// brokers registered when it is created).
     pub offsets_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`: leadership goes back to preferred replicas.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often the controller checks.
+    pub leader_imbalance_check_interval_secs: u64,
+    /// `leader.imbalance.per.broker.percentage`: the share of a broker's preferred
+    /// partitions it may not lead before leadership is handed back.
+    pub leader_imbalance_per_broker_percentage: u32,
     /// `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// `log.segment.bytes`: roll the active segment when it reaches this size.
@@ -222,7 +231,11 @@ impl Default for Config {
             replica_fetch_response_max_bytes: 10 << 20,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_backoff_ms: 1000,
+            num_replica_fetchers: 1,
             offsets_replication_factor: 3,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_secs: 300,
+            leader_imbalance_per_broker_percentage: 10,
             auto_create_topics: true,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
@@ -302,6 +315,13 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("replica.fetch.response.max.bytes", "bytes a follower fetches per request (default 10 MiB)"),
     ("replica.fetch.wait.max.ms", "how long a follower's fetch waits for new records (default 500)"),
     ("replica.fetch.backoff.ms", "pause after a failed follower fetch (default 1000)"),
+    ("num.replica.fetchers", "fetchers, each one connection, per leader a follower fetches from (default 1)"),
+    ("auto.leader.rebalance.enable", "hand leadership back to preferred replicas (default true)"),
+    ("leader.imbalance.check.interval.seconds", "how often leader imbalance is checked (default 300)"),
+    (
+        "leader.imbalance.per.broker.percentage",
+        "share of a broker's preferred partitions it may not lead before they are handed back (default 10)",
+    ),
     (
         "offsets.topic.replication.factor",
         "replicas of __consumer_offsets, at most the brokers registered when it is created (default 3)",
@@ -447,7 +467,11 @@ impl Config {
             "replica.fetch.response.max.bytes" => self.replica_fetch_response_max_bytes = parse(key, v)?,
             "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = parse(key, v)?,
             "replica.fetch.backoff.ms" => self.replica_fetch_backoff_ms = parse(key, v)?,
+            "num.replica.fetchers" => self.num_replica_fetchers = parse(key, v)?,
             "offsets.topic.replication.factor" => self.offsets_replication_factor = parse(key, v)?,
+            "auto.leader.rebalance.enable" => self.auto_leader_rebalance = parse(key, v)?,
+            "leader.imbalance.check.interval.seconds" => self.leader_imbalance_check_interval_secs = parse(key, v)?,
+            "leader.imbalance.per.broker.percentage" => self.leader_imbalance_per_broker_percentage = parse(key, v)?,
             "auto.create.topics.enable" => self.auto_create_topics = parse(key, v)?,
             "log.segment.bytes" => self.segment_bytes = parse(key, v)?,
             "log.roll.ms" => self.segment_ms = parse(key, v)?,
@@ -640,7 +664,13 @@ impl Config {
         check(self.min_insync_replicas >= 1, "min.insync.replicas", "must be at least 1")?;
         check(self.offsets_replication_factor >= 1, "offsets.topic.replication.factor", "must be at least 1")?;
         check(self.replica_lag_time_max_ms >= 1, "replica.lag.time.max.ms", "must be at least 1")?;
+        check(
+            self.leader_imbalance_check_interval_secs >= 1,
+            "leader.imbalance.check.interval.seconds",
+            "must be at least 1",
+        )?;
         check(self.replica_fetch_max_bytes >= 1, "replica.fetch.max.bytes", "must be at least 1")?;
+        check(self.num_replica_fetchers >= 1, "num.replica.fetchers", "must be at least 1")?;
         check(self.replica_fetch_response_max_bytes >= 1, "replica.fetch.response.max.bytes", "must be at least 1")?;
         check(self.segment_bytes >= 14 * 1024, "log.segment.bytes", "must be at least 14 KiB")?;
         check(

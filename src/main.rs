@@ -48,6 +48,24 @@ The broker needs a locked-memory limit (ulimit -l) of at least 512 KiB.")]
     /// The cluster: `weir cluster status` shows the controller quorum and the brokers.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Topics: `weir topics describe` shows each partition's leader, replicas and ISR.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Each partition's leader, leader epoch, replicas, in-sync replicas and offline
+    /// replicas (every topic when none is named).
+    #[command(after_help = "Needs a locked-memory limit (ulimit -l) of at least 512 KiB, like the broker.")]
+    Describe {
+        /// Any broker of the cluster.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Topics to describe.
+        #[arg(value_name = "TOPIC")]
+        topics: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +137,13 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot read the cluster's state from {bootstrap}"))?;
             print!("{}", weir::admin::cluster::format_report(&report));
+            Ok(())
+        }),
+        Command::Topics(TopicsCommand::Describe { bootstrap, topics }) => on_cli_executor("weir-topics", async move {
+            let report = weir::admin::topics::describe(&bootstrap, &topics)
+                .await
+                .with_context(|| format!("cannot read the topics from {bootstrap}"))?;
+            print!("{}", weir::admin::topics::format_report(&report));
             Ok(())
         }),
     }

@@ -107,6 +107,35 @@ fn every_advertised_version_answers() {
                 ApiKey::DescribeProducers => {
                     c.call(v, DescribeProducersRequest::default());
                 }
+                ApiKey::ElectLeaders => {
+                    let mut tp = elect_leaders_request::TopicPartitions::default();
+                    tp.topic = TopicName(s("groups-t"));
+                    tp.partitions = vec![0];
+                    let mut r = ElectLeadersRequest::default();
+                    r.topic_partitions = Some(vec![tp]);
+                    r.timeout_ms = 5000;
+                    let resp = c.call(v, r);
+                    assert_eq!(resp.error_code, 0, "ElectLeaders v{v}");
+                    let answer = &resp.replica_election_results[0].partition_result[0];
+                    // One node leads its own partitions already.
+                    assert_eq!(answer.error_code, ResponseError::ElectionNotNeeded.code(), "ElectLeaders v{v}");
+                }
+                ApiKey::OffsetForLeaderEpoch => {
+                    let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+                    p.partition = 0;
+                    p.current_leader_epoch = -1;
+                    p.leader_epoch = 0;
+                    let mut t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+                    t.topic = TopicName(s("groups-t"));
+                    t.partitions = vec![p];
+                    let mut r = OffsetForLeaderEpochRequest::default();
+                    r.replica_id = (-1).into();
+                    r.topics = vec![t];
+                    let resp = c.call(v, r);
+                    let answer = &resp.topics[0].partitions[0];
+                    assert_eq!((answer.error_code, answer.leader_epoch), (0, 0), "OffsetForLeaderEpoch v{v}");
+                    assert!(answer.end_offset >= 0);
+                }
                 ApiKey::FindCoordinator => {
                     let mut r = FindCoordinatorRequest::default();
                     if v >= 4 {

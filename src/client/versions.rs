@@ -49,6 +49,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::AllocateProducerIds, range(0, 0)),
     // v2 names topics by id; v3's broker epochs per ISR member (KIP-903) are not needed.
     (ApiKey::AlterPartition, range(2, 2)),
+    // Forwarded to the active controller; v1 adds the election type, v2 a top-level error.
+    (ApiKey::ElectLeaders, range(0, 2)),
     // Snapshots of the metadata log, for broker-only nodes (KIP-630).
     (ApiKey::FetchSnapshot, range(0, 1)),
     // v2 adds the voters' endpoints (KIP-853).
@@ -161,6 +163,7 @@ mod tests {
             ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
             ApiKey::AllocateProducerIds => AllocateProducerIdsRequest::VERSIONS,
             ApiKey::AlterPartition => kafka_protocol::messages::AlterPartitionRequest::VERSIONS,
+            ApiKey::ElectLeaders => kafka_protocol::messages::ElectLeadersRequest::VERSIONS,
             ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
             ApiKey::FetchSnapshot => FetchSnapshotRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,

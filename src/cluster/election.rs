@@ -71,6 +71,82 @@ pub fn decide(
     change(state, leader, isr)
 }
 
+/// Which election ElectLeaders asks for (Kafka's `election_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Leadership back to the first replica, if it is live and in sync.
+    Preferred,
+    /// A leader for a partition that has none, from any live replica (may lose records).
+    Unclean,
+}
+
+/// Why an asked-for election did not happen (Kafka's error codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionRefused {
+    /// The partition already has the leader the election would choose (ELECTION_NOT_NEEDED).
+    NotNeeded,
+    /// The preferred replica is not live or not in sync (PREFERRED_LEADER_NOT_AVAILABLE).
+    PreferredNotAvailable,
+    /// No live replica can lead (ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    NoEligibleLeader,
+}
+
+/// The state an ElectLeaders election moves a partition to.
+pub fn elect(
+    kind: ElectionType,
+    state: &PartitionState,
+    replicas: &[i32],
+    live: impl Fn(i32) -> bool,
+) -> Result<PartitionState, ElectionRefused> {
+    match kind {
+        ElectionType::Preferred => {
+            let Some(&preferred) = replicas.first() else { return Err(ElectionRefused::NoEligibleLeader) };
+            if state.leader == preferred {
+                return Err(ElectionRefused::NotNeeded);
+            }
+            if !live(preferred) || !state.isr.contains(&preferred) {
+                return Err(ElectionRefused::PreferredNotAvailable);
+            }
+            change(state, preferred, state.isr.clone()).ok_or(ElectionRefused::NotNeeded)
+        }
+        ElectionType::Unclean => {
+            if state.leader >= 0 && live(state.leader) {
+                return Err(ElectionRefused::NotNeeded);
+            }
+            let in_sync = replicas.iter().copied().find(|b| live(*b) && state.isr.contains(b));
+            let any = replicas.iter().copied().find(|b| live(*b));
+            match (in_sync, any) {
+                (Some(l), _) => change(state, l, state.isr.iter().copied().filter(|b| live(*b)).collect()),
+                (None, Some(l)) => change(state, l, vec![l]),
+                (None, None) => None,
+            }
+            .ok_or(ElectionRefused::NoEligibleLeader)
+        }
+    }
+}
+
+/// Brokers whose share of partitions they should lead (as first replica) but do not is
+/// above `max_ratio` (Kafka's `leader.imbalance.per.broker.percentage` / 100): the
+/// partitions to hand back to them, for the automatic preferred-leader election.
+pub fn imbalanced(image: &MetadataImage, max_ratio: f64) -> Vec<(String, i32)> {
+    let mut preferred: std::collections::BTreeMap<i32, (usize, Vec<(String, i32)>)> = Default::default();
+    for topic in image.topics.values() {
+        for (p, state) in topic.states.iter().enumerate() {
+            let Some(&first) = topic.replicas_of(p as i32).first() else { continue };
+            let entry = preferred.entry(first).or_default();
+            entry.0 += 1;
+            if state.leader != first && image.is_live(first) && state.isr.contains(&first) {
+                entry.1.push((topic.name.clone(), p as i32));
+            }
+        }
+    }
+    preferred
+        .into_values()
+        .filter(|(total, moves)| *total > 0 && moves.len() as f64 / *total as f64 > max_ratio)
+        .flat_map(|(_, moves)| moves)
+        .collect()
+}
+
 /// `state` moved to `leader` and `isr`, with its epochs bumped; `None` when nothing changes.
 pub fn change(state: &PartitionState, leader: i32, isr: Vec<i32>) -> Option<PartitionState> {
     if leader == state.leader && isr == state.isr {
@@ -132,6 +208,31 @@ mod tests {
         let offline = state(-1, 5, &[1]);
         let next = decide(&offline, &[1, 2], |b| b == 2, true).expect("unclean");
         assert_eq!((next.leader, next.leader_epoch, next.isr), (2, 6, vec![2]));
+    }
+
+    #[test]
+    fn preferred_and_unclean_elections_follow_kafka() {
+        let replicas = [1, 2, 3];
+        let moved = state(2, 4, &[2, 3, 1]);
+        let back = elect(ElectionType::Preferred, &moved, &replicas, |_| true).expect("1 is back in sync");
+        assert_eq!((back.leader, back.leader_epoch, back.isr), (1, 5, vec![2, 3, 1]));
+        assert_eq!(
+            elect(ElectionType::Preferred, &state(1, 4, &[1, 2]), &replicas, |_| true),
+            Err(ElectionRefused::NotNeeded)
+        );
+        assert_eq!(
+            elect(ElectionType::Preferred, &state(2, 4, &[2, 3]), &replicas, |_| true),
+            Err(ElectionRefused::PreferredNotAvailable),
+            "1 is not in sync"
+        );
+        assert_eq!(elect(ElectionType::Unclean, &moved, &replicas, |_| true), Err(ElectionRefused::NotNeeded));
+        let offline = state(-1, 6, &[1]);
+        let unclean = elect(ElectionType::Unclean, &offline, &replicas, |b| b == 3).expect("3 is live");
+        assert_eq!((unclean.leader, unclean.leader_epoch, unclean.isr), (3, 7, vec![3]));
+        assert_eq!(
+            elect(ElectionType::Unclean, &offline, &replicas, |_| false),
+            Err(ElectionRefused::NoEligibleLeader)
+        );
     }
 
     #[test]

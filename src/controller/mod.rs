@@ -19,7 +19,7 @@
 mod brokers;
 mod lifecycle;
 mod observer;
-mod partitions;
+pub mod partitions;
 mod quorum;
 mod raft_storage;
 mod remote;
@@ -229,6 +229,19 @@ impl Controller {
             voters = %controller.identity.voters,
             "metadata loaded; metadata quorum started"
         );
+        if controller.config.auto_leader_rebalance {
+            let checking = controller.clone();
+            let every = Duration::from_secs(controller.config.leader_imbalance_check_interval_secs);
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(every).await;
+                    if checking.active.get() {
+                        checking.rebalance_leaders().await;
+                    }
+                }
+            })
+            .detach();
+        }
         let ticking = controller.clone();
         glommio::spawn_local(async move {
             loop {
@@ -623,6 +636,9 @@ impl Controller {
                 }
                 ControlRequest::DeleteTopics { topics, timeout, reply } => {
                     answer_later(reply, async move { c.delete_topics(topics, timeout).await })
+                }
+                ControlRequest::ElectLeaders { kind, partitions, timeout, reply } => {
+                    answer_later(reply, async move { c.elect_leaders(kind, partitions, timeout).await })
                 }
                 ControlRequest::AlterPartition { change, reply } => {
                     answer_later(reply, async move { c.alter_partition(change).await })

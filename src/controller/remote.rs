@@ -10,14 +10,14 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::alter_partition_request;
 use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
+use kafka_protocol::messages::{alter_partition_request, elect_leaders_request};
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AlterPartitionRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, TopicName,
+    DeleteTopicsRequest, ElectLeadersRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -25,8 +25,9 @@ use tracing::debug;
 
 use super::CommitError;
 use crate::client::{ClientError, Connection};
+use crate::cluster::election::ElectionType;
 use crate::config::Config;
-use crate::shard::message::{IsrChange, NewPartitions, NewTopic, TopicOutcome};
+use crate::shard::message::{ElectionResult, IsrChange, NewPartitions, NewTopic, TopicOutcome};
 
 /// Wait before asking again when the leader is unknown or just changed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -273,6 +274,61 @@ impl RemoteController {
                     let code = r.topics.first().and_then(|t| t.partitions.first()).map_or(0, |p| p.error_code);
                     ResponseError::try_from_code(code).map_or(Ok(()), Err)
                 }
+            }),
+        })
+    }
+}
+
+impl RemoteController {
+    /// ElectLeaders (v2) at the active controller.
+    pub async fn elect_leaders(
+        &self,
+        leader: impl Fn() -> Option<i32>,
+        kind: ElectionType,
+        partitions: Option<&[(String, i32)]>,
+        deadline: Instant,
+    ) -> Result<Route<Result<Vec<ElectionResult>, ResponseError>>, CommitError> {
+        let mut request = ElectLeadersRequest::default();
+        request.election_type = match kind {
+            ElectionType::Preferred => 0,
+            ElectionType::Unclean => 1,
+        };
+        request.timeout_ms =
+            deadline.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
+        request.topic_partitions = partitions.map(|ps| {
+            let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+            for (t, p) in ps {
+                by_topic.entry(t.as_str()).or_default().push(*p);
+            }
+            by_topic
+                .into_iter()
+                .map(|(t, partitions)| {
+                    let mut tp = elect_leaders_request::TopicPartitions::default();
+                    tp.topic = TopicName(StrBytes::from_string(t.to_string()));
+                    tp.partitions = partitions;
+                    tp
+                })
+                .collect()
+        });
+        let not_controller =
+            |r: &kafka_protocol::messages::ElectLeadersResponse| r.error_code == ResponseError::NotController.code();
+        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+            Route::Here => Route::Here,
+            Route::There(r) => Route::There(match ResponseError::try_from_code(r.error_code) {
+                Some(e) => Err(e),
+                None => Ok(r
+                    .replica_election_results
+                    .into_iter()
+                    .flat_map(|t| {
+                        let topic = t.topic.0.to_string();
+                        t.partition_result.into_iter().map(move |p| ElectionResult {
+                            topic: topic.clone(),
+                            partition: p.partition_id,
+                            error: ResponseError::try_from_code(p.error_code),
+                            message: p.error_message.map(|m| m.to_string()),
+                        })
+                    })
+                    .collect()),
             }),
         })
     }

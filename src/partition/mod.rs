@@ -585,10 +585,9 @@ impl Partition {
         }
         if last_fetched_epoch >= 0 {
             let (epoch, end) = self.log.epochs().end_offset_for(last_fetched_epoch, log_end);
-            // Older than every epoch here: everything the follower has diverged (an end
-            // offset at the log start says so; (-1, -1) would read as "no divergence").
-            let end = if epoch < 0 { self.log.log_start_offset() } else { end };
-            if epoch != last_fetched_epoch || end < offset {
+            // Undefined (-1, -1) cannot be said on the wire (the diverging epoch is a tagged
+            // field whose default is "none"): as in Kafka, the fetch then goes on.
+            if epoch >= 0 && (epoch < last_fetched_epoch || end < offset) {
                 return Ok(ReplicaRead {
                     high_watermark: self.high_watermark(),
                     log_start_offset: self.log.log_start_offset(),
@@ -615,6 +614,16 @@ impl Partition {
             records,
             diverging: None,
         })
+    }
+
+    /// Kafka's `endOffsetForEpoch` on the leader (OffsetForLeaderEpoch): the largest epoch at
+    /// or below `epoch` this log knows and the offset where it ended; (-1, -1) when `epoch`
+    /// is older than every epoch here.
+    pub fn epoch_end(&self, epoch: i32) -> Result<(i32, Offset), ResponseError> {
+        if !matches!(&*self.replication.borrow(), Replication::Leader(_)) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        Ok(self.log.epochs().end_offset_for(epoch, self.log.next_offset()))
     }
 
     /// Where this follower's log stands (its fetch offset and newest epoch).
@@ -662,9 +671,11 @@ impl Partition {
             return Err(ResponseError::NotLeaderOrFollower);
         }
         let log_end = self.log.next_offset();
+        // Where both logs agree: the leader ends `epoch` at `end_offset`; this log ends its
+        // largest epoch at or below it at `local_end` (KIP-595's truncation rule).
         let (local_epoch, local_end) = self.log.epochs().end_offset_for(epoch, log_end);
-        let target = if local_epoch == epoch { end_offset.min(local_end) } else { local_end.min(end_offset) };
-        let target = target.max(0);
+        let target = if local_epoch < 0 { end_offset.min(log_end) } else { end_offset.min(local_end) };
+        let target = target.max(self.log.log_start_offset()).min(log_end);
         if target < log_end {
             warn!(partition = %self.tp, epoch, leader_end = end_offset, log_end, to = target, "log diverged from the leader's; truncating");
         }

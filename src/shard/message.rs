@@ -126,6 +126,29 @@ impl ListOffsetsOutcome {
     }
 }
 
+/// OffsetForLeaderEpoch: where the partition's `leader_epoch` ended.
+#[derive(Debug, Clone)]
+pub struct EpochEndItem {
+    pub idx: usize,
+    pub tp: TopicPartition,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EpochEndOutcome {
+    pub idx: usize,
+    pub error: Option<ResponseError>,
+    /// The largest epoch at or below the one asked, and its end offset; (-1, -1) if none.
+    pub leader_epoch: i32,
+    pub end_offset: Offset,
+}
+
+impl EpochEndOutcome {
+    pub fn failed(idx: usize, error: ResponseError) -> Self {
+        Self { idx, error: Some(error), leader_epoch: -1, end_offset: -1 }
+    }
+}
+
 /// A topic to create, as the control shard validates it.
 #[derive(Debug, Clone)]
 pub struct NewTopic {
@@ -206,6 +229,10 @@ pub enum DataRequest {
         items: Vec<(usize, TopicPartition)>,
         reply: oneshot::Sender<Vec<ProducersOutcome>>,
     },
+    EpochEnds {
+        items: Vec<EpochEndItem>,
+        reply: oneshot::Sender<Vec<EpochEndOutcome>>,
+    },
     /// Control -> data: a new metadata image; reply once local partitions match it.
     Publish {
         image: Arc<MetadataImage>,
@@ -216,6 +243,15 @@ pub enum DataRequest {
     /// Control -> data: this node may serve clients now (its broker is registered and
     /// unfenced, and the shard has the image that says so): bind the client listener.
     Listen,
+}
+
+/// One partition's outcome of an ElectLeaders call.
+#[derive(Debug, Clone)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub error: Option<ResponseError>,
+    pub message: Option<String>,
 }
 
 /// The ISR a partition's leader asks for, in the leadership it holds.
@@ -266,6 +302,14 @@ pub enum ControlRequest {
         request: kafka_protocol::messages::DescribeQuorumRequest,
         version: i16,
         reply: oneshot::Sender<kafka_protocol::messages::DescribeQuorumResponse>,
+    },
+    /// ElectLeaders, run by the active controller (here or forwarded there).
+    ElectLeaders {
+        kind: crate::cluster::election::ElectionType,
+        /// `None`: every partition.
+        partitions: Option<Vec<(String, i32)>>,
+        timeout: std::time::Duration,
+        reply: oneshot::Sender<Result<Vec<ElectionResult>, ResponseError>>,
     },
     /// A leader asks the controller to change a partition's ISR (AlterPartition).
     AlterPartition {

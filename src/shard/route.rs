@@ -131,6 +131,17 @@ impl Shard {
         .await
     }
 
+    pub async fn route_epoch_ends(self: &Rc<Self>, items: Vec<EpochEndItem>) -> Vec<EpochEndOutcome> {
+        self.scatter(
+            items,
+            |i| (i.idx, &i.tp),
+            |shard, items| Box::pin(std::future::ready(shard.epoch_ends_local(items))),
+            |items, reply| DataRequest::EpochEnds { items, reply },
+            EpochEndOutcome::failed,
+        )
+        .await
+    }
+
     pub async fn route_describe_producers(
         self: &Rc<Self>,
         items: Vec<(usize, TopicPartition)>,

@@ -148,6 +148,20 @@ impl Shard {
         }
     }
 
+    /// Where each asked leader epoch ended, for OffsetForLeaderEpoch (on the leader).
+    pub fn epoch_ends_local(&self, items: Vec<EpochEndItem>) -> Vec<EpochEndOutcome> {
+        items
+            .into_iter()
+            .map(|item| match self.partition(&item.tp).map(|p| p.epoch_end(item.leader_epoch)) {
+                None => EpochEndOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition),
+                Some(Err(e)) => EpochEndOutcome::failed(item.idx, e),
+                Some(Ok((leader_epoch, end_offset))) => {
+                    EpochEndOutcome { idx: item.idx, error: None, leader_epoch, end_offset }
+                }
+            })
+            .collect()
+    }
+
     /// The active producers of each partition, for DescribeProducers.
     pub fn describe_producers_local(&self, items: Vec<(usize, TopicPartition)>) -> Vec<ProducersOutcome> {
         items
@@ -182,6 +196,9 @@ impl Shard {
                 }
                 DataRequest::DescribeProducers { items, reply } => {
                     let _ = reply.send(self.describe_producers_local(items));
+                }
+                DataRequest::EpochEnds { items, reply } => {
+                    let _ = reply.send(self.epoch_ends_local(items));
                 }
                 DataRequest::Group(call) => self.groups.serve(call),
                 DataRequest::Publish { image, reply } => {

@@ -56,16 +56,23 @@ impl LeaderEpochs {
     }
 
     /// Kafka's `endOffsetFor(epoch)`: the largest epoch at or below `epoch` and the offset
-    /// where it ended (the next epoch's start, or `log_end` for the newest). `(-1, -1)` when
-    /// `epoch` is older than every known epoch.
+    /// where it ended (the next epoch's start, or `log_end` for the newest). An epoch older
+    /// than every known one ends where the oldest known starts (`(epoch, that start)`);
+    /// `(-1, -1)` (undefined) for an epoch newer than every known one, or none known.
     pub fn end_offset_for(&self, epoch: i32, log_end: Offset) -> (i32, Offset) {
-        let i = self.entries.partition_point(|e| e.epoch <= epoch);
-        if i == 0 {
+        let Some(latest) = self.entries.last() else { return (-1, -1) };
+        if epoch < 0 {
             return (-1, -1);
         }
-        let found = self.entries[i - 1];
-        let end = self.entries.get(i).map_or(log_end, |next| next.start_offset);
-        (found.epoch, end)
+        if epoch == latest.epoch {
+            return (epoch, log_end);
+        }
+        let i = self.entries.partition_point(|e| e.epoch <= epoch);
+        let Some(higher) = self.entries.get(i) else { return (-1, -1) };
+        match i.checked_sub(1).map(|f| self.entries[f]) {
+            Some(floor) => (floor.epoch, higher.start_offset),
+            None => (epoch, higher.start_offset),
+        }
     }
 
     /// Drops entries that start at or after `offset` (the log was truncated to it).
@@ -144,7 +151,7 @@ mod tests {
     #[test]
     fn end_offsets_follow_kafka() {
         let mut c = LeaderEpochs::default();
-        assert_eq!(c.end_offset_for(0, 10), (-1, -1));
+        assert_eq!(c.end_offset_for(0, 10), (-1, -1), "nothing known");
         assert!(c.assign(0, 0));
         assert!(c.assign(2, 10));
         assert!(!c.assign(1, 12), "an older epoch is ignored");
@@ -156,7 +163,10 @@ mod tests {
         assert_eq!(c.end_offset_for(2, 40), (2, 30));
         assert_eq!(c.end_offset_for(4, 40), (2, 30));
         assert_eq!(c.end_offset_for(5, 40), (5, 40), "the newest epoch ends at the log end");
-        assert_eq!(c.end_offset_for(9, 40), (5, 40));
+        assert_eq!(c.end_offset_for(9, 40), (-1, -1), "newer than every known epoch: undefined");
+        let mut late = LeaderEpochs::default();
+        late.assign(3, 20);
+        assert_eq!(late.end_offset_for(1, 40), (1, 20), "older than every known epoch: ends where the oldest starts");
     }
 
     #[test]

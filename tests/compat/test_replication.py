@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from cluster_helpers import Cluster, partitions_of, wait_for_isr
 from helpers import confluent_consumer, confluent_producer, make_value, parse_value, wait_until
@@ -141,6 +141,19 @@ def test_replicated_topic_shows_replicas_and_isr_and_keeps_identical_copies(clus
     seen = consume_all(cluster.bootstrap, "r3", 3000)
     assert check_nothing_lost(acked, seen) == 3000
     wait_for_same_logs(cluster, "r3", 3)
+    # `weir topics describe` shows the same.
+    import subprocess
+
+    from helpers import WEIR_BIN
+
+    out = subprocess.run([WEIR_BIN, "topics", "describe", "r3", "--bootstrap", cluster.node(3).bootstrap],
+                         capture_output=True, timeout=30, check=True).stdout.decode()
+    assert "Topic: r3" in out and "PartitionCount: 3  ReplicationFactor: 3" in out, out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 3, out
+    for partition, leader, epoch, replicas, isr, offline in rows:
+        assert sorted(replicas.split(",")) == ["1", "2", "3"] and sorted(isr.split(",")) == ["1", "2", "3"], out
+        assert int(leader) == found[int(partition)][0] and offline == "-", out
     # Every batch carries the leader epoch it was appended in (0: the first leaders).
     batches = stored_batches(cluster.node(1).data_dir, "r3", 0)
     assert batches and set(batch_epochs(batches)) == {0}
@@ -283,3 +296,257 @@ def test_a_returning_leader_truncates_what_the_new_leader_never_had(cluster):
     assert not lonely_seen, "records only the old leader had are gone"
     epochs = batch_epochs(stored_batches(old.data_dir, "div", 0))
     assert epochs == sorted(epochs) and epochs[-1] >= 1, epochs
+
+
+@pytest.mark.timeout(240)
+def test_a_lagging_follower_leaves_the_isr_and_rejoins_when_caught_up(tmp_path, request):
+    # Sessions outlast the lag time here: the ISR shrinks because the follower stops
+    # fetching (replica.lag.time.max.ms), not because it is fenced.
+    c = Cluster(tmp_path, settings={"replica.lag.time.max.ms": 2000, "broker.session.timeout.ms": 30000})
+    for node in c.nodes.values():
+        request.node.__dict__.setdefault("_weir_brokers", []).append(node)
+    try:
+        c.start_all()
+        c.create_topic("lag", 1, replication=3, config={"min.insync.replicas": "2"})
+        (leader, replicas, _), = wait_for_isr(c.node(1), "lag", 3).values()
+        follower = next(b for b in replicas if b != leader)
+        producer = confluent_producer(c.node(leader).bootstrap, **{"acks": "all", "enable.idempotence": True})
+        acked = produce_tracked(producer, "lag", 100)
+        c.node(follower).sigstop()
+        try:
+            stalled_at = time.time()
+            found = wait_for_isr(c.node(leader), "lag", 2, timeout=20)
+            took = time.time() - stalled_at
+            assert follower not in found[0][2]
+            assert 1.5 < took < 10, f"left the ISR {took:.1f}s after it stopped fetching (lag time 2 s)"
+            # Still registered and unfenced: it is the lag, not the session.
+            assert follower in partitions_of(c.node(leader).bootstrap, "lag")[0][1]
+            more = produce_tracked(producer, "lag", 100, start=100)
+        finally:
+            c.node(follower).sigcont()
+        wait_for_isr(c.node(leader), "lag", 3, timeout=30)
+        for p, records in more.items():
+            acked.setdefault(p, []).extend(records)
+        wait_for_same_logs(c, "lag", 1)
+        assert c.node(leader).log_lines(r"ISR changed|asking the controller to change the ISR")
+        assert check_nothing_lost(acked, consume_all(c.bootstrap, "lag", 200)) == 200
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.cluster_slow
+def test_unclean_and_preferred_elections(cluster):
+    from confluent_kafka import ElectionType
+    from confluent_kafka import TopicPartition as TP
+
+    cluster.start_all()
+    cluster.create_topic("clean", 1, replication=2)
+    cluster.create_topic("dirty", 1, replication=2, config={"unclean.leader.election.enable": "true"})
+    # For each topic: make its follower fall out of sync (paused until fenced), then kill
+    # the leader, the last in-sync replica, and bring the follower back.
+    for topic in ("clean", "dirty"):
+        leader, replicas, _ = wait_for_isr(cluster.node(1), topic, 2, timeout=60)[0]
+        follower = next(b for b in replicas if b != leader)
+        produce_tracked(confluent_producer(cluster.node(leader).bootstrap, **{"acks": 1}), topic, 20)
+        cluster.node(follower).sigstop()
+        try:
+            wait_until(lambda: partitions_of(cluster.node(leader).bootstrap, topic)[0][2] == [leader], 30,
+                       what=f"{topic}: follower {follower} out of the ISR")
+            producer = confluent_producer(cluster.node(leader).bootstrap, **{"acks": 1})
+            produce_tracked(producer, topic, 20, start=100)
+            cluster.node(leader).kill9()
+        finally:
+            cluster.node(follower).sigcont()
+        asker = cluster.node(follower)
+        if topic == "clean":
+            # Only an out-of-sync replica is alive: the partition stays offline.
+            time.sleep(4)
+            assert partitions_of(asker.bootstrap, topic)[0][0] == -1
+            # An UNCLEAN election asked for by an admin client makes it lead.
+            admin = cluster.admin(follower)
+            result = admin.elect_leaders(ElectionType.UNCLEAN, [TP(topic, 0)]).result(30)
+            assert result[TP(topic, 0)] is None, result
+            wait_until(lambda: partitions_of(asker.bootstrap, topic)[0][0] == follower, 15, what="unclean leader")
+        else:
+            # The topic allows it: the controller elects the out-of-sync replica itself.
+            wait_until(lambda: partitions_of(asker.bootstrap, topic)[0][0] == follower, 30, what="unclean leader")
+        assert any(n.log_lines(r"unclean leader election") for n in cluster.running())
+        cluster.node(leader).start()
+        # The old leader comes back as a follower (truncating what the new leader lacks)...
+        wait_for_isr(asker, topic, 2, timeout=60)
+        wait_for_same_logs_of(cluster, topic, [leader, follower])
+        # ... and a PREFERRED election hands leadership back to it (the first replica).
+        preferred = partitions_of(asker.bootstrap, topic)[0][1][0]
+        if preferred != partitions_of(asker.bootstrap, topic)[0][0]:
+            admin = cluster.admin(follower)
+            result = admin.elect_leaders(ElectionType.PREFERRED, [TP(topic, 0)]).result(30)
+            assert result[TP(topic, 0)] is None, result
+            wait_until(lambda: partitions_of(asker.bootstrap, topic)[0][0] == preferred, 15, what="preferred leader")
+        admin = cluster.admin(follower)
+        result = admin.elect_leaders(ElectionType.PREFERRED, [TP(topic, 0)]).result(30)
+        err = result[TP(topic, 0)]
+        assert err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED, result
+
+
+def wait_for_same_logs_of(cluster: Cluster, topic: str, nodes: list[int], timeout: float = 30.0) -> None:
+    def same():
+        copies = [stored_batches(cluster.node(n).data_dir, topic, 0) for n in nodes]
+        return all(c == copies[0] for c in copies)
+
+    wait_until(same, timeout, interval=0.5, what=f"{topic}: identical replicas on {nodes}")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.cluster_slow
+def test_consumer_group_carries_on_when_its_coordinator_is_killed(cluster):
+    from confluent_kafka import Consumer
+
+    cluster.start_all()
+    cluster.create_topic("grp", 3, replication=3, config={"min.insync.replicas": "2"})
+    wait_for_isr(cluster.node(1), "grp", 3)
+    producer = confluent_producer(cluster.bootstrap, **{"acks": "all", "enable.idempotence": True})
+    produce_tracked(producer, "grp", 600)
+    conf = {"bootstrap.servers": cluster.bootstrap, "group.id": "g-failover", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "session.timeout.ms": 6000}
+    consumer = Consumer(conf)
+    consumer.subscribe(["grp"])
+    got = []
+    deadline = time.time() + 60
+    while len(got) < 300 and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            got.append(parse_value(m.value())[1])
+    consumer.commit(asynchronous=False)
+    committed = {tp.partition: tp.offset for tp in consumer.committed([TopicPartition("grp", p) for p in range(3)], 10)}
+    # The group's coordinator: the leader of its __consumer_offsets partition.
+    coordinator = find_coordinator(cluster, "g-failover")
+    cluster.node(coordinator).kill9()
+    deadline = time.time() + 90
+    while len(set(got)) < 600 and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            got.append(parse_value(m.value())[1])
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    assert set(got) == set(range(600)), f"{600 - len(set(got))} records never consumed"
+    # The committed offsets survived the coordinator's death and moved on.
+    again = Consumer({**conf, "bootstrap.servers": ",".join(n.bootstrap for n in cluster.running())})
+    after = {tp.partition: tp.offset for tp in again.committed([TopicPartition("grp", p) for p in range(3)], 20)}
+    again.close()
+    assert all(after[p] >= committed[p] for p in range(3)), (committed, after)
+    assert sum(after.values()) == 600, after
+
+
+def find_coordinator(cluster: Cluster, group: str, via=None) -> int:
+    """The leader of the group's `__consumer_offsets` partition (Kafka's placement:
+    abs(Java hashCode of the group id) mod the partition count), asked of `via` (node 1)."""
+    h = 0
+    for ch in group:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    if h >= 1 << 31:
+        h -= 1 << 32
+    offsets = partitions_of((via or cluster.node(1)).bootstrap, "__consumer_offsets")
+    partition = abs(h) % len(offsets)
+    return offsets[partition][0]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.cluster_slow
+def test_kafka_python_and_kcat_producers_carry_on_through_leader_kills(cluster):
+    import subprocess
+    import threading
+
+    from kafka import KafkaProducer
+
+    cluster.start_all()
+    cluster.create_topic("oc", 1, replication=3, config={"min.insync.replicas": "2"})
+    (leader, _, _), = wait_for_isr(cluster.node(1), "oc", 3).values()
+
+    # kafka-python, idempotent acks=all: a leader kill -9 in the middle of the stream.
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", enable_idempotence=True,
+                             retries=2147483647, request_timeout_ms=10000, delivery_timeout_ms=120000,
+                             max_in_flight_requests_per_connection=1)
+    futures = []
+    for i in range(3000):
+        futures.append(producer.send("oc", value=make_value("kp", i)))
+        if i == 1000:
+            producer.flush()
+            cluster.node(leader).kill9()
+    producer.flush(120)
+    acked = {(0, f.get(timeout=1).offset): i for i, f in enumerate(futures)}
+    producer.close()
+    cluster.node(leader).start()
+    (leader, _, _), = wait_for_isr(cluster.node(1), "oc", 3, timeout=60).values()
+
+    # kcat (librdkafka 2.0), acks=all idempotent, fed from stdin while the new leader dies.
+    lines = "\n".join(make_value("kc", i).decode() for i in range(3000)) + "\n"
+    kcat = subprocess.Popen(["kcat", "-P", "-b", cluster.bootstrap, "-t", "oc", "-X", "acks=all",
+                             "-X", "enable.idempotence=true", "-X", "message.timeout.ms=120000"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    killer = threading.Timer(0.3, cluster.node(leader).kill9)
+    killer.start()
+    _, err = kcat.communicate(lines.encode(), timeout=180)
+    killer.join()
+    assert kcat.returncode == 0, err.decode()[-2000:]
+    cluster.node(leader).start()
+    wait_for_isr(cluster.node(1), "oc", 3, timeout=60)
+
+    records = consume_values(cluster.bootstrap, "oc", 6000)
+    by_offset = {o: v for _, o, v in records}
+    for (_, offset), i in acked.items():
+        assert by_offset.get(offset) == make_value("kp", i), f"kafka-python's acknowledged seq {i} at {offset}"
+    values = [v for _, _, v in records]
+    assert len(values) == len(set(values)) == 6000, f"{len(values)} records, {len(set(values))} distinct"
+    assert {v for v in values if v.startswith(b"kc|")} == {make_value("kc", i) for i in range(3000)}
+    wait_for_same_logs(cluster, "oc", 1)
+
+
+def consume_values(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every record, read from the start (no group)."""
+    consumer = confluent_consumer(bootstrap, **{"group.id": f"values-{time.time()}", "auto.offset.reset": "earliest"})
+    md = consumer.list_topics(topic, timeout=10)
+    consumer.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+    out = []
+    deadline = time.time() + timeout
+    try:
+        while len(out) < expect and time.time() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and not m.error():
+                out.append((m.partition(), m.offset(), m.value()))
+        end = time.time() + 1.0
+        while time.time() < end:
+            m = consumer.poll(0.2)
+            if m is not None and not m.error():
+                out.append((m.partition(), m.offset(), m.value()))
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.cluster_slow
+def test_kafkajs_producer_carries_on_through_a_leader_kill(cluster):
+    import json
+    import subprocess
+
+    cluster.start_all()
+    cluster.create_topic("js", 1, replication=3, config={"min.insync.replicas": "2"})
+    (leader, _, _), = wait_for_isr(cluster.node(1), "js", 3).values()
+    script = Path(__file__).parent / "node" / "failover.js"
+    node = subprocess.Popen(["node", str(script), "js", cluster.bootstrap, "600"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=script.parent, text=True)
+    result = None
+    for line in node.stdout:
+        if line.strip() == "sent 200":
+            cluster.node(leader).kill9()
+        if line.startswith("{"):
+            result = json.loads(line)
+    node.wait(120)
+    assert node.returncode == 0 and result, node.stderr.read()[-2000:]
+    records = consume_values(cluster.bootstrap, "js", 600)
+    by_offset = {o: v for _, o, v in records}
+    for _, offset, i in result["acked"]:
+        assert by_offset.get(offset) == f"js|{i}".encode(), f"kafkajs's acknowledged {i} at {offset}"
+    values = [v for _, _, v in records]
+    assert len(values) == len(set(values)) == 600

@@ -17,6 +17,7 @@ pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -28,6 +29,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -107,6 +109,7 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(Produce, 0..=11, produce, raw),
     api!(Fetch, 4..=12, fetch, decoded),
     api!(ListOffsets, 1..=7, list_offsets, decoded),
+    api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch, decoded),
     api!(Metadata, 0..=12, metadata, decoded),
     api!(ApiVersions, 0..=3, api_versions, raw),
     api!(CreateTopics, 2..=7, create_topics, decoded),
@@ -126,6 +129,7 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(DescribeQuorum, 0..=2, describe_quorum, decoded),
     api!(DescribeCluster, 0..=2, describe_cluster, decoded),
     api!(CreatePartitions, 0..=3, create_partitions, decoded),
+    api!(ElectLeaders, 0..=2, elect_leaders, decoded),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ApiEntry> {

@@ -11,6 +11,7 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod fetch_snapshot;
 
@@ -77,6 +78,7 @@ pub const REGISTRY: &[ControllerApi] = &[
     // v2: topic ids; v3 adds broker epochs per ISR member (KIP-903), not needed here.
     api!(AlterPartition, 2..=2, alter_partition),
     api!(DescribeQuorum, 0..=2, describe_quorum),
+    api!(ElectLeaders, 0..=2, elect_leaders),
     // v12: topics by name, cluster id, snapshot ids (KIP-630); observers ask exactly v12.
     api!(Fetch, 12..=12, fetch),
     api!(FetchSnapshot, 0..=1, fetch_snapshot),
