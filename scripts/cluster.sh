@@ -9,7 +9,8 @@
 #
 # Data, logs (nodeN.log) and pid files live under DIR (default: $TMPDIR/weir-cluster).
 # Clients bootstrap on 127.0.0.1:19092, :29092 or :39092. Uses target/release/weir
-# (built when missing; WEIR=path overrides).
+# (built when missing; WEIR=path overrides). WEIR_SETTINGS="key=value ..." adds settings
+# to every node started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR="${TMPDIR:-/tmp}/weir-cluster"
@@ -28,7 +29,9 @@ start_node() {
     local n=$1
     if running "$n"; then echo "node $n already runs (pid $(pid_of "$n"))"; return; fi
     mkdir -p "$DIR"
-    nohup "$WEIR" serve --config "config/cluster/node$n.toml" --set "log.dirs=$DIR/node$n" \
+    local extra=()
+    for kv in ${WEIR_SETTINGS:-}; do extra+=(--set "$kv"); done
+    nohup "$WEIR" serve --config "config/cluster/node$n.toml" --set "log.dirs=$DIR/node$n" "${extra[@]}" \
         >>"$DIR/node$n.log" 2>&1 &
     echo $! >"$DIR/node$n.pid"
     echo "node $n started (pid $!, log $DIR/node$n.log)"

@@ -279,7 +279,24 @@ async fn read_start_offsets(cluster: &mut Cluster, bootstrap_conn: Connection) -
                 connect_retrying(&addr).await?
             }
         };
-        let offsets = list_latest(&mut conn, cluster, &idxs).await?;
+        // A topic just created may not be on every broker yet (Kafka's brokers learn it from
+        // the controller a moment later): the retriable errors are asked again.
+        let mut tries = 0;
+        let offsets = loop {
+            match list_latest(&mut conn, cluster, &idxs).await {
+                Err(SetupError::ListOffsets { code, .. })
+                    if tries < 50
+                        && matches!(
+                            code.as_str(),
+                            "UNKNOWN_TOPIC_OR_PARTITION" | "LEADER_NOT_AVAILABLE" | "NOT_LEADER_OR_FOLLOWER"
+                        ) =>
+                {
+                    tries += 1;
+                    glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                other => break other?,
+            }
+        };
         for (i, off) in idxs.iter().zip(offsets) {
             cluster.partitions[*i].start_offset = off;
         }

@@ -22,6 +22,9 @@ use crate::types::{now_ms, TopicPartition};
 /// Periodic syncs in flight at once on one shard.
 const PERIODIC_SYNCS_AT_ONCE: usize = 8;
 
+/// Partitions whose role changes are applied at once (each may sync an epoch checkpoint).
+const ROLE_CHANGES_AT_ONCE: usize = 32;
+
 /// Partitions a shard closes at once at shutdown.
 const CLOSES_AT_ONCE: usize = 32;
 
@@ -68,7 +71,7 @@ impl Shard {
                 }
             }
         }
-        let mut to_load = Vec::new();
+        let mut changes = Vec::new();
         for (tp, meta) in wanted {
             let partition = match self.partitions.get(&tp) {
                 Some(p) => p,
@@ -84,23 +87,38 @@ impl Shard {
                 },
             };
             let role = role_of(&image, &tp, node);
-            if partition.has_role(&role) {
-                continue;
+            if !partition.has_role(&role) {
+                changes.push((partition, role, meta.partitions));
             }
+        }
+        // Taking the lead syncs the partition's epoch checkpoint (as Kafka does). The syncs run
+        // one after another on the shard's blocking thread; starting them together saves
+        // the round trip between one and the next.
+        let changed: Vec<_> = futures::stream::iter(changes.into_iter().map(|(partition, role, total)| async move {
             let was_leading = partition.leader_epoch();
-            if let Err(e) = partition.set_role(role).await {
-                warn!(partition = %tp, error = %e, "cannot take the partition's new role");
+            match partition.set_role(role).await {
+                Ok(()) => Some((partition, was_leading, total)),
+                Err(e) => {
+                    warn!(partition = %partition.tp(), error = %e, "cannot take the partition's new role");
+                    None
+                }
+            }
+        }))
+        .buffer_unordered(ROLE_CHANGES_AT_ONCE)
+        .collect()
+        .await;
+        let mut to_load = Vec::new();
+        for (partition, was_leading, total) in changed.into_iter().flatten() {
+            if partition.tp().topic != OFFSETS_TOPIC {
                 continue;
             }
-            if tp.topic == OFFSETS_TOPIC {
-                // The group coordinator lives with the partition's leader: it loads the
-                // groups from the (replicated) log when this broker takes the lead.
-                let now_leading = partition.leader_epoch();
-                if was_leading != now_leading {
-                    self.groups.unload(tp.partition, meta.partitions);
-                    if now_leading.is_some() {
-                        to_load.push(partition);
-                    }
+            // The group coordinator lives with the partition's leader: it loads the groups
+            // from the (replicated) log when this broker takes the lead.
+            let now_leading = partition.leader_epoch();
+            if was_leading != now_leading {
+                self.groups.unload(partition.tp().partition, total);
+                if now_leading.is_some() {
+                    to_load.push(partition);
                 }
             }
         }

@@ -550,3 +550,89 @@ def test_kafkajs_producer_carries_on_through_a_leader_kill(cluster):
         assert by_offset.get(offset) == f"js|{i}".encode(), f"kafkajs's acknowledged {i} at {offset}"
     values = [v for _, _, v in records]
     assert len(values) == len(set(values)) == 600
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.cluster_slow
+def test_failover_time_over_ten_leader_kills(cluster):
+    """Kills the leader of a partition under a steady acks=all stream ten times and prints
+    how long producing stalled each time (kill -9 until the next acknowledgement), and how
+    long until Metadata named a new leader."""
+    import statistics
+    import threading
+
+    cluster.start_all()
+    cluster.create_topic("ft", 1, replication=3, config={"min.insync.replicas": "2"})
+    wait_for_isr(cluster.node(1), "ft", 3)
+    stop = threading.Event()
+    acks: list[float] = []
+    errors = []
+
+    def produce():
+        producer = confluent_producer(cluster.bootstrap, **{"acks": "all", "enable.idempotence": True,
+                                                            "linger.ms": 0, "message.timeout.ms": 60000})
+        i = 0
+
+        def done(err, _msg):
+            if err:
+                errors.append(err)
+            else:
+                acks.append(time.time())
+
+        while not stop.is_set():
+            try:
+                producer.produce("ft", value=make_value("ft", i), on_delivery=done)
+                i += 1
+            except BufferError:
+                pass
+            producer.poll(0.005)
+        producer.flush(60)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    stalls, elections = [], []
+    try:
+        for _ in range(10):
+            time.sleep(1.0)
+            alive = next(n for n in cluster.nodes.values() if n.running())
+            leader = partitions_of(alive.bootstrap, "ft")[0][0]
+            survivor = next(n for n in cluster.nodes.values() if n.node_id != leader)
+            killed_at = time.time()
+            cluster.node(leader).kill9()
+            wait_until(lambda: partitions_of(survivor.bootstrap, "ft")[0][0] not in (-1, leader), 30,
+                       interval=0.02, what="a new leader")
+            elections.append(time.time() - killed_at)
+            wait_until(lambda: any(t > killed_at for t in acks[-50:]), 30, interval=0.01, what="acks again")
+            stalls.append(min(t for t in acks if t > killed_at) - killed_at)
+            cluster.node(leader).start()
+            wait_for_isr(survivor, "ft", 3, timeout=60)
+    finally:
+        stop.set()
+        thread.join(90)
+    assert not errors, errors[:3]
+    print(f"leader kill -9 -> new leader in Metadata: median {statistics.median(elections):.2f}s, "
+          f"max {max(elections):.2f}s; acks=all stall: median {statistics.median(stalls):.2f}s, "
+          f"max {max(stalls):.2f}s (broker.session.timeout.ms 2000)")
+    assert max(stalls) < 15
+
+
+@pytest.mark.timeout(240)
+def test_a_controlled_shutdown_hands_leadership_over_without_errors(cluster):
+    cluster.start_all()
+    cluster.create_topic("cs", 3, replication=3, config={"min.insync.replicas": "2"})
+    wait_for_isr(cluster.node(1), "cs", 3)
+    victim = cluster.node(2)
+    producer = confluent_producer(cluster.bootstrap, **{"acks": "all", "enable.idempotence": True})
+    acked = produce_tracked(producer, "cs", 500)
+    # SIGTERM: the broker asks the controller to fence it first, so its partitions get new
+    # leaders from the ISR before it stops serving.
+    assert victim.stop() == 0
+    led = partitions_of(cluster.node(1).bootstrap, "cs")
+    assert all(leader not in (-1, 2) for leader, _, _ in led.values()), led
+    more = produce_tracked(producer, "cs", 500, start=500)
+    for p, records in more.items():
+        acked.setdefault(p, []).extend(records)
+    victim.start()
+    wait_for_isr(cluster.node(1), "cs", 3, timeout=60)
+    assert check_nothing_lost(acked, consume_all(cluster.bootstrap, "cs", 1000)) == 1000
+    wait_for_same_logs(cluster, "cs", 3)
