@@ -577,6 +577,17 @@ impl Controller {
     }
 
     /// Waits (until `deadline`) for an image that satisfies `ready`.
+    /// [`Controller::image_where`], then until this node's data shards have that image too:
+    /// what a forwarded change waits for before its answer, so the client can use it at
+    /// once through the node it asked.
+    async fn published_where(&self, ready: impl Fn(&MetadataImage) -> bool, deadline: Instant) -> bool {
+        if !self.image_where(ready, deadline).await {
+            return false;
+        }
+        let epoch = self.image.get().epoch;
+        with_timeout(deadline.saturating_duration_since(Instant::now()), self.published(epoch)).await.is_some()
+    }
+
     async fn image_where(&self, ready: impl Fn(&MetadataImage) -> bool, deadline: Instant) -> bool {
         loop {
             if ready(&self.image.get()) {
@@ -681,7 +692,7 @@ impl Controller {
             Ok(Route::There(outcomes)) => {
                 let created: Vec<uuid::Uuid> =
                     outcomes.iter().filter(|o| o.error.is_none() && !validate_only).map(|o| o.topic_id).collect();
-                self.image_where(|image| created.iter().all(|id| image.ids.contains_key(id)), deadline).await;
+                self.published_where(|image| created.iter().all(|id| image.ids.contains_key(id)), deadline).await;
                 outcomes
             }
             Err(e) => topics.iter().map(|t| topic_failed(&t.name, &e)).collect(),
@@ -728,7 +739,7 @@ impl Controller {
                     .collect();
                 let deleted: Vec<uuid::Uuid> =
                     outcomes.iter().filter(|o| o.error.is_none()).map(|o| o.topic_id).collect();
-                self.image_where(|image| deleted.iter().all(|id| !image.ids.contains_key(id)), deadline).await;
+                self.published_where(|image| deleted.iter().all(|id| !image.ids.contains_key(id)), deadline).await;
                 outcomes
             }
             Err(e) => topics
@@ -763,7 +774,7 @@ impl Controller {
                 let ready = |image: &MetadataImage| {
                     grown.iter().all(|(name, count)| image.topic(name).is_some_and(|t| t.partitions >= *count))
                 };
-                self.image_where(ready, deadline).await;
+                self.published_where(ready, deadline).await;
                 outcomes
             }
             Err(e) => topics.iter().map(|t| topic_failed(&t.name, &e)).collect(),

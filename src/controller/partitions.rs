@@ -117,7 +117,7 @@ impl Controller {
                 image.partition_state(&tp).is_some_and(|s| s.leader_epoch > *epoch)
             })
         };
-        self.image_where(ready, deadline).await;
+        self.published_where(ready, deadline).await;
         Ok(outcomes)
     }
 

@@ -251,14 +251,6 @@ impl Partition {
         }
     }
 
-    /// The broker this follower follows (-1: none), or `None` when this broker leads.
-    pub fn following(&self) -> Option<i32> {
-        match &*self.replication.borrow() {
-            Replication::Leader(_) => None,
-            Replication::Follower { leader, .. } => Some(*leader),
-        }
-    }
-
     /// The leader epoch this broker leads in, if it leads.
     pub fn leader_epoch(&self) -> Option<i32> {
         match &*self.replication.borrow() {
@@ -295,6 +287,10 @@ impl Partition {
         let (tx, rx) = oneshot::channel();
         if self.high_watermark() > last_offset {
             let _ = tx.send(Ok(()));
+        } else if self.leader_epoch().is_none() {
+            // Leadership was lost while the batch was being made durable: nothing will move
+            // this broker's high watermark for it any more.
+            let _ = tx.send(Err(ResponseError::NotLeaderOrFollower));
         } else {
             self.hw_waiters.borrow_mut().push((last_offset, tx));
             self.update_high_watermark();
@@ -599,12 +595,12 @@ impl Partition {
         if offset > log_end || offset < self.log.log_start_offset() {
             return Err(ResponseError::OffsetOutOfRange);
         }
-        let isr_before = self.high_watermark();
+        let hw_before = self.high_watermark();
         if let Replication::Leader(s) = &mut *self.replication.borrow_mut() {
             s.on_fetch(replica, offset, log_end, now_ms());
         }
         self.update_high_watermark();
-        if self.high_watermark() > isr_before {
+        if self.high_watermark() > hw_before {
             self.notify();
         }
         let records = self.log.read(offset, max_bytes).await.map_err(|e| storage_error(&e))?.records;
@@ -626,6 +622,16 @@ impl Partition {
         Ok(self.log.epochs().end_offset_for(epoch, self.log.next_offset()))
     }
 
+    /// A follower step is for the leadership this replica follows now: an answer from a
+    /// leader of an older epoch (a fetch in flight across a leader change) is dropped.
+    fn check_following(&self, leader_epoch: i32) -> Result<(), ResponseError> {
+        match &*self.replication.borrow() {
+            Replication::Follower { epoch, .. } if *epoch == leader_epoch => Ok(()),
+            Replication::Follower { .. } => Err(ResponseError::FencedLeaderEpoch),
+            Replication::Leader(_) => Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+
     /// Where this follower's log stands (its fetch offset and newest epoch).
     pub fn follower_position(&self) -> FollowerPosition {
         FollowerPosition { log_end: self.log.next_offset(), last_epoch: self.log.epochs().latest_epoch() }
@@ -635,10 +641,13 @@ impl Partition {
     /// it (one sync per fetch: the followers' group commit), and takes the leader's high
     /// watermark as far as its own log reaches. Idempotent-producer state is rebuilt from
     /// the batches, so it moves with leadership.
-    pub async fn replica_append(&self, records: &Bytes, leader_hw: Offset) -> Result<FollowerPosition, ResponseError> {
-        if matches!(&*self.replication.borrow(), Replication::Leader(_)) {
-            return Err(ResponseError::NotLeaderOrFollower);
-        }
+    pub async fn replica_append(
+        &self,
+        leader_epoch: i32,
+        records: &Bytes,
+        leader_hw: Offset,
+    ) -> Result<FollowerPosition, ResponseError> {
+        self.check_following(leader_epoch)?;
         if !records.is_empty() {
             let before = self.log.next_offset();
             self.log.append_stored(records).await.map_err(|e| {
@@ -666,10 +675,13 @@ impl Partition {
     /// A follower's log diverged from the leader's at `epoch`, which the leader ends at
     /// `end_offset`: truncates to where both agree (KIP-101/595) and rebuilds what depends
     /// on the log (producer state, the high watermark).
-    pub async fn replica_truncate(&self, epoch: i32, end_offset: Offset) -> Result<FollowerPosition, ResponseError> {
-        if matches!(&*self.replication.borrow(), Replication::Leader(_)) {
-            return Err(ResponseError::NotLeaderOrFollower);
-        }
+    pub async fn replica_truncate(
+        &self,
+        leader_epoch: i32,
+        epoch: i32,
+        end_offset: Offset,
+    ) -> Result<FollowerPosition, ResponseError> {
+        self.check_following(leader_epoch)?;
         let log_end = self.log.next_offset();
         // Where both logs agree: the leader ends `epoch` at `end_offset`; this log ends its
         // largest epoch at or below it at `local_end` (KIP-595's truncation rule).

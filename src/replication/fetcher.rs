@@ -136,7 +136,7 @@ impl Fetcher {
         let mut connection: Option<Connection> = None;
         while !self.stopped.get() {
             self.learn_positions().await;
-            let Some(request) = self.request() else {
+            let Some((request, sent_epochs)) = self.request() else {
                 // Nothing to fetch yet: partitions not open, or parked for a backoff.
                 self.idle(Duration::from_millis(100)).await;
                 continue;
@@ -175,9 +175,12 @@ impl Fetcher {
             for topic in response.responses {
                 for p in topic.partitions {
                     let tp = TopicPartition::new(topic.topic.0.to_string(), p.partition_index);
+                    // The answer is about the leader epoch the request named.
+                    let Some(&leader_epoch) = sent_epochs.get(&tp) else { continue };
                     match ResponseError::try_from_code(p.error_code) {
                         None if p.diverging_epoch.epoch >= 0 || p.diverging_epoch.end_offset >= 0 => {
                             let step = FollowStep::Truncate {
+                                leader_epoch,
                                 epoch: p.diverging_epoch.epoch,
                                 end_offset: p.diverging_epoch.end_offset,
                             };
@@ -185,7 +188,8 @@ impl Fetcher {
                         }
                         None => {
                             let records = p.records.unwrap_or_default();
-                            steps.push((tp, FollowStep::Append { records, leader_high_watermark: p.high_watermark }));
+                            let leader_high_watermark = p.high_watermark;
+                            steps.push((tp, FollowStep::Append { leader_epoch, records, leader_high_watermark }));
                         }
                         Some(e) => self.refused(&tp, e),
                     }
@@ -254,11 +258,14 @@ impl Fetcher {
         }
     }
 
-    /// One Fetch for every partition with a known position; `None` when there is none.
-    fn request(&self) -> Option<FetchRequest> {
+    /// One Fetch for every partition with a known position, and the leader epoch each was
+    /// asked in; `None` when there is none.
+    fn request(&self) -> Option<(FetchRequest, BTreeMap<TopicPartition, i32>)> {
         let mut topics: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
+        let mut epochs = BTreeMap::new();
         for (tp, f) in self.partitions.borrow().iter() {
             let Some(position) = f.position.filter(|_| !f.parked()) else { continue };
+            epochs.insert(tp.clone(), f.leader_epoch);
             let mut p = FetchPartition::default();
             p.partition = tp.partition;
             p.current_leader_epoch = f.leader_epoch;
@@ -287,6 +294,6 @@ impl Fetcher {
                 t
             })
             .collect();
-        Some(request)
+        Some((request, epochs))
     }
 }

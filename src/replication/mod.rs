@@ -69,11 +69,4 @@ impl ReplicaFetchers {
             fetcher.follow(addr, partitions);
         }
     }
-
-    /// Stops every fetcher (the broker is shutting down).
-    pub fn stop_all(&self) {
-        for f in std::mem::take(&mut *self.fetchers.borrow_mut()).into_values() {
-            f.stop();
-        }
-    }
 }

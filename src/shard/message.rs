@@ -99,10 +99,12 @@ impl FetchOutcome {
 pub enum FollowStep {
     /// Where the log stands.
     Position,
-    /// Append what the leader sent (possibly nothing) and take its high watermark.
-    Append { records: Bytes, leader_high_watermark: Offset },
-    /// The leader says the log diverged at `epoch`, which it ends at `end_offset`.
-    Truncate { epoch: i32, end_offset: Offset },
+    /// Append what the leader sent in `leader_epoch` (possibly nothing) and take its high
+    /// watermark.
+    Append { leader_epoch: i32, records: Bytes, leader_high_watermark: Offset },
+    /// The leader (in `leader_epoch`) says the log diverged at `epoch`, which it ends at
+    /// `end_offset`.
+    Truncate { leader_epoch: i32, epoch: i32, end_offset: Offset },
 }
 
 #[derive(Debug, Clone)]

@@ -141,10 +141,12 @@ impl Shard {
         let partition = self.partition(tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
         match step {
             FollowStep::Position => Ok(partition.follower_position()),
-            FollowStep::Append { records, leader_high_watermark } => {
-                partition.replica_append(&records, leader_high_watermark).await
+            FollowStep::Append { leader_epoch, records, leader_high_watermark } => {
+                partition.replica_append(leader_epoch, &records, leader_high_watermark).await
             }
-            FollowStep::Truncate { epoch, end_offset } => partition.replica_truncate(epoch, end_offset).await,
+            FollowStep::Truncate { leader_epoch, epoch, end_offset } => {
+                partition.replica_truncate(leader_epoch, epoch, end_offset).await
+            }
         }
     }
 

@@ -1357,30 +1357,30 @@ mod tests {
                 assert!(end >= durable, "round {round}: synced offsets {durable} lost (recovered to {end})");
                 // Every recovered record (synced or not) must be one that was appended there.
                 assert!(end <= values.len(), "round {round}: recovered offsets nobody wrote");
-                let mut offset = 0i64;
-                while (offset as usize) < end {
-                    let read = log.read(offset, 64 * 1024).await.expect("read");
-                    let mut bytes = read.records.clone();
-                    assert!(!bytes.is_empty(), "round {round}: nothing at offset {offset}");
-                    while !bytes.is_empty() {
-                        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).expect("decode");
-                        for r in set.records {
-                            if r.offset >= offset && (r.offset as usize) < end {
-                                assert_eq!(
-                                    r.value.as_deref(),
-                                    Some(&values[r.offset as usize][..]),
-                                    "round {round} offset {}",
-                                    r.offset
-                                );
-                            }
-                            offset = offset.max(r.offset + 1);
-                        }
-                    }
-                }
+                check_values(&log, end, &values, round).await;
                 log.close().await.expect("close");
                 values.truncate(end);
             }
         });
+    }
+
+    /// Every record below `end` has the value appended at its offset.
+    async fn check_values(log: &Log, end: usize, values: &[Vec<u8>], round: usize) {
+        let mut offset = 0i64;
+        while (offset as usize) < end {
+            let mut bytes = log.read(offset, 64 * 1024).await.expect("read").records;
+            assert!(!bytes.is_empty(), "round {round}: nothing at offset {offset}");
+            while !bytes.is_empty() {
+                let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).expect("decode");
+                for r in set.records {
+                    if r.offset >= offset && (r.offset as usize) < end {
+                        let want = Some(&values[r.offset as usize][..]);
+                        assert_eq!(r.value.as_deref(), want, "round {round} offset {}", r.offset);
+                    }
+                    offset = offset.max(r.offset + 1);
+                }
+            }
+        }
     }
 
     fn sample_batch_with(count: usize, size: usize, fill: u8) -> Bytes {
@@ -1608,30 +1608,20 @@ mod tests {
                 assert!(end >= durable && end <= values.len(), "round {round}: recovered to {end}, durable {durable}");
                 let epochs = log.epochs().clone();
                 assert!(epochs.entries().iter().all(|e| e.start_offset <= end as i64), "round {round}: {epochs:?}");
-                let mut offset = 0i64;
-                while (offset as usize) < end {
-                    let read = log.read(offset, 64 * 1024).await.expect("read").records;
-                    assert!(!read.is_empty(), "round {round}: nothing at {offset}");
-                    for (_, h) in batch::iter_batches(&read) {
-                        let in_force = epochs.entries().iter().rev().find(|e| e.start_offset <= h.base_offset());
-                        assert_eq!(
-                            in_force.map(|e| e.epoch),
-                            Some(h.leader_epoch()),
-                            "round {round}: batch at {}",
-                            h.base_offset()
-                        );
+                let mut wrong_epoch = Vec::new();
+                log.for_each_batch(0, |h| {
+                    let in_force = epochs.entries().iter().rev().find(|e| e.start_offset <= h.base_offset());
+                    if in_force.map(|e| e.epoch) != Some(h.leader_epoch()) {
+                        wrong_epoch.push((h.base_offset(), h.leader_epoch()));
                     }
-                    let mut bytes = read.clone();
-                    while !bytes.is_empty() {
-                        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).expect("decode");
-                        for r in set.records {
-                            if r.offset >= offset && (r.offset as usize) < end {
-                                assert_eq!(r.value.as_deref(), Some(&values[r.offset as usize][..]), "round {round}");
-                            }
-                            offset = offset.max(r.offset + 1);
-                        }
-                    }
-                }
+                })
+                .await
+                .expect("scan");
+                assert!(
+                    wrong_epoch.is_empty(),
+                    "round {round}: batches not in their epoch: {wrong_epoch:?} ({epochs:?})"
+                );
+                check_values(&log, end, &values, round).await;
                 values.truncate(end);
                 log.close().await.expect("close");
             }

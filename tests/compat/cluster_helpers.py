@@ -8,6 +8,7 @@ test's settings, printed in every node's log line of the command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -127,6 +128,22 @@ class Cluster:
                     pass
         for n in self.nodes.values():
             n.close()
+
+
+@contextlib.contextmanager
+def running_cluster(request, base: Path, settings: dict | None = None):
+    """A Cluster for one test (its nodes' logs attached to the test's report); after it,
+    every node is stopped and none may have panicked."""
+    c = Cluster(base, settings=settings)
+    for node in c.nodes.values():
+        request.node.__dict__.setdefault("_weir_brokers", []).append(node)
+    try:
+        yield c
+    finally:
+        c.close()
+    for node in c.nodes.values():
+        panics = node.log_lines(r"panicked")
+        assert not panics, f"node {node.node_id} panicked:\n" + "\n".join(panics)
 
 
 def metadata(bootstrap: str, timeout: float = 10.0):

@@ -15,20 +15,14 @@ import pytest
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import NewTopic
 
-from cluster_helpers import Cluster, metadata, quorum_leader, wait_for_brokers
+from cluster_helpers import Cluster, metadata, quorum_leader, running_cluster, wait_for_brokers
 from helpers import confluent_producer, consume_kafka_python, make_value, produce_all, wait_until
 
 
 @pytest.fixture
 def cluster(request, tmp_path):
-    c = Cluster(tmp_path)
-    for node in c.nodes.values():
-        request.node.__dict__.setdefault("_weir_brokers", []).append(node)
-    yield c
-    c.close()
-    for node in c.nodes.values():
-        panics = node.log_lines(r"panicked")
-        assert not panics, f"node {node.node_id} panicked:\n" + "\n".join(panics)
+    with running_cluster(request, tmp_path) as c:
+        yield c
 
 
 def leaders_of(bootstrap: str, topic: str) -> dict[int, int]:

@@ -16,21 +16,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from cluster_helpers import Cluster, partitions_of, wait_for_isr
+from cluster_helpers import Cluster, partitions_of, running_cluster, wait_for_isr
 from helpers import confluent_consumer, confluent_producer, make_value, parse_value, wait_until
 
 
 @pytest.fixture
 def cluster(request, tmp_path):
     # A follower that stops fetching leaves the ISR after 3 s (Kafka: 30 s).
-    c = Cluster(tmp_path, settings={"replica.lag.time.max.ms": 3000})
-    for node in c.nodes.values():
-        request.node.__dict__.setdefault("_weir_brokers", []).append(node)
-    yield c
-    c.close()
-    for node in c.nodes.values():
-        panics = node.log_lines(r"panicked")
-        assert not panics, f"node {node.node_id} panicked:\n" + "\n".join(panics)
+    with running_cluster(request, tmp_path, {"replica.lag.time.max.ms": 3000}) as c:
+        yield c
 
 
 def stored_batches(data_dir: Path, topic: str, partition: int) -> list[bytes]:
@@ -89,25 +83,10 @@ def produce_tracked(producer, topic: str, count: int, start: int = 0) -> dict[in
 
 
 def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> dict[int, list[tuple[int, int]]]:
-    consumer = confluent_consumer(bootstrap, **{"group.id": f"check-{time.time()}", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
+    """Every record of `topic` as {partition: [(offset, seq)]}, in offset order."""
     seen: dict[int, list[tuple[int, int]]] = {}
-    total, deadline = 0, time.time() + timeout
-    try:
-        while total < expect and time.time() < deadline:
-            m = consumer.poll(0.5)
-            if m is None or m.error():
-                continue
-            seen.setdefault(m.partition(), []).append((m.offset(), parse_value(m.value())[1]))
-            total += 1
-        # Anything beyond what was acknowledged would show here.
-        end = time.time() + 1.0
-        while time.time() < end:
-            m = consumer.poll(0.2)
-            if m is not None and not m.error():
-                seen.setdefault(m.partition(), []).append((m.offset(), parse_value(m.value())[1]))
-    finally:
-        consumer.close()
+    for p, offset, value in consume_values(bootstrap, topic, expect, timeout):
+        seen.setdefault(p, []).append((offset, parse_value(value)[1]))
     return seen
 
 
@@ -302,10 +281,8 @@ def test_a_returning_leader_truncates_what_the_new_leader_never_had(cluster):
 def test_a_lagging_follower_leaves_the_isr_and_rejoins_when_caught_up(tmp_path, request):
     # Sessions outlast the lag time here: the ISR shrinks because the follower stops
     # fetching (replica.lag.time.max.ms), not because it is fenced.
-    c = Cluster(tmp_path, settings={"replica.lag.time.max.ms": 2000, "broker.session.timeout.ms": 30000})
-    for node in c.nodes.values():
-        request.node.__dict__.setdefault("_weir_brokers", []).append(node)
-    try:
+    settings = {"replica.lag.time.max.ms": 2000, "broker.session.timeout.ms": 30000}
+    with running_cluster(request, tmp_path, settings) as c:
         c.start_all()
         c.create_topic("lag", 1, replication=3, config={"min.insync.replicas": "2"})
         (leader, replicas, _), = wait_for_isr(c.node(1), "lag", 3).values()
@@ -330,8 +307,6 @@ def test_a_lagging_follower_leaves_the_isr_and_rejoins_when_caught_up(tmp_path, 
         wait_for_same_logs(c, "lag", 1)
         assert c.node(leader).log_lines(r"ISR changed|asking the controller to change the ISR")
         assert check_nothing_lost(acked, consume_all(c.bootstrap, "lag", 200)) == 200
-    finally:
-        c.close()
 
 
 @pytest.mark.timeout(300)
