@@ -228,7 +228,16 @@ def test_leader_kill9_under_an_acks_all_stream_loses_and_duplicates_nothing(clus
 
 @pytest.mark.timeout(300)
 @pytest.mark.cluster_slow
-def test_a_returning_leader_truncates_what_the_new_leader_never_had(cluster):
+def test_a_returning_leader_truncates_what_the_new_leader_never_had(request, tmp_path):
+    # Followers' fetches return within 100 ms when there is nothing new, and a broker is
+    # fenced only after 6 s: the paused followers below stay in the ISR without a fetch
+    # parked at the leader (which would carry them the leader's lonely records).
+    settings = {"replica.fetch.wait.max.ms": 100, "broker.session.timeout.ms": 6000}
+    with running_cluster(request, tmp_path, settings) as cluster:
+        returning_leader_scenario(cluster)
+
+
+def returning_leader_scenario(cluster):
     cluster.start_all()
     cluster.create_topic("div", 1, replication=3, config={"min.insync.replicas": "1"})
     (leader, replicas, _), = wait_for_isr(cluster.node(1), "div", 3).values()
@@ -243,8 +252,8 @@ def test_a_returning_leader_truncates_what_the_new_leader_never_had(cluster):
         cluster.node(f).sigstop()
     try:
         # Fetches the followers had parked at the leader return empty within
-        # replica.fetch.wait.max.ms; paused, they send no new ones.
-        time.sleep(0.8)
+        # replica.fetch.wait.max.ms (100 ms); paused, they send no new ones.
+        time.sleep(1.0)
         lonely_errors = []
         for i in range(50):
             lonely.produce("div", value=make_value("lonely", 900_000 + i),
