@@ -8,12 +8,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
 
-use crate::client::{ClientError, Connection};
+use crate::client::{metadata_request, ClientError, Connection};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_ID: &str = "weir-cli";
@@ -40,19 +38,9 @@ pub struct TopicReport {
 /// `topics` (every topic when empty) as the broker at `bootstrap` sees them, by name.
 pub async fn describe(bootstrap: &str, topics: &[String]) -> Result<Vec<TopicReport>, ClientError> {
     let mut conn = Connection::connect(bootstrap, CLIENT_ID, TIMEOUT).await?;
-    let mut request = MetadataRequest::default();
-    request.allow_auto_topic_creation = false;
-    request.topics = (!topics.is_empty()).then(|| {
-        topics
-            .iter()
-            .map(|t| {
-                let mut r = MetadataRequestTopic::default();
-                r.name = Some(TopicName(StrBytes::from_string(t.clone())));
-                r
-            })
-            .collect()
-    });
-    let metadata = conn.call(&request, TIMEOUT).await?;
+    let version = conn.version(ApiKey::Metadata)?;
+    let request = metadata_request((!topics.is_empty()).then_some(topics), version);
+    let metadata = conn.call_version(&request, version, TIMEOUT).await?;
     let mut out: Vec<TopicReport> = metadata
         .topics
         .into_iter()

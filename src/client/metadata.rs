@@ -111,13 +111,8 @@ pub fn broker_address(host: &str, port: i32) -> String {
     }
 }
 
-/// Reads Metadata for `topics` (every topic for `None`) without creating any.
-pub async fn read_metadata(
-    conn: &mut Connection,
-    topics: Option<&[String]>,
-    timeout: Duration,
-) -> Result<ClusterMetadata, ClientError> {
-    let version = conn.version(ApiKey::Metadata)?;
+/// A Metadata request at `version` for `topics` (every topic for `None`) that creates none.
+pub fn metadata_request(topics: Option<&[String]>, version: i16) -> MetadataRequest {
     let mut request = MetadataRequest::default();
     request.topics = topics.map(|names| {
         names
@@ -134,6 +129,17 @@ pub async fn read_metadata(
     if version >= 4 {
         request.allow_auto_topic_creation = false;
     }
+    request
+}
+
+/// Reads Metadata for `topics` (every topic for `None`) without creating any.
+pub async fn read_metadata(
+    conn: &mut Connection,
+    topics: Option<&[String]>,
+    timeout: Duration,
+) -> Result<ClusterMetadata, ClientError> {
+    let version = conn.version(ApiKey::Metadata)?;
+    let request = metadata_request(topics, version);
     let response = conn.call_version(&request, version, timeout).await?;
     let brokers = response.brokers.iter().map(|b| (b.node_id.0, broker_address(b.host.as_str(), b.port))).collect();
     let mut topics = HashMap::new();
