@@ -26,7 +26,11 @@ pub fn reconcile(image: &MetadataImage, unclean_default: bool) -> Vec<MetadataRe
                 continue;
             }
             if let Some(next) = decide(state, replicas, |b| image.is_live(b), unclean) {
-                if next.leader_epoch > state.leader_epoch && next.isr.len() == 1 && !state.isr.contains(&next.leader) {
+                if next.leader >= 0
+                    && next.leader_epoch > state.leader_epoch
+                    && next.isr.len() == 1
+                    && !state.isr.contains(&next.leader)
+                {
                     tracing::warn!(
                         topic = %topic.name,
                         partition = p,

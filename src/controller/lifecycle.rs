@@ -73,9 +73,13 @@ impl BrokerLifecycle {
                     Err(e) => self.log_error(format!("broker registration failed: {e}")),
                 }
             } else {
+                let sent = Instant::now();
                 match self.heartbeat().await {
                     Ok(answer) => {
                         *self.last_error.borrow_mut() = None;
+                        if !answer.fenced {
+                            self.controller.controller_contact(sent).await;
+                        }
                         if answer.fenced != self.fenced.get() {
                             self.fenced.set(answer.fenced);
                             if answer.fenced {

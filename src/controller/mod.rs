@@ -108,7 +108,8 @@ pub enum CommitError {
     #[error("this node is not the active controller")]
     NotController,
     #[error(
-        "the metadata change was not committed within {0:?}: the controller quorum has no leader or has lost its majority"
+        "the metadata change was not committed within {} ms: the controller quorum has no leader or has lost its majority",
+        .0.as_millis().div_ceil(10) * 10
     )]
     Timeout(Duration),
     #[error("the metadata quorum stopped after a storage failure")]
@@ -607,6 +608,14 @@ impl Controller {
     pub async fn start_serving(&self) {
         for shard in &self.data_shards {
             let _ = shard.send(DataRequest::Listen).await;
+        }
+    }
+
+    /// Tells every data shard the active controller answered a heartbeat sent at `at` (the
+    /// leaders' lease: `Shard::check_deposed`).
+    pub async fn controller_contact(&self, at: Instant) {
+        for shard in &self.data_shards {
+            let _ = shard.send(DataRequest::ControllerContact { at }).await;
         }
     }
 

@@ -60,6 +60,8 @@ pub struct PartitionSettings {
     pub delete_retention_ms: i64,
     /// `min.insync.replicas`: acks=all needs an ISR at least this large.
     pub min_insync_replicas: usize,
+    /// `unclean.leader.election.enable`: any replica, not only an in-sync one, may be elected.
+    pub unclean_leader_election: bool,
 }
 
 /// A batch the partition took (or recognised as a retry), and where it lives.
@@ -251,6 +253,11 @@ impl Partition {
         }
     }
 
+    /// Leads and is not deposed (see `check_deposed`).
+    pub fn takes_writes(&self) -> bool {
+        matches!(&*self.replication.borrow(), Replication::Leader(s) if !s.deposed)
+    }
+
     /// The leader epoch this broker leads in, if it leads.
     pub fn leader_epoch(&self) -> Option<i32> {
         match &*self.replication.borrow() {
@@ -287,9 +294,9 @@ impl Partition {
         let (tx, rx) = oneshot::channel();
         if self.high_watermark() > last_offset {
             let _ = tx.send(Ok(()));
-        } else if self.leader_epoch().is_none() {
-            // Leadership was lost while the batch was being made durable: nothing will move
-            // this broker's high watermark for it any more.
+        } else if !self.takes_writes() {
+            // Leadership was lost (or deposed) while the batch was being made durable:
+            // nothing will move this broker's high watermark for it any more.
             let _ = tx.send(Err(ResponseError::NotLeaderOrFollower));
         } else {
             self.hw_waiters.borrow_mut().push((last_offset, tx));
@@ -300,19 +307,46 @@ impl Partition {
 
     /// The ISR this leader should ask the controller for now, marked pending; `None` when
     /// nothing should change (or a change is pending, or this broker does not lead).
-    pub fn isr_change_wanted(&self, now: i64, lag_max_ms: i64) -> Option<(replica::Leadership, Vec<i32>)> {
+    /// Also says whether it is asked again after a refusal.
+    pub fn isr_change_wanted(&self, now: i64, lag_max_ms: i64) -> Option<(replica::Leadership, Vec<i32>, bool)> {
         let hw = self.high_watermark();
         let mut replication = self.replication.borrow_mut();
         let Replication::Leader(s) = &mut *replication else { return None };
         let wanted = s.wanted_isr(hw, now, lag_max_ms)?;
         s.set_pending(Some(wanted.clone()), now);
-        Some((s.leadership.clone(), wanted))
+        Some((s.leadership.clone(), wanted, s.refusals() > 0))
     }
 
-    /// The ISR change asked for failed: ask again after a backoff.
-    pub fn isr_change_failed(&self) {
-        if let Replication::Leader(s) = &mut *self.replication.borrow_mut() {
-            s.retry_later(now_ms());
+    /// Refuses writes while another replica may lead (see `replica`): this broker has not
+    /// reached the controller for its lease (`controller_lost`) and an electable follower
+    /// has not fetched for `silence_ms`. The acks=all produces still waiting are answered
+    /// NOT_LEADER_OR_FOLLOWER, so their producers find the new leader. Returns the new
+    /// state when it changed.
+    pub fn check_deposed(&self, controller_lost: bool, now: i64, silence_ms: i64) -> Option<bool> {
+        let deposed = {
+            let mut replication = self.replication.borrow_mut();
+            let Replication::Leader(s) = &mut *replication else { return None };
+            let deposed = s.may_be_deposed(controller_lost, self.settings.unclean_leader_election, now, silence_ms);
+            if deposed == s.deposed {
+                return None;
+            }
+            s.deposed = deposed;
+            deposed
+        };
+        if deposed {
+            for (_, w) in std::mem::take(&mut *self.hw_waiters.borrow_mut()) {
+                let _ = w.send(Err(ResponseError::NotLeaderOrFollower));
+            }
+        }
+        Some(deposed)
+    }
+
+    /// The ISR change asked for failed: ask again after a backoff. Returns how many times
+    /// in a row it failed.
+    pub fn isr_change_failed(&self) -> u32 {
+        match &mut *self.replication.borrow_mut() {
+            Replication::Leader(s) => s.retry_later(now_ms()),
+            Replication::Follower { .. } => 0,
         }
     }
 
@@ -383,8 +417,8 @@ impl Partition {
             return Err(ResponseError::KafkaStorageError);
         }
         let (epoch, isr) = match &*self.replication.borrow() {
-            Replication::Leader(s) => (s.leadership.epoch, s.leadership.isr.len()),
-            Replication::Follower { .. } => return Err(ResponseError::NotLeaderOrFollower),
+            Replication::Leader(s) if !s.deposed => (s.leadership.epoch, s.leadership.isr.len()),
+            _ => return Err(ResponseError::NotLeaderOrFollower),
         };
         if acks == Acks::All && isr < self.settings.min_insync_replicas {
             debug!(partition = %self.tp, isr, min = self.settings.min_insync_replicas, "acks=all refused: ISR below min.insync.replicas");

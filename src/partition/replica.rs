@@ -13,6 +13,13 @@
 //!   leader had at its previous fetch); one not caught up for `replica.lag.time.max.ms`
 //!   leaves the ISR. A follower outside the ISR joins once its log end reaches the high
 //!   watermark and the start of the current leader epoch.
+//!
+//! Beyond Kafka: a leader whose broker has not reached the controller for longer than its
+//! lease, and which a possible successor has stopped fetching from, stops taking writes
+//! (`may_be_deposed`): the controller has fenced it by then and may have elected that
+//! successor, so anything it acknowledged now would be lost. Kafka keeps acknowledging
+//! acks=1 writes there until the partition heals. While the quorum is down but followers
+//! still fetch, leaders keep leading, as in Kafka.
 
 use std::collections::BTreeMap;
 
@@ -66,6 +73,10 @@ pub struct LeaderState {
     /// The ISR asked of the controller and not yet seen in an image, and when it was asked.
     pending_isr: Option<Vec<i32>>,
     pending_since_ms: i64,
+    /// Writes are refused: see `may_be_deposed`.
+    pub deposed: bool,
+    /// ISR changes refused (or unanswered) in a row, for the log.
+    refusals: u32,
 }
 
 /// How long an ISR change may stay unanswered by an image before it is asked again.
@@ -85,7 +96,7 @@ impl LeaderState {
                 (*b, Progress { log_end: -1, last_fetch_ms: now, leader_end_at_last_fetch: -1, last_caught_up_ms: now })
             })
             .collect();
-        Self { leadership, epoch_start, followers, pending_isr: None, pending_since_ms: 0 }
+        Self { leadership, epoch_start, followers, pending_isr: None, pending_since_ms: 0, deposed: false, refusals: 0 }
     }
 
     /// The controller committed a new ISR (same leader epoch): keep the followers' progress.
@@ -94,6 +105,7 @@ impl LeaderState {
             || leadership.partition_epoch > self.leadership.partition_epoch
         {
             self.pending_isr = None;
+            self.refusals = 0;
         }
         self.leadership = leadership;
     }
@@ -180,19 +192,60 @@ impl LeaderState {
         self.pending_since_ms = now;
     }
 
-    /// The controller refused (or could not be reached): ask again after a second.
-    pub fn retry_later(&mut self, now: i64) {
+    /// The controller refused (or could not be reached): ask again after a second. Returns
+    /// how many times in a row it was refused.
+    pub fn retry_later(&mut self, now: i64) -> u32 {
         self.pending_since_ms = now - PENDING_ISR_TIMEOUT_MS + ISR_RETRY_BACKOFF_MS;
+        self.refusals += 1;
+        self.refusals
+    }
+
+    pub fn refusals(&self) -> u32 {
+        self.refusals
     }
 
     pub fn pending(&self) -> Option<&Vec<i32>> {
         self.pending_isr.as_ref()
+    }
+
+    /// Whether another replica may lead now without this leader knowing: its broker lost
+    /// the controller (`controller_lost`), and a replica the controller could elect instead
+    /// (an in-sync one; with unclean election, any) has not fetched for `silence_ms`, so it
+    /// may be following someone else. One still fetching from this leader is not leading.
+    pub fn may_be_deposed(&self, controller_lost: bool, unclean: bool, now: i64, silence_ms: i64) -> bool {
+        if !controller_lost {
+            return false;
+        }
+        let me = self.leadership.node;
+        let electable: Vec<i32> = if unclean { self.leadership.replicas.clone() } else { self.leadership.isr.clone() };
+        electable
+            .iter()
+            .filter(|b| **b != me)
+            .any(|b| self.followers.get(b).is_none_or(|p| now - p.last_fetch_ms > silence_ms))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_cut_off_from_the_controller_is_deposed_once_a_successor_goes_quiet() {
+        let mut s = leader(&[1, 2, 3]);
+        s.on_fetch(2, 100, 100, 1_000);
+        s.on_fetch(3, 100, 100, 1_000);
+        assert!(!s.may_be_deposed(false, false, 60_000, 5_000), "the controller is reachable");
+        assert!(!s.may_be_deposed(true, false, 5_000, 5_000), "both followers still fetch");
+        s.on_fetch(2, 100, 100, 9_000);
+        assert!(s.may_be_deposed(true, false, 9_000, 5_000), "3 has not fetched for 8 s");
+        // Out of the ISR, 3 is not electable (clean elections only).
+        s.update(Leadership { node: 1, epoch: 3, partition_epoch: 8, replicas: vec![1, 2, 3], isr: vec![1, 2] });
+        assert!(!s.may_be_deposed(true, false, 9_000, 5_000));
+        assert!(s.may_be_deposed(true, true, 9_000, 5_000), "any replica may lead after an unclean election");
+        // Alone in the ISR with clean elections, nobody else can be elected.
+        s.update(Leadership { node: 1, epoch: 3, partition_epoch: 9, replicas: vec![1, 2, 3], isr: vec![1] });
+        assert!(!s.may_be_deposed(true, false, 60_000, 5_000));
+    }
 
     fn leader(isr: &[i32]) -> LeaderState {
         let leadership =

@@ -144,10 +144,13 @@ impl Shard {
 
     /// Asks the controller for the ISR changes this shard's leaders want: followers that
     /// lag out, followers that caught up in (Kafka's AlterPartition; `replica.lag.time.max.ms`).
+    /// First, leaders that may have been replaced while this broker could not reach the
+    /// controller stop taking writes (`Partition::check_deposed`).
     pub fn check_isr(self: &Rc<Self>) {
         let now = now_ms();
+        self.check_deposed(now);
         for p in self.partitions() {
-            let Some((leadership, isr)) = p.isr_change_wanted(now, self.config.replica_lag_time_max_ms) else {
+            let Some((leadership, isr, again)) = p.isr_change_wanted(now, self.config.replica_lag_time_max_ms) else {
                 continue;
             };
             let change = IsrChange {
@@ -157,7 +160,11 @@ impl Shard {
                 partition_epoch: leadership.partition_epoch,
                 isr: isr.clone(),
             };
-            info!(partition = %p.tp(), from = ?leadership.isr, to = ?isr, "asking the controller to change the ISR");
+            if again {
+                debug!(partition = %p.tp(), from = ?leadership.isr, to = ?isr, "asking the controller again to change the ISR");
+            } else {
+                info!(partition = %p.tp(), from = ?leadership.isr, to = ?isr, "asking the controller to change the ISR");
+            }
             let shard = self.clone();
             glommio::spawn_local(async move {
                 let (reply, rx) = futures::channel::oneshot::channel();
@@ -167,11 +174,55 @@ impl Shard {
                     Err(_) => Err(ResponseError::NotController),
                 };
                 if let Err(e) = outcome {
-                    warn!(partition = %p.tp(), error = ?e, "ISR change refused; asking again in a second");
-                    p.isr_change_failed();
+                    if p.isr_change_failed() == 1 {
+                        warn!(partition = %p.tp(), error = ?e, "ISR change refused; asking again every second or two");
+                    } else {
+                        debug!(partition = %p.tp(), error = ?e, "ISR change refused again");
+                    }
                 }
             })
             .detach();
+        }
+    }
+
+    /// The controller fences a broker `broker.session.timeout.ms` after the last heartbeat
+    /// it received; this broker counts its lease from the *sending* of the last heartbeat
+    /// answered, one heartbeat interval shorter, so it stops before the controller could
+    /// have elected anyone else.
+    fn check_deposed(&self, now: i64) {
+        let session = self.config.broker_session_timeout_ms;
+        let lease = session.saturating_sub(self.config.broker_heartbeat_interval_ms).max(session / 2);
+        let silent_for = self.controller_contact.get().map(|t| t.elapsed());
+        let lost = silent_for.is_some_and(|d| d.as_millis() > u128::from(lease));
+        let lease_ms = i64::try_from(lease).unwrap_or(i64::MAX);
+        let mut deposed = 0usize;
+        let mut changed = false;
+        for p in self.partitions() {
+            match p.check_deposed(lost, now, lease_ms) {
+                Some(true) => {
+                    changed = true;
+                    deposed += 1;
+                    debug!(partition = %p.tp(), "another replica may lead now: refusing writes");
+                }
+                Some(false) => changed = true,
+                None => {}
+            }
+        }
+        if lost != self.controller_lost.get() {
+            self.controller_lost.set(lost);
+            if lost {
+                warn!(
+                    shard = self.id.0,
+                    silent_ms = silent_for.map_or(0, |d| d.as_millis()),
+                    lease_ms,
+                    deposed,
+                    "no contact with the active controller for longer than the broker lease: partitions whose possible successors stopped fetching refuse writes"
+                );
+            } else {
+                info!(shard = self.id.0, "the active controller answers again: leaders take writes");
+            }
+        } else if changed && lost && deposed > 0 {
+            warn!(shard = self.id.0, deposed, "more partitions refuse writes: a possible successor stopped fetching");
         }
     }
 
@@ -238,6 +289,10 @@ fn partition_settings(meta: &TopicMeta, config: &Config) -> PartitionSettings {
         compact: meta.configs.get("cleanup.policy").is_some_and(|v| v.split(',').any(|x| x.trim() == "compact")),
         delete_retention_ms: topic_setting(meta, "delete.retention.ms").unwrap_or(config.delete_retention_ms),
         min_insync_replicas: topic_setting(meta, "min.insync.replicas").unwrap_or(config.min_insync_replicas),
+        unclean_leader_election: meta
+            .configs
+            .get("unclean.leader.election.enable")
+            .map_or(config.unclean_leader_election, |v| v == "true"),
     }
 }
 

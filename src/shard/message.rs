@@ -242,6 +242,11 @@ pub enum DataRequest {
     },
     /// Any shard -> the group's coordinator shard (or every data shard, for a listing).
     Group(GroupCall),
+    /// Control -> data: the active controller answered this node's broker heartbeat sent
+    /// at `at` (leaders stop taking writes when this gets too old: `check_isr`).
+    ControllerContact {
+        at: std::time::Instant,
+    },
     /// Control -> data: this node may serve clients now (its broker is registered and
     /// unfenced, and the shard has the image that says so): bind the client listener.
     Listen,

@@ -73,6 +73,11 @@ pub struct Shard {
     stopping: Cell<bool>,
     /// Producer ids reserved for this shard and not yet handed out: `[next, end)`.
     producer_ids: Cell<(i64, i64)>,
+    /// When this node's broker last heard from the active controller (a heartbeat it
+    /// answered, timed from its sending); `None` before the first.
+    controller_contact: Cell<Option<std::time::Instant>>,
+    /// Whether this shard's leaders last saw the controller as lost (for the log line).
+    controller_lost: Cell<bool>,
 }
 
 impl Shard {
@@ -99,7 +104,15 @@ impl Shard {
             fetch_waiters: Cell::new(0),
             stopping: Cell::new(false),
             producer_ids: Cell::new((0, 0)),
+            controller_contact: Cell::new(None),
+            controller_lost: Cell::new(false),
         }
+    }
+
+    /// Whether this node's broker has not heard from the active controller for longer than
+    /// its lease (as of the last `check_isr`).
+    pub fn controller_lost(&self) -> bool {
+        self.controller_lost.get()
     }
 
     /// Executor index of this shard (for logs and events).

@@ -207,6 +207,7 @@ impl Shard {
                     self.apply_image(image).await;
                     let _ = reply.send(());
                 }
+                DataRequest::ControllerContact { at } => self.controller_contact.set(Some(at)),
                 DataRequest::Listen => fire(&listen),
             }
         }

@@ -17,6 +17,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from helpers import WEIR_BIN, Broker, free_port, wait_until
+from netns import Network
 
 # Failover timings for tests (Kafka's defaults: 9000, 2000, 1000, 2000).
 FAST = {
@@ -35,11 +36,21 @@ class ClusterNode(Broker):
         super().__init__(cluster.base / f"node{node_id}" / "data", cluster.base / f"node{node_id}.log",
                          settings, port=cluster.client_ports[node_id], cores=1)
         self.node_id = node_id
+        self.host = cluster.hosts[node_id]
         self.controller_port = cluster.controller_ports[node_id]
+        self.network = cluster.network
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def base_command(self) -> list[str]:
         # No --listen: `listeners` (a setting) names both listeners.
         return [WEIR_BIN, "serve", "--data-dir", str(self.data_dir), "--cores", str(self.cores), "--unpinned"]
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        return self.network.wrap(cmd, self.node_id) if self.network else cmd
 
     @property
     def is_broker(self) -> bool:
@@ -53,12 +64,22 @@ class ClusterNode(Broker):
 
 
 class Cluster:
-    def __init__(self, base: Path, n: int = 3, settings: dict | None = None):
+    """n nodes on loopback ports, or, given a Network, each in its own namespace (same ports,
+    its own address) so that the test can cut links between nodes."""
+
+    def __init__(self, base: Path, n: int = 3, settings: dict | None = None, network: Network | None = None):
         self.base = Path(base)
+        self.network = network
         ids = list(range(1, n + 1))
-        self.client_ports = {i: free_port() for i in ids}
-        self.controller_ports = {i: free_port() for i in ids}
-        voters = ",".join(f"{i}@127.0.0.1:{self.controller_ports[i]}" for i in ids)
+        if network:
+            self.hosts = {i: network.host(i) for i in ids}
+            self.client_ports = {i: 9092 for i in ids}
+            self.controller_ports = {i: 9093 for i in ids}
+        else:
+            self.hosts = {i: "127.0.0.1" for i in ids}
+            self.client_ports = {i: free_port() for i in ids}
+            self.controller_ports = {i: free_port() for i in ids}
+        voters = ",".join(f"{i}@{self.hosts[i]}:{self.controller_ports[i]}" for i in ids)
         self.nodes: dict[int, ClusterNode] = {}
         for i in ids:
             s = {
@@ -66,8 +87,8 @@ class Cluster:
                 "cluster.id": "weir-test-cluster",
                 "process.roles": "broker,controller",
                 "controller.quorum.voters": voters,
-                "listeners": f"PLAINTEXT://127.0.0.1:{self.client_ports[i]},"
-                             f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}",
+                "listeners": f"PLAINTEXT://{self.hosts[i]}:{self.client_ports[i]},"
+                             f"CONTROLLER://{self.hosts[i]}:{self.controller_ports[i]}",
                 "num.partitions": 3,
                 "weir.io.memory.bytes": 262144,
                 **FAST,
@@ -131,16 +152,22 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(request, base: Path, settings: dict | None = None):
+def running_cluster(request, base: Path, settings: dict | None = None, network: bool = False):
     """A Cluster for one test (its nodes' logs attached to the test's report); after it,
-    every node is stopped and none may have panicked."""
-    c = Cluster(base, settings=settings)
+    every node is stopped and none may have panicked. With `network`, each node runs in a
+    namespace of the test's own (cluster.network cuts and heals links)."""
+    net = Network([1, 2, 3]) if network else None
+    if net:
+        net.enter()
+    c = Cluster(base, settings=settings, network=net)
     for node in c.nodes.values():
         request.node.__dict__.setdefault("_weir_brokers", []).append(node)
     try:
         yield c
     finally:
         c.close()
+        if net:
+            net.close()
     for node in c.nodes.values():
         panics = node.log_lines(r"panicked")
         assert not panics, f"node {node.node_id} panicked:\n" + "\n".join(panics)

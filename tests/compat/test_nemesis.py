@@ -1,7 +1,10 @@
 """A Jepsen-style check of replication, bounded in time: three real `weir` nodes, a topic with
 replication factor 3 and min.insync.replicas=2, idempotent acks=all producers and a consumer
-group running while a seeded nemesis kills (-9), pauses (SIGSTOP) and restarts nodes at
-random, the active controller and the group's coordinator included. At the end: every
+group running while a seeded nemesis kills (-9), pauses (SIGSTOP), restarts and cuts off
+nodes at random, the active controller and the group's coordinator included. Network faults
+(a node isolated from the others, one link between two nodes cut) need network namespaces
+(netns.py: root); without them, as on a developer's machine that is not root, the nemesis
+only kills and pauses. At the end: every
 acknowledged record is in the log exactly once, at the offset it was acknowledged at, in
 order per producer; nothing the consumer saw has disappeared; committed offsets never went
 backwards. The counts are printed.
@@ -20,6 +23,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+import netns
 from cluster_helpers import quorum_leader, running_cluster, wait_for_isr
 from helpers import confluent_producer, make_value, parse_value, wait_until
 from test_replication import find_coordinator, stored_batches
@@ -30,10 +34,14 @@ PRODUCERS = 2
 GROUP = "jepsen-group"
 
 
+# CI always injects network faults (and fails if it cannot).
+NETWORK = netns.available() is None or bool(os.environ.get("CI"))
+
+
 @pytest.fixture
 def cluster(request, tmp_path):
     # A follower that stops fetching leaves the ISR after 3 s (Kafka: 30 s).
-    with running_cluster(request, tmp_path, {"replica.lag.time.max.ms": 3000}) as c:
+    with running_cluster(request, tmp_path, {"replica.lag.time.max.ms": 3000}, network=NETWORK) as c:
         yield c
 
 
@@ -116,14 +124,18 @@ def test_nothing_acknowledged_is_lost_under_a_random_nemesis(cluster):
     consumer = Consuming(cluster.bootstrap, stop)
     for t in producers + [consumer]:
         t.start()
-    faults = {"kill": 0, "pause": 0, "kill-controller": 0, "kill-coordinator": 0}
+    actions = ["kill", "pause", "kill-controller", "kill-coordinator"]
+    if cluster.network:
+        actions += ["isolate", "isolate-controller", "cut-link"]
+    faults = dict.fromkeys(actions, 0)
+    net = cluster.network
     deadline = time.time() + seconds
     while time.time() < deadline:
         time.sleep(rng.uniform(2.0, 5.0))
         alive = [n for n in cluster.nodes.values() if n.running()]
-        action = rng.choice(["kill", "pause", "kill-controller", "kill-coordinator"])
+        action = rng.choice(actions)
         victim = None
-        if action == "kill-controller":
+        if action in ("kill-controller", "isolate-controller"):
             victim = quorum_leader(alive[0])
         elif action == "kill-coordinator":
             try:
@@ -134,12 +146,24 @@ def test_nothing_acknowledged_is_lost_under_a_random_nemesis(cluster):
             victim = rng.choice(sorted(cluster.nodes))
         node = cluster.node(victim)
         down_for = rng.uniform(1.0, 4.0)
+        if action in ("isolate", "isolate-controller", "cut-link"):
+            down_for *= 1.5  # long enough, often, for the others to fence the node
         faults[action] += 1
         print(f"t+{seconds - (deadline - time.time()):.1f}s {action} node {victim} for {down_for:.1f}s")
         if action == "pause":
             node.sigstop()
             time.sleep(down_for)
             node.sigcont()
+        elif action in ("isolate", "isolate-controller"):
+            net.isolate(victim)
+            time.sleep(down_for)
+            net.heal()
+        elif action == "cut-link":
+            other = rng.choice([i for i in sorted(cluster.nodes) if i != victim])
+            print(f"  (the link between nodes {victim} and {other})")
+            net.cut_link(victim, other)
+            time.sleep(down_for)
+            net.heal()
         else:
             node.kill9()
             time.sleep(down_for)

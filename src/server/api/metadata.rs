@@ -88,71 +88,98 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
         } else {
             OPERATIONS_OMITTED
         };
-    let topic_operations =
-        if request.include_topic_authorized_operations && version >= 8 { TOPIC_OPERATIONS } else { OPERATIONS_OMITTED };
+    let view = View {
+        image: &image,
+        operations: if request.include_topic_authorized_operations && version >= 8 {
+            TOPIC_OPERATIONS
+        } else {
+            OPERATIONS_OMITTED
+        },
+        cut_off: shard.controller_lost().then_some(config.node_id),
+    };
     response.topics = match requested {
-        None => image.topics.values().map(|t| topic_entry(&image, t, topic_operations)).collect(),
+        None => image.topics.values().map(|t| view.topic_entry(t)).collect(),
         Some(topics) => topics
             .iter()
             .map(|t| match &t.name {
-                Some(name) => by_name(&image, name.0.as_str(), topic_operations),
-                None => by_id(&image, t.topic_id, topic_operations),
+                Some(name) => view.by_name(name.0.as_str()),
+                None => view.by_id(t.topic_id),
             })
             .collect(),
     };
     encode_frame(ApiKey::Metadata, version, correlation_id, &response)
 }
 
-fn by_name(image: &MetadataImage, name: &str, operations: i32) -> MetadataResponseTopic {
-    if let Some(meta) = image.topic(name) {
-        return topic_entry(image, meta, operations);
-    }
-    let error = if valid_topic_name(name).is_err() {
-        ResponseError::InvalidTopicException
-    } else {
-        ResponseError::UnknownTopicOrPartition
-    };
-    let mut t = MetadataResponseTopic::default();
-    t.error_code = error.code();
-    t.name = Some(TopicName(StrBytes::from_string(name.to_string())));
-    t.topic_authorized_operations = OPERATIONS_OMITTED;
-    t
+/// What a Metadata answer shows of the topics.
+struct View<'a> {
+    image: &'a MetadataImage,
+    operations: i32,
+    /// This broker, when it has lost the active controller for longer than its lease.
+    cut_off: Option<i32>,
 }
 
-fn by_id(image: &MetadataImage, id: uuid::Uuid, operations: i32) -> MetadataResponseTopic {
-    if let Some(meta) = image.ids.get(&id).and_then(|n| image.topic(n)) {
-        return topic_entry(image, meta, operations);
+impl View<'_> {
+    fn by_name(&self, name: &str) -> MetadataResponseTopic {
+        if let Some(meta) = self.image.topic(name) {
+            return self.topic_entry(meta);
+        }
+        let error = if valid_topic_name(name).is_err() {
+            ResponseError::InvalidTopicException
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let mut t = MetadataResponseTopic::default();
+        t.error_code = error.code();
+        t.name = Some(TopicName(StrBytes::from_string(name.to_string())));
+        t.topic_authorized_operations = OPERATIONS_OMITTED;
+        t
     }
-    let mut t = MetadataResponseTopic::default();
-    t.error_code = ResponseError::UnknownTopicId.code();
-    t.topic_id = id;
-    t.topic_authorized_operations = OPERATIONS_OMITTED;
-    t
-}
 
-fn topic_entry(image: &MetadataImage, meta: &TopicMeta, operations: i32) -> MetadataResponseTopic {
-    let mut t = MetadataResponseTopic::default();
-    t.name = Some(TopicName(StrBytes::from_string(meta.name.clone())));
-    t.topic_id = meta.id;
-    t.is_internal = INTERNAL_TOPICS.contains(&meta.name.as_str());
-    t.topic_authorized_operations = operations;
-    t.partitions = (0..meta.partitions)
-        .map(|p| {
-            let replicas = meta.replicas_of(p);
-            let leader = image.leader(&TopicPartition::new(meta.name.clone(), p));
-            let mut part = MetadataResponsePartition::default();
-            part.partition_index = p;
-            part.leader_id = BrokerId(leader.unwrap_or(-1));
-            let state = meta.state_of(p);
-            part.leader_epoch = state.map_or(-1, |s| s.leader_epoch.max(0));
-            part.replica_nodes = replicas.iter().map(|b| BrokerId(*b)).collect();
-            part.isr_nodes = state.map(|s| s.isr.iter().map(|b| BrokerId(*b)).collect()).unwrap_or_default();
-            part.offline_replicas = replicas.iter().filter(|b| !image.is_live(**b)).map(|b| BrokerId(*b)).collect();
-            if leader.is_none() {
-                part.error_code = ResponseError::LeaderNotAvailable.code();
-            }
-            part
-        })
-        .collect();
-    t
+    fn by_id(&self, id: uuid::Uuid) -> MetadataResponseTopic {
+        if let Some(meta) = self.image.ids.get(&id).and_then(|n| self.image.topic(n)) {
+            return self.topic_entry(meta);
+        }
+        let mut t = MetadataResponseTopic::default();
+        t.error_code = ResponseError::UnknownTopicId.code();
+        t.topic_id = id;
+        t.topic_authorized_operations = OPERATIONS_OMITTED;
+        t
+    }
+
+    fn topic_entry(&self, meta: &TopicMeta) -> MetadataResponseTopic {
+        let (image, operations) = (self.image, self.operations);
+        let mut t = MetadataResponseTopic::default();
+        t.name = Some(TopicName(StrBytes::from_string(meta.name.clone())));
+        t.topic_id = meta.id;
+        t.is_internal = INTERNAL_TOPICS.contains(&meta.name.as_str());
+        t.topic_authorized_operations = operations;
+        t.partitions = (0..meta.partitions)
+            .map(|p| {
+                let replicas = meta.replicas_of(p);
+                let state = meta.state_of(p);
+                let leader = image.leader(&TopicPartition::new(meta.name.clone(), p));
+                let leader = match (leader, self.cut_off, state) {
+                    // This broker lost the controller: another in-sync replica may lead by now.
+                    // Name the one the controller elects first; if it does not lead, it says who
+                    // does (NOT_LEADER_OR_FOLLOWER with the current leader, or its Metadata).
+                    (Some(l), Some(me), Some(s)) if l == me => {
+                        replicas.iter().copied().find(|b| *b != me && s.isr.contains(b)).or(leader)
+                    }
+                    _ => leader,
+                };
+                let mut part = MetadataResponsePartition::default();
+                part.partition_index = p;
+                part.leader_id = BrokerId(leader.unwrap_or(-1));
+                part.leader_epoch = state.map_or(-1, |s| s.leader_epoch.max(0));
+                part.replica_nodes = replicas.iter().map(|b| BrokerId(*b)).collect();
+                part.isr_nodes = state.map(|s| s.isr.iter().map(|b| BrokerId(*b)).collect()).unwrap_or_default();
+                part.offline_replicas = replicas.iter().filter(|b| !image.is_live(**b)).map(|b| BrokerId(*b)).collect();
+                if leader.is_none() {
+                    part.error_code = ResponseError::LeaderNotAvailable.code();
+                }
+                part
+            })
+            .collect();
+        t
+    }
 }

@@ -96,6 +96,7 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
         _ => None,
     };
     let image = shard.image();
+    let node_id = shard.config.node_id;
     Box::pin(async move {
         let mut outcomes = early;
         if let Some(durable) = durable {
@@ -126,9 +127,10 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
             pr.index = request.topic_data[t].partition_data[p].index;
             pr.error_code = wire_code(o.error);
             // KIP-951 (v10+): name the current leader, so the client need not ask Metadata.
+            // Never this broker: a leader refusing writes (deposed) does not know who leads.
             if version >= 10 && o.error == Some(ResponseError::NotLeaderOrFollower) {
                 let tp = TopicPartition::new(request.topic_data[t].name.0.to_string(), pr.index);
-                if let Some(leader) = image.leader(&tp) {
+                if let Some(leader) = image.leader(&tp).filter(|l| *l != node_id) {
                     pr.current_leader.leader_id = BrokerId(leader);
                     pr.current_leader.leader_epoch = image.partition_state(&tp).map_or(0, |s| s.leader_epoch.max(0));
                     leaders_named.insert(leader);
