@@ -3,7 +3,8 @@
 # integration tests (Rust, against the real `weir` binary;
 # the broker's and weir-loadgen's) and the client compatibility tests (kcat,
 # confluent-kafka, kafka-python, kafkajs). Installs what it needs: kcat from Debian, a
-# Python venv (.venv) with the pinned clients, the pinned Node modules (npm ci).
+# Python venv (.venv) with the pinned clients, the pinned Node modules (npm ci), and, as
+# root, iproute2 for the network namespaces of the partition tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,13 @@ if ! command -v kcat >/dev/null 2>&1; then
     log "installing kcat (Debian)"
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq kcat >/dev/null
+fi
+
+# The network-partition tests make network namespaces (as root; skipped otherwise).
+if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1; then
+    log "installing iproute2 (Debian)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
 fi
 
 REQ=tests/compat/requirements.txt

@@ -126,6 +126,16 @@ pub struct Config {
     pub segment_ms: i64,
     /// `log.index.interval.bytes`: bytes between sparse index entries.
     pub index_interval_bytes: u64,
+    /// `log.retention.ms`, `.minutes`, `.hours`: the first given of these wins, in that
+    /// order (Kafka's precedence); see `log_retention_ms`.
+    pub log_retention: LogRetention,
+    /// `log.retention.bytes`: largest a partition's log grows before its oldest segments go (-1: no limit).
+    pub log_retention_bytes: i64,
+    /// `log.retention.check.interval.ms`: how often retention runs.
+    pub log_retention_check_interval_ms: u64,
+    /// `log.segment.delete.delay.ms` (topic: `file.delete.delay.ms`): how long a removed
+    /// segment's files stay (as `*.deleted`) before they are unlinked.
+    pub file_delete_delay_ms: u64,
     /// `log.flush.interval.ms`: the longest acks=0/1 data waits before it is synced.
     pub flush_interval_ms: u64,
     /// `log.message.timestamp.type`: CreateTime or LogAppendTime.
@@ -201,6 +211,30 @@ pub struct Config {
     pub metadata_snapshot_bytes: u64,
 }
 
+/// Kafka's three broker settings for retention by time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRetention {
+    pub ms: Option<i64>,
+    pub minutes: Option<i64>,
+    pub hours: i64,
+}
+
+impl Default for LogRetention {
+    fn default() -> Self {
+        Self { ms: None, minutes: None, hours: 168 }
+    }
+}
+
+impl Config {
+    /// The broker's retention by time in ms (-1: forever): `log.retention.ms` if given, else
+    /// `log.retention.minutes`, else `log.retention.hours`, as Kafka reads them.
+    pub fn log_retention_ms(&self) -> i64 {
+        let r = &self.log_retention;
+        let ms = r.ms.or(r.minutes.map(|m| if m < 0 { -1 } else { m.saturating_mul(60_000) }));
+        ms.unwrap_or(if r.hours < 0 { -1 } else { r.hours.saturating_mul(3_600_000) })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         let listen: SocketAddr = ([127, 0, 0, 1], 9092).into();
@@ -240,6 +274,10 @@ impl Default for Config {
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
             index_interval_bytes: 4096,
+            log_retention: LogRetention::default(),
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 300_000,
+            file_delete_delay_ms: 60_000,
             flush_interval_ms: 1000,
             log_append_time: false,
             request_bytes_max: 100 * 1024 * 1024,
@@ -330,6 +368,21 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
     ("log.segment.bytes", "roll a segment at this size (default 1 GiB)"),
     ("log.roll.ms", "roll a segment at this age (default 7 days); log.roll.hours is accepted too"),
     ("log.index.interval.bytes", "bytes of log between sparse index entries (default 4096)"),
+    (
+        "log.retention.hours",
+        "delete a partition's oldest segments once this old (default 168, 7 days; -1: forever); topic: retention.ms",
+    ),
+    ("log.retention.minutes", "as log.retention.hours, in minutes; wins over it"),
+    ("log.retention.ms", "as log.retention.hours, in ms; wins over both"),
+    (
+        "log.retention.bytes",
+        "delete a partition's oldest segments while its log is larger (default -1: no limit); topic: retention.bytes",
+    ),
+    ("log.retention.check.interval.ms", "how often retention runs (default 300000)"),
+    (
+        "log.segment.delete.delay.ms",
+        "a deleted segment's files stay this long before they are unlinked (default 60000); topic: file.delete.delay.ms",
+    ),
     ("log.flush.interval.ms", "longest time acks=0/1 data stays unsynced (default 1000)"),
     ("log.message.timestamp.type", "CreateTime or LogAppendTime (default CreateTime)"),
     ("socket.request.max.bytes", "largest request frame; larger closes the connection (default 100 MiB)"),
@@ -477,6 +530,12 @@ impl Config {
             "log.roll.ms" => self.segment_ms = parse(key, v)?,
             "log.roll.hours" => self.segment_ms = parse::<i64>(key, v)? * 3600 * 1000,
             "log.index.interval.bytes" => self.index_interval_bytes = parse(key, v)?,
+            "log.retention.ms" => self.log_retention.ms = Some(parse(key, v)?),
+            "log.retention.minutes" => self.log_retention.minutes = Some(parse(key, v)?),
+            "log.retention.hours" => self.log_retention.hours = parse(key, v)?,
+            "log.retention.bytes" => self.log_retention_bytes = parse(key, v)?,
+            "log.retention.check.interval.ms" => self.log_retention_check_interval_ms = parse(key, v)?,
+            "log.segment.delete.delay.ms" => self.file_delete_delay_ms = parse(key, v)?,
             "log.flush.interval.ms" => self.flush_interval_ms = parse(key, v)?,
             "log.message.timestamp.type" => {
                 self.log_append_time = match v {
@@ -680,6 +739,9 @@ impl Config {
         )?;
         check(self.segment_ms >= 1, "log.roll.ms", "must be positive")?;
         check(self.index_interval_bytes >= 1, "log.index.interval.bytes", "must be positive")?;
+        check(self.log_retention_ms() >= -1, "log.retention.ms", "must be -1 (forever) or at least 0")?;
+        check(self.log_retention_bytes >= -1, "log.retention.bytes", "must be -1 (no limit) or at least 0")?;
+        check(self.log_retention_check_interval_ms >= 1, "log.retention.check.interval.ms", "must be positive")?;
         check(self.flush_interval_ms >= 1, "log.flush.interval.ms", "must be positive")?;
         check(self.request_bytes_max >= 1024, "socket.request.max.bytes", "must be at least 1024")?;
         check(self.batch_bytes_max >= 61, "message.max.bytes", "must hold at least a batch header (61 bytes)")?;

@@ -383,6 +383,8 @@ async fn run_data(
     every(&shard, ISR_CHECK, |s| async move { s.check_isr() });
     let retention = Duration::from_millis(config.offsets_retention_check_interval_ms);
     every(&shard, retention, |s| async move { s.groups.expire_offsets() });
+    let log_retention = Duration::from_millis(config.log_retention_check_interval_ms);
+    every(&shard, log_retention, |s| async move { s.apply_retention().await });
     let _ = events.send(ShardEvent::Ready(shard.executor()));
 
     let _ = controls.drain.await;

@@ -29,10 +29,11 @@ pub const TOPIC_CONFIGS_APPLIED: &[&str] = &[
     "delete.retention.ms",
     "min.insync.replicas",
     "unclean.leader.election.enable",
-];
-pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "retention.ms",
     "retention.bytes",
+    "file.delete.delay.ms",
+];
+pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "compression.type",
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
@@ -42,7 +43,6 @@ pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "message.timestamp.difference.max.ms",
     "message.timestamp.before.max.ms",
     "message.timestamp.after.max.ms",
-    "file.delete.delay.ms",
     "preallocate",
     "segment.index.bytes",
     "segment.jitter.ms",
@@ -81,7 +81,13 @@ fn validate_config(key: &str, value: &str) -> Result<(), String> {
         "unclean.leader.election.enable" if value != "true" && value != "false" => {
             Err(format!("Invalid value {value} for configuration {key}: Expected value to be either true or false"))
         }
-        "delete.retention.ms" => value
+        "retention.ms" | "retention.bytes" => value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= -1)
+            .map(|_| ())
+            .ok_or(format!("Invalid value {value} for configuration {key}: must be -1 (no limit) or at least 0")),
+        "delete.retention.ms" | "file.delete.delay.ms" => value
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)

@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 use self::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use self::replica::{LeaderState, Role};
 use crate::protocol::batch::{self, BatchHeader};
+use crate::storage::log::retention::{Removed, Retention};
 use crate::storage::{Log, LogConfig, LogError};
 use crate::types::{now_ms, Acks, Offset, OffsetSpec, TopicPartition};
 
@@ -62,6 +63,9 @@ pub struct PartitionSettings {
     pub min_insync_replicas: usize,
     /// `unclean.leader.election.enable`: any replica, not only an in-sync one, may be elected.
     pub unclean_leader_election: bool,
+    /// `retention.ms`, `retention.bytes`, `file.delete.delay.ms`; `None` when
+    /// `cleanup.policy` does not include `delete`.
+    pub retention: Option<Retention>,
 }
 
 /// A batch the partition took (or recognised as a retry), and where it lives.
@@ -735,6 +739,23 @@ impl Partition {
         Ok(self.follower_position())
     }
 
+    /// The leader's log starts past this follower's log end (retention removed what it
+    /// lacks): its log starts over, empty, at `leader_log_start`.
+    pub async fn replica_restart_at(
+        &self,
+        leader_epoch: i32,
+        leader_log_start: Offset,
+    ) -> Result<FollowerPosition, ResponseError> {
+        self.check_following(leader_epoch)?;
+        if leader_log_start > self.log.next_offset() {
+            warn!(partition = %self.tp, log_end = self.log.next_offset(), leader_log_start, "the leader no longer has what this follower lacks; starting over at its log start");
+            self.log.restart_at(leader_log_start).await.map_err(|e| storage_error(&e))?;
+            self.recover_producers().await.map_err(|e| storage_error(&e))?;
+            self.high_watermark.set(leader_log_start);
+        }
+        Ok(self.follower_position())
+    }
+
     /// Whether data is appended but not yet synced.
     pub fn needs_sync(&self) -> bool {
         self.log.synced_offset() < self.log.next_offset()
@@ -754,6 +775,15 @@ impl Partition {
             self.log.compact(now_ms(), self.settings.delete_retention_ms).await?;
         }
         Ok(())
+    }
+
+    /// Removes the segments the topic's retention no longer keeps (below the high
+    /// watermark only).
+    pub async fn apply_retention(&self) -> Result<Removed, LogError> {
+        match &self.settings.retention {
+            Some(r) => self.log.apply_retention(r, now_ms(), self.high_watermark()).await,
+            None => Ok(Removed::default()),
+        }
     }
 
     /// The active idempotent producers, by producer id.

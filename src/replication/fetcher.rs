@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::partition::FollowerPosition;
 use crate::shard::message::FollowStep;
 use crate::shard::DataRequest;
-use crate::types::TopicPartition;
+use crate::types::{Offset, TopicPartition};
 
 /// The Fetch version followers send: topic names, last fetched epoch and diverging epoch.
 const FETCH_VERSION: i16 = 12;
@@ -191,6 +191,9 @@ impl Fetcher {
                             let leader_high_watermark = p.high_watermark;
                             steps.push((tp, FollowStep::Append { leader_epoch, records, leader_high_watermark }));
                         }
+                        Some(ResponseError::OffsetOutOfRange) if self.fetched_below(&tp, p.log_start_offset) => {
+                            steps.push((tp, FollowStep::StartAt { leader_epoch, log_start: p.log_start_offset }));
+                        }
                         Some(e) => self.refused(&tp, e),
                     }
                 }
@@ -198,6 +201,11 @@ impl Fetcher {
             self.apply_steps(steps).await;
         }
         info!(leader = self.leader, "replica fetcher stopped");
+    }
+
+    /// Whether this replica asked for an offset below the leader's log start.
+    fn fetched_below(&self, tp: &TopicPartition, leader_log_start: Offset) -> bool {
+        self.partitions.borrow().get(tp).and_then(|f| f.position).is_some_and(|p| p.log_end < leader_log_start)
     }
 
     /// The leader refused a partition (one of the two has not seen the newest image yet):

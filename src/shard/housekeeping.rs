@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::group::OFFSETS_TOPIC;
 use crate::partition::replica::{Leadership, Role};
 use crate::partition::{Partition, PartitionSettings};
+use crate::storage::log::retention::Retention;
 use crate::storage::{LogConfig, LogError};
 use crate::types::{now_ms, TopicPartition};
 
@@ -240,6 +241,15 @@ impl Shard {
         }
     }
 
+    /// Removes what retention no longer keeps, one partition at a time.
+    pub async fn apply_retention(&self) {
+        for p in self.partitions() {
+            if let Err(e) = p.apply_retention().await {
+                warn!(partition = %p.tp(), error = %e, "retention failed; the segments stay");
+            }
+        }
+    }
+
     /// Compacts the partitions of compacted topics that have new sealed data, one partition
     /// at a time (the cleaner's pass).
     pub async fn compact_logs(&self) {
@@ -289,6 +299,14 @@ fn partition_settings(meta: &TopicMeta, config: &Config) -> PartitionSettings {
         compact: meta.configs.get("cleanup.policy").is_some_and(|v| v.split(',').any(|x| x.trim() == "compact")),
         delete_retention_ms: topic_setting(meta, "delete.retention.ms").unwrap_or(config.delete_retention_ms),
         min_insync_replicas: topic_setting(meta, "min.insync.replicas").unwrap_or(config.min_insync_replicas),
+        retention: meta.configs.get("cleanup.policy").is_none_or(|v| v.split(',').any(|x| x.trim() == "delete")).then(
+            || Retention {
+                ms: topic_setting(meta, "retention.ms").unwrap_or(config.log_retention_ms()),
+                bytes: topic_setting(meta, "retention.bytes").unwrap_or(config.log_retention_bytes),
+                file_delete_delay_ms: topic_setting(meta, "file.delete.delay.ms")
+                    .unwrap_or(config.file_delete_delay_ms),
+            },
+        ),
         unclean_leader_election: meta
             .configs
             .get("unclean.leader.election.enable")

@@ -105,6 +105,8 @@ pub enum FollowStep {
     /// The leader (in `leader_epoch`) says the log diverged at `epoch`, which it ends at
     /// `end_offset`.
     Truncate { leader_epoch: i32, epoch: i32, end_offset: Offset },
+    /// The leader's log starts at `log_start`, past this replica's fetch offset.
+    StartAt { leader_epoch: i32, log_start: Offset },
 }
 
 #[derive(Debug, Clone)]

@@ -147,6 +147,9 @@ impl Shard {
             FollowStep::Truncate { leader_epoch, epoch, end_offset } => {
                 partition.replica_truncate(leader_epoch, epoch, end_offset).await
             }
+            FollowStep::StartAt { leader_epoch, log_start } => {
+                partition.replica_restart_at(leader_epoch, log_start).await
+            }
         }
     }
 

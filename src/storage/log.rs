@@ -29,6 +29,7 @@ use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::types::{now_ms, Offset};
 
 mod compaction;
+pub mod retention;
 pub use compaction::CompactionStats;
 
 /// Largest single DMA write or recovery read.
@@ -223,8 +224,27 @@ impl Log {
                 remove_segment_files(dir, base).await;
             }
         }
+        // Retention or DeleteRecords moved the start: segments wholly below it go (a crash
+        // came before they were removed), and an empty log restarts there.
+        let dir_owned = dir.to_path_buf();
+        let checkpointed = glommio::executor()
+            .spawn_blocking(move || {
+                retention::remove_leftover_deleted(&dir_owned);
+                retention::load_log_start(&dir_owned)
+            })
+            .await?;
+        if let Some(start) = checkpointed {
+            while segments.first().is_some_and(|s| s.base_offset < start && s.next_offset <= start) {
+                let gone = segments.remove(0);
+                info!(dir = %dir.display(), base = gone.base_offset, log_start_offset = start, "removing a segment below the log start");
+                if let Some(file) = gone.file.and_then(|f| Rc::try_unwrap(f).ok()) {
+                    let _ = file.close().await;
+                }
+                remove_segment_files(dir, gone.base_offset).await;
+            }
+        }
         if segments.is_empty() {
-            segments.push(Segment::new_empty(0, now_ms()));
+            segments.push(Segment::new_empty(checkpointed.unwrap_or(0), now_ms()));
         }
         // The last segment takes appends again; its index files go stale from now on, and
         // their absence is what tells recovery to scan it after a crash.
@@ -235,7 +255,7 @@ impl Log {
         }
         segments[last].sealed = false;
         let next_offset = segments[last].next_offset;
-        let log_start_offset = segments[0].base_offset;
+        let log_start_offset = checkpointed.map_or(segments[0].base_offset, |c| c.max(segments[0].base_offset));
         let dir_owned = dir.to_path_buf();
         let mut epochs = glommio::executor().spawn_blocking(move || leader_epochs::load(&dir_owned)).await?;
         // Epochs recorded ahead of batches a crash took back start past the log end.
@@ -422,14 +442,20 @@ impl Log {
             seg = Segment::new_empty(next_offset, now_ms());
             remove_segment_files(&self.dir, base).await;
         }
-        {
+        let restarted = {
             let mut state = self.state.borrow_mut();
             let last = state.segments.len() - 1;
-            if state.segments.len() == 1 && seg.size == 0 {
+            let restarted = state.segments.len() == 1 && seg.size == 0;
+            if restarted {
                 state.log_start_offset = next_offset;
             }
             state.segments[last] = seg;
             state.next_offset = next_offset;
+            restarted
+        };
+        if restarted {
+            // No segment file says where the log starts now: the checkpoint does.
+            retention::store_log_start(&self.dir, next_offset).await?;
         }
         self.written_offset.set(next_offset);
         self.synced_offset.set(next_offset);

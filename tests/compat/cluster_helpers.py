@@ -36,7 +36,7 @@ class ClusterNode(Broker):
         super().__init__(cluster.base / f"node{node_id}" / "data", cluster.base / f"node{node_id}.log",
                          settings, port=cluster.client_ports[node_id], cores=1)
         self.node_id = node_id
-        self.host = cluster.hosts[node_id]
+        self.host = cluster.hosts.get(node_id, "127.0.0.1")
         self.controller_port = cluster.controller_ports[node_id]
         self.network = cluster.network
 

@@ -373,6 +373,34 @@ def test_unclean_and_preferred_elections(cluster):
         assert err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED, result
 
 
+@pytest.mark.timeout(240)
+def test_leadership_returns_to_the_preferred_replicas_by_itself(request, tmp_path):
+    # Kafka checks every 300 s and tolerates 10 % imbalance per broker; checked every
+    # second with no tolerance here so that the test is short.
+    settings = {"auto.leader.rebalance.enable": True, "leader.imbalance.check.interval.seconds": 1,
+                "leader.imbalance.per.broker.percentage": 0}
+    with running_cluster(request, tmp_path, settings) as cluster:
+        cluster.start_all()
+        cluster.create_topic("pref", 6, replication=3)
+        parts = wait_for_isr(cluster.node(1), "pref", 3)
+        preferred = {p: replicas[0] for p, (_, replicas, _) in parts.items()}
+        assert all(leader == preferred[p] for p, (leader, _, _) in parts.items()), parts
+        victim = preferred[0]
+        led = [p for p, b in preferred.items() if b == victim]
+        survivor = cluster.node(next(i for i in cluster.nodes if i != victim))
+        cluster.node(victim).kill9()
+        wait_until(lambda: all(partitions_of(survivor.bootstrap, "pref")[p][0] not in (-1, victim) for p in led), 30,
+                   what=f"partitions {led} led elsewhere")
+        cluster.node(victim).start()
+        # Back in the ISR, the preferred replica gets its partitions back with no admin call.
+        wait_until(lambda: all(partitions_of(survivor.bootstrap, "pref")[p][0] == victim for p in led), 60,
+                   what=f"node {victim} leading {led} again")
+        assert any(n.log_lines(r"preferred") for n in cluster.running())
+        producer = confluent_producer(cluster.bootstrap, **{"acks": "all", "enable.idempotence": True})
+        acked = produce_tracked(producer, "pref", 300)
+        assert check_nothing_lost(acked, consume_all(cluster.bootstrap, "pref", 300)) == 300
+
+
 def wait_for_same_logs_of(cluster: Cluster, topic: str, nodes: list[int], timeout: float = 30.0) -> None:
     def same():
         copies = [stored_batches(cluster.node(n).data_dir, topic, 0) for n in nodes]

@@ -1,0 +1,163 @@
+"""Retention with real clients: a topic's oldest segments are deleted by age
+(`retention.ms`) and by size (`retention.bytes`), the log start offset moves and survives
+kill -9, ListOffsets earliest and consumers follow it (a consumer below it is reset by its
+`auto.offset.reset`), and the broker defaults (`log.retention.*`) apply to topics that set
+nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from helpers import confluent_consumer, confluent_producer, wait_until
+
+# Retention runs every half second here (Kafka: every 5 minutes); removed files go at once.
+FAST = {"log.retention.check.interval.ms": 500, "log.segment.delete.delay.ms": 0}
+SEGMENT = 16 * 1024
+
+
+def create(broker, name: str, config: dict) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(name, 1, 1, config=config)])[name].result(20)
+
+
+def produce(broker, topic: str, count: int, start: int = 0, size: int = 1000) -> None:
+    # Small batches, so that segments of 16 KiB hold several and roll often.
+    producer = confluent_producer(broker.bootstrap, **{"acks": "all", "linger.ms": 5, "batch.size": 4000})
+    for i in range(start, start + count):
+        producer.produce(topic, key=str(i).encode(), value=str(i).encode().ljust(size, b"."))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def watermarks(broker, topic: str) -> tuple[int, int]:
+    c = confluent_consumer(broker.bootstrap)
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    finally:
+        c.close()
+
+
+def on_disk(data_dir: Path, topic: str) -> tuple[int, int]:
+    """(segment files, their bytes) of partition 0."""
+    segs = list((data_dir / f"{topic}-0").glob("*.log"))
+    return len(segs), sum(s.stat().st_size for s in segs)
+
+
+def keys_from(broker, topic: str, offset: int, count: int, reset: str = "earliest") -> list[int]:
+    """Keys read from `offset` (subject to auto.offset.reset) until `count` or quiet."""
+    c = confluent_consumer(broker.bootstrap, **{"auto.offset.reset": reset})
+    out = []
+    try:
+        c.assign([TopicPartition(topic, 0, offset)])
+        quiet = time.time()
+        while len(out) < count and time.time() - quiet < 10:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                continue
+            out.append(int(m.key()))
+            quiet = time.time()
+    finally:
+        c.close()
+    return out
+
+
+def test_time_retention_deletes_expired_segments_and_consumers_follow_the_new_start(make_broker):
+    broker = make_broker(FAST)
+    create(broker, "aged", {"segment.bytes": str(SEGMENT), "retention.ms": "3000"})
+    produce(broker, "aged", 200)
+    files, size = on_disk(broker.data_dir, "aged")
+    assert files >= 10 and size >= 200_000, (files, size)
+    # Everything is older than 3 s soon: the whole log goes, the active segment too, and
+    # the log starts at its end.
+    wait_until(lambda: watermarks(broker, "aged")[0] == 200, 20, what="log start at the end")
+    after = on_disk(broker.data_dir, "aged")
+    print(f"retention.ms=3000: {files} segments, {size} bytes on disk -> {after[0]} segments, {after[1]} bytes")
+    assert after[1] == 0
+    assert watermarks(broker, "aged") == (200, 200)
+    # New records go on at 200; a consumer asking for 0 is reset to the earliest (200).
+    produce(broker, "aged", 10, start=200)
+    assert keys_from(broker, "aged", 0, 10) == list(range(200, 210))
+    # The start survives a crash.
+    broker.kill9()
+    broker.start()
+    assert watermarks(broker, "aged") == (200, 210)
+    assert broker.log_lines(r"retention removed segments")
+
+
+def test_size_retention_keeps_the_newest_bytes_and_the_start_survives_kill9(make_broker):
+    broker = make_broker(FAST)
+    create(broker, "sized", {"segment.bytes": str(SEGMENT), "retention.bytes": "60000"})
+    produce(broker, "sized", 300)
+    files, size = on_disk(broker.data_dir, "sized")
+    wait_until(lambda: watermarks(broker, "sized")[0] > 0, 20, what="the oldest segments deleted")
+    low, high = watermarks(broker, "sized")
+    after = on_disk(broker.data_dir, "sized")
+    print(f"retention.bytes=60000: {files} segments, {size} bytes -> {after[0]} segments, {after[1]} bytes; "
+          f"log start {low}")
+    assert high == 300 and 0 < low < 300
+    # At least the limit stays (whole segments go), and not a segment more than needed.
+    assert 60000 <= after[1] < 60000 + 2 * SEGMENT, after
+    assert keys_from(broker, "sized", low, 300 - low) == list(range(low, 300))
+    # Below the start: OFFSET_OUT_OF_RANGE, and auto.offset.reset=earliest moves it there.
+    assert keys_from(broker, "sized", 0, 1) == [low]
+    broker.kill9()
+    broker.start()
+    assert watermarks(broker, "sized") == (low, 300)
+    assert keys_from(broker, "sized", low, 300 - low) == list(range(low, 300))
+
+
+def test_broker_defaults_apply_and_topic_configs_win(make_broker):
+    broker = make_broker({**FAST, "log.retention.bytes": 40000, "log.retention.hours": 1})
+    create(broker, "bydefault", {"segment.bytes": str(SEGMENT)})
+    create(broker, "keepall", {"segment.bytes": str(SEGMENT), "retention.bytes": "-1"})
+    create(broker, "compacted", {"segment.bytes": str(SEGMENT), "cleanup.policy": "compact"})
+    for t in ("bydefault", "keepall", "compacted"):
+        produce(broker, t, 150)
+    wait_until(lambda: watermarks(broker, "bydefault")[0] > 0, 20, what="broker default applied")
+    time.sleep(1.5)  # three more retention passes
+    assert watermarks(broker, "keepall")[0] == 0, "retention.bytes=-1 keeps everything"
+    assert watermarks(broker, "compacted")[0] == 0, "cleanup.policy=compact: no retention"
+    # Wrong values are refused with Kafka's error.
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    bad = admin.create_topics([NewTopic("bad", 1, 1, config={"retention.ms": "-5"})])["bad"]
+    try:
+        bad.result(20)
+        raise AssertionError("retention.ms=-5 was accepted")
+    except Exception as e:  # KafkaException carrying INVALID_CONFIG
+        assert "INVALID_CONFIG" in str(e) or "Invalid value" in str(e), e
+
+
+def test_a_follower_behind_the_leaders_log_start_starts_over_there(request, tmp_path):
+    from cluster_helpers import partitions_of, running_cluster, wait_for_isr
+
+    settings = {**FAST, "replica.lag.time.max.ms": 2000}
+    with running_cluster(request, tmp_path, settings) as cluster:
+        cluster.start_all()
+        cluster.create_topic("behind", 1, replication=3,
+                             config={"segment.bytes": str(SEGMENT), "retention.bytes": "40000",
+                                     "min.insync.replicas": "1"})
+        (leader, replicas, _), = wait_for_isr(cluster.node(1), "behind", 3).values()
+        follower = cluster.node(next(b for b in replicas if b != leader))
+        follower.sigstop()
+        try:
+            wait_until(lambda: len(partitions_of(cluster.node(leader).bootstrap, "behind")[0][2]) == 2, 30,
+                       what="the paused follower out of the ISR")
+            produce(cluster.node(leader), "behind", 300)
+            wait_until(lambda: watermarks(cluster.node(leader), "behind")[0] > 0, 20,
+                       what="the leader's oldest segments deleted")
+        finally:
+            follower.sigcont()
+        # The follower asks for offsets the leader no longer has: it starts over at the
+        # leader's log start, catches up and is back in the ISR.
+        wait_for_isr(cluster.node(leader), "behind", 3, timeout=60)
+        assert follower.log_lines(r"starting over at its log start")
+        kept = [int(p.name.split(".")[0]) for p in (follower.data_dir / "behind-0").glob("*.log")]
+        assert kept and min(kept) > 0, f"the follower copied nothing from offset 0: {kept}"
