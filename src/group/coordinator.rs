@@ -359,29 +359,34 @@ impl GroupCoordinator {
 
     fn sync(self: &Rc<Self>, group: String, request: SyncRequest, reply: oneshot::Sender<SyncOutcome>, now: i64) {
         let reply = SyncReply { group: group.clone(), member: request.member_id.clone(), reply };
-        let step = match self.groups.borrow_mut().get_mut(&group) {
-            None => SyncStep::Reply(SyncOutcome::failed(ResponseError::UnknownMemberId)),
+        // The groups are not borrowed while anything is spawned: glommio runs a spawned task
+        // at once, and a store that fails at once would find them borrowed.
+        let (step, to_store) = match self.groups.borrow_mut().get_mut(&group) {
+            None => (SyncStep::Reply(SyncOutcome::failed(ResponseError::UnknownMemberId)), None),
             Some(g) => match g.sync(request, now) {
                 SyncStep::StoreThenFinish { generation, assignments, reply: rx } => {
                     let value = g.value_with(&assignments);
-                    let coordinator = self.clone();
-                    let stored = self.store_group(&group, Some(value));
-                    glommio::spawn_local(async move {
-                        let ok = stored.await.is_ok();
-                        if let Some(g) = coordinator.groups.borrow_mut().get_mut(&group) {
-                            g.finish_sync(generation, assignments, ok, now_ms());
-                            // A newer rebalance may have begun while the assignment was stored.
-                            if g.state == GroupState::Stable && g.generation == generation {
-                                info!(group = %group, generation, members = g.members.len(), "group is stable");
-                            }
-                        }
-                    })
-                    .detach();
-                    SyncStep::Wait(rx)
+                    (SyncStep::Wait(rx), Some((generation, assignments, value)))
                 }
-                other => other,
+                other => (other, None),
             },
         };
+        if let Some((generation, assignments, value)) = to_store {
+            let coordinator = self.clone();
+            let stored = self.store_group(&group, Some(value));
+            let group = group.clone();
+            glommio::spawn_local(async move {
+                let ok = stored.await.is_ok();
+                if let Some(g) = coordinator.groups.borrow_mut().get_mut(&group) {
+                    g.finish_sync(generation, assignments, ok, now_ms());
+                    // A newer rebalance may have begun while the assignment was stored.
+                    if g.state == GroupState::Stable && g.generation == generation {
+                        info!(group = %group, generation, members = g.members.len(), "group is stable");
+                    }
+                }
+            })
+            .detach();
+        }
         match step {
             SyncStep::Reply(outcome) => {
                 reply.send(outcome);

@@ -36,12 +36,15 @@ use self::replica::{LeaderState, Role};
 use crate::protocol::batch::{self, BatchHeader};
 use crate::storage::log::retention::{Removed, Retention};
 use crate::storage::{Log, LogConfig, LogError};
+use crate::shard::message::ReplicaFetch;
 use crate::types::{now_ms, Acks, Offset, OffsetSpec, TopicPartition};
 
 pub use table::PartitionTable;
 
 /// Buffered bytes per partition beyond which even acks=0 produce waits for the disk.
 const WRITE_BACKLOG_BYTES_MAX: u64 = 32 << 20;
+/// How often a DeleteRecords looks whether the followers' log starts caught up.
+const LOW_WATERMARK_POLL: Duration = Duration::from_millis(20);
 
 /// Answers an acks=all produce waiting for replication: `Ok` once the high watermark passed
 /// its batch, the error when leadership was lost first.
@@ -101,6 +104,7 @@ pub struct ReplicaRead {
 pub struct FollowerPosition {
     pub log_end: Offset,
     pub last_epoch: i32,
+    pub log_start: Offset,
 }
 
 /// This broker's role for a partition, with the leader's bookkeeping.
@@ -604,11 +608,11 @@ impl Partition {
     /// `offset` up to the log end.
     pub async fn replica_read(
         &self,
-        replica: i32,
+        fetch: ReplicaFetch,
         offset: Offset,
-        last_fetched_epoch: i32,
         max_bytes: usize,
     ) -> Result<ReplicaRead, ResponseError> {
+        let ReplicaFetch { replica_id: replica, last_fetched_epoch, log_start_offset } = fetch;
         let log_end = self.log.next_offset();
         {
             let replication = self.replication.borrow();
@@ -636,6 +640,7 @@ impl Partition {
         let hw_before = self.high_watermark();
         if let Replication::Leader(s) = &mut *self.replication.borrow_mut() {
             s.on_fetch(replica, offset, log_end, now_ms());
+            s.on_follower_log_start(replica, log_start_offset);
         }
         self.update_high_watermark();
         if self.high_watermark() > hw_before {
@@ -672,7 +677,11 @@ impl Partition {
 
     /// Where this follower's log stands (its fetch offset and newest epoch).
     pub fn follower_position(&self) -> FollowerPosition {
-        FollowerPosition { log_end: self.log.next_offset(), last_epoch: self.log.epochs().latest_epoch() }
+        FollowerPosition {
+            log_end: self.log.next_offset(),
+            last_epoch: self.log.epochs().latest_epoch(),
+            log_start: self.log.log_start_offset(),
+        }
     }
 
     /// A follower appends what its leader sent, as stored (offsets and epochs kept), syncs
@@ -684,6 +693,7 @@ impl Partition {
         leader_epoch: i32,
         records: &Bytes,
         leader_hw: Offset,
+        leader_log_start: Offset,
     ) -> Result<FollowerPosition, ResponseError> {
         self.check_following(leader_epoch)?;
         if !records.is_empty() {
@@ -705,6 +715,11 @@ impl Partition {
         let hw = leader_hw.min(self.log.next_offset());
         if hw > self.high_watermark.get() {
             self.high_watermark.set(hw);
+        }
+        // Records the leader deleted (DeleteRecords) go here too, as far as this log reaches.
+        if leader_log_start > self.log.log_start_offset() {
+            let delay = self.settings.retention.map_or(0, |r| r.file_delete_delay_ms);
+            self.log.advance_start(leader_log_start, delay).await.map_err(|e| storage_error(&e))?;
         }
         self.notify();
         Ok(self.follower_position())
@@ -754,6 +769,43 @@ impl Partition {
             self.high_watermark.set(leader_log_start);
         }
         Ok(self.follower_position())
+    }
+
+    /// DeleteRecords on the leader: the log start moves to `offset` (-1: the high watermark),
+    /// which may not pass the high watermark (OFFSET_OUT_OF_RANGE); a compacted-only topic
+    /// refuses (POLICY_VIOLATION). Returns the low watermark once every in-sync replica's
+    /// log starts there too, or REQUEST_TIMED_OUT after `timeout`.
+    pub async fn delete_records(&self, offset: Offset, timeout: Duration) -> Result<Offset, ResponseError> {
+        if !self.takes_writes() {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let Some(retention) = self.settings.retention else { return Err(ResponseError::PolicyViolation) };
+        let hw = self.high_watermark();
+        let offset = if offset == -1 { hw } else { offset };
+        if offset < 0 || offset > hw {
+            return Err(ResponseError::OffsetOutOfRange);
+        }
+        self.log.advance_start(offset, retention.file_delete_delay_ms).await.map_err(|e| storage_error(&e))?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let low = self.low_watermark().ok_or(ResponseError::NotLeaderOrFollower)?;
+            if low >= offset {
+                return Ok(low);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ResponseError::RequestTimedOut);
+            }
+            glommio::timer::sleep(LOW_WATERMARK_POLL).await;
+        }
+    }
+
+    /// The smallest log start offset among the in-sync replicas (the leader's included), as
+    /// the followers last reported them; `None` when this broker does not lead.
+    pub fn low_watermark(&self) -> Option<Offset> {
+        match &*self.replication.borrow() {
+            Replication::Leader(s) => Some(s.low_watermark(self.log.log_start_offset())),
+            Replication::Follower { .. } => None,
+        }
     }
 
     /// Whether data is appended but not yet synced.

@@ -61,6 +61,8 @@ pub struct Progress {
     /// The leader's log end at the follower's last fetch.
     pub leader_end_at_last_fetch: Offset,
     pub last_caught_up_ms: i64,
+    /// The follower's log start offset, as its last fetch said (-1: not said).
+    pub log_start: Offset,
 }
 
 /// The leader's bookkeeping for one leadership (a new leader epoch starts a new one).
@@ -93,7 +95,13 @@ impl LeaderState {
             .iter()
             .filter(|b| **b != leadership.node)
             .map(|b| {
-                (*b, Progress { log_end: -1, last_fetch_ms: now, leader_end_at_last_fetch: -1, last_caught_up_ms: now })
+                (*b, Progress {
+                    log_end: -1,
+                    last_fetch_ms: now,
+                    leader_end_at_last_fetch: -1,
+                    last_caught_up_ms: now,
+                    log_start: -1,
+                })
             })
             .collect();
         Self { leadership, epoch_start, followers, pending_isr: None, pending_since_ms: 0, deposed: false, refusals: 0 }
@@ -129,6 +137,24 @@ impl LeaderState {
         p.log_end = fetch_offset;
         p.last_fetch_ms = now;
         p.leader_end_at_last_fetch = leader_end;
+    }
+
+    /// A follower's fetch named its log start offset.
+    pub fn on_follower_log_start(&mut self, replica: i32, log_start: Offset) {
+        if let Some(p) = self.followers.get_mut(&replica) {
+            p.log_start = log_start;
+        }
+    }
+
+    /// The smallest log start among the in-sync replicas, with `own` as the leader's (Kafka's
+    /// low watermark). A follower that has not said counts as 0: nothing is known deleted there.
+    pub fn low_watermark(&self, own: Offset) -> Offset {
+        self.leadership
+            .isr
+            .iter()
+            .filter(|b| **b != self.leadership.node)
+            .map(|b| self.followers.get(b).map_or(0, |p| p.log_start.max(0)))
+            .fold(own, Offset::min)
     }
 
     /// The members the high watermark waits for: the ISR and any additions asked for.

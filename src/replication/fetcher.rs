@@ -188,8 +188,13 @@ impl Fetcher {
                         }
                         None => {
                             let records = p.records.unwrap_or_default();
-                            let leader_high_watermark = p.high_watermark;
-                            steps.push((tp, FollowStep::Append { leader_epoch, records, leader_high_watermark }));
+                            let step = FollowStep::Append {
+                                leader_epoch,
+                                records,
+                                leader_high_watermark: p.high_watermark,
+                                leader_log_start: p.log_start_offset,
+                            };
+                            steps.push((tp, step));
                         }
                         Some(ResponseError::OffsetOutOfRange) if self.fetched_below(&tp, p.log_start_offset) => {
                             steps.push((tp, FollowStep::StartAt { leader_epoch, log_start: p.log_start_offset }));
@@ -279,7 +284,7 @@ impl Fetcher {
             p.current_leader_epoch = f.leader_epoch;
             p.fetch_offset = position.log_end;
             p.last_fetched_epoch = position.last_epoch;
-            p.log_start_offset = -1;
+            p.log_start_offset = position.log_start;
             p.partition_max_bytes = self.config.replica_fetch_max_bytes.min(i32::MAX as usize) as i32;
             topics.entry(tp.topic.clone()).or_default().push(p);
         }

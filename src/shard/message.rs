@@ -67,6 +67,8 @@ pub struct FetchItem {
 pub struct ReplicaFetch {
     pub replica_id: i32,
     pub last_fetched_epoch: i32,
+    /// The follower's log start offset (for the leader's low watermark: DeleteRecords).
+    pub log_start_offset: Offset,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -101,7 +103,7 @@ pub enum FollowStep {
     Position,
     /// Append what the leader sent in `leader_epoch` (possibly nothing) and take its high
     /// watermark.
-    Append { leader_epoch: i32, records: Bytes, leader_high_watermark: Offset },
+    Append { leader_epoch: i32, records: Bytes, leader_high_watermark: Offset, leader_log_start: Offset },
     /// The leader (in `leader_epoch`) says the log diverged at `epoch`, which it ends at
     /// `end_offset`.
     Truncate { leader_epoch: i32, epoch: i32, end_offset: Offset },
@@ -127,6 +129,29 @@ pub struct ListOffsetsOutcome {
 impl ListOffsetsOutcome {
     pub fn failed(idx: usize, error: ResponseError) -> Self {
         Self { idx, error: Some(error), offset: -1, timestamp: -1 }
+    }
+}
+
+/// DeleteRecords: move a partition's log start to `offset` (-1: its high watermark).
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsItem {
+    pub idx: usize,
+    pub tp: TopicPartition,
+    pub offset: Offset,
+    /// How long to wait for the in-sync followers' log starts to follow.
+    pub timeout_ms: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsOutcome {
+    pub idx: usize,
+    pub error: Option<ResponseError>,
+    pub low_watermark: Offset,
+}
+
+impl DeleteRecordsOutcome {
+    pub fn failed(idx: usize, error: ResponseError) -> Self {
+        Self { idx, error: Some(error), low_watermark: -1 }
     }
 }
 
@@ -228,6 +253,10 @@ pub enum DataRequest {
     ListOffsets {
         items: Vec<ListOffsetsItem>,
         reply: oneshot::Sender<Vec<ListOffsetsOutcome>>,
+    },
+    DeleteRecords {
+        items: Vec<DeleteRecordsItem>,
+        reply: oneshot::Sender<Vec<DeleteRecordsOutcome>>,
     },
     DescribeProducers {
         items: Vec<(usize, TopicPartition)>,

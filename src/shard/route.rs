@@ -131,6 +131,17 @@ impl Shard {
         .await
     }
 
+    pub async fn route_delete_records(self: &Rc<Self>, items: Vec<DeleteRecordsItem>) -> Vec<DeleteRecordsOutcome> {
+        self.scatter(
+            items,
+            |i| (i.idx, &i.tp),
+            |shard, items| Box::pin(shard.delete_records_local(items)),
+            |items, reply| DataRequest::DeleteRecords { items, reply },
+            DeleteRecordsOutcome::failed,
+        )
+        .await
+    }
+
     pub async fn route_epoch_ends(self: &Rc<Self>, items: Vec<EpochEndItem>) -> Vec<EpochEndOutcome> {
         self.scatter(
             items,

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
+use futures::future::join_all;
 use glommio::channels::shared_channel::ConnectedReceiver;
 use kafka_protocol::ResponseError;
 
@@ -72,7 +73,7 @@ impl Shard {
             };
             let limit = item.max_bytes.min(remaining);
             let read = match item.replica {
-                Some(f) => partition.replica_read(f.replica_id, item.offset, f.last_fetched_epoch, limit).await,
+                Some(f) => partition.replica_read(f, item.offset, limit).await,
                 // Until something is read, one whole batch is returned whatever the limits (KIP-74).
                 None => partition.read(item.offset, limit, read_any).await.map(|r| ReplicaRead {
                     high_watermark: r.high_watermark,
@@ -119,6 +120,24 @@ impl Shard {
         out
     }
 
+    /// DeleteRecords on the partitions' leader, all at once.
+    pub async fn delete_records_local(self: Rc<Self>, items: Vec<DeleteRecordsItem>) -> Vec<DeleteRecordsOutcome> {
+        let calls = items.into_iter().map(|item| {
+            let partition = self.partition(&item.tp);
+            async move {
+                let Some(partition) = partition else {
+                    return DeleteRecordsOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition);
+                };
+                let timeout = Duration::from_millis(item.timeout_ms.max(0) as u64);
+                match partition.delete_records(item.offset, timeout).await {
+                    Ok(low_watermark) => DeleteRecordsOutcome { idx: item.idx, error: None, low_watermark },
+                    Err(e) => DeleteRecordsOutcome::failed(item.idx, e),
+                }
+            }
+        });
+        join_all(calls).await
+    }
+
     /// Parks `reply` on each partition until its high watermark (with `log_end`, its log
     /// end) passes the one given (fires at once when the shard is stopping).
     pub fn watch_local(&self, items: Vec<(TopicPartition, Offset)>, log_end: bool, reply: oneshot::Sender<()>) {
@@ -141,8 +160,8 @@ impl Shard {
         let partition = self.partition(tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
         match step {
             FollowStep::Position => Ok(partition.follower_position()),
-            FollowStep::Append { leader_epoch, records, leader_high_watermark } => {
-                partition.replica_append(leader_epoch, &records, leader_high_watermark).await
+            FollowStep::Append { leader_epoch, records, leader_high_watermark, leader_log_start } => {
+                partition.replica_append(leader_epoch, &records, leader_high_watermark, leader_log_start).await
             }
             FollowStep::Truncate { leader_epoch, epoch, end_offset } => {
                 partition.replica_truncate(leader_epoch, epoch, end_offset).await
@@ -190,6 +209,9 @@ impl Shard {
                     answer_later(reply, self.produce_local(acks, timeout_ms, items))
                 }
                 DataRequest::Fetch { items, reply } => answer_later(reply, self.clone().fetch_local(items)),
+                DataRequest::DeleteRecords { items, reply } => {
+                    answer_later(reply, self.clone().delete_records_local(items))
+                }
                 DataRequest::ListOffsets { items, reply } => {
                     answer_later(reply, self.clone().list_offsets_local(items))
                 }

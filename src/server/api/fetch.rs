@@ -90,8 +90,11 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
                     offset: part.fetch_offset,
                     max_bytes: (part.partition_max_bytes.max(0) as usize).min(max_bytes),
                     budget: max_bytes,
-                    replica: follower
-                        .then_some(ReplicaFetch { replica_id, last_fetched_epoch: part.last_fetched_epoch }),
+                    replica: follower.then_some(ReplicaFetch {
+                        replica_id,
+                        last_fetched_epoch: part.last_fetched_epoch,
+                        log_start_offset: part.log_start_offset,
+                    }),
                 }),
             }
         }

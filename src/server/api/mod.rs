@@ -12,6 +12,7 @@ pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
@@ -109,6 +110,7 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(Produce, 0..=11, produce, raw),
     api!(Fetch, 4..=12, fetch, decoded),
     api!(ListOffsets, 1..=7, list_offsets, decoded),
+    api!(DeleteRecords, 0..=2, delete_records, decoded),
     api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch, decoded),
     api!(Metadata, 0..=12, metadata, decoded),
     api!(ApiVersions, 0..=3, api_versions, raw),

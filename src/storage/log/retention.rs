@@ -120,37 +120,64 @@ impl Log {
             return Ok(Removed::default());
         }
         let new_start = stats.get(count).map_or(stats[count - 1].next_offset, |s| s.base_offset);
-        if count == stats.len() {
-            // The active segment goes too: roll now, in the same step as the check, so that
-            // appends from here on go to a new segment at the log end.
+        let removed = self.move_start_locked(new_start, policy.file_delete_delay_ms).await?;
+        info!(
+            dir = %self.dir.display(),
+            reason = ?reason,
+            segments = removed.segments,
+            bytes = removed.bytes,
+            log_start_offset = new_start,
+            "retention removed segments"
+        );
+        Ok(removed)
+    }
+
+    /// Moves the log start up to `offset` (DeleteRecords; at most the log end): checkpointed,
+    /// then the segments wholly below it go. Returns what went; nothing when the start is
+    /// already there.
+    pub async fn advance_start(&self, offset: Offset, file_delete_delay_ms: u64) -> Result<Removed, LogError> {
+        self.check_healthy()?;
+        let _write = self.io.acquire_permit(1).await.map_err(super::gio)?;
+        let offset = offset.min(self.next_offset());
+        if offset <= self.log_start_offset() {
+            return Ok(Removed { log_start_offset: self.log_start_offset(), ..Removed::default() });
+        }
+        let removed = self.move_start_locked(offset, file_delete_delay_ms).await?;
+        info!(dir = %self.dir.display(), segments = removed.segments, log_start_offset = offset, "log start moved");
+        Ok(removed)
+    }
+
+    /// The start moves to `new_start` (at most the log end; the caller holds the write
+    /// permit): the active segment is rolled first if all of it is below, the start is
+    /// checkpointed, then the segments wholly below it are retired.
+    async fn move_start_locked(&self, new_start: Offset, delay_ms: u64) -> Result<Removed, LogError> {
+        {
             let mut state = self.state.borrow_mut();
             let end = state.next_offset;
-            state.active().sealed = true;
-            state.segments.push(Segment::new_empty(end, now_ms()));
+            let active = state.active();
+            if active.base_offset < new_start && active.next_offset <= new_start && active.size > 0 {
+                // In the same step as the check: appends from here on go to a new segment.
+                active.sealed = true;
+                state.segments.push(Segment::new_empty(end, now_ms()));
+            }
         }
         store_log_start(&self.dir, new_start).await?;
         let removed: Vec<Segment> = {
             let mut state = self.state.borrow_mut();
             state.log_start_offset = new_start;
+            let below = state.segments.iter().take_while(|s| s.base_offset < new_start && s.next_offset <= new_start);
+            let count = below.count().min(state.segments.len() - 1);
             state.segments.drain(..count).collect()
         };
         self.cleaned_to.set(self.cleaned_to.get().max(new_start));
         let bytes = removed.iter().map(|s| s.size).sum();
-        info!(
-            dir = %self.dir.display(),
-            reason = ?reason,
-            segments = removed.len(),
-            bytes,
-            log_start_offset = new_start,
-            "retention removed segments"
-        );
         let bases: Vec<Offset> = removed.iter().map(|s| s.base_offset).collect();
         for s in removed {
             if let Some(file) = s.file.and_then(|f| Rc::try_unwrap(f).ok()) {
                 let _ = file.close().await;
             }
         }
-        retire_segments(&self.dir, &bases, policy.file_delete_delay_ms).await;
+        retire_segments(&self.dir, &bases, delay_ms).await;
         Ok(Removed { segments: bases.len(), bytes, log_start_offset: new_start })
     }
 
