@@ -34,9 +34,9 @@ use tracing::{debug, info, warn};
 use self::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use self::replica::{LeaderState, Role};
 use crate::protocol::batch::{self, BatchHeader};
+use crate::shard::message::ReplicaFetch;
 use crate::storage::log::retention::{Removed, Retention};
 use crate::storage::{Log, LogConfig, LogError};
-use crate::shard::message::ReplicaFetch;
 use crate::types::{now_ms, Acks, Offset, OffsetSpec, TopicPartition};
 
 pub use table::PartitionTable;

@@ -95,13 +95,16 @@ impl LeaderState {
             .iter()
             .filter(|b| **b != leadership.node)
             .map(|b| {
-                (*b, Progress {
-                    log_end: -1,
-                    last_fetch_ms: now,
-                    leader_end_at_last_fetch: -1,
-                    last_caught_up_ms: now,
-                    log_start: -1,
-                })
+                (
+                    *b,
+                    Progress {
+                        log_end: -1,
+                        last_fetch_ms: now,
+                        leader_end_at_last_fetch: -1,
+                        last_caught_up_ms: now,
+                        log_start: -1,
+                    },
+                )
             })
             .collect();
         Self { leadership, epoch_start, followers, pending_isr: None, pending_since_ms: 0, deposed: false, refusals: 0 }
