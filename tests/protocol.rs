@@ -120,6 +120,34 @@ fn every_advertised_version_answers() {
                     // One node leads its own partitions already.
                     assert_eq!(answer.error_code, ResponseError::ElectionNotNeeded.code(), "ElectLeaders v{v}");
                 }
+                ApiKey::DeleteRecords => {
+                    let mut p = delete_records_request::DeleteRecordsPartition::default();
+                    p.partition_index = 0;
+                    p.offset = 1_000_000;
+                    let mut t = delete_records_request::DeleteRecordsTopic::default();
+                    t.name = TopicName(s("groups-t"));
+                    t.partitions = vec![p];
+                    let mut r = DeleteRecordsRequest::default();
+                    r.topics = vec![t];
+                    r.timeout_ms = 1000;
+                    let resp = c.call(v, r);
+                    let answer = &resp.topics[0].partitions[0];
+                    assert_eq!(answer.error_code, ResponseError::OffsetOutOfRange.code(), "DeleteRecords v{v}");
+                }
+                // v0 is v1 byte for byte; this test's codec speaks v1+ (kafka-python's v0 is
+                // tested in tests/compat/test_retention.py).
+                ApiKey::DescribeLogDirs if v == 0 => {}
+                ApiKey::DescribeLogDirs => {
+                    let mut r = DescribeLogDirsRequest::default();
+                    r.topics = None; // every partition
+                    let resp = c.call(v, r);
+                    let dir = &resp.results[0];
+                    assert_eq!(dir.error_code, 0, "DescribeLogDirs v{v}");
+                    assert!(dir.topics.iter().any(|t| t.name.0.as_str() == "groups-t"), "DescribeLogDirs v{v}");
+                    if v >= 4 {
+                        assert!(dir.total_bytes > 0 && dir.usable_bytes >= 0 && dir.usable_bytes <= dir.total_bytes);
+                    }
+                }
                 ApiKey::OffsetForLeaderEpoch => {
                     let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
                     p.partition = 0;

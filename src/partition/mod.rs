@@ -194,6 +194,11 @@ impl Partition {
         self.log.log_start_offset()
     }
 
+    /// Bytes of records in the log.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
     /// The offset the next appended record gets.
     pub fn log_end_offset(&self) -> Offset {
         self.log.next_offset()

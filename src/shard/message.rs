@@ -132,6 +132,15 @@ impl ListOffsetsOutcome {
     }
 }
 
+/// One partition's replica in the data directory (DescribeLogDirs).
+#[derive(Debug, Clone)]
+pub struct LogDirEntry {
+    pub tp: TopicPartition,
+    pub size: u64,
+    /// How far the log end is behind the high watermark (Kafka's offset lag; 0 when caught up).
+    pub offset_lag: Offset,
+}
+
 /// DeleteRecords: move a partition's log start to `offset` (-1: its high watermark).
 #[derive(Debug, Clone)]
 pub struct DeleteRecordsItem {
@@ -265,6 +274,10 @@ pub enum DataRequest {
     EpochEnds {
         items: Vec<EpochEndItem>,
         reply: oneshot::Sender<Vec<EpochEndOutcome>>,
+    },
+    /// Every partition this shard holds, with its size (DescribeLogDirs).
+    LogDirs {
+        reply: oneshot::Sender<Vec<LogDirEntry>>,
     },
     /// Control -> data: a new metadata image; reply once local partitions match it.
     Publish {

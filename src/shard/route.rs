@@ -211,6 +211,18 @@ impl Shard {
         }
     }
 
+    /// Every partition replica on this node, from every data shard.
+    pub async fn all_log_dirs(self: &Rc<Self>) -> Vec<LogDirEntry> {
+        let mut all = self.log_dirs_local();
+        for shard in (0..self.data_shards()).map(ShardId).filter(|s| *s != self.id) {
+            let (reply, rx) = oneshot::channel();
+            if self.send(shard, DataRequest::LogDirs { reply }).await.is_ok() {
+                all.extend(rx.await.unwrap_or_default());
+            }
+        }
+        all
+    }
+
     /// Sends `List` to every data shard and merges the answers.
     pub async fn list_all_groups(self: &Rc<Self>) -> Vec<GroupSummary> {
         let mut answers = Vec::new();

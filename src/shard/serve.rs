@@ -120,6 +120,18 @@ impl Shard {
         out
     }
 
+    /// Every partition this shard holds, with its size and lag.
+    pub fn log_dirs_local(&self) -> Vec<LogDirEntry> {
+        self.partitions()
+            .iter()
+            .map(|p| LogDirEntry {
+                tp: p.tp().clone(),
+                size: p.size_bytes(),
+                offset_lag: (p.high_watermark() - p.log_end_offset()).max(0),
+            })
+            .collect()
+    }
+
     /// DeleteRecords on the partitions' leader, all at once.
     pub async fn delete_records_local(self: Rc<Self>, items: Vec<DeleteRecordsItem>) -> Vec<DeleteRecordsOutcome> {
         let calls = items.into_iter().map(|item| {
@@ -209,6 +221,9 @@ impl Shard {
                     answer_later(reply, self.produce_local(acks, timeout_ms, items))
                 }
                 DataRequest::Fetch { items, reply } => answer_later(reply, self.clone().fetch_local(items)),
+                DataRequest::LogDirs { reply } => {
+                    let _ = reply.send(self.log_dirs_local());
+                }
                 DataRequest::DeleteRecords { items, reply } => {
                     answer_later(reply, self.clone().delete_records_local(items))
                 }

@@ -286,6 +286,11 @@ impl Log {
         self.state.borrow().next_offset
     }
 
+    /// Bytes of records in the log (all segments).
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(|s| s.size).sum()
+    }
+
     pub fn log_start_offset(&self) -> Offset {
         self.state.borrow().log_start_offset
     }

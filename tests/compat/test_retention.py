@@ -309,3 +309,32 @@ def test_kill9_while_retention_and_delete_records_run_never_moves_the_start_back
         missing = [o for o, k in acked.items() if o >= low and (o >= high or keys[o - low] != k)]
         assert not missing, f"cycle {cycle}: acknowledged records missing: {missing[:5]}"
     print(f"8 kills: {len(acked)} acknowledged, log start {last_start}")
+
+
+def test_describe_log_dirs_shows_each_partition_and_its_size_shrinking_with_retention(make_broker):
+    from kafka import KafkaAdminClient
+
+    broker = make_broker(FAST)
+    create(broker, "sizes", {"segment.bytes": str(SEGMENT)})
+    produce(broker, "sizes", 120)
+
+    def described():
+        kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        try:
+            return kp.describe_log_dirs()
+        finally:
+            kp.close()
+
+    # kafka-python speaks v0: log_dirs [(error_code, log_dir, topics [(name, partitions
+    # [(index, size, offset_lag, is_future)])])].
+    (result,) = described().log_dirs
+    error, log_dir, topics = result[0], result[1], result[2]
+    assert error == 0 and Path(log_dir) == broker.data_dir.resolve(), result
+    sizes = {(t[0], p[0]): p[1] for t in topics for p in t[1]}
+    on_disk_bytes = sum(s.stat().st_size for s in (broker.data_dir / "sizes-0").glob("*.log"))
+    assert sizes[("sizes", 0)] > 100_000 and sizes[("sizes", 0)] <= on_disk_bytes, (sizes, on_disk_bytes)
+    # The answer follows retention.
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_records([TopicPartition("sizes", 0, 100)])[TopicPartition("sizes", 0, 100)].result(20)
+    after = {(t[0], p[0]): p[1] for t in described().log_dirs[0][2] for p in t[1]}
+    assert after[("sizes", 0)] < sizes[("sizes", 0)] / 2, (sizes, after)

@@ -16,6 +16,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
@@ -111,6 +112,7 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(Fetch, 4..=12, fetch, decoded),
     api!(ListOffsets, 1..=7, list_offsets, decoded),
     api!(DeleteRecords, 0..=2, delete_records, decoded),
+    api!(DescribeLogDirs, 0..=4, describe_log_dirs, raw),
     api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch, decoded),
     api!(Metadata, 0..=12, metadata, decoded),
     api!(ApiVersions, 0..=3, api_versions, raw),
