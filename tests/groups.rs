@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use common::*;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
@@ -411,4 +412,78 @@ fn a_parked_join_does_not_hold_up_shutdown() {
     assert!(start.elapsed() < Duration::from_secs(5), "stop took {:?}", start.elapsed());
     let answer = b.recv::<JoinGroupRequest>(7, parked);
     assert_eq!(answer.error_code, code(ResponseError::NotCoordinator));
+}
+
+#[test]
+fn offset_delete_removes_what_the_group_no_longer_consumes() {
+    use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+    use kafka_protocol::protocol::Encodable;
+
+    let mut broker = Broker::start_with(GROUPS_FAST);
+    let mut c = broker.client();
+    c.call(7, create_topics_request(&[("orders", 2, 1), ("old", 1, 1)], false));
+    find_coordinator(&mut c, "g");
+    // A consumer subscribed to "orders" (its metadata is a ConsumerProtocolSubscription).
+    let mut sub = ConsumerProtocolSubscription::default();
+    sub.topics = vec![s("orders")];
+    let mut meta = BytesMut::new();
+    meta.extend_from_slice(&1i16.to_be_bytes());
+    sub.encode(&mut meta, 1).expect("encode subscription");
+    let with_subscription = |member: &str| {
+        let mut r = join_request("g", member, None, 10_000);
+        r.protocols[0].metadata = meta.clone().freeze();
+        r
+    };
+    let first = c.call(7, with_subscription(""));
+    let j = c.call(7, with_subscription(&first.member_id));
+    assert_eq!(j.error_code, 0);
+    let id = j.member_id.to_string();
+    assert_eq!(c.call(3, sync_request("g", &id, j.generation_id, &[(&id, b"a")])).error_code, 0);
+    assert_eq!(commit(&mut c, 8, "g", &id, j.generation_id, "orders", &[(0, 5), (1, 6)]), vec![0, 0]);
+    assert_eq!(commit(&mut c, 8, "g", &id, j.generation_id, "old", &[(0, 7)]), vec![0]);
+
+    let delete = |c: &mut Client, group: &str, topics: &[(&str, &[i32])]| {
+        let mut r = OffsetDeleteRequest::default();
+        r.group_id = GroupId(s(group));
+        r.topics = topics
+            .iter()
+            .map(|(t, ps)| {
+                let mut x = OffsetDeleteRequestTopic::default();
+                x.name = topic_name(t);
+                x.partitions = ps
+                    .iter()
+                    .map(|p| {
+                        let mut y = OffsetDeleteRequestPartition::default();
+                        y.partition_index = *p;
+                        y
+                    })
+                    .collect();
+                x
+            })
+            .collect();
+        let resp = c.call(0, r);
+        let codes: Vec<i16> = resp.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
+        (resp.error_code, codes)
+    };
+    // Subscribed topics stay; "old" goes.
+    assert_eq!(
+        delete(&mut c, "g", &[("orders", &[0]), ("old", &[0])]),
+        (0, vec![code(ResponseError::GroupSubscribedToTopic), 0])
+    );
+    let offsets = fetch_offsets(&mut c, "g").1;
+    assert!(offsets.iter().any(|(t, p, o)| t == "orders" && *p == 0 && *o == 5), "{offsets:?}");
+    assert!(!offsets.iter().any(|(t, _, o)| t == "old" && *o >= 0), "{offsets:?}");
+    assert_eq!(delete(&mut c, "nosuch", &[("old", &[0])]).0, code(ResponseError::GroupIdNotFound));
+    assert_eq!(delete(&mut c, "g", &[("nosuch", &[0])]).1, vec![code(ResponseError::UnknownTopicOrPartition)]);
+    // Once the member left, the group is empty and "orders" may go too; it stays gone
+    // after a restart (the tombstones are in __consumer_offsets).
+    leave(&mut c, "g", &[(&id, None)]);
+    assert_eq!(delete(&mut c, "g", &[("orders", &[0, 1])]), (0, vec![0, 0]));
+    drop(c);
+    broker.kill9();
+    broker.restart();
+    let mut c = broker.client();
+    find_coordinator(&mut c, "g");
+    let offsets = fetch_offsets(&mut c, "g").1;
+    assert!(offsets.iter().all(|(_, _, o)| *o < 0), "{offsets:?}");
 }

@@ -120,6 +120,14 @@ fn every_advertised_version_answers() {
                     // One node leads its own partitions already.
                     assert_eq!(answer.error_code, ResponseError::ElectionNotNeeded.code(), "ElectLeaders v{v}");
                 }
+                ApiKey::OffsetDelete => {
+                    let mut r = OffsetDeleteRequest::default();
+                    r.group_id = GroupId(s("no-such-group"));
+                    let code = c.call(v, r).error_code;
+                    let expected =
+                        [ResponseError::GroupIdNotFound.code(), ResponseError::CoordinatorNotAvailable.code()];
+                    assert!(expected.contains(&code), "OffsetDelete v{v}: {code}");
+                }
                 ApiKey::DeleteRecords => {
                     let mut p = delete_records_request::DeleteRecordsPartition::default();
                     p.partition_index = 0;

@@ -118,6 +118,12 @@ pub enum GroupCall {
         group: String,
         reply: oneshot::Sender<Option<ResponseError>>,
     },
+    /// OffsetDelete: the answer is one error per partition, or one for the whole request.
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+        reply: oneshot::Sender<PerItem>,
+    },
     /// Every group this shard coordinates (sent to every data shard).
     List {
         reply: oneshot::Sender<Vec<GroupSummary>>,
@@ -135,7 +141,8 @@ impl GroupCall {
             | GroupCall::Commit { group, .. }
             | GroupCall::FetchOffsets { group, .. }
             | GroupCall::Describe { group, .. }
-            | GroupCall::Delete { group, .. } => Some(group),
+            | GroupCall::Delete { group, .. }
+            | GroupCall::DeleteOffsets { group, .. } => Some(group),
             GroupCall::List { .. } => None,
         }
     }
@@ -152,7 +159,9 @@ impl GroupCall {
             GroupCall::Heartbeat { reply, .. } | GroupCall::Delete { reply, .. } => {
                 let _ = reply.send(Some(error));
             }
-            GroupCall::Leave { reply, .. } | GroupCall::Commit { reply, .. } => {
+            GroupCall::Leave { reply, .. }
+            | GroupCall::Commit { reply, .. }
+            | GroupCall::DeleteOffsets { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             GroupCall::FetchOffsets { reply, .. } => {
@@ -276,6 +285,7 @@ impl GroupCoordinator {
                 let _ = reply.send(Ok(summary));
             }
             GroupCall::Delete { group, reply } => self.delete_group(group, reply),
+            GroupCall::DeleteOffsets { group, partitions, reply } => self.delete_offsets(group, partitions, reply),
             GroupCall::List { reply } => {
                 let ready = self.loads.borrow().clone();
                 let image = self.image.get();
@@ -492,6 +502,68 @@ impl GroupCoordinator {
                 info!(group = %group, "group deleted");
             }
             let _ = reply.send(error);
+        })
+        .detach();
+    }
+
+    /// OffsetDelete: tombstones for the committed offsets the group may lose (see
+    /// `Group::offsets_deletable`); they leave the group once stored.
+    fn delete_offsets(self: &Rc<Self>, group: String, partitions: Vec<(String, i32)>, reply: oneshot::Sender<PerItem>) {
+        let image = self.image.get();
+        let (mut codes, tombstones, gone) = {
+            let groups = self.groups.borrow();
+            let Some(g) = groups.get(&group) else {
+                let _ = reply.send(Err(ResponseError::GroupIdNotFound));
+                return;
+            };
+            let mut codes = match g.offsets_deletable(&partitions) {
+                Ok(codes) => codes,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            let mut tombstones = Vec::new();
+            let mut gone = Vec::new();
+            for (i, (topic, partition)) in partitions.iter().enumerate() {
+                if codes[i].is_some() {
+                    continue;
+                }
+                if !image.topic(topic).is_some_and(|t| *partition >= 0 && *partition < t.partitions) {
+                    codes[i] = Some(ResponseError::UnknownTopicOrPartition);
+                } else if g.offsets.contains_key(&(topic.clone(), *partition)) {
+                    let key = GroupKey::Offset { group: group.clone(), topic: topic.clone(), partition: *partition };
+                    tombstones.push((records::encode_key(&key), None));
+                    gone.push((topic.clone(), *partition));
+                }
+            }
+            (codes, tombstones, gone)
+        };
+        if tombstones.is_empty() {
+            let _ = reply.send(Ok(codes));
+            return;
+        }
+        let stored = self.append_group_records(&group, &tombstones);
+        let coordinator = self.clone();
+        glommio::spawn_local(async move {
+            match stored.await {
+                Ok(_) => {
+                    if let Some(g) = coordinator.groups.borrow_mut().get_mut(&group) {
+                        for tp in &gone {
+                            g.offsets.remove(tp);
+                        }
+                    }
+                    info!(group = %group, removed = gone.len(), "committed offsets deleted");
+                }
+                Err(e) => {
+                    for (i, (topic, partition)) in partitions.iter().enumerate() {
+                        if gone.contains(&(topic.clone(), *partition)) {
+                            codes[i] = Some(e);
+                        }
+                    }
+                }
+            }
+            let _ = reply.send(Ok(codes));
         })
         .detach();
     }

@@ -15,9 +15,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 
 use super::records::{GroupValue, MemberValue, OffsetValue};
+
+/// The protocol type of consumer groups (KIP-848's classic consumers).
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -319,6 +324,52 @@ impl Group {
 
     pub fn is_empty(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty()
+    }
+
+    /// OffsetDelete (Kafka's rules): which of `partitions` may lose their committed offsets,
+    /// each with its error. A consumer group keeps the offsets of topics its members
+    /// subscribe to (GROUP_SUBSCRIBED_TO_TOPIC; every topic, when a member's subscription
+    /// cannot be read); another kind of group must be empty (NON_EMPTY_GROUP, for the whole
+    /// request); a dead group is not found.
+    pub fn offsets_deletable(&self, partitions: &[(String, i32)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        if self.state == GroupState::Dead {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        let subscribed: Option<Vec<String>> = if self.is_empty() {
+            Some(Vec::new())
+        } else if self.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) {
+            self.subscribed_topics()
+        } else {
+            return Err(ResponseError::NonEmptyGroup);
+        };
+        let is_subscribed = |topic: &String| subscribed.as_ref().is_none_or(|s| s.contains(topic));
+        Ok(partitions
+            .iter()
+            .map(|(topic, _)| is_subscribed(topic).then_some(ResponseError::GroupSubscribedToTopic))
+            .collect())
+    }
+
+    /// The topics the members subscribe to, from their metadata for the group's protocol
+    /// (ConsumerProtocolSubscription); `None` when a member's cannot be read.
+    fn subscribed_topics(&self) -> Option<Vec<String>> {
+        let mut topics = Vec::new();
+        for m in &self.members {
+            let meta = match &self.protocol {
+                Some(p) => m.protocols.iter().find(|(name, _)| name == p),
+                None => m.protocols.first(),
+            }?;
+            let mut bytes = meta.1.clone();
+            if bytes.len() < 2 {
+                return None;
+            }
+            let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+            let _ = bytes.split_to(2);
+            let sub = ConsumerProtocolSubscription::decode(&mut bytes, version.clamp(0, 3)).ok()?;
+            topics.extend(sub.topics.iter().map(|t| t.to_string()));
+        }
+        topics.sort_unstable();
+        topics.dedup();
+        Some(topics)
     }
 
     fn member(&self, id: &str) -> Option<&Member> {
@@ -937,6 +988,37 @@ mod tests {
         assert_eq!(g.heartbeat(&id, None, 1, 0), 0);
         assert_eq!(g.heartbeat(&id, None, 0, 0), ResponseError::IllegalGeneration.code());
         assert_eq!(g.heartbeat("nobody", None, 1, 0), ResponseError::UnknownMemberId.code());
+    }
+
+    #[test]
+    fn offsets_of_topics_nobody_subscribes_to_may_be_deleted() {
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let mut sub = ConsumerProtocolSubscription::default();
+        sub.topics = vec![StrBytes::from_static_str("orders")];
+        let mut meta = bytes::BytesMut::new();
+        meta.extend_from_slice(&1i16.to_be_bytes());
+        sub.encode(&mut meta, 1).expect("encode");
+        let mut r = req("", 5);
+        r.protocols = vec![("range".into(), meta.freeze())];
+        let mut g = Group::new("g".into(), 0);
+        let id = joined(g.join(r.clone(), 0, &LIMITS)).member_id;
+        r.member_id = id.clone();
+        joined(g.join(r, 0, &LIMITS));
+        sync(&mut g, &id, 1, vec![]);
+        let asked = [("orders".to_string(), 0), ("old".to_string(), 3)];
+        assert_eq!(g.offsets_deletable(&asked), Ok(vec![Some(ResponseError::GroupSubscribedToTopic), None]));
+        assert_eq!(g.leave(&id, None, 1, &LIMITS), 0);
+        assert_eq!(g.offsets_deletable(&asked), Ok(vec![None, None]), "an empty group keeps nothing");
+        // A group of another kind with members: NON_EMPTY_GROUP for the whole request.
+        let mut other = Group::new("o".into(), 0);
+        let mut r = req("", 5);
+        r.protocol_type = "connect".into();
+        let id = joined(other.join(r.clone(), 0, &LIMITS)).member_id;
+        r.member_id = id;
+        joined(other.join(r, 0, &LIMITS));
+        assert_eq!(other.offsets_deletable(&asked), Err(ResponseError::NonEmptyGroup));
+        other.mark_dead();
+        assert_eq!(other.offsets_deletable(&asked), Err(ResponseError::GroupIdNotFound));
     }
 
     #[test]

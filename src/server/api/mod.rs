@@ -30,6 +30,7 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -130,6 +131,7 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(ListGroups, 0..=5, list_groups, decoded),
     api!(DescribeGroups, 0..=5, describe_groups, decoded),
     api!(DeleteGroups, 0..=2, delete_groups, decoded),
+    api!(OffsetDelete, 0..=0, offset_delete, decoded),
     api!(DescribeQuorum, 0..=2, describe_quorum, decoded),
     api!(DescribeCluster, 0..=2, describe_cluster, decoded),
     api!(CreatePartitions, 0..=3, create_partitions, decoded),
