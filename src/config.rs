@@ -129,6 +129,9 @@ pub struct Config {
     /// `log.retention.ms`, `.minutes`, `.hours`: the first given of these wins, in that
     /// order (Kafka's precedence); see `log_retention_ms`.
     pub log_retention: LogRetention,
+    /// `max.request.partition.size.limit`: most partitions one DescribeTopicPartitions
+    /// answer carries (the client pages with a cursor).
+    pub max_request_partition_size_limit: i32,
     /// `log.retention.bytes`: largest a partition's log grows before its oldest segments go (-1: no limit).
     pub log_retention_bytes: i64,
     /// `log.retention.check.interval.ms`: how often retention runs.
@@ -276,6 +279,7 @@ impl Default for Config {
             index_interval_bytes: 4096,
             log_retention: LogRetention::default(),
             log_retention_bytes: -1,
+            max_request_partition_size_limit: 2000,
             log_retention_check_interval_ms: 300_000,
             file_delete_delay_ms: 60_000,
             flush_interval_ms: 1000,
@@ -379,6 +383,10 @@ pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
         "delete a partition's oldest segments while its log is larger (default -1: no limit); topic: retention.bytes",
     ),
     ("log.retention.check.interval.ms", "how often retention runs (default 300000)"),
+    (
+        "max.request.partition.size.limit",
+        "most partitions in one DescribeTopicPartitions answer; clients page with a cursor (default 2000)",
+    ),
     (
         "log.segment.delete.delay.ms",
         "a deleted segment's files stay this long before they are unlinked (default 60000); topic: file.delete.delay.ms",
@@ -534,6 +542,7 @@ impl Config {
             "log.retention.minutes" => self.log_retention.minutes = Some(parse(key, v)?),
             "log.retention.hours" => self.log_retention.hours = parse(key, v)?,
             "log.retention.bytes" => self.log_retention_bytes = parse(key, v)?,
+            "max.request.partition.size.limit" => self.max_request_partition_size_limit = parse(key, v)?,
             "log.retention.check.interval.ms" => self.log_retention_check_interval_ms = parse(key, v)?,
             "log.segment.delete.delay.ms" => self.file_delete_delay_ms = parse(key, v)?,
             "log.flush.interval.ms" => self.flush_interval_ms = parse(key, v)?,
@@ -742,6 +751,7 @@ impl Config {
         check(self.log_retention_ms() >= -1, "log.retention.ms", "must be -1 (forever) or at least 0")?;
         check(self.log_retention_bytes >= -1, "log.retention.bytes", "must be -1 (no limit) or at least 0")?;
         check(self.log_retention_check_interval_ms >= 1, "log.retention.check.interval.ms", "must be positive")?;
+        check(self.max_request_partition_size_limit >= 1, "max.request.partition.size.limit", "must be positive")?;
         check(self.flush_interval_ms >= 1, "log.flush.interval.ms", "must be positive")?;
         check(self.request_bytes_max >= 1024, "socket.request.max.bytes", "must be at least 1024")?;
         check(self.batch_bytes_max >= 61, "message.max.bytes", "must hold at least a batch header (61 bytes)")?;

@@ -120,6 +120,12 @@ fn every_advertised_version_answers() {
                     // One node leads its own partitions already.
                     assert_eq!(answer.error_code, ResponseError::ElectionNotNeeded.code(), "ElectLeaders v{v}");
                 }
+                ApiKey::DescribeTopicPartitions => {
+                    let mut r = DescribeTopicPartitionsRequest::default();
+                    r.response_partition_limit = 2000;
+                    let resp = c.call(v, r);
+                    assert!(resp.topics.iter().any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "groups-t")));
+                }
                 ApiKey::OffsetDelete => {
                     let mut r = OffsetDeleteRequest::default();
                     r.group_id = GroupId(s("no-such-group"));
@@ -659,4 +665,55 @@ fn list_offsets_for_log_append_time_and_compressed_batches() {
     assert_eq!(list_offset(&mut c, "zipped", 0, 10_001).1, 1);
     // Several records share the largest timestamp: the first of them, as Kafka answers.
     assert_eq!(list_offset(&mut c, "zipped", 0, -3), (0, 2, 10_002));
+}
+
+#[test]
+fn describe_topic_partitions_pages_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let broker = Broker::start();
+    let mut c = broker.client();
+    c.call(7, create_topics_request(&[("dtp-a", 3, 1), ("dtp-b", 2, 1)], false));
+    let ask = |c: &mut Client, topics: &[&str], limit: i32, cursor: Option<(&str, i32)>| {
+        let mut r = DescribeTopicPartitionsRequest::default();
+        r.topics = topics
+            .iter()
+            .map(|t| {
+                let mut x = TopicRequest::default();
+                x.name = topic_name(t);
+                x
+            })
+            .collect();
+        r.response_partition_limit = limit;
+        r.cursor = cursor.map(|(t, p)| {
+            let mut x = Cursor::default();
+            x.topic_name = topic_name(t);
+            x.partition_index = p;
+            x
+        });
+        c.call(0, r)
+    };
+    let seen = |resp: &DescribeTopicPartitionsResponse| -> Vec<(String, i32)> {
+        resp.topics
+            .iter()
+            .flat_map(|t| {
+                let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                t.partitions.iter().map(move |p| (name.clone(), p.partition_index))
+            })
+            .collect()
+    };
+    // Four of five partitions, then the rest from the cursor.
+    let first = ask(&mut c, &["dtp-b", "dtp-a"], 4, None);
+    assert_eq!(seen(&first), [("dtp-a", 0), ("dtp-a", 1), ("dtp-a", 2), ("dtp-b", 0)].map(|(t, p)| (t.to_string(), p)));
+    let next = first.next_cursor.as_ref().expect("a cursor");
+    assert_eq!((next.topic_name.0.as_str(), next.partition_index), ("dtp-b", 1));
+    let second = ask(&mut c, &["dtp-a", "dtp-b"], 4, Some(("dtp-b", 1)));
+    assert_eq!(seen(&second), vec![("dtp-b".to_string(), 1)]);
+    assert!(second.next_cursor.is_none());
+    let t = &first.topics[0];
+    assert!(!t.topic_id.is_nil() && t.partitions.iter().all(|p| p.leader_id.0 >= 0 && p.isr_nodes.len() == 1));
+    // Unknown topics get UNKNOWN_TOPIC_OR_PARTITION; a cursor outside the asked topics, INVALID_REQUEST.
+    let unknown = ask(&mut c, &["nope"], 10, None);
+    assert_eq!(unknown.topics[0].error_code, ResponseError::UnknownTopicOrPartition.code());
+    let bad = ask(&mut c, &["dtp-a"], 10, Some(("dtp-b", 0)));
+    assert_eq!(bad.topics[0].error_code, ResponseError::InvalidRequest.code());
 }

@@ -21,7 +21,7 @@ use crate::shard::Shard;
 use crate::types::TopicPartition;
 
 /// Topics Kafka marks internal (clients leave them out of pattern subscriptions).
-const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+pub(super) const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
 /// Kafka's "authorized operations not requested" value.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -38,7 +38,7 @@ const fn ops(codes: &[u8]) -> i32 {
 }
 /// With no authorizer every supported operation is allowed, as Kafka reports: topics
 /// support READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-const TOPIC_OPERATIONS: i32 = ops(&[3, 4, 5, 6, 7, 8, 10, 11]);
+pub(super) const TOPIC_OPERATIONS: i32 = ops(&[3, 4, 5, 6, 7, 8, 10, 11]);
 /// The cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
 /// IDEMPOTENT_WRITE.
 const CLUSTER_OPERATIONS: i32 = ops(&[5, 7, 8, 9, 10, 11, 12]);

@@ -19,6 +19,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_topic_partitions;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
@@ -116,6 +117,7 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(DescribeLogDirs, 0..=4, describe_log_dirs, raw),
     api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch, decoded),
     api!(Metadata, 0..=12, metadata, decoded),
+    api!(DescribeTopicPartitions, 0..=0, describe_topic_partitions, decoded),
     api!(ApiVersions, 0..=3, api_versions, raw),
     api!(CreateTopics, 2..=7, create_topics, decoded),
     api!(DeleteTopics, 1..=6, delete_topics, decoded),
