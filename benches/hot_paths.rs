@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the broker's hot paths (run: `cargo bench --bench hot_paths`):
-//! batch validation with CRC32C, offset-index lookup, request decode and response encode
+//! batch validation with CRC32C (and the key check compacted topics add), offset-index lookup, request decode and response encode
 //! for Produce and Fetch, and an in-process append of 1 KiB-record batches with a sync.
 
 use std::hint::black_box;
@@ -13,7 +13,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{FetchResponse, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::Compression;
-use weir::protocol::batch::{sample_batch, validate_produced};
+use weir::protocol::batch::{records_without_key, sample_batch, validate_produced};
 use weir::storage::index::SegmentIndex;
 use weir::storage::{Log, LogConfig};
 
@@ -29,6 +29,10 @@ fn validation(c: &mut Criterion) {
     g.bench_function("validate_16x1KiB", |b| {
         b.iter(|| validate_produced(black_box(&batch), 1 << 20).map(|h| h.record_count()))
     });
+    // What a compacted topic adds to a produce: decoding the records to check their keys.
+    g.bench_function("compacted_key_check_16x1KiB", |b| b.iter(|| records_without_key(black_box(&batch))));
+    let lz4 = sample_batch(16, 1024, Compression::Lz4);
+    g.bench_function("compacted_key_check_16x1KiB_lz4", |b| b.iter(|| records_without_key(black_box(&lz4))));
     g.finish();
 }
 

@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use self::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use self::replica::{LeaderState, Role};
 use crate::protocol::batch::{self, BatchHeader};
-use crate::shard::message::ReplicaFetch;
+use crate::shard::message::{ProduceOutcome, ReplicaFetch};
 use crate::storage::log::retention::{Removed, Retention};
 use crate::storage::{Log, LogConfig, LogError};
 use crate::types::{now_ms, Acks, Offset, OffsetSpec, TopicPartition};
@@ -43,6 +43,8 @@ pub use table::PartitionTable;
 
 /// Buffered bytes per partition beyond which even acks=0 produce waits for the disk.
 const WRITE_BACKLOG_BYTES_MAX: u64 = 32 << 20;
+/// Kafka's message for a keyless record sent to a compacted topic.
+const KEYLESS_IN_COMPACTED: &str = "Compacted topic cannot accept message without key.";
 /// How often a DeleteRecords looks whether the followers' log starts caught up.
 const LOW_WATERMARK_POLL: Duration = Duration::from_millis(20);
 
@@ -368,6 +370,24 @@ impl Partition {
         match &*self.replication.borrow() {
             Replication::Leader(s) => Some(s.leadership.isr.len()),
             Replication::Follower { .. } => None,
+        }
+    }
+
+    /// Kafka's record checks that need the records themselves: a compacted topic refuses a
+    /// batch with records without a key (INVALID_RECORD, naming them). Other topics are not
+    /// decoded: their produce path never decompresses.
+    pub fn check_records(&self, batch: &Bytes) -> Result<(), ProduceOutcome> {
+        if !self.settings.compact {
+            return Ok(());
+        }
+        match batch::records_without_key(batch) {
+            Ok(keyless) if keyless.is_empty() => Ok(()),
+            Ok(keyless) => Err(ProduceOutcome {
+                record_errors: keyless,
+                error_message: Some(KEYLESS_IN_COMPACTED),
+                ..ProduceOutcome::failed(0, ResponseError::InvalidRecord)
+            }),
+            Err(e) => Err(ProduceOutcome::failed(0, e.error())),
         }
     }
 

@@ -70,6 +70,8 @@ pub enum BatchError {
     MultipleBatches,
     #[error("unsupported compression codec {0}")]
     BadCompression(i16),
+    #[error("the records cannot be decoded (or decompress past the cap)")]
+    Undecodable,
 }
 
 impl BatchError {
@@ -77,7 +79,9 @@ impl BatchError {
     pub fn error(self) -> kafka_protocol::ResponseError {
         use kafka_protocol::ResponseError as E;
         match self {
-            BatchError::Truncated | BatchError::BadLength(_) | BatchError::BadCrc => E::CorruptMessage,
+            BatchError::Truncated | BatchError::BadLength(_) | BatchError::BadCrc | BatchError::Undecodable => {
+                E::CorruptMessage
+            }
             BatchError::TooLarge(_) => E::MessageTooLarge,
             BatchError::OldMagic(_) => E::UnsupportedForMessageFormat,
             BatchError::BadCount(..)
@@ -285,6 +289,22 @@ pub fn iter_batches(bytes: &[u8]) -> impl Iterator<Item = (usize, BatchHeader<'_
         pos += total;
         Some((at, header))
     })
+}
+
+/// Most bytes a batch may decompress to when its records are looked at (compacted topics'
+/// key check).
+const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// The indexes, within the batch, of its records that have no key (a compacted topic
+/// refuses them: Kafka's INVALID_RECORD). Decodes the records, decompressing with a cap, so
+/// only compacted topics pay for it.
+pub fn records_without_key(batch: &Bytes) -> Result<Vec<i32>, BatchError> {
+    let capped =
+        |data: &mut Bytes, codec| crate::protocol::decompress::decompress_capped(data, codec, DECOMPRESSED_BYTES_MAX);
+    let mut bytes = batch.clone();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(capped))
+        .map_err(|_| BatchError::Undecodable)?;
+    Ok(set.records.iter().enumerate().filter(|(_, r)| r.key.is_none()).map(|(i, _)| i as i32).collect())
 }
 
 /// A real batch of `count` records with `value_bytes`-byte values and keys `k<i>`, encoded

@@ -40,12 +40,23 @@ pub struct ProduceOutcome {
     pub base_offset: Offset,
     pub log_append_time_ms: i64,
     pub log_start_offset: Offset,
+    /// INVALID_RECORD: the records refused (their index in the batch) and why (KIP-467).
+    pub record_errors: Vec<i32>,
+    pub error_message: Option<&'static str>,
 }
 
 impl ProduceOutcome {
     /// A partition that was not appended to.
     pub fn failed(idx: usize, error: ResponseError) -> Self {
-        Self { idx, error: Some(error), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+        Self {
+            idx,
+            error: Some(error),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+            record_errors: Vec::new(),
+            error_message: None,
+        }
     }
 }
 

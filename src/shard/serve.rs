@@ -35,6 +35,10 @@ impl Shard {
                 done.push(ProduceOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition));
                 continue;
             };
+            if let Err(outcome) = partition.check_records(&item.batch) {
+                done.push(ProduceOutcome { idx: item.idx, ..outcome });
+                continue;
+            }
             match partition.produce(&item.batch, acks, timeout) {
                 Ok(durable) => waiting.push((item.idx, partition, durable)),
                 Err(e) => done.push(ProduceOutcome::failed(item.idx, e)),
@@ -50,6 +54,8 @@ impl Shard {
                         base_offset: a.base_offset,
                         log_append_time_ms: a.log_append_time_ms,
                         log_start_offset: partition.log_start_offset(),
+                        record_errors: Vec::new(),
+                        error_message: None,
                     },
                     Err(e) => ProduceOutcome::failed(idx, e),
                 }

@@ -338,3 +338,47 @@ def test_describe_log_dirs_shows_each_partition_and_its_size_shrinking_with_rete
     admin.delete_records([TopicPartition("sizes", 0, 100)])[TopicPartition("sizes", 0, 100)].result(20)
     after = {(t[0], p[0]): p[1] for t in described().log_dirs[0][2] for p in t[1]}
     assert after[("sizes", 0)] < sizes[("sizes", 0)] / 2, (sizes, after)
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(make_broker):
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError as KPError
+
+    broker = make_broker()
+    create(broker, "keyed-only", {"cleanup.policy": "compact"})
+    # confluent-kafka (KIP-467): the batch is refused whole, as Kafka does; the keyless
+    # records fail with INVALID_RECORD, the keyed ones in the same batch with
+    # _INVALID_DIFFERENT_RECORD; a batch of keyed records is stored.
+    results = {}
+    producer = confluent_producer(broker.bootstrap, **{"linger.ms": 50})
+    for i in range(6):
+        key = None if i % 3 == 0 else f"k{i}".encode()
+        producer.produce("keyed-only", key=key, value=f"v{i}".encode(),
+                         on_delivery=lambda err, msg, i=i: results.__setitem__(i, err))
+    producer.flush(30)
+    codes = {i: (e.code() if e else None) for i, e in results.items()}
+    assert all(codes[i] == KafkaError.INVALID_RECORD for i in (0, 3)), codes
+    assert all(codes[i] == KafkaError._INVALID_DIFFERENT_RECORD for i in (1, 2, 4, 5)), codes
+    keyed = {}
+    for i in range(4):
+        producer.produce("keyed-only", key=f"k{i}".encode(), value=b"v",
+                         on_delivery=lambda err, msg, i=i: keyed.__setitem__(i, err))
+    producer.flush(30)
+    assert keyed == dict.fromkeys(range(4)), keyed
+    # kafka-python says the same.
+    kp = KafkaProducer(bootstrap_servers=broker.bootstrap, retries=0)
+    try:
+        kp.send("keyed-only", value=b"no key").get(timeout=20)
+        raise AssertionError("a keyless record was stored in a compacted topic")
+    except KPError as e:
+        assert "InvalidRecord" in type(e).__name__ or "INVALID_RECORD" in str(e), repr(e)
+    kp.send("keyed-only", key=b"k", value=b"v").get(timeout=20)
+    kp.close()
+    low, high = watermarks(broker, "keyed-only")
+    assert high - low == len(keyed) + 1
+    # A key is the rule of compacted topics only.
+    p = confluent_producer(broker.bootstrap)
+    errors = []
+    p.produce("plain", value=b"x", on_delivery=lambda e, m: errors.append(e))
+    p.flush(20)
+    assert errors == [None]

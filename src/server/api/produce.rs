@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{NodeEndpoint, PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -135,6 +137,20 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
                     pr.current_leader.leader_epoch = image.partition_state(&tp).map_or(0, |s| s.leader_epoch.max(0));
                     leaders_named.insert(leader);
                 }
+            }
+            // KIP-467 (v8+): which records were refused, and why.
+            if version >= 8 {
+                pr.record_errors = o
+                    .record_errors
+                    .iter()
+                    .map(|&i| {
+                        let mut e = BatchIndexAndErrorMessage::default();
+                        e.batch_index = i;
+                        e.batch_index_error_message = o.error_message.map(StrBytes::from_static_str);
+                        e
+                    })
+                    .collect();
+                pr.error_message = o.error_message.map(StrBytes::from_static_str);
             }
             pr.base_offset = o.base_offset;
             pr.log_append_time_ms = o.log_append_time_ms;
