@@ -48,9 +48,30 @@ The broker needs a locked-memory limit (ulimit -l) of at least 512 KiB.")]
     /// The cluster: `weir cluster status` shows the controller quorum and the brokers.
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// Topics: `weir topics describe` shows each partition's leader, replicas and ISR.
+    /// Topics: list, describe (each partition's leader, replicas and ISR), create, delete,
+    /// add partitions.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Records: `weir records delete` moves a partition's log start (DeleteRecords).
+    #[command(subcommand)]
+    Records(RecordsCommand),
+}
+
+#[derive(Subcommand)]
+enum RecordsCommand {
+    /// Deletes a partition's records before OFFSET (-1: up to the high watermark); prints
+    /// the new low watermark.
+    #[command(after_help = "Needs a locked-memory limit (ulimit -l) of at least 512 KiB, like the broker.")]
+    Delete {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
+        #[arg(long, allow_negative_numbers = true)]
+        offset: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +86,45 @@ enum TopicsCommand {
         /// Topics to describe.
         #[arg(value_name = "TOPIC")]
         topics: Vec<String>,
+    },
+    /// The topics' names.
+    List {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Internal topics (`__consumer_offsets`) too.
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Creates a topic (the broker's num.partitions and default.replication.factor unless
+    /// given).
+    Create {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        partitions: i32,
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
+        /// A topic config, KEY=VALUE (repeatable), e.g. --config retention.ms=3600000.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// Deletes topics (and their data).
+    Delete {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(value_name = "TOPIC", required = true)]
+        topics: Vec<String>,
+    },
+    /// Grows a topic to PARTITIONS partitions in all (Kafka never shrinks one).
+    AddPartitions {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        #[arg(long)]
+        partitions: i32,
     },
 }
 
@@ -139,14 +199,64 @@ fn main() -> anyhow::Result<()> {
             print!("{}", weir::admin::cluster::format_report(&report));
             Ok(())
         }),
-        Command::Topics(TopicsCommand::Describe { bootstrap, topics }) => on_cli_executor("weir-topics", async move {
-            let report = weir::admin::topics::describe(&bootstrap, &topics)
+        Command::Topics(command) => on_cli_executor("weir-topics", topics_command(command)),
+        Command::Records(RecordsCommand::Delete { bootstrap, topic, partition, offset }) => {
+            on_cli_executor("weir-records", async move {
+                let low = weir::admin::topics::delete_records(&bootstrap, &topic, partition, offset)
+                    .await
+                    .with_context(|| format!("cannot delete records of {topic}-{partition} at {bootstrap}"))?;
+                println!("{topic}-{partition}: records before {low} deleted (low watermark {low})");
+                Ok(())
+            })
+        }
+    }
+}
+
+async fn topics_command(command: TopicsCommand) -> anyhow::Result<()> {
+    use weir::admin::topics;
+    match command {
+        TopicsCommand::Describe { bootstrap, topics: names } => {
+            let report = topics::describe(&bootstrap, &names)
                 .await
                 .with_context(|| format!("cannot read the topics from {bootstrap}"))?;
-            print!("{}", weir::admin::topics::format_report(&report));
-            Ok(())
-        }),
+            print!("{}", topics::format_report(&report));
+            let failed: Vec<&str> = report.iter().filter(|t| t.error.is_some()).map(|t| t.name.as_str()).collect();
+            anyhow::ensure!(failed.is_empty(), "cannot describe {}", failed.join(", "));
+        }
+        TopicsCommand::List { bootstrap, internal } => {
+            for name in topics::list(&bootstrap, internal)
+                .await
+                .with_context(|| format!("cannot list topics at {bootstrap}"))?
+            {
+                println!("{name}");
+            }
+        }
+        TopicsCommand::Create { bootstrap, topic, partitions, replication_factor, configs } => {
+            let configs = configs
+                .iter()
+                .map(|c| {
+                    c.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| anyhow::anyhow!("--config {c}: expected KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            topics::create(&bootstrap, &topic, partitions, replication_factor, &configs)
+                .await
+                .with_context(|| format!("cannot create topic {topic}"))?;
+            println!("Created topic {topic}.");
+        }
+        TopicsCommand::Delete { bootstrap, topics: names } => {
+            topics::delete(&bootstrap, &names).await.with_context(|| format!("cannot delete {}", names.join(", ")))?;
+            println!("Deleted {}.", names.join(", "));
+        }
+        TopicsCommand::AddPartitions { bootstrap, topic, partitions } => {
+            topics::add_partitions(&bootstrap, &topic, partitions)
+                .await
+                .with_context(|| format!("cannot grow topic {topic}"))?;
+            println!("Topic {topic} has {partitions} partitions.");
+        }
     }
+    Ok(())
 }
 
 /// `weir groups` runs the client on a small io_uring executor on this thread (it needs the
@@ -188,6 +298,7 @@ async fn groups_report(args: GroupsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let mut missing = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let report =
             groups::describe(bootstrap, name).await.with_context(|| format!("cannot describe group {name}"))?;
@@ -195,7 +306,11 @@ async fn groups_report(args: GroupsArgs) -> anyhow::Result<()> {
             println!();
         }
         print!("{}", groups::format_report(&report));
+        if groups::is_missing(&report) {
+            missing.push(name.as_str());
+        }
     }
+    anyhow::ensure!(missing.is_empty(), "no such group: {} (`weir groups` lists them)", missing.join(", "));
     Ok(())
 }
 

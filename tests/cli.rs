@@ -75,3 +75,57 @@ fn groups_subcommand_lists_groups_and_shows_lag() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list groups at 127.0.0.1:1"));
 }
+
+#[test]
+fn topics_and_records_subcommands_administer_and_fail_loudly() {
+    let broker = Broker::start();
+    let addr = broker.addr();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--bootstrap", &addr]);
+        let out = weir(&all);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = run(&["topics", "create", "cli-t", "--partitions", "2", "--config", "retention.ms=3600000"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = run(&["topics", "list"]);
+    assert!(ok && out.lines().any(|l| l == "cli-t"), "{out}");
+    // Creating it again: Kafka's error, and a non-zero exit.
+    let (ok, _, err) = run(&["topics", "create", "cli-t"]);
+    assert!(!ok && err.contains("TopicAlreadyExists"), "{err}");
+    let (ok, _, err) = run(&["topics", "create", "bad", "--config", "retention.ms"]);
+    assert!(!ok && err.contains("expected KEY=VALUE"), "{err}");
+    let (ok, _, err) = run(&["topics", "create", "bad", "--config", "retention.ms=-7"]);
+    assert!(!ok && err.contains("InvalidConfig"), "{err}");
+    // Grow it; shrinking is refused.
+    let (ok, out, err) = run(&["topics", "add-partitions", "cli-t", "--partitions", "4"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = run(&["topics", "describe", "cli-t"]);
+    assert!(ok && out.contains("PartitionCount: 4"), "{out}");
+    let (ok, _, err) = run(&["topics", "add-partitions", "cli-t", "--partitions", "2"]);
+    assert!(!ok && err.contains("InvalidPartitions"), "{err}");
+    // Records: delete the first two of partition 0.
+    let mut c = broker.client();
+    for _ in 0..3 {
+        produce(&mut c, "cli-t", 0, batch(&[b"a"], 0, kafka_protocol::records::Compression::None), 1);
+    }
+    let (ok, out, err) = run(&["records", "delete", "cli-t", "--partition", "0", "--offset", "2"]);
+    assert!(ok && out.contains("low watermark 2"), "{out}{err}");
+    let (ok, _, err) = run(&["records", "delete", "cli-t", "--partition", "0", "--offset", "99"]);
+    assert!(!ok && err.contains("OffsetOutOfRange"), "{err}");
+    // Delete it; describing or deleting what is not there fails with a non-zero exit.
+    let (ok, _, err) = run(&["topics", "delete", "cli-t"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["topics", "list"]);
+    assert!(ok && !out.contains("cli-t"), "{out}");
+    let (ok, _, err) = run(&["topics", "describe", "cli-t"]);
+    assert!(!ok && err.contains("cannot describe cli-t"), "{err}");
+    let (ok, _, err) = run(&["topics", "delete", "cli-t"]);
+    assert!(!ok && err.contains("UnknownTopicOrPartition"), "{err}");
+    let (ok, out, err) = run(&["groups", "nosuch"]);
+    assert!(!ok && out.contains("does not exist") && err.contains("no such group: nosuch"), "{out}{err}");
+}

@@ -202,10 +202,15 @@ async fn log_ends<'a>(
     Ok(ends)
 }
 
+/// Whether the group does not exist (Kafka describes an unknown group as Dead, with nothing).
+pub fn is_missing(report: &GroupReport) -> bool {
+    report.state == "Dead" && report.rows.is_empty()
+}
+
 /// The report as a table, one row per partition.
 pub fn format_report(report: &GroupReport) -> String {
     let mut out = String::new();
-    if report.state == "Dead" && report.rows.is_empty() {
+    if is_missing(report) {
         let _ = writeln!(out, "Group {} does not exist.", report.group);
         return out;
     }

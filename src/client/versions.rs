@@ -32,6 +32,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::CreatePartitions, range(0, 3)),
     // v6 names topics in a structure that may carry ids instead of `topic_names`.
     (ApiKey::DeleteTopics, range(1, 5)),
+    // Every version kafka-protocol knows (`weir records delete`).
+    (ApiKey::DeleteRecords, range(0, 2)),
     // v4+ look up a batch of keys (`coordinator_keys`) instead of one `key`.
     (ApiKey::FindCoordinator, range(0, 3)),
     // v4: the first that reports each group's state (`weir groups` shows it).
@@ -153,6 +155,7 @@ mod tests {
             ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+            ApiKey::DeleteRecords => kafka_protocol::messages::DeleteRecordsRequest::VERSIONS,
             ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
             ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
             ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
