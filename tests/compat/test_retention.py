@@ -382,3 +382,20 @@ def test_a_compacted_topic_refuses_records_without_a_key(make_broker):
     p.produce("plain", value=b"x", on_delivery=lambda e, m: errors.append(e))
     p.flush(20)
     assert errors == [None]
+
+
+def test_kafkajs_creates_partitions_deletes_records_and_sees_retention(make_broker):
+    import json
+    import subprocess
+
+    broker = make_broker(FAST)
+    script = Path(__file__).parent / "node" / "admin.js"
+    done = subprocess.run(["node", str(script), broker.bootstrap], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    seen = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    print(f"kafkajs saw {seen}")
+    assert seen["partitions"] == 3
+    assert seen["shrink"] != "accepted"
+    assert seen["afterDelete"] == [20, 60]
+    assert seen["pastEnd"] != "accepted"
+    assert seen["retainedLow"] > 0
