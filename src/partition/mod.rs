@@ -34,7 +34,6 @@ use tracing::{debug, info, warn};
 use self::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use self::replica::{LeaderState, Role};
 use crate::protocol::batch::{self, BatchHeader};
-use crate::shard::message::{ProduceOutcome, ReplicaFetch};
 use crate::storage::log::retention::{Removed, Retention};
 use crate::storage::{Log, LogConfig, LogError};
 use crate::types::{now_ms, Acks, Offset, OffsetSpec, TopicPartition};
@@ -71,6 +70,15 @@ pub struct PartitionSettings {
     /// `retention.ms`, `retention.bytes`, `file.delete.delay.ms`; `None` when
     /// `cleanup.policy` does not include `delete`.
     pub retention: Option<Retention>,
+}
+
+/// A batch refused for what its records hold: the error, the refused records' indexes in
+/// the batch and Kafka's message (KIP-467).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsRefused {
+    pub error: ResponseError,
+    pub records: Vec<i32>,
+    pub message: Option<&'static str>,
 }
 
 /// A batch the partition took (or recognised as a retry), and where it lives.
@@ -376,18 +384,18 @@ impl Partition {
     /// Kafka's record checks that need the records themselves: a compacted topic refuses a
     /// batch with records without a key (INVALID_RECORD, naming them). Other topics are not
     /// decoded: their produce path never decompresses.
-    pub fn check_records(&self, batch: &Bytes) -> Result<(), ProduceOutcome> {
+    pub fn check_records(&self, batch: &Bytes) -> Result<(), RecordsRefused> {
         if !self.settings.compact {
             return Ok(());
         }
         match batch::records_without_key(batch) {
             Ok(keyless) if keyless.is_empty() => Ok(()),
-            Ok(keyless) => Err(ProduceOutcome {
-                record_errors: keyless,
-                error_message: Some(KEYLESS_IN_COMPACTED),
-                ..ProduceOutcome::failed(0, ResponseError::InvalidRecord)
+            Ok(keyless) => Err(RecordsRefused {
+                error: ResponseError::InvalidRecord,
+                records: keyless,
+                message: Some(KEYLESS_IN_COMPACTED),
             }),
-            Err(e) => Err(ProduceOutcome::failed(0, e.error())),
+            Err(e) => Err(RecordsRefused { error: e.error(), records: Vec::new(), message: None }),
         }
     }
 
@@ -631,13 +639,15 @@ impl Partition {
     /// A follower's fetch (on the leader): checks the follower's log against this one's
     /// epochs, records its progress (which may move the high watermark), and reads from
     /// `offset` up to the log end.
+    /// `log_start_offset` is the follower's (for the low watermark: DeleteRecords).
     pub async fn replica_read(
         &self,
-        fetch: ReplicaFetch,
+        replica: i32,
         offset: Offset,
+        last_fetched_epoch: i32,
+        log_start_offset: Offset,
         max_bytes: usize,
     ) -> Result<ReplicaRead, ResponseError> {
-        let ReplicaFetch { replica_id: replica, last_fetched_epoch, log_start_offset } = fetch;
         let log_end = self.log.next_offset();
         {
             let replication = self.replication.borrow();

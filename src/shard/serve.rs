@@ -35,8 +35,12 @@ impl Shard {
                 done.push(ProduceOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition));
                 continue;
             };
-            if let Err(outcome) = partition.check_records(&item.batch) {
-                done.push(ProduceOutcome { idx: item.idx, ..outcome });
+            if let Err(refused) = partition.check_records(&item.batch) {
+                done.push(ProduceOutcome {
+                    record_errors: refused.records,
+                    error_message: refused.message,
+                    ..ProduceOutcome::failed(item.idx, refused.error)
+                });
                 continue;
             }
             match partition.produce(&item.batch, acks, timeout) {
@@ -79,7 +83,11 @@ impl Shard {
             };
             let limit = item.max_bytes.min(remaining);
             let read = match item.replica {
-                Some(f) => partition.replica_read(f, item.offset, limit).await,
+                Some(f) => {
+                    partition
+                        .replica_read(f.replica_id, item.offset, f.last_fetched_epoch, f.log_start_offset, limit)
+                        .await
+                }
                 // Until something is read, one whole batch is returned whatever the limits (KIP-74).
                 None => partition.read(item.offset, limit, read_any).await.map(|r| ReplicaRead {
                     high_watermark: r.high_watermark,
