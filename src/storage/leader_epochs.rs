@@ -133,15 +133,7 @@ pub fn load(dir: &Path) -> std::io::Result<LeaderEpochs> {
 /// Writes the checkpoint durably: a temporary file, synced, renamed over the old one, and
 /// the directory synced. Blocking: run it off the executor thread.
 pub fn store(dir: &Path, cache: &LeaderEpochs) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = checkpoint_path(dir);
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(cache.encode().as_bytes())?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    super::replace_file_durably(dir, CHECKPOINT_FILE, cache.encode().as_bytes())
 }
 
 #[cfg(test)]

@@ -1141,7 +1141,7 @@ mod tests {
     use crate::protocol::batch::tests::make_batch;
     use kafka_protocol::records::Compression;
 
-    fn config() -> LogConfig {
+    pub(super) fn config() -> LogConfig {
         LogConfig {
             segment_bytes: 16 * 1024,
             segment_ms: i64::MAX / 2,
@@ -1157,7 +1157,7 @@ mod tests {
         batch::iter_batches(bytes).map(|(_, h)| (h.base_offset(), h.last_offset())).collect()
     }
 
-    async fn append_n(log: &Log, n: usize, records: usize) {
+    pub(super) async fn append_n(log: &Log, n: usize, records: usize) {
         for _ in 0..n {
             let b = make_batch(records, 200, Compression::None);
             log.append(BytesMut::from(&b[..]), None, 0);

@@ -8,3 +8,17 @@ pub mod log;
 pub mod segment;
 
 pub use log::{AppendInfo, Log, LogConfig, LogError, ReadResult};
+
+/// Replaces `dir/name` with `bytes` durably: a temporary file, synced, renamed over the old
+/// one, and the directory synced (a crash leaves the old file or the new, whole). Blocking:
+/// run it off the executor thread.
+pub fn replace_file_durably(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}

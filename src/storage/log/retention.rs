@@ -297,20 +297,12 @@ pub fn load_log_start(dir: &Path) -> std::io::Result<Option<Offset>> {
     }
 }
 
-/// Checkpoints the log start offset durably (temporary file, synced, renamed, directory
-/// synced).
+/// Checkpoints the log start offset durably.
 pub async fn store_log_start(dir: &Path, offset: Offset) -> Result<(), LogError> {
     let dir = dir.to_path_buf();
     glommio::executor()
-        .spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            let path = dir.join(LOG_START_FILE);
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(format!("{offset}\n").as_bytes())?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
+        .spawn_blocking(move || {
+            crate::storage::replace_file_durably(&dir, LOG_START_FILE, format!("{offset}\n").as_bytes())
         })
         .await?;
     Ok(())
@@ -318,29 +310,14 @@ pub async fn store_log_start(dir: &Path, offset: Offset) -> Result<(), LogError>
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::config;
     use super::*;
-    use crate::protocol::batch::tests::make_batch;
     use crate::protocol::batch::{self, BatchHeader};
-    use crate::storage::LogConfig;
     use crate::test_support::run_on_executor as run;
-    use bytes::BytesMut;
-    use kafka_protocol::records::Compression;
 
-    fn config() -> LogConfig {
-        LogConfig {
-            segment_bytes: 16 * 1024,
-            segment_ms: i64::MAX / 2,
-            index_interval_bytes: 1024,
-            tail_cache_bytes: 0,
-            write_chunk_bytes: 8 * 1024,
-        }
-    }
-
+    /// `n` synced batches of three 200-byte records.
     async fn append_n(log: &Log, n: usize) {
-        for _ in 0..n {
-            let b = make_batch(3, 200, Compression::None);
-            log.append(BytesMut::from(&b[..]), None, 0);
-        }
+        super::super::tests::append_n(log, n, 3).await;
         log.sync_to(log.next_offset() - 1).await.expect("sync");
     }
 
