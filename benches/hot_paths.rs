@@ -129,6 +129,7 @@ fn append_and_sync(batches: u64) -> Duration {
                 index_interval_bytes: 4096,
                 tail_cache_bytes: 1 << 20,
                 write_chunk_bytes: 256 << 10,
+                max_compaction_lag_ms: None,
             };
             let log = Log::open(&path, config, false).await.expect("open");
             let start = Instant::now();

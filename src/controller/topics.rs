@@ -32,11 +32,11 @@ pub const TOPIC_CONFIGS_APPLIED: &[&str] = &[
     "retention.ms",
     "retention.bytes",
     "file.delete.delay.ms",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
 ];
 pub const TOPIC_CONFIGS_STORED: &[&str] = &[
     "compression.type",
-    "min.compaction.lag.ms",
-    "max.compaction.lag.ms",
     "min.cleanable.dirty.ratio",
     "flush.messages",
     "flush.ms",
@@ -87,7 +87,8 @@ fn validate_config(key: &str, value: &str) -> Result<(), String> {
             .filter(|n| *n >= -1)
             .map(|_| ())
             .ok_or(format!("Invalid value {value} for configuration {key}: must be -1 (no limit) or at least 0")),
-        "delete.retention.ms" | "file.delete.delay.ms" => value
+        "max.compaction.lag.ms" => positive(value),
+        "delete.retention.ms" | "file.delete.delay.ms" | "min.compaction.lag.ms" => value
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)

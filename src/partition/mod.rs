@@ -63,6 +63,8 @@ pub struct PartitionSettings {
     pub compact: bool,
     /// `delete.retention.ms`: how long compaction keeps tombstones.
     pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: a segment is compacted only once all its records are this old.
+    pub min_compaction_lag_ms: i64,
     /// `min.insync.replicas`: acks=all needs an ISR at least this large.
     pub min_insync_replicas: usize,
     /// `unclean.leader.election.enable`: any replica, not only an in-sync one, may be elected.
@@ -859,7 +861,7 @@ impl Partition {
     /// (the cleaner's pass).
     pub async fn compact_if_due(&self) -> Result<(), LogError> {
         if self.settings.compact && self.log.compaction_due() {
-            self.log.compact(now_ms(), self.settings.delete_retention_ms).await?;
+            self.log.compact(now_ms(), self.settings.delete_retention_ms, self.settings.min_compaction_lag_ms).await?;
         }
         Ok(())
     }

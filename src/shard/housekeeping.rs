@@ -137,6 +137,7 @@ impl Shard {
             index_interval_bytes: topic_setting(meta, "index.interval.bytes")
                 .unwrap_or(self.config.index_interval_bytes),
             tail_cache_bytes: self.config.tail_cache_bytes,
+            max_compaction_lag_ms: compacted(meta).then(|| topic_setting(meta, "max.compaction.lag.ms")).flatten(),
             write_chunk_bytes: WRITE_CHUNK_BYTES,
         };
         let settings = partition_settings(meta, &self.config);
@@ -296,7 +297,8 @@ fn partition_settings(meta: &TopicMeta, config: &Config) -> PartitionSettings {
             Some(v) => v == "LogAppendTime",
             None => config.log_append_time,
         },
-        compact: meta.configs.get("cleanup.policy").is_some_and(|v| v.split(',').any(|x| x.trim() == "compact")),
+        compact: compacted(meta),
+        min_compaction_lag_ms: topic_setting(meta, "min.compaction.lag.ms").unwrap_or(0),
         delete_retention_ms: topic_setting(meta, "delete.retention.ms").unwrap_or(config.delete_retention_ms),
         min_insync_replicas: topic_setting(meta, "min.insync.replicas").unwrap_or(config.min_insync_replicas),
         retention: meta.configs.get("cleanup.policy").is_none_or(|v| v.split(',').any(|x| x.trim() == "delete")).then(
@@ -330,6 +332,11 @@ fn role_of(image: &MetadataImage, tp: &TopicPartition, node: i32) -> Role {
     } else {
         Role::Follower { leader: state.leader, epoch: state.leader_epoch }
     }
+}
+
+/// `cleanup.policy` includes `compact`.
+fn compacted(meta: &TopicMeta) -> bool {
+    meta.configs.get("cleanup.policy").is_some_and(|v| v.split(',').any(|x| x.trim() == "compact"))
 }
 
 fn topic_setting<T: std::str::FromStr>(meta: &TopicMeta, key: &str) -> Option<T> {

@@ -73,6 +73,9 @@ pub struct LogConfig {
     pub tail_cache_bytes: usize,
     /// Buffered bytes that make `append` ask for a background write.
     pub write_chunk_bytes: u64,
+    /// `max.compaction.lag.ms` of a compacted topic: the active segment rolls once it is
+    /// this old, so that none of its records waits longer to be compacted (KIP-354).
+    pub max_compaction_lag_ms: Option<i64>,
 }
 
 /// What `append` did with a batch.
@@ -510,6 +513,7 @@ impl Log {
         }
         active.size + batch_bytes > self.config.segment_bytes
             || now - active.created_ms >= self.config.segment_ms
+            || self.config.max_compaction_lag_ms.is_some_and(|lag| now - active.created_ms >= lag)
             || last_offset - active.base_offset >= i64::from(u32::MAX) - 1
     }
 
@@ -1148,6 +1152,7 @@ mod tests {
             index_interval_bytes: 1024,
             tail_cache_bytes: 0,
             write_chunk_bytes: 8 * 1024,
+            max_compaction_lag_ms: None,
         }
     }
 
@@ -1451,6 +1456,21 @@ mod tests {
             assert_eq!(bases, vec![0, 2]);
             log.sync_to(2).await.expect("sync");
             assert!(segment::index_path(&path, 0).exists(), "sealed segment got its index files");
+        });
+    }
+
+    #[test]
+    fn a_compacted_topic_rolls_at_its_max_compaction_lag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let log =
+                Log::open(&path, LogConfig { max_compaction_lag_ms: Some(20), ..config() }, false).await.expect("open");
+            append_n(&log, 2, 1).await;
+            glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
+            append_n(&log, 1, 1).await;
+            let bases: Vec<Offset> = log.state.borrow().segments.iter().map(|s| s.base_offset).collect();
+            assert_eq!(bases, vec![0, 2], "the active segment rolled so that its records can be compacted");
         });
     }
 

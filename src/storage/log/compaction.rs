@@ -41,16 +41,27 @@ impl super::Log {
         sealed_end > self.cleaned_to.get()
     }
 
-    /// Compacts every sealed, fully synced segment. `now` and `delete_retention_ms` decide
-    /// which tombstones have been kept long enough (by their record timestamps).
-    pub async fn compact(&self, now: i64, delete_retention_ms: i64) -> Result<CompactionStats, LogError> {
+    /// Compacts the sealed, fully synced segments, oldest first, up to the first one with a
+    /// record younger than `min_lag_ms` (`min.compaction.lag.ms`: a record stays as written
+    /// at least that long). `now` and `delete_retention_ms` decide which tombstones have
+    /// been kept long enough (by their record timestamps).
+    pub async fn compact(
+        &self,
+        now: i64,
+        delete_retention_ms: i64,
+        min_lag_ms: i64,
+    ) -> Result<CompactionStats, LogError> {
         self.check_healthy()?;
         let latest = self.latest_offsets_by_key().await?;
         let _permit = self.io.acquire_permit(1).await.map_err(gio)?;
         let candidates: Vec<(Offset, u64)> = {
             let state = self.state.borrow();
             let sealed = &state.segments[..state.segments.len() - 1];
-            sealed.iter().take_while(|s| s.synced == s.size).map(|s| (s.base_offset, s.size)).collect()
+            sealed
+                .iter()
+                .take_while(|s| s.synced == s.size && now.saturating_sub(s.max_timestamp) >= min_lag_ms)
+                .map(|s| (s.base_offset, s.size))
+                .collect()
         };
         let mut stats = CompactionStats::default();
         let mut cleaned_to = self.cleaned_to.get();
@@ -222,18 +233,10 @@ fn clean_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Log, LogConfig};
+    use crate::storage::Log;
     use kafka_protocol::records::{Record, TimestampType};
 
-    fn config() -> LogConfig {
-        LogConfig {
-            segment_bytes: 16 * 1024,
-            segment_ms: i64::MAX / 2,
-            index_interval_bytes: 1024,
-            tail_cache_bytes: 0,
-            write_chunk_bytes: 8 * 1024,
-        }
-    }
+    use crate::storage::log::tests::config;
 
     /// A batch of keyed records (`None` value: tombstone) with 100-byte values.
     fn keyed(keys: &[(u32, bool)], timestamp: i64) -> BytesMut {
@@ -288,6 +291,44 @@ mod tests {
     }
 
     #[test]
+    fn min_compaction_lag_keeps_young_segments_as_written() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(|| async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let log = Log::open(dir.path(), config(), true).await.expect("open");
+                // Old records (time 1000), then young ones (time 9000) of the same keys.
+                for ts in [1000, 9000] {
+                    for _ in 0..5 {
+                        for k in 0..20u32 {
+                            log.append(keyed(&[(k, true)], ts), None, 0);
+                        }
+                    }
+                }
+                for k in 100..250u32 {
+                    log.append(keyed(&[(k, true)], 9500), None, 0);
+                }
+                log.sync_to(log.next_offset() - 1).await.expect("sync");
+                let before = contents(&log).await;
+                // At 10_000 with a 5 s lag only segments whose records are all from 5000 or
+                // earlier may be rewritten: every young record stays.
+                log.compact(10_000, 1_000_000, 5_000).await.expect("compact");
+                let after = contents(&log).await;
+                let young = |rs: &[(Offset, String, bool)]| rs.iter().filter(|r| r.0 >= 100).count();
+                assert_eq!(young(&after), young(&before), "records younger than the lag stay");
+                assert!(after.len() < before.len(), "older, superseded records went");
+                assert!(log.compaction_due(), "the young segments wait for a later pass");
+                // Later, they go too.
+                log.compact(100_000, 1_000_000, 5_000).await.expect("compact");
+                assert!(!log.compaction_due());
+                log.close().await.expect("close");
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    #[test]
     fn keeps_the_latest_record_per_key_and_survives_reopen() {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .io_memory(256 * 1024)
@@ -308,7 +349,7 @@ mod tests {
                 log.sync_to(log.next_offset() - 1).await.expect("sync");
                 let before = contents(&log).await;
                 assert!(log.compaction_due());
-                let stats = log.compact(10_000, 1_000_000).await.expect("compact");
+                let stats = log.compact(10_000, 1_000_000, 0).await.expect("compact");
                 assert!(stats.segments_rewritten > 0 && stats.records_removed >= 180, "{stats:?}");
                 let after = contents(&log).await;
                 // The latest value of every key, at its original offset; the tombstone kept.
@@ -347,7 +388,7 @@ mod tests {
                     log.append(keyed(&[(k, true)], 7000), None, 0);
                 }
                 log.sync_to(log.next_offset() - 1).await.expect("sync");
-                log.compact(5000 + 1_000_000, 1_000_000).await.expect("compact");
+                log.compact(5000 + 1_000_000, 1_000_000, 0).await.expect("compact");
                 assert!(!contents(&log).await.iter().any(|r| r.1 == "key-3"));
             })
             .expect("executor")
