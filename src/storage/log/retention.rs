@@ -221,7 +221,9 @@ impl Log {
                 base_offset: s.base_offset,
                 next_offset: s.next_offset,
                 size: s.size,
-                max_timestamp: s.max_timestamp,
+                // Records without timestamps (-1): the segment's age, as Kafka falls back to the
+                // file's modification time.
+                max_timestamp: if s.max_timestamp >= 0 { s.max_timestamp } else { s.created_ms },
                 durable: s.written >= s.size && s.synced >= s.size,
             })
             .collect()
