@@ -30,8 +30,9 @@ fn a_broker_that_does_not_lead_a_partition_names_its_leader() {
     let created = create_topic(&mut nodes[0].client(), "kip951", 3);
     assert_eq!(created.topics[0].error_code, 0, "{created:?}");
     // Every node learns the commit from the quorum (clients retry UNKNOWN_TOPIC_OR_PARTITION
-    // meanwhile). The node asked should have it once CreateTopics answers; it is waited for
-    // too, because that was once seen to lag here (see the session notes of 2026-11-29).
+    // meanwhile); the node asked has it once CreateTopics answers. A node's data shards show
+    // a new image together, once all have opened its partitions (each connection may land
+    // on either shard: before, a slower shard answered without the topic for a moment).
     for node in 0..nodes.len() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while leaders_if_known(&nodes, node, "kip951").is_none_or(|l| l.len() < 3) {

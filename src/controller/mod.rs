@@ -619,17 +619,23 @@ impl Controller {
         }
     }
 
-    /// Sends an image to every data shard and waits until all have applied it.
+    /// Sends an image to every data shard and waits until all have applied it: first each
+    /// makes its partitions match it, then, once all have, each answers from it.
     async fn publish_image(&self, image: Arc<MetadataImage>) {
-        let mut acks = Vec::new();
-        for shard in &self.data_shards {
-            let (reply, rx) = oneshot::channel();
-            if shard.send(DataRequest::Publish { image: image.clone(), reply }).await.is_ok() {
-                acks.push(rx);
+        for show in [false, true] {
+            let mut acks = Vec::new();
+            for shard in &self.data_shards {
+                let (reply, rx) = oneshot::channel();
+                let image = image.clone();
+                let request =
+                    if show { DataRequest::Show { image, reply } } else { DataRequest::Publish { image, reply } };
+                if shard.send(request).await.is_ok() {
+                    acks.push(rx);
+                }
             }
-        }
-        for rx in acks {
-            let _ = rx.await;
+            for rx in acks {
+                let _ = rx.await;
+            }
         }
     }
 

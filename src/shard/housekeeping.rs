@@ -33,12 +33,14 @@ const CLOSES_AT_ONCE: usize = 32;
 const WRITE_CHUNK_BYTES: u64 = 256 << 10;
 
 impl Shard {
-    /// Makes this data shard's partitions match `image`: opens the logs of partitions this
-    /// broker now holds, closes those it no longer holds, deletes those whose topic is gone.
-    ///
-    /// The shard answers from the new image (Metadata, routing) only once its partitions
-    /// match it, so a client never sees a leader here that is not yet ready to lead.
-    pub async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
+    /// The first of an image's two steps: makes this data shard's partitions match `image`
+    /// (opens the logs of partitions this broker now holds, closes those it no longer holds,
+    /// deletes those whose topic is gone, gives each its role), without answering from it
+    /// yet. The second, [`Shard::show_image`], comes once every shard of the node has done
+    /// this one: so a client never sees a leader here that is not ready to lead, and the
+    /// node's shards start answering from the image together (one shard slow to open a
+    /// partition does not leave the others showing a topic it does not).
+    pub async fn prepare_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         if image.epoch < self.image.get().epoch {
             crate::invariant!(false, "image epoch {} published after {}", image.epoch, self.image.get().epoch);
             return;
@@ -123,7 +125,14 @@ impl Shard {
                 }
             }
         }
+        *self.groups_to_load.borrow_mut() = to_load;
+    }
+
+    /// The second step: the shard answers from `image`, and loads the groups of the
+    /// `__consumer_offsets` partitions it now leads.
+    pub async fn show_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         self.image.set(image);
+        let to_load = std::mem::take(&mut *self.groups_to_load.borrow_mut());
         for partition in to_load {
             self.groups.load(partition).await;
         }

@@ -290,8 +290,14 @@ pub enum DataRequest {
     LogDirs {
         reply: oneshot::Sender<Vec<LogDirEntry>>,
     },
-    /// Control -> data: a new metadata image; reply once local partitions match it.
+    /// Control -> data: a new metadata image; reply once local partitions match it (the
+    /// shard does not answer from it until `Show`).
     Publish {
+        image: Arc<MetadataImage>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Control -> data, once every data shard has the image's partitions: answer from it.
+    Show {
         image: Arc<MetadataImage>,
         reply: oneshot::Sender<()>,
     },

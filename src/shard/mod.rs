@@ -78,6 +78,8 @@ pub struct Shard {
     controller_contact: Cell<Option<std::time::Instant>>,
     /// Whether this shard's leaders last saw the controller as lost (for the log line).
     controller_lost: Cell<bool>,
+    /// `__consumer_offsets` partitions whose groups load once the prepared image is shown.
+    groups_to_load: std::cell::RefCell<Vec<Rc<Partition>>>,
 }
 
 impl Shard {
@@ -106,6 +108,7 @@ impl Shard {
             producer_ids: Cell::new((0, 0)),
             controller_contact: Cell::new(None),
             controller_lost: Cell::new(false),
+            groups_to_load: std::cell::RefCell::new(Vec::new()),
         }
     }
 

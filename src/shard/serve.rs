@@ -258,7 +258,11 @@ impl Shard {
                 }
                 DataRequest::Group(call) => self.groups.serve(call),
                 DataRequest::Publish { image, reply } => {
-                    self.apply_image(image).await;
+                    self.prepare_image(image).await;
+                    let _ = reply.send(());
+                }
+                DataRequest::Show { image, reply } => {
+                    self.show_image(image).await;
                     let _ = reply.send(());
                 }
                 DataRequest::ControllerContact { at } => self.controller_contact.set(Some(at)),
