@@ -121,9 +121,13 @@ impl Log {
         }
         let new_start = stats.get(count).map_or(stats[count - 1].next_offset, |s| s.base_offset);
         let removed = self.move_start_locked(new_start, policy.file_delete_delay_ms).await?;
+        let by = match reason {
+            Some(Reason::Time) => "retention.ms",
+            Some(Reason::Size) | None => "retention.bytes",
+        };
         info!(
             dir = %self.dir.display(),
-            reason = ?reason,
+            by,
             segments = removed.segments,
             bytes = removed.bytes,
             log_start_offset = new_start,
