@@ -333,11 +333,16 @@ impl Partition {
     /// The ISR this leader should ask the controller for now, marked pending; `None` when
     /// nothing should change (or a change is pending, or this broker does not lead).
     /// Also says whether it is asked again after a refusal.
-    pub fn isr_change_wanted(&self, now: i64, lag_max_ms: i64) -> Option<(replica::Leadership, Vec<i32>, bool)> {
+    pub fn isr_change_wanted(
+        &self,
+        now: i64,
+        lag_max_ms: i64,
+        eligible: impl Fn(i32) -> bool,
+    ) -> Option<(replica::Leadership, Vec<i32>, bool)> {
         let hw = self.high_watermark();
         let mut replication = self.replication.borrow_mut();
         let Replication::Leader(s) = &mut *replication else { return None };
-        let wanted = s.wanted_isr(hw, now, lag_max_ms)?;
+        let wanted = s.wanted_isr(hw, now, lag_max_ms, eligible)?;
         s.set_pending(Some(wanted.clone()), now);
         Some((s.leadership.clone(), wanted, s.refusals() > 0))
     }

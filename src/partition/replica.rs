@@ -79,6 +79,8 @@ pub struct LeaderState {
     pub deposed: bool,
     /// ISR changes refused (or unanswered) in a row, for the log.
     refusals: u32,
+    /// After a refusal, no change is asked before this.
+    retry_at_ms: i64,
 }
 
 /// How long an ISR change may stay unanswered by an image before it is asked again.
@@ -107,7 +109,16 @@ impl LeaderState {
                 )
             })
             .collect();
-        Self { leadership, epoch_start, followers, pending_isr: None, pending_since_ms: 0, deposed: false, refusals: 0 }
+        Self {
+            leadership,
+            epoch_start,
+            followers,
+            pending_isr: None,
+            pending_since_ms: 0,
+            deposed: false,
+            refusals: 0,
+            retry_at_ms: 0,
+        }
     }
 
     /// The controller committed a new ISR (same leader epoch): keep the followers' progress.
@@ -186,8 +197,17 @@ impl LeaderState {
     /// The ISR to ask the controller for, if it should change: followers lagging longer than
     /// `lag_max_ms` out, caught-up followers in. `None` while a change is pending or when
     /// nothing changes.
-    pub fn wanted_isr(&self, high_watermark: Offset, now: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
-        if self.pending_isr.is_some() && now - self.pending_since_ms < PENDING_ISR_TIMEOUT_MS {
+    /// Only followers `eligible` says may join (live, not fenced: Kafka asks the same of
+    /// its metadata) are added.
+    pub fn wanted_isr(
+        &self,
+        high_watermark: Offset,
+        now: i64,
+        lag_max_ms: i64,
+        eligible: impl Fn(i32) -> bool,
+    ) -> Option<Vec<i32>> {
+        if self.pending_isr.is_some() && now - self.pending_since_ms < PENDING_ISR_TIMEOUT_MS || now < self.retry_at_ms
+        {
             return None;
         }
         let current = &self.leadership.isr;
@@ -201,7 +221,7 @@ impl LeaderState {
             .collect();
         for (b, p) in &self.followers {
             let caught_up = p.log_end >= high_watermark && p.log_end >= self.epoch_start;
-            if !next.contains(b) && caught_up && now - p.last_caught_up_ms <= lag_max_ms {
+            if !next.contains(b) && caught_up && now - p.last_caught_up_ms <= lag_max_ms && eligible(*b) {
                 next.push(*b);
             }
         }
@@ -221,10 +241,12 @@ impl LeaderState {
         self.pending_since_ms = now;
     }
 
-    /// The controller refused (or could not be reached): ask again after a second. Returns
-    /// how many times in a row it was refused.
+    /// The controller refused (or could not be reached): the change is no longer pending
+    /// (an addition it refused must not hold the high watermark back, as the maximal ISR
+    /// would), and none is asked for a second. Returns how many were refused in a row.
     pub fn retry_later(&mut self, now: i64) -> u32 {
-        self.pending_since_ms = now - PENDING_ISR_TIMEOUT_MS + ISR_RETRY_BACKOFF_MS;
+        self.pending_isr = None;
+        self.retry_at_ms = now + ISR_RETRY_BACKOFF_MS;
         self.refusals += 1;
         self.refusals
     }
@@ -303,34 +325,52 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_addition_stops_holding_the_watermark_and_a_fenced_follower_is_not_added() {
+        let mut s = leader(&[1, 2]);
+        s.on_fetch(2, 150, 150, 1_000);
+        s.on_fetch(3, 150, 150, 1_000);
+        // Follower 3 caught up, but the image says it is fenced: it is not asked for.
+        assert_eq!(s.wanted_isr(150, 1_000, 30_000, |b| b != 3), None);
+        assert_eq!(s.wanted_isr(150, 1_000, 30_000, |_| true), Some(vec![1, 2, 3]));
+        s.set_pending(Some(vec![1, 2, 3]), 1_000);
+        s.on_fetch(2, 200, 200, 1_100);
+        assert_eq!(s.high_watermark(200), Some(150), "the pending addition counts (maximal ISR)");
+        // The controller refuses (INELIGIBLE_REPLICA, say): 3 no longer holds the watermark
+        // back, and nothing is asked for a second.
+        assert_eq!(s.retry_later(1_200), 1);
+        assert_eq!(s.high_watermark(200), Some(200));
+        assert_eq!(s.wanted_isr(200, 1_500, 30_000, |_| true), None, "backing off");
+    }
+
+    #[test]
     fn a_lagging_follower_leaves_and_a_caught_up_one_joins() {
         let mut s = leader(&[1, 2, 3]);
         s.on_fetch(2, 150, 150, 1_000);
         s.on_fetch(3, 100, 150, 1_000);
-        assert_eq!(s.wanted_isr(100, 1_000, 30_000), None, "both within the lag time");
+        assert_eq!(s.wanted_isr(100, 1_000, 30_000, |_| true), None, "both within the lag time");
         s.on_fetch(2, 150, 150, 40_000);
         s.on_fetch(3, 120, 150, 40_000);
         // Follower 3 reached the leader's end as of its previous fetch? No (120 < 150).
-        assert_eq!(s.wanted_isr(120, 40_000, 30_000), Some(vec![1, 2]));
+        assert_eq!(s.wanted_isr(120, 40_000, 30_000, |_| true), Some(vec![1, 2]));
         s.set_pending(Some(vec![1, 2]), 40_000);
-        assert_eq!(s.wanted_isr(120, 40_000, 30_000), None, "one change at a time");
-        assert_eq!(s.wanted_isr(120, 46_000, 30_000), Some(vec![1, 2]), "unanswered: asked again");
+        assert_eq!(s.wanted_isr(120, 40_000, 30_000, |_| true), None, "one change at a time");
+        assert_eq!(s.wanted_isr(120, 46_000, 30_000, |_| true), Some(vec![1, 2]), "unanswered: asked again");
         let mut committed = s.leadership.clone();
         committed.isr = vec![1, 2];
         committed.partition_epoch += 1;
         s.update(committed);
         assert!(s.pending().is_none());
         s.on_fetch(3, 150, 150, 41_000);
-        assert_eq!(s.wanted_isr(150, 41_000, 30_000), Some(vec![1, 2, 3]), "caught up: back in");
+        assert_eq!(s.wanted_isr(150, 41_000, 30_000, |_| true), Some(vec![1, 2, 3]), "caught up: back in");
     }
 
     #[test]
     fn a_follower_joins_only_with_records_of_this_epoch() {
         let mut s = leader(&[1]);
         s.on_fetch(2, 90, 90, 10);
-        assert_eq!(s.wanted_isr(90, 10, 30_000), None, "below the epoch start (100)");
+        assert_eq!(s.wanted_isr(90, 10, 30_000, |_| true), None, "below the epoch start (100)");
         s.on_fetch(2, 100, 100, 20);
-        assert_eq!(s.wanted_isr(100, 20, 30_000), Some(vec![1, 2]));
+        assert_eq!(s.wanted_isr(100, 20, 30_000, |_| true), Some(vec![1, 2]));
         s.set_pending(Some(vec![1, 2]), 20);
         assert_eq!(s.high_watermark(120), Some(100), "a pending addition already counts");
     }

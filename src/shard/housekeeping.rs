@@ -160,8 +160,11 @@ impl Shard {
     pub fn check_isr(self: &Rc<Self>) {
         let now = now_ms();
         self.check_deposed(now);
+        let image = self.image();
+        let live = |b: i32| image.is_live(b);
         for p in self.partitions() {
-            let Some((leadership, isr, again)) = p.isr_change_wanted(now, self.config.replica_lag_time_max_ms) else {
+            let Some((leadership, isr, again)) = p.isr_change_wanted(now, self.config.replica_lag_time_max_ms, live)
+            else {
                 continue;
             };
             let change = IsrChange {
