@@ -48,12 +48,13 @@ def on_disk(data_dir: Path, topic: str) -> tuple[int, int]:
     return len(segs), sum(s.stat().st_size for s in segs)
 
 
-def keys_from(broker, topic: str, offset: int, count: int, reset: str = "earliest") -> list[int]:
-    """Keys read from `offset` (subject to auto.offset.reset) until `count` or quiet."""
+def keys_from(broker, topic: str, offset: int, count: int, reset: str = "earliest", partition: int = 0) -> list[int]:
+    """Keys read from `offset` of `partition` (subject to auto.offset.reset) until `count`
+    or quiet."""
     c = confluent_consumer(broker.bootstrap, **{"auto.offset.reset": reset})
     out = []
     try:
-        c.assign([TopicPartition(topic, 0, offset)])
+        c.assign([TopicPartition(topic, partition, offset)])
         quiet = time.time()
         while len(out) < count and time.time() - quiet < 10:
             m = c.poll(0.5)
@@ -186,7 +187,7 @@ def test_delete_records_moves_the_log_start_with_confluent_and_kafka_python(make
     c = confluent_consumer(broker.bootstrap)
     assert c.get_watermark_offsets(TopicPartition("dr", 0), timeout=10) == (40, 100)
     c.close()
-    assert keys_from_partition(broker, "dr", 0, 0, 60) == list(range(40, 100)), "reset to the new start"
+    assert keys_from(broker, "dr", 0, 60, partition=0) == list(range(40, 100)), "reset to the new start"
     # Segments wholly below the start are gone from disk.
     bases = sorted(int(p.name.split(".")[0]) for p in (broker.data_dir / "dr-0").glob("*.log"))
     assert bases[0] > 0 and bases[0] <= 40, bases
@@ -217,22 +218,6 @@ def test_delete_records_moves_the_log_start_with_confluent_and_kafka_python(make
     assert c.get_watermark_offsets(TopicPartition("dr", 0), timeout=10) == (40, 100)
     assert c.get_watermark_offsets(TopicPartition("dr", 1), timeout=10) == (100, 100)
     c.close()
-
-
-def keys_from_partition(broker, topic: str, partition: int, offset: int, count: int) -> list[int]:
-    c = confluent_consumer(broker.bootstrap, **{"auto.offset.reset": "earliest"})
-    out = []
-    try:
-        c.assign([TopicPartition(topic, partition, offset)])
-        quiet = time.time()
-        while len(out) < count and time.time() - quiet < 10:
-            m = c.poll(0.5)
-            if m is not None and not m.error():
-                out.append(int(m.key()))
-                quiet = time.time()
-    finally:
-        c.close()
-    return out
 
 
 def test_delete_records_on_a_replicated_topic_waits_for_the_followers_and_survives_failover(request, tmp_path):
