@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
-use weir::config::{Config, KNOWN_SETTINGS};
+use weir::config::{Config, Update, BROKER_CONFIGS};
 use weir::runtime::{Runtime, ShardEvent, DRAIN_TIMEOUT};
 
 /// Marker written after a clean stop; its absence at start means recovery must scan.
@@ -185,8 +185,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Settings => {
-            for (name, what) in KNOWN_SETTINGS {
-                println!("{name:<30} {what}");
+            for d in BROKER_CONFIGS {
+                let default = d.default.map_or(String::new(), |v| format!(" (default {v})"));
+                let dynamic = if d.update == Update::Dynamic { " [dynamic]" } else { "" };
+                println!("{:<30} {}{default}{dynamic}", d.name, d.doc);
             }
             Ok(())
         }

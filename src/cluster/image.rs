@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::records::{BrokerRegistration, MetadataRecord, PartitionChange};
+use super::records::{BrokerRegistration, ConfigResource, MetadataRecord, PartitionChange};
 use crate::types::{ShardId, TopicPartition};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,9 @@ pub struct MetadataImage {
     /// Ids of deleted topics, so a restart can remove directories a crashed delete left
     /// (16 bytes per deleted topic).
     pub removed: BTreeSet<Uuid>,
+    /// Dynamic broker configs: one broker's own (`Some(id)`) and the cluster-wide
+    /// defaults (`None`).
+    pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -142,7 +145,39 @@ impl MetadataImage {
                 }
             }
             MetadataRecord::PartitionChange(change) => self.apply_partition_change(change),
+            MetadataRecord::Config { resource, name, value } => {
+                let configs = match resource {
+                    ConfigResource::Topic(topic) => match self.topics.get_mut(topic) {
+                        Some(meta) => &mut Arc::make_mut(meta).configs,
+                        None => return,
+                    },
+                    ConfigResource::Broker(id) => self.broker_configs.entry(*id).or_default(),
+                };
+                match value {
+                    Some(v) => configs.insert(name.clone(), v.clone()),
+                    None => configs.remove(name),
+                };
+                self.broker_configs.retain(|_, c| !c.is_empty());
+            }
         }
+    }
+
+    /// A dynamic broker config as broker `node` sees it: its own, else the cluster default.
+    pub fn dynamic_broker_config(&self, node: i32, name: &str) -> Option<&str> {
+        [Some(node), None]
+            .iter()
+            .find_map(|level| self.broker_configs.get(level).and_then(|c| c.get(name)))
+            .map(String::as_str)
+    }
+
+    /// Broker `node`'s dynamic configs, the cluster defaults first, to apply in order.
+    pub fn dynamic_broker_configs(&self, node: i32) -> Vec<(&str, &str)> {
+        [None, Some(node)]
+            .iter()
+            .filter_map(|level| self.broker_configs.get(level))
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     fn apply_partition_change(&mut self, change: &PartitionChange) {
@@ -188,6 +223,15 @@ impl MetadataImage {
             records.push(MetadataRecord::Broker(b.registration.clone()));
             let (id, epoch) = (b.registration.id, b.registration.epoch);
             records.push(MetadataRecord::BrokerFence { id, epoch, fenced: b.fenced });
+        }
+        for (broker, configs) in &self.broker_configs {
+            for (name, value) in configs {
+                records.push(MetadataRecord::Config {
+                    resource: ConfigResource::Broker(*broker),
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                });
+            }
         }
         records
     }

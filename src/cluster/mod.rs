@@ -1,6 +1,7 @@
 //! Cluster metadata: records, the metadata log they are stored in, and the immutable image
 //! the control shard builds from them and publishes to every data shard.
 
+pub mod configs;
 pub mod election;
 pub mod image;
 pub mod metadata_log;

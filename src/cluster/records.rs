@@ -32,6 +32,48 @@ pub enum MetadataRecord {
     BrokerFence { id: i32, epoch: i64, fenced: bool },
     /// A partition's leadership, whole (see [`PartitionChange`]).
     PartitionChange(PartitionChange),
+    /// A config of a topic or broker was set, or removed (`value: None`).
+    Config { resource: ConfigResource, name: String, value: Option<String> },
+}
+
+/// What a config belongs to (Kafka's config resources).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigResource {
+    Topic(String),
+    /// One broker's own dynamic configs, or (`None`) the cluster-wide default of every broker.
+    Broker(Option<i32>),
+}
+
+impl ConfigResource {
+    /// Kafka's resource type codes.
+    pub const TOPIC: i8 = 2;
+    pub const BROKER: i8 = 4;
+
+    /// From a request's resource type and name; `None` for types and names Weir has no
+    /// configs for.
+    pub fn from_wire(resource_type: i8, name: &str) -> Option<ConfigResource> {
+        match resource_type {
+            Self::TOPIC => Some(ConfigResource::Topic(name.to_string())),
+            Self::BROKER if name.is_empty() => Some(ConfigResource::Broker(None)),
+            Self::BROKER => name.parse().ok().filter(|id: &i32| *id >= 0).map(|id| ConfigResource::Broker(Some(id))),
+            _ => None,
+        }
+    }
+
+    pub fn wire_type(&self) -> i8 {
+        match self {
+            ConfigResource::Topic(_) => Self::TOPIC,
+            ConfigResource::Broker(_) => Self::BROKER,
+        }
+    }
+
+    pub fn wire_name(&self) -> String {
+        match self {
+            ConfigResource::Topic(name) => name.clone(),
+            ConfigResource::Broker(None) => String::new(),
+            ConfigResource::Broker(Some(id)) => id.to_string(),
+        }
+    }
 }
 
 /// A partition's leader, leader epoch, partition epoch and in-sync replicas, as decided by
@@ -147,6 +189,13 @@ impl MetadataRecord {
                 let record = fb::PartitionChangeRecord::create(&mut fbb, &args);
                 (fb::Payload::PartitionChangeRecord, record.as_union_value())
             }
+            MetadataRecord::Config { resource, name, value } => {
+                let resource_name = Some(fbb.create_string(&resource.wire_name()));
+                let name = Some(fbb.create_string(name));
+                let value = value.as_ref().map(|v| fbb.create_string(v));
+                let args = fb::ConfigRecordArgs { resource_type: resource.wire_type(), resource_name, name, value };
+                (fb::Payload::ConfigRecord, fb::ConfigRecord::create(&mut fbb, &args).as_union_value())
+            }
         };
         let root =
             fb::MetadataRecord::create(&mut fbb, &fb::MetadataRecordArgs { payload_type, payload: Some(payload) });
@@ -210,6 +259,16 @@ impl MetadataRecord {
         }
         if let Some(r) = record.payload_as_remove_topic_record() {
             return Ok(MetadataRecord::RemoveTopic { id: from_fb_uuid(r.id()) });
+        }
+        if let Some(c) = record.payload_as_config_record() {
+            let resource = ConfigResource::from_wire(c.resource_type(), c.resource_name()).ok_or_else(|| {
+                RecordError::Invalid(format!("config resource {} {:?}", c.resource_type(), c.resource_name()))
+            })?;
+            return Ok(MetadataRecord::Config {
+                resource,
+                name: c.name().to_string(),
+                value: c.value().map(str::to_string),
+            });
         }
         if let Some(r) = record.payload_as_producer_ids_record() {
             return Ok(MetadataRecord::ProducerIds { next_producer_id: r.next_producer_id() });
@@ -296,6 +355,21 @@ mod tests {
                 partition_epoch: 9,
                 isr: vec![2, 3],
             }),
+            MetadataRecord::Config {
+                resource: ConfigResource::Topic("orders".into()),
+                name: "retention.ms".into(),
+                value: Some("60000".into()),
+            },
+            MetadataRecord::Config {
+                resource: ConfigResource::Broker(None),
+                name: "log.retention.ms".into(),
+                value: None,
+            },
+            MetadataRecord::Config {
+                resource: ConfigResource::Broker(Some(2)),
+                name: "message.max.bytes".into(),
+                value: Some("2000000".into()),
+            },
         ];
         for r in records {
             assert_eq!(MetadataRecord::decode(&r.encode()), Ok(r.clone()));

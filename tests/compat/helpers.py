@@ -373,12 +373,19 @@ def consume_kafka_python(bootstrap: str, topic: str, partitions, count: int,
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
-        for _ in _polling(records, count, topic, timeout, settle):
-            batch = consumer.poll(timeout_ms=200, max_records=10000)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    records.append(Record(m.partition, m.offset, m.key, m.value, m.timestamp,
-                                          tuple((k, v) for k, v in (m.headers or ()))))
+        try:
+            for _ in _polling(records, count, topic, timeout, settle):
+                batch = consumer.poll(timeout_ms=200, max_records=10000)
+                for tp, msgs in batch.items():
+                    for m in msgs:
+                        records.append(Record(m.partition, m.offset, m.key, m.value, m.timestamp,
+                                              tuple((k, v) for k, v in (m.headers or ()))))
+        except AssertionError as e:
+            # What the client saw: its positions and the broker's end offsets.
+            assigned = list(consumer.assignment())
+            positions = {tp.partition: consumer.position(tp, timeout_ms=5000) for tp in assigned}
+            ends = {tp.partition: o for tp, o in consumer.end_offsets(assigned).items()}
+            raise AssertionError(f"{e}; positions {positions}, end offsets {ends}") from None
     finally:
         consumer.close()
     records.sort(key=lambda r: (r.partition, r.offset))

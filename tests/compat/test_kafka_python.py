@@ -276,10 +276,12 @@ def test_consume_megabytes_from_the_start(shared_broker):
     create_topic(shared_broker, topic, 1)
     p = producer(shared_broker, acks=1)
     n = 30_000
-    for i in range(n):
-        p.send(topic, value=b"%08d" % i + b"." * 100)
+    futures = [p.send(topic, value=b"%08d" % i + b"." * 100) for i in range(n)]
     p.flush(timeout=60)
     p.close()
+    # Every send acknowledged at its offset: a failed one would otherwise only show up as
+    # records missing on the consumer side.
+    assert [f.get(timeout=0).offset for f in futures] == list(range(n))
     for start in (0, n // 2):
         records = consume_kafka_python(shared_broker.bootstrap, topic, {0: start}, n - start,
                                        timeout=15, settle=0.2)

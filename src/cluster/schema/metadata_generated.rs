@@ -17,13 +17,13 @@ pub mod weir {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_PAYLOAD: u8 = 6;
+        pub const ENUM_MAX_PAYLOAD: u8 = 7;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_PAYLOAD: [Payload; 7] = [
+        pub const ENUM_VALUES_PAYLOAD: [Payload; 8] = [
             Payload::NONE,
             Payload::TopicRecord,
             Payload::RemoveTopicRecord,
@@ -31,6 +31,7 @@ pub mod weir {
             Payload::BrokerRecord,
             Payload::BrokerFenceRecord,
             Payload::PartitionChangeRecord,
+            Payload::ConfigRecord,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -45,9 +46,10 @@ pub mod weir {
             pub const BrokerRecord: Self = Self(4);
             pub const BrokerFenceRecord: Self = Self(5);
             pub const PartitionChangeRecord: Self = Self(6);
+            pub const ConfigRecord: Self = Self(7);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 6;
+            pub const ENUM_MAX: u8 = 7;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::TopicRecord,
@@ -56,6 +58,7 @@ pub mod weir {
                 Self::BrokerRecord,
                 Self::BrokerFenceRecord,
                 Self::PartitionChangeRecord,
+                Self::ConfigRecord,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -67,6 +70,7 @@ pub mod weir {
                     Self::BrokerRecord => Some("BrokerRecord"),
                     Self::BrokerFenceRecord => Some("BrokerFenceRecord"),
                     Self::PartitionChangeRecord => Some("PartitionChangeRecord"),
+                    Self::ConfigRecord => Some("ConfigRecord"),
                     _ => None,
                 }
             }
@@ -1275,6 +1279,164 @@ pub mod weir {
                 ds.finish()
             }
         }
+        pub enum ConfigRecordOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A config of a topic or a broker was set, or removed (no `value`). `resource_type` is
+        /// Kafka's (2: topic, 4: broker); a broker's `resource_name` is its id, or empty for the
+        /// cluster-wide default of every broker.
+        pub struct ConfigRecord<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ConfigRecord<'a> {
+            type Inner = ConfigRecord<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> ConfigRecord<'a> {
+            pub const VT_RESOURCE_TYPE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_RESOURCE_NAME: ::flatbuffers::VOffsetT = 6;
+            pub const VT_NAME: ::flatbuffers::VOffsetT = 8;
+            pub const VT_VALUE: ::flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ConfigRecord { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ConfigRecordArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ConfigRecord<'bldr>> {
+                let mut builder = ConfigRecordBuilder::new(_fbb);
+                if let Some(x) = args.value {
+                    builder.add_value(x);
+                }
+                if let Some(x) = args.name {
+                    builder.add_name(x);
+                }
+                if let Some(x) = args.resource_name {
+                    builder.add_resource_name(x);
+                }
+                builder.add_resource_type(args.resource_type);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn resource_type(&self) -> i8 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i8>(ConfigRecord::VT_RESOURCE_TYPE, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn resource_name(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigRecord::VT_RESOURCE_NAME, None).unwrap()
+                }
+            }
+            #[inline]
+            pub fn name(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigRecord::VT_NAME, None).unwrap() }
+            }
+            #[inline]
+            pub fn value(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigRecord::VT_VALUE, None) }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ConfigRecord<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i8>("resource_type", Self::VT_RESOURCE_TYPE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("resource_name", Self::VT_RESOURCE_NAME, true)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("value", Self::VT_VALUE, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ConfigRecordArgs<'a> {
+            pub resource_type: i8,
+            pub resource_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for ConfigRecordArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ConfigRecordArgs {
+                    resource_type: 0,
+                    resource_name: None, // required field
+                    name: None,          // required field
+                    value: None,
+                }
+            }
+        }
+
+        pub struct ConfigRecordBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConfigRecordBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_resource_type(&mut self, resource_type: i8) {
+                self.fbb_.push_slot::<i8>(ConfigRecord::VT_RESOURCE_TYPE, resource_type, 0);
+            }
+            #[inline]
+            pub fn add_resource_name(&mut self, resource_name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigRecord::VT_RESOURCE_NAME, resource_name);
+            }
+            #[inline]
+            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigRecord::VT_NAME, name);
+            }
+            #[inline]
+            pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigRecord::VT_VALUE, value);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConfigRecordBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ConfigRecordBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ConfigRecord<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, ConfigRecord::VT_RESOURCE_NAME, "resource_name");
+                self.fbb_.required(o, ConfigRecord::VT_NAME, "name");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ConfigRecord<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ConfigRecord");
+                ds.field("resource_type", &self.resource_type());
+                ds.field("resource_name", &self.resource_name());
+                ds.field("name", &self.name());
+                ds.field("value", &self.value());
+                ds.finish()
+            }
+        }
         pub enum MetadataRecordOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -1415,6 +1577,20 @@ pub mod weir {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn payload_as_config_record(&self) -> Option<ConfigRecord<'a>> {
+                if self.payload_type() == Payload::ConfigRecord {
+                    let u = self.payload();
+                    // Safety:
+                    // Created from a valid Table for this object
+                    // Which contains a valid union in this slot
+                    Some(unsafe { ConfigRecord::init_from_table(u) })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
@@ -1459,6 +1635,11 @@ pub mod weir {
                             Payload::PartitionChangeRecord => v
                                 .verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionChangeRecord>>(
                                     "Payload::PartitionChangeRecord",
+                                    pos,
+                                ),
+                            Payload::ConfigRecord => v
+                                .verify_union_variant::<::flatbuffers::ForwardsUOffset<ConfigRecord>>(
+                                    "Payload::ConfigRecord",
                                     pos,
                                 ),
                             _ => Ok(()),
@@ -1550,6 +1731,13 @@ pub mod weir {
                     }
                     Payload::PartitionChangeRecord => {
                         if let Some(x) = self.payload_as_partition_change_record() {
+                            ds.field("payload", &x)
+                        } else {
+                            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Payload::ConfigRecord => {
+                        if let Some(x) = self.payload_as_config_record() {
                             ds.field("payload", &x)
                         } else {
                             ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")

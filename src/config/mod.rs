@@ -10,6 +10,12 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub mod definitions;
+
+pub use definitions::{
+    broker_config, topic_config, BrokerConfigDef, ConfigType, TopicConfigDef, Update, BROKER_CONFIGS, TOPIC_CONFIGS,
+};
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -212,6 +218,15 @@ pub struct Config {
     /// `metadata.log.max.record.bytes.between.snapshots`: metadata log bytes after which the
     /// controller snapshots the image and compacts the log.
     pub metadata_snapshot_bytes: u64,
+    /// `log.cleanup.policy`: the `cleanup.policy` of topics that set none.
+    pub cleanup_policy: String,
+    /// `log.cleaner.min.compaction.lag.ms` (topic: `min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms` (topic: `max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: i64,
+    /// The settings as given (file, `--set`, flags), before any dynamic broker config:
+    /// what DescribeConfigs reports as static, and what dynamic configs are applied over.
+    pub static_settings: BTreeMap<String, String>,
 }
 
 /// Kafka's three broker settings for retention by time.
@@ -288,7 +303,7 @@ impl Default for Config {
             batch_bytes_max: 1_048_588,
             fetch_bytes_max: 55 * 1024 * 1024,
             connections_max: 10_000,
-            connections_per_ip_max: usize::MAX,
+            connections_per_ip_max: i32::MAX as usize,
             connections_per_ip_overrides: HashMap::new(),
             connection_idle_ms: 600_000,
             request_receive_timeout_ms: 30_000,
@@ -316,136 +331,13 @@ impl Default for Config {
             fetch_waiters_max: 10_000,
             channel_capacity: 1024,
             metadata_snapshot_bytes: 20 << 20,
+            cleanup_policy: "delete".to_string(),
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            static_settings: BTreeMap::new(),
         }
     }
 }
-
-/// Every setting this broker understands, with what it does (`weir settings` prints them).
-pub const KNOWN_SETTINGS: &[(&str, &str)] = &[
-    ("node.id", "this node's id as a broker and as a controller (default 0)"),
-    ("cluster.id", "cluster id reported in Metadata (default: generated once, kept in meta.properties)"),
-    ("process.roles", "broker, controller, or broker,controller (combined, the default)"),
-    (
-        "controller.quorum.voters",
-        "the controller quorum, ID@HOST:PORT,... (default: empty, this node alone is its quorum)",
-    ),
-    (
-        "listeners",
-        "NAME://HOST:PORT,...: the client listener (PLAINTEXT) and, in a cluster, the controller listener (default PLAINTEXT://127.0.0.1:9092)",
-    ),
-    ("controller.listener.names", "names in `listeners` that serve controllers and brokers' RPCs (default CONTROLLER)"),
-    ("listener.security.protocol.map", "NAME:PROTOCOL,...; only PLAINTEXT is supported"),
-    ("advertised.listeners", "HOST:PORT clients are told to connect to (default: the client listener)"),
-    ("broker.session.timeout.ms", "a broker without a heartbeat for this long is fenced (default 9000)"),
-    ("broker.heartbeat.interval.ms", "how often brokers heartbeat to the active controller (default 2000)"),
-    ("controller.quorum.election.timeout.ms", "a candidate's election timeout (default 1000)"),
-    (
-        "controller.quorum.fetch.timeout.ms",
-        "a voter that hears nothing from the leader for this long starts an election (default 2000)",
-    ),
-    ("controller.quorum.request.timeout.ms", "how long one broker-to-controller RPC may take (default 2000)"),
-    ("log.dirs", "data directory, one (default ./data); log.dir is accepted too"),
-    ("num.partitions", "partitions of auto-created topics and of CreateTopics with -1 (default 1)"),
-    ("default.replication.factor", "replicas of auto-created topics and of CreateTopics with -1 (default 1)"),
-    ("min.insync.replicas", "acks=all produce needs at least this many in-sync replicas (default 1; per topic too)"),
-    (
-        "unclean.leader.election.enable",
-        "let an out-of-sync replica lead when no in-sync one is alive, losing data (default false; per topic too)",
-    ),
-    ("replica.lag.time.max.ms", "a follower not caught up for this long leaves the ISR (default 30000)"),
-    ("replica.fetch.max.bytes", "bytes a follower fetches per partition (default 1 MiB)"),
-    ("replica.fetch.response.max.bytes", "bytes a follower fetches per request (default 10 MiB)"),
-    ("replica.fetch.wait.max.ms", "how long a follower's fetch waits for new records (default 500)"),
-    ("replica.fetch.backoff.ms", "pause after a failed follower fetch (default 1000)"),
-    ("num.replica.fetchers", "fetchers, each one connection, per leader a follower fetches from (default 1)"),
-    ("auto.leader.rebalance.enable", "hand leadership back to preferred replicas (default true)"),
-    ("leader.imbalance.check.interval.seconds", "how often leader imbalance is checked (default 300)"),
-    (
-        "leader.imbalance.per.broker.percentage",
-        "share of a broker's preferred partitions it may not lead before they are handed back (default 10)",
-    ),
-    (
-        "offsets.topic.replication.factor",
-        "replicas of __consumer_offsets, at most the brokers registered when it is created (default 3)",
-    ),
-    ("auto.create.topics.enable", "create unknown topics on Metadata/Produce (default true)"),
-    ("log.segment.bytes", "roll a segment at this size (default 1 GiB)"),
-    ("log.roll.ms", "roll a segment at this age (default 7 days); log.roll.hours is accepted too"),
-    ("log.index.interval.bytes", "bytes of log between sparse index entries (default 4096)"),
-    (
-        "log.retention.hours",
-        "delete a partition's oldest segments once this old (default 168, 7 days; -1: forever); topic: retention.ms",
-    ),
-    ("log.retention.minutes", "as log.retention.hours, in minutes; wins over it"),
-    ("log.retention.ms", "as log.retention.hours, in ms; wins over both"),
-    (
-        "log.retention.bytes",
-        "delete a partition's oldest segments while its log is larger (default -1: no limit); topic: retention.bytes",
-    ),
-    ("log.retention.check.interval.ms", "how often retention runs (default 300000)"),
-    (
-        "max.request.partition.size.limit",
-        "most partitions in one DescribeTopicPartitions answer; clients page with a cursor (default 2000)",
-    ),
-    (
-        "log.segment.delete.delay.ms",
-        "a deleted segment's files stay this long before they are unlinked (default 60000); topic: file.delete.delay.ms",
-    ),
-    ("log.flush.interval.ms", "longest time acks=0/1 data stays unsynced (default 1000)"),
-    ("log.message.timestamp.type", "CreateTime or LogAppendTime (default CreateTime)"),
-    ("socket.request.max.bytes", "largest request frame; larger closes the connection (default 100 MiB)"),
-    ("message.max.bytes", "largest record batch; larger gets MESSAGE_TOO_LARGE (default 1048588)"),
-    ("fetch.max.bytes", "cap on the record bytes of one Fetch response (default 55 MiB)"),
-    ("max.connections", "open client connections across all shards; more are closed (default 10000)"),
-    ("max.connections.per.ip", "open connections from one address; more are closed (default unlimited)"),
-    ("max.connections.per.ip.overrides", "per-address limits, HOST:COUNT,... (hosts resolved at start)"),
-    ("connections.max.idle.ms", "close a connection with nothing read or written for this long (default 600000)"),
-    (
-        "weir.shutdown.close.timeout.ms",
-        "how long the shards may take to sync and close their logs at a stop; past it the stop is unclean (default 120000)",
-    ),
-    (
-        "weir.log.rate.limit.window.ms",
-        "bad frames, bad requests and refused connections are logged once per kind per window, then counted (default 10000)",
-    ),
-    (
-        "weir.request.receive.timeout.ms",
-        "close a connection whose request does not arrive whole within this once begun (default 30000)",
-    ),
-    ("queued.max.requests", "requests one connection may have in flight, pipelined (default 64)"),
-    ("max.partitions", "partitions across all topics; more gets POLICY_VIOLATION (default 100000)"),
-    ("producer.id.expiration.ms", "idle idempotent producers are forgotten after this (default 1 day)"),
-    ("transactional.id.expiration.ms", "accepted as Kafka's older name for producer.id.expiration.ms"),
-    ("producer.id.expiration.check.interval.ms", "how often producer expiry runs (default 10 minutes)"),
-    ("log.cleaner.backoff.ms", "how often compacted topics are checked for segments to clean (default 15000)"),
-    ("log.cleaner.delete.retention.ms", "how long tombstones survive compaction (default 1 day)"),
-    ("offsets.topic.num.partitions", "partitions of __consumer_offsets, fixed once it exists (default 50)"),
-    (
-        "offsets.topic.segment.bytes",
-        "segment size of __consumer_offsets; sealed segments are compacted (default 100 MiB)",
-    ),
-    ("offsets.retention.minutes", "committed offsets of an empty group are dropped after this (default 7 days)"),
-    ("offsets.retention.check.interval.ms", "how often offset expiry runs (default 10 minutes)"),
-    ("offset.metadata.max.bytes", "longest metadata string an offset commit may carry (default 4096)"),
-    (
-        "group.initial.rebalance.delay.ms",
-        "first rebalance of an empty group waits this long for more members (default 3000)",
-    ),
-    ("group.min.session.timeout.ms", "shortest session timeout a member may ask for (default 6000)"),
-    ("group.max.session.timeout.ms", "longest session timeout a member may ask for (default 1800000)"),
-    ("group.max.size", "members one consumer group may have (default unlimited)"),
-    ("weir.cores", "data shards, one executor per core; 0 = one per online CPU (default 0)"),
-    ("weir.cpu.list", "CPUs to pin data shards to, in order, e.g. 2,3 (default 0..cores)"),
-    ("weir.pin", "pin executors to CPUs (default true; --unpinned sets false)"),
-    ("weir.io.memory.bytes", "io_uring buffer memory per executor, locked memory (default 512 KiB)"),
-    ("weir.tail.cache.bytes", "recent batches each partition keeps in memory for fetches (default 1 MiB)"),
-    ("weir.fetch.waiters.max", "long-poll fetches a shard parks; beyond it fetches answer at once (default 10000)"),
-    ("weir.shard.channel.capacity", "messages queued between two shards (default 1024)"),
-    (
-        "metadata.log.max.record.bytes.between.snapshots",
-        "metadata log bytes after which the image is snapshotted and the log compacted (default 20971520)",
-    ),
-];
 
 impl Config {
     /// Reads a TOML file into flat `key -> value` settings.
@@ -464,10 +356,25 @@ impl Config {
         let mut config = Config::default();
         for (key, value) in settings {
             config.apply(key, value)?;
+            config.static_settings.insert(key.to_string(), value.to_string());
         }
         config.resolve_listeners()?;
         config.validate()?;
         config.validate_cluster()?;
+        Ok(config)
+    }
+
+    /// This config with dynamic broker configs over its static settings (the cluster
+    /// defaults first, then this broker's own), validated as a whole.
+    pub fn with_dynamic<'a>(
+        &self,
+        dynamic: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::from_settings(self.static_settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        for (key, value) in dynamic {
+            config.apply(key, value)?;
+        }
+        config.validate()?;
         Ok(config)
     }
 
@@ -478,7 +385,7 @@ impl Config {
 
     /// Whether any per-address limit is set (otherwise nothing is counted per address).
     pub fn limits_connections_per_ip(&self) -> bool {
-        self.connections_per_ip_max != usize::MAX || !self.connections_per_ip_overrides.is_empty()
+        self.connections_per_ip_max < i32::MAX as usize || !self.connections_per_ip_overrides.is_empty()
     }
 
     fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
@@ -596,6 +503,14 @@ impl Config {
             "weir.fetch.waiters.max" => self.fetch_waiters_max = parse(key, v)?,
             "weir.shard.channel.capacity" => self.channel_capacity = parse(key, v)?,
             "metadata.log.max.record.bytes.between.snapshots" => self.metadata_snapshot_bytes = parse(key, v)?,
+            "log.cleanup.policy" => {
+                if !v.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
+                    return Err(invalid(key, "expected delete, compact or compact,delete"));
+                }
+                self.cleanup_policy = v.to_string();
+            }
+            "log.cleaner.min.compaction.lag.ms" => self.min_compaction_lag_ms = parse(key, v)?,
+            "log.cleaner.max.compaction.lag.ms" => self.max_compaction_lag_ms = parse(key, v)?,
             _ => return Err(ConfigError::Unknown(key.to_string())),
         }
         Ok(())
@@ -776,6 +691,8 @@ impl Config {
         )?;
         check(self.cleaner_backoff_ms >= 1, "log.cleaner.backoff.ms", "must be positive")?;
         check(self.delete_retention_ms >= 0, "log.cleaner.delete.retention.ms", "must not be negative")?;
+        check(self.min_compaction_lag_ms >= 0, "log.cleaner.min.compaction.lag.ms", "must not be negative")?;
+        check(self.max_compaction_lag_ms >= 1, "log.cleaner.max.compaction.lag.ms", "must be positive")?;
         check(self.offsets_partitions >= 1, "offsets.topic.num.partitions", "must be at least 1")?;
         check(
             (14 * 1024..=i32::MAX as u64).contains(&self.offsets_segment_bytes),
@@ -946,9 +863,9 @@ mod tests {
 
     #[test]
     fn every_listed_setting_is_understood() {
-        for (name, _) in KNOWN_SETTINGS {
-            let result = Config::from_settings([(*name, "1")]);
-            assert!(!matches!(result, Err(ConfigError::Unknown(_))), "{name} is listed but not applied");
+        for d in BROKER_CONFIGS {
+            let result = Config::from_settings([(d.name, "1")]);
+            assert!(!matches!(result, Err(ConfigError::Unknown(_))), "{} is listed but not applied", d.name);
         }
     }
 
