@@ -16,6 +16,17 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
+/// A topic config's value, as DescribeConfigs reports it.
+fn topic_config(c: &mut Client, topic: &str, name: &str) -> Option<String> {
+    let mut res = describe_configs_request::DescribeConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_string(topic.to_string());
+    res.configuration_keys = Some(vec![StrBytes::from_string(name.to_string())]);
+    let mut r = DescribeConfigsRequest::default();
+    r.resources = vec![res];
+    c.call(4, r).results[0].configs.first().and_then(|e| e.value.as_ref().map(|v| v.to_string()))
+}
+
 fn advertised(client: &mut Client) -> Vec<(i16, i16, i16)> {
     let resp = client.call(3, ApiVersionsRequest::default());
     assert_eq!(resp.error_code, 0);
@@ -325,6 +336,66 @@ fn every_advertised_version_answers() {
                     let brokers: Vec<(i32, bool)> = resp.brokers.iter().map(|b| (b.broker_id.0, b.is_fenced)).collect();
                     assert_eq!(brokers, vec![(0, false)], "DescribeCluster v{v}");
                     assert_eq!(resp.controller_id.0, 0, "DescribeCluster v{v}");
+                }
+                ApiKey::DescribeConfigs => {
+                    let topic = format!("configs-v{v}");
+                    create_topic(&mut c, &topic, 1);
+                    let mut res = describe_configs_request::DescribeConfigsResource::default();
+                    res.resource_type = 2;
+                    res.resource_name = s(&topic);
+                    res.configuration_keys = Some(vec![s("retention.ms")]);
+                    let mut r = DescribeConfigsRequest::default();
+                    r.resources = vec![res];
+                    r.include_synonyms = true;
+                    r.include_documentation = v >= 3;
+                    let resp = c.call(v, r);
+                    let result = &resp.results[0];
+                    assert_eq!(result.error_code, 0, "DescribeConfigs v{v}");
+                    let entry = &result.configs[0];
+                    assert_eq!(entry.name.as_str(), "retention.ms", "DescribeConfigs v{v}");
+                    assert_eq!(entry.value.as_deref(), Some("604800000"), "DescribeConfigs v{v}");
+                    assert_eq!(entry.config_source, 5, "DescribeConfigs v{v}: DEFAULT_CONFIG");
+                    assert_eq!(entry.synonyms[0].name.as_str(), "log.retention.hours", "DescribeConfigs v{v}");
+                    if v >= 3 {
+                        assert_eq!(entry.config_type, 5, "DescribeConfigs v{v}: LONG");
+                        assert!(entry.documentation.is_some(), "DescribeConfigs v{v}");
+                    }
+                }
+                ApiKey::AlterConfigs => {
+                    let topic = format!("alter-v{v}");
+                    create_topic(&mut c, &topic, 1);
+                    let mut entry = alter_configs_request::AlterableConfig::default();
+                    entry.name = s("retention.ms");
+                    entry.value = Some(s("60000"));
+                    let mut res = alter_configs_request::AlterConfigsResource::default();
+                    res.resource_type = 2;
+                    res.resource_name = s(&topic);
+                    res.configs = vec![entry];
+                    let mut r = AlterConfigsRequest::default();
+                    r.resources = vec![res];
+                    assert_eq!(c.call(v, r).responses[0].error_code, 0, "AlterConfigs v{v}");
+                    assert_eq!(
+                        topic_config(&mut c, &topic, "retention.ms").as_deref(),
+                        Some("60000"),
+                        "AlterConfigs v{v}"
+                    );
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    let topic = format!("incremental-v{v}");
+                    create_topic(&mut c, &topic, 1);
+                    let mut entry = incremental_alter_configs_request::AlterableConfig::default();
+                    entry.name = s("cleanup.policy");
+                    entry.config_operation = 2; // APPEND
+                    entry.value = Some(s("compact"));
+                    let mut res = incremental_alter_configs_request::AlterConfigsResource::default();
+                    res.resource_type = 2;
+                    res.resource_name = s(&topic);
+                    res.configs = vec![entry];
+                    let mut r = IncrementalAlterConfigsRequest::default();
+                    r.resources = vec![res];
+                    assert_eq!(c.call(v, r).responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+                    let policy = topic_config(&mut c, &topic, "cleanup.policy");
+                    assert_eq!(policy.as_deref(), Some("delete,compact"), "IncrementalAlterConfigs v{v}");
                 }
                 other => panic!("advertised {other:?} has no test"),
             }

@@ -57,6 +57,11 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::FetchSnapshot, range(0, 1)),
     // v2 adds the voters' endpoints (KIP-853).
     (ApiKey::DescribeQuorum, range(0, 2)),
+    // Forwarded to the active controller and sent by `weir configs`: every version
+    // kafka-protocol knows (v3+ of DescribeConfigs add types and documentation).
+    (ApiKey::DescribeConfigs, range(1, 4)),
+    (ApiKey::AlterConfigs, range(0, 2)),
+    (ApiKey::IncrementalAlterConfigs, range(0, 1)),
     // v2 can include fenced brokers (KIP-1073).
     (ApiKey::DescribeCluster, range(0, 2)),
     // Negotiation itself asks v3 and falls back to v0.
@@ -170,6 +175,9 @@ mod tests {
             ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
             ApiKey::FetchSnapshot => FetchSnapshotRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::DescribeConfigs => kafka_protocol::messages::DescribeConfigsRequest::VERSIONS,
+            ApiKey::AlterConfigs => kafka_protocol::messages::AlterConfigsRequest::VERSIONS,
+            ApiKey::IncrementalAlterConfigs => kafka_protocol::messages::IncrementalAlterConfigsRequest::VERSIONS,
             other => panic!("{other:?} has no codec check here"),
         };
         for (api, ours) in CLIENT_VERSIONS {

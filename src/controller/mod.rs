@@ -17,6 +17,7 @@
 //! `.await`. Changes the active controller decides are serialised by one permit (`lock`).
 
 mod brokers;
+mod configs;
 mod lifecycle;
 mod observer;
 pub mod partitions;
@@ -49,10 +50,11 @@ use self::raft_storage::{RaftStorage, RaftStorageError};
 use self::remote::{RemoteController, Route};
 use self::transport::{Identity, PeerLinks, TransportError};
 pub use brokers::{Beat, Heartbeat};
+pub use configs::ConfigOutcome;
 pub use lifecycle::BrokerLifecycle;
 pub use quorum::QuorumStatus;
 pub use rpc::{MetadataFetch, METADATA_TOPIC};
-pub use topics::{valid_topic_name, TOPIC_CONFIGS_APPLIED, TOPIC_CONFIGS_STORED, TOPIC_NAME_BYTES_MAX};
+pub use topics::{valid_topic_name, TOPIC_NAME_BYTES_MAX};
 
 use crate::client::with_timeout;
 use crate::cluster::metadata_log::MetadataLog;
@@ -500,10 +502,18 @@ impl Controller {
     async fn commit(&self, mut records: Vec<MetadataRecord>, timeout: Duration) -> Result<(), CommitError> {
         let mut after = (*self.image.get()).clone();
         records.iter().for_each(|r| after.apply(r));
-        records.extend(crate::cluster::election::reconcile(&after, self.config.unclean_leader_election));
+        records.extend(crate::cluster::election::reconcile(&after, self.unclean_default(&after)));
         self.commit_local(records, timeout).await?;
         self.published(self.image.get().epoch).await;
         Ok(())
+    }
+
+    /// `unclean.leader.election.enable` of topics that do not set it: the cluster-wide
+    /// dynamic config, else this controller's own setting.
+    fn unclean_default(&self, image: &MetadataImage) -> bool {
+        image
+            .dynamic_broker_config(self.config.node_id, "unclean.leader.election.enable")
+            .map_or(self.config.unclean_leader_election, |v| v.eq_ignore_ascii_case("true"))
     }
 
     /// Commits records through the quorum; resolves once they are applied to the image.
@@ -665,6 +675,9 @@ impl Controller {
                 }
                 ControlRequest::ElectLeaders { kind, partitions, timeout, reply } => {
                     answer_later(reply, async move { c.elect_leaders(kind, partitions, timeout).await })
+                }
+                ControlRequest::AlterConfigs { changes, validate_only, timeout, reply } => {
+                    answer_later(reply, async move { c.alter_configs(changes, validate_only, timeout).await })
                 }
                 ControlRequest::AlterPartition { change, reply } => {
                     answer_later(reply, async move { c.alter_partition(change).await })

@@ -14,17 +14,24 @@ use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssign
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
-use kafka_protocol::messages::{alter_partition_request, elect_leaders_request};
+use kafka_protocol::messages::{
+    alter_configs_request, alter_partition_request, elect_leaders_request, incremental_alter_configs_request,
+};
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AlterPartitionRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteTopicsRequest, ElectLeadersRequest, TopicName,
+};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use tracing::debug;
 
+use super::configs::ConfigOutcome;
 use super::CommitError;
 use crate::client::{ClientError, Connection};
+use crate::cluster::configs::{ConfigChange, ConfigOp};
 use crate::cluster::election::ElectionType;
 use crate::config::Config;
 use crate::shard::message::{ElectionResult, IsrChange, NewPartitions, NewTopic, TopicOutcome};
@@ -187,6 +194,90 @@ impl RemoteController {
                     })
                     .collect(),
             ),
+        })
+    }
+
+    /// Alters configs: IncrementalAlterConfigs, or AlterConfigs when the changes replace
+    /// whole config sets (a request is one or the other).
+    pub async fn alter_configs(
+        &self,
+        leader: impl Fn() -> Option<i32>,
+        changes: &[ConfigChange],
+        validate_only: bool,
+        deadline: Instant,
+    ) -> Result<Route<Vec<ConfigOutcome>>, CommitError> {
+        let outcome = |code: i16, message: Option<StrBytes>| match ResponseError::try_from_code(code) {
+            None => Ok(()),
+            Some(e) => Err((e, message.map(|m| m.to_string()).unwrap_or_default())),
+        };
+        let not_controller = ResponseError::NotController.code();
+        if changes.iter().any(|c| c.replace) {
+            let mut request = AlterConfigsRequest::default();
+            request.validate_only = validate_only;
+            request.resources = changes
+                .iter()
+                .map(|c| {
+                    let mut r = alter_configs_request::AlterConfigsResource::default();
+                    r.resource_type = c.resource.wire_type();
+                    r.resource_name = StrBytes::from_string(c.resource.wire_name());
+                    r.configs = c
+                        .ops
+                        .iter()
+                        .map(|(name, op)| {
+                            let mut entry = alter_configs_request::AlterableConfig::default();
+                            entry.name = StrBytes::from_string(name.clone());
+                            entry.value = match op {
+                                ConfigOp::Set(v) => Some(StrBytes::from_string(v.clone())),
+                                _ => None,
+                            };
+                            entry
+                        })
+                        .collect();
+                    r
+                })
+                .collect();
+            let retry = |r: &AlterConfigsResponse| r.responses.iter().any(|x| x.error_code == not_controller);
+            return Ok(match self.call(leader, &request, deadline, retry).await? {
+                Route::Here => Route::Here,
+                Route::There(r) => {
+                    Route::There(r.responses.into_iter().map(|x| outcome(x.error_code, x.error_message)).collect())
+                }
+            });
+        }
+        let mut request = IncrementalAlterConfigsRequest::default();
+        request.validate_only = validate_only;
+        request.resources = changes
+            .iter()
+            .map(|c| {
+                let mut r = incremental_alter_configs_request::AlterConfigsResource::default();
+                r.resource_type = c.resource.wire_type();
+                r.resource_name = StrBytes::from_string(c.resource.wire_name());
+                r.configs = c
+                    .ops
+                    .iter()
+                    .map(|(name, op)| {
+                        let mut entry = incremental_alter_configs_request::AlterableConfig::default();
+                        entry.name = StrBytes::from_string(name.clone());
+                        let (code, value) = match op {
+                            ConfigOp::Set(v) => (0, Some(v)),
+                            ConfigOp::Delete => (1, None),
+                            ConfigOp::Append(v) => (2, Some(v)),
+                            ConfigOp::Subtract(v) => (3, Some(v)),
+                        };
+                        entry.config_operation = code;
+                        entry.value = value.map(|v| StrBytes::from_string(v.clone()));
+                        entry
+                    })
+                    .collect();
+                r
+            })
+            .collect();
+        let retry = |r: &IncrementalAlterConfigsResponse| r.responses.iter().any(|x| x.error_code == not_controller);
+        Ok(match self.call(leader, &request, deadline, retry).await? {
+            Route::Here => Route::Here,
+            Route::There(r) => {
+                Route::There(r.responses.into_iter().map(|x| outcome(x.error_code, x.error_message)).collect())
+            }
         })
     }
 

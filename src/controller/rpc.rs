@@ -174,7 +174,7 @@ impl Controller {
         if self.settling.get() || self.lock.available() == 0 {
             return;
         }
-        if crate::cluster::election::reconcile(&self.image.get(), self.config.unclean_leader_election).is_empty() {
+        if crate::cluster::election::reconcile(&self.image.get(), self.unclean_default(&self.image.get())).is_empty() {
             return;
         }
         self.settling.set(true);

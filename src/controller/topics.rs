@@ -17,37 +17,6 @@ use crate::shard::message::{NewPartitions, NewTopic, TopicOutcome, TopicRef};
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
-/// Topic-level configs accepted by CreateTopics. The first group is applied by this broker;
-/// the rest are stored (and reported) for the features that will use them.
-pub const TOPIC_CONFIGS_APPLIED: &[&str] = &[
-    "segment.bytes",
-    "segment.ms",
-    "index.interval.bytes",
-    "message.timestamp.type",
-    "max.message.bytes",
-    "cleanup.policy",
-    "delete.retention.ms",
-    "min.insync.replicas",
-    "unclean.leader.election.enable",
-    "retention.ms",
-    "retention.bytes",
-    "file.delete.delay.ms",
-    "min.compaction.lag.ms",
-    "max.compaction.lag.ms",
-];
-pub const TOPIC_CONFIGS_STORED: &[&str] = &[
-    "compression.type",
-    "min.cleanable.dirty.ratio",
-    "flush.messages",
-    "flush.ms",
-    "message.timestamp.difference.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.after.max.ms",
-    "preallocate",
-    "segment.index.bytes",
-    "segment.jitter.ms",
-];
-
 pub fn valid_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("Topic name is illegal, it can't be empty".into());
@@ -66,42 +35,11 @@ pub fn valid_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A topic config CreateTopics may set, checked as Kafka checks it.
 fn validate_config(key: &str, value: &str) -> Result<(), String> {
-    let positive = |v: &str| {
-        v.parse::<i64>().ok().filter(|n| *n > 0).map(|_| ()).ok_or(format!("Invalid value {v} for configuration {key}"))
-    };
-    match key {
-        "segment.bytes" => value
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n >= 14 * 1024 && *n <= i32::MAX as u64)
-            .map(|_| ())
-            .ok_or(format!("Invalid value {value} for configuration {key}: must be between 14336 and 2147483647")),
-        "segment.ms" | "index.interval.bytes" | "max.message.bytes" | "min.insync.replicas" => positive(value),
-        "unclean.leader.election.enable" if value != "true" && value != "false" => {
-            Err(format!("Invalid value {value} for configuration {key}: Expected value to be either true or false"))
-        }
-        "retention.ms" | "retention.bytes" => value
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= -1)
-            .map(|_| ())
-            .ok_or(format!("Invalid value {value} for configuration {key}: must be -1 (no limit) or at least 0")),
-        "max.compaction.lag.ms" => positive(value),
-        "delete.retention.ms" | "file.delete.delay.ms" | "min.compaction.lag.ms" => value
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .map(|_| ())
-            .ok_or(format!("Invalid value {value} for configuration {key}")),
-        "cleanup.policy" if !value.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) => {
-            Err(format!("Invalid value {value} for configuration {key}: String must be one of: compact, delete"))
-        }
-        "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => Err(format!(
-            "Invalid value {value} for configuration {key}: String must be one of: CreateTime, LogAppendTime"
-        )),
-        _ if TOPIC_CONFIGS_APPLIED.contains(&key) || TOPIC_CONFIGS_STORED.contains(&key) => Ok(()),
-        _ => Err(format!("Unknown topic config name: {key}")),
+    match crate::config::topic_config(key) {
+        Some(def) => def.check(value),
+        None => Err(format!("Unknown topic config name: {key}")),
     }
 }
 

@@ -55,7 +55,7 @@ type ReplicatedSender = oneshot::Sender<Result<(), ResponseError>>;
 pub type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
 
 /// Topic settings a partition acts on (from its topic's configs and the broker defaults).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionSettings {
     /// `message.timestamp.type=LogAppendTime`: the broker stamps the append time.
     pub log_append_time: bool,
@@ -146,7 +146,7 @@ pub struct Partition {
     tp: TopicPartition,
     topic_id: uuid::Uuid,
     log: Log,
-    settings: PartitionSettings,
+    settings: Cell<PartitionSettings>,
     waiters: RefCell<Vec<Waiter>>,
     /// A background write is queued (see `schedule_write`).
     write_scheduled: Cell<bool>,
@@ -181,7 +181,7 @@ impl Partition {
             tp,
             topic_id,
             log,
-            settings,
+            settings: Cell::new(settings),
             waiters: RefCell::new(Vec::new()),
             write_scheduled: Cell::new(false),
             producers: RefCell::new(ProducerStateTable::default()),
@@ -278,6 +278,17 @@ impl Partition {
         }
     }
 
+    /// Takes changed settings (a topic config, or a broker default under it): the next
+    /// produce, roll, retention and compaction run use them.
+    pub fn update_settings(&self, settings: PartitionSettings, log_config: LogConfig) {
+        if self.settings.get() == settings && self.log.config() == log_config {
+            return;
+        }
+        info!(partition = %self.tp, ?settings, ?log_config, "settings changed");
+        self.settings.set(settings);
+        self.log.set_config(log_config);
+    }
+
     /// Leads and is not deposed (see `check_deposed`).
     pub fn takes_writes(&self) -> bool {
         matches!(&*self.replication.borrow(), Replication::Leader(s) if !s.deposed)
@@ -356,7 +367,8 @@ impl Partition {
         let deposed = {
             let mut replication = self.replication.borrow_mut();
             let Replication::Leader(s) = &mut *replication else { return None };
-            let deposed = s.may_be_deposed(controller_lost, self.settings.unclean_leader_election, now, silence_ms);
+            let deposed =
+                s.may_be_deposed(controller_lost, self.settings.get().unclean_leader_election, now, silence_ms);
             if deposed == s.deposed {
                 return None;
             }
@@ -392,7 +404,7 @@ impl Partition {
     /// batch with records without a key (INVALID_RECORD, naming them). Other topics are not
     /// decoded: their produce path never decompresses.
     pub fn check_records(&self, batch: &Bytes) -> Result<(), RecordsRefused> {
-        if !self.settings.compact {
+        if !self.settings.get().compact {
             return Ok(());
         }
         match batch::records_without_key(batch) {
@@ -449,7 +461,7 @@ impl Partition {
                 // leader that stepped down once the batch was replicated answers success.
                 Ok(Ok(()))
                     if acks == Acks::All
-                        && partition.isr_size().is_some_and(|n| n < partition.settings.min_insync_replicas) =>
+                        && partition.isr_size().is_some_and(|n| n < partition.settings.get().min_insync_replicas) =>
                 {
                     Err(ResponseError::NotEnoughReplicasAfterAppend)
                 }
@@ -468,8 +480,8 @@ impl Partition {
             Replication::Leader(s) if !s.deposed => (s.leadership.epoch, s.leadership.isr.len()),
             _ => return Err(ResponseError::NotLeaderOrFollower),
         };
-        if acks == Acks::All && isr < self.settings.min_insync_replicas {
-            debug!(partition = %self.tp, isr, min = self.settings.min_insync_replicas, "acks=all refused: ISR below min.insync.replicas");
+        if acks == Acks::All && isr < self.settings.get().min_insync_replicas {
+            debug!(partition = %self.tp, isr, min = self.settings.get().min_insync_replicas, "acks=all refused: ISR below min.insync.replicas");
             return Err(ResponseError::NotEnoughReplicas);
         }
         let header = BatchHeader::new(batch);
@@ -491,7 +503,7 @@ impl Partition {
                 }
             }
         }
-        let append_time = self.settings.log_append_time.then(now_ms);
+        let append_time = self.settings.get().log_append_time.then(now_ms);
         let end_before = self.log.next_offset();
         let info = self.log.append(BytesMut::from(&batch[..]), append_time, epoch);
         if !crate::invariant!(
@@ -760,7 +772,7 @@ impl Partition {
         }
         // Records the leader deleted (DeleteRecords) go here too, as far as this log reaches.
         if leader_log_start > self.log.log_start_offset() {
-            let delay = self.settings.retention.map_or(0, |r| r.file_delete_delay_ms);
+            let delay = self.settings.get().retention.map_or(0, |r| r.file_delete_delay_ms);
             self.log.advance_start(leader_log_start, delay).await.map_err(|e| storage_error(&e))?;
         }
         self.notify();
@@ -821,7 +833,7 @@ impl Partition {
         if !self.takes_writes() {
             return Err(ResponseError::NotLeaderOrFollower);
         }
-        let Some(retention) = self.settings.retention else { return Err(ResponseError::PolicyViolation) };
+        let Some(retention) = self.settings.get().retention else { return Err(ResponseError::PolicyViolation) };
         let hw = self.high_watermark();
         let offset = if offset == -1 { hw } else { offset };
         if offset < 0 || offset > hw {
@@ -865,8 +877,10 @@ impl Partition {
     /// Compacts the sealed segments when the topic is compacted and there is new sealed data
     /// (the cleaner's pass).
     pub async fn compact_if_due(&self) -> Result<(), LogError> {
-        if self.settings.compact && self.log.compaction_due() {
-            self.log.compact(now_ms(), self.settings.delete_retention_ms, self.settings.min_compaction_lag_ms).await?;
+        if self.settings.get().compact && self.log.compaction_due() {
+            self.log
+                .compact(now_ms(), self.settings.get().delete_retention_ms, self.settings.get().min_compaction_lag_ms)
+                .await?;
         }
         Ok(())
     }
@@ -874,7 +888,7 @@ impl Partition {
     /// Removes the segments the topic's retention no longer keeps (below the high
     /// watermark only).
     pub async fn apply_retention(&self) -> Result<Removed, LogError> {
-        match &self.settings.retention {
+        match &self.settings.get().retention {
             Some(r) => self.log.apply_retention(r, now_ms(), self.high_watermark()).await,
             None => Ok(Removed::default()),
         }

@@ -46,6 +46,8 @@ impl Shard {
             return;
         }
         let node = self.config.node_id;
+        let broker_configs_changed = self.refresh_effective_config(&image);
+        let config = self.effective_config();
         let wanted = image.partitions_of(node, self.id);
         let mut deleted = Vec::new();
         let mut moved = Vec::new();
@@ -77,7 +79,16 @@ impl Shard {
         let mut changes = Vec::new();
         for (tp, meta) in wanted {
             let partition = match self.partitions.get(&tp) {
-                Some(p) => p,
+                Some(p) => {
+                    // Topic configs (or the broker defaults under them) changed: the running
+                    // partition takes them now.
+                    let before = self.image.get();
+                    let topic_changed = before.topic(&tp.topic).is_none_or(|t| t.configs != meta.configs);
+                    if topic_changed || broker_configs_changed {
+                        p.update_settings(partition_settings(&meta, &config), log_config(&meta, &config));
+                    }
+                    p
+                }
                 None => match self.open_partition(&tp, &meta).await {
                     Ok(p) => {
                         self.partitions.insert(p.clone());
@@ -140,17 +151,9 @@ impl Shard {
 
     async fn open_partition(&self, tp: &TopicPartition, meta: &TopicMeta) -> Result<Rc<Partition>, LogError> {
         let dir = self.config.data_dir.join(tp.dir_name());
-        let log_config = LogConfig {
-            segment_bytes: topic_setting(meta, "segment.bytes").unwrap_or(self.config.segment_bytes),
-            segment_ms: topic_setting(meta, "segment.ms").unwrap_or(self.config.segment_ms),
-            index_interval_bytes: topic_setting(meta, "index.interval.bytes")
-                .unwrap_or(self.config.index_interval_bytes),
-            tail_cache_bytes: self.config.tail_cache_bytes,
-            max_compaction_lag_ms: compacted(meta).then(|| topic_setting(meta, "max.compaction.lag.ms")).flatten(),
-            write_chunk_bytes: WRITE_CHUNK_BYTES,
-        };
-        let settings = partition_settings(meta, &self.config);
-        Partition::open(tp.clone(), meta.id, &dir, log_config, settings, self.clean_start).await
+        let config = self.effective_config();
+        let settings = partition_settings(meta, &config);
+        Partition::open(tp.clone(), meta.id, &dir, log_config(meta, &config), settings, self.clean_start).await
     }
 
     /// Asks the controller for the ISR changes this shard's leaders want: followers that
@@ -302,25 +305,37 @@ impl Shard {
     }
 }
 
+/// The log settings of a partition: its topic's configs over the broker's defaults.
+fn log_config(meta: &TopicMeta, config: &Config) -> LogConfig {
+    LogConfig {
+        segment_bytes: topic_setting(meta, "segment.bytes").unwrap_or(config.segment_bytes),
+        segment_ms: topic_setting(meta, "segment.ms").unwrap_or(config.segment_ms),
+        index_interval_bytes: topic_setting(meta, "index.interval.bytes").unwrap_or(config.index_interval_bytes),
+        tail_cache_bytes: config.tail_cache_bytes,
+        max_compaction_lag_ms: compacted(meta, config)
+            .then(|| topic_setting(meta, "max.compaction.lag.ms").unwrap_or(config.max_compaction_lag_ms))
+            .filter(|lag| *lag < i64::MAX),
+        write_chunk_bytes: WRITE_CHUNK_BYTES,
+    }
+}
+
 /// The settings a partition acts on: its topic's configs over the broker's defaults.
 fn partition_settings(meta: &TopicMeta, config: &Config) -> PartitionSettings {
+    let policy = meta.configs.get("cleanup.policy").unwrap_or(&config.cleanup_policy);
     PartitionSettings {
         log_append_time: match meta.configs.get("message.timestamp.type") {
             Some(v) => v == "LogAppendTime",
             None => config.log_append_time,
         },
-        compact: compacted(meta),
-        min_compaction_lag_ms: topic_setting(meta, "min.compaction.lag.ms").unwrap_or(0),
+        compact: compacted(meta, config),
+        min_compaction_lag_ms: topic_setting(meta, "min.compaction.lag.ms").unwrap_or(config.min_compaction_lag_ms),
         delete_retention_ms: topic_setting(meta, "delete.retention.ms").unwrap_or(config.delete_retention_ms),
         min_insync_replicas: topic_setting(meta, "min.insync.replicas").unwrap_or(config.min_insync_replicas),
-        retention: meta.configs.get("cleanup.policy").is_none_or(|v| v.split(',').any(|x| x.trim() == "delete")).then(
-            || Retention {
-                ms: topic_setting(meta, "retention.ms").unwrap_or(config.log_retention_ms()),
-                bytes: topic_setting(meta, "retention.bytes").unwrap_or(config.log_retention_bytes),
-                file_delete_delay_ms: topic_setting(meta, "file.delete.delay.ms")
-                    .unwrap_or(config.file_delete_delay_ms),
-            },
-        ),
+        retention: policy.split(',').any(|x| x.trim() == "delete").then(|| Retention {
+            ms: topic_setting(meta, "retention.ms").unwrap_or(config.log_retention_ms()),
+            bytes: topic_setting(meta, "retention.bytes").unwrap_or(config.log_retention_bytes),
+            file_delete_delay_ms: topic_setting(meta, "file.delete.delay.ms").unwrap_or(config.file_delete_delay_ms),
+        }),
         unclean_leader_election: meta
             .configs
             .get("unclean.leader.election.enable")
@@ -346,9 +361,10 @@ fn role_of(image: &MetadataImage, tp: &TopicPartition, node: i32) -> Role {
     }
 }
 
-/// `cleanup.policy` includes `compact`.
-fn compacted(meta: &TopicMeta) -> bool {
-    meta.configs.get("cleanup.policy").is_some_and(|v| v.split(',').any(|x| x.trim() == "compact"))
+/// `cleanup.policy` (or the broker's `log.cleanup.policy`) includes `compact`.
+fn compacted(meta: &TopicMeta, config: &Config) -> bool {
+    let policy = meta.configs.get("cleanup.policy").unwrap_or(&config.cleanup_policy);
+    policy.split(',').any(|x| x.trim() == "compact")
 }
 
 fn topic_setting<T: std::str::FromStr>(meta: &TopicMeta, key: &str) -> Option<T> {

@@ -358,6 +358,14 @@ pub enum ControlRequest {
         timeout: std::time::Duration,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },
+    /// IncrementalAlterConfigs or AlterConfigs (`replace`); answered once committed and in
+    /// this node's image, or when `timeout` runs out.
+    AlterConfigs {
+        changes: Vec<crate::cluster::configs::ConfigChange>,
+        validate_only: bool,
+        timeout: std::time::Duration,
+        reply: oneshot::Sender<Vec<Result<(), (ResponseError, String)>>>,
+    },
     /// A client from `ip` connected: whether it may stay (fewer than `limit` open from
     /// there). Counted across every data shard, so sent only when a per-address limit is set.
     OpenConnection {

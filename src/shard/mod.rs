@@ -52,6 +52,9 @@ pub struct Peers {
     pub control: Rc<ConnectedSender<ControlRequest>>,
 }
 
+/// A broker's dynamic configs as last taken from the image, and the config they make.
+type EffectiveConfig = (Vec<(String, String)>, Arc<Config>);
+
 /// The state of one data shard, shared by the tasks of its executor (`Rc`, never across threads).
 pub struct Shard {
     pub id: ShardId,
@@ -80,6 +83,9 @@ pub struct Shard {
     controller_lost: Cell<bool>,
     /// `__consumer_offsets` partitions whose groups load once the prepared image is shown.
     groups_to_load: std::cell::RefCell<Vec<Rc<Partition>>>,
+    /// `config` with this broker's dynamic configs from the image over it, and those
+    /// dynamic configs (to notice when they change).
+    effective: std::cell::RefCell<EffectiveConfig>,
 }
 
 impl Shard {
@@ -95,6 +101,7 @@ impl Shard {
         let groups = Rc::new(GroupCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
         Self {
             id,
+            effective: std::cell::RefCell::new((Vec::new(), config.clone())),
             config,
             clean_start,
             peers,
@@ -121,6 +128,38 @@ impl Shard {
     /// Executor index of this shard (for logs and events).
     pub fn executor(&self) -> usize {
         executor_of(self.id)
+    }
+
+    /// The broker settings in force: the static ones with the dynamic broker configs
+    /// (cluster-wide, then this broker's) over them.
+    pub fn effective_config(&self) -> Arc<Config> {
+        self.effective.borrow().1.clone()
+    }
+
+    /// Takes the dynamic broker configs of `image`; whether they changed.
+    fn refresh_effective_config(&self, image: &MetadataImage) -> bool {
+        let dynamic: Vec<(String, String)> = image
+            .dynamic_broker_configs(self.config.node_id)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if self.effective.borrow().0 == dynamic {
+            return false;
+        }
+        match self.config.with_dynamic(dynamic.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            Ok(config) => {
+                if self.id.0 == 0 {
+                    tracing::info!(configs = ?dynamic, "dynamic broker configs applied");
+                }
+                *self.effective.borrow_mut() = (dynamic, Arc::new(config));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dynamic broker configs refused; the previous ones stay in force");
+                self.effective.borrow_mut().0 = dynamic;
+                false
+            }
+        }
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {

@@ -64,8 +64,8 @@ fn gio<T>(e: glommio::GlommioError<T>) -> io::Error {
     io::Error::from(e)
 }
 
-/// Per-log settings (from the broker config and, later, topic configs).
-#[derive(Debug, Clone)]
+/// Per-log settings (from the topic's configs over the broker's); replaced when they change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     pub segment_bytes: u64,
     pub segment_ms: i64,
@@ -183,7 +183,7 @@ impl LogState {
 /// A partition's log. Cheap to share within its shard (`Rc<Log>`).
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    config: Cell<LogConfig>,
     state: RefCell<LogState>,
     /// Write permit: writes to the files go out one at a time, in order.
     io: Semaphore,
@@ -269,7 +269,7 @@ impl Log {
         info!(dir = %dir.display(), segments = segments.len(), log_start_offset, next_offset, "log opened");
         Ok(Log {
             dir: dir.to_path_buf(),
-            config,
+            config: Cell::new(config),
             state: RefCell::new(LogState { segments, next_offset, log_start_offset, tail: TailCache::default() }),
             io: Semaphore::new(1),
             sync_io: Semaphore::new(1),
@@ -279,6 +279,15 @@ impl Log {
             cleaned_to: Cell::new(0),
             epochs: RefCell::new(epochs),
         })
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.get()
+    }
+
+    /// New settings (a topic config changed): the next append, roll and index entry use them.
+    pub fn set_config(&self, config: LogConfig) {
+        self.config.set(config);
     }
 
     pub fn dir(&self) -> &Path {
@@ -351,12 +360,12 @@ impl Log {
             state.segments.push(Segment::new_empty(base_offset, now));
             debug!(dir = %self.dir.display(), base_offset, "segment rolled");
         }
-        let interval = self.config.index_interval_bytes;
+        let interval = self.config.get().index_interval_bytes;
         let active = state.active();
         active.push(bytes.clone(), base_offset, last_offset, max_timestamp, interval);
-        let flush_due = active.size - active.written >= self.config.write_chunk_bytes;
+        let flush_due = active.size - active.written >= self.config.get().write_chunk_bytes;
         state.next_offset = last_offset + 1;
-        state.tail.push(base_offset, last_offset, bytes, self.config.tail_cache_bytes);
+        state.tail.push(base_offset, last_offset, bytes, self.config.get().tail_cache_bytes);
         AppendInfo { base_offset, last_offset, flush_due, rolled }
     }
 
@@ -442,7 +451,8 @@ impl Log {
             file.close().await.map_err(gio)?;
         }
         // Reopened as the active segment: rescanned, its index rebuilt.
-        let (mut seg, _) = open_segment(&self.dir, base, true, None, false, self.config.index_interval_bytes).await?;
+        let (mut seg, _) =
+            open_segment(&self.dir, base, true, None, false, self.config.get().index_interval_bytes).await?;
         seg.sealed = false;
         let next_offset = if offset <= base { offset } else { seg.next_offset };
         if seg.size == 0 {
@@ -511,9 +521,9 @@ impl Log {
         if active.size == 0 {
             return false;
         }
-        active.size + batch_bytes > self.config.segment_bytes
-            || now - active.created_ms >= self.config.segment_ms
-            || self.config.max_compaction_lag_ms.is_some_and(|lag| now - active.created_ms >= lag)
+        active.size + batch_bytes > self.config.get().segment_bytes
+            || now - active.created_ms >= self.config.get().segment_ms
+            || self.config.get().max_compaction_lag_ms.is_some_and(|lag| now - active.created_ms >= lag)
             || last_offset - active.base_offset >= i64::from(u32::MAX) - 1
     }
 
@@ -649,7 +659,7 @@ impl Log {
                 s.copy_pending(&mut bytes[..len as usize]);
                 bytes[len as usize..].fill(0);
                 let end = s.pending_pos + align_up(len);
-                let reserve = (end > s.allocated).then(|| preallocation_target(end, self.config.segment_bytes));
+                let reserve = (end > s.allocated).then(|| preallocation_target(end, self.config.get().segment_bytes));
                 (file, buf, s.pending_pos, len, reserve)
             };
             let (file, buf, pos, len, reserve) = chunk;
@@ -1511,7 +1521,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(move || async move {
             let cfg = LogConfig { segment_bytes: 1 << 30, write_chunk_bytes: 1 << 20, ..config() };
-            let log = Log::open(&path, cfg.clone(), false).await.expect("open");
+            let log = Log::open(&path, cfg, false).await.expect("open");
             for _ in 0..3 {
                 let b = make_batch(2, 700 * 1024, Compression::None); // 1.4 MiB: larger than a read chunk
                 log.append(BytesMut::from(&b[..]), None, 0);
@@ -1612,7 +1622,7 @@ mod tests {
             let mut values: Vec<Vec<u8>> = Vec::new();
             let mut epoch = 0;
             for round in 0..8 {
-                let log = Log::open(&path, cfg.clone(), false).await.expect("open");
+                let log = Log::open(&path, cfg, false).await.expect("open");
                 let recovered = log.next_offset() as usize;
                 assert!(recovered <= values.len(), "round {round}: recovered more than was written");
                 values.truncate(recovered);
@@ -1654,7 +1664,7 @@ mod tests {
                     }
                 }
                 drop(log);
-                let log = Log::open(&path, cfg.clone(), false).await.expect("recover");
+                let log = Log::open(&path, cfg, false).await.expect("recover");
                 let end = log.next_offset() as usize;
                 assert!(end >= durable && end <= values.len(), "round {round}: recovered to {end}, durable {durable}");
                 let epochs = log.epochs().clone();

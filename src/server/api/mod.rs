@@ -8,6 +8,7 @@
 //! durability, for a long poll) happens in the returned future, which the connection awaits
 //! in request order while it reads the next request.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -15,6 +16,7 @@ pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
@@ -24,6 +26,7 @@ pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -138,6 +141,9 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(DescribeCluster, 0..=2, describe_cluster, decoded),
     api!(CreatePartitions, 0..=3, create_partitions, decoded),
     api!(ElectLeaders, 0..=2, elect_leaders, decoded),
+    api!(DescribeConfigs, 1..=4, describe_configs, decoded),
+    api!(AlterConfigs, 0..=2, alter_configs, decoded),
+    api!(IncrementalAlterConfigs, 0..=1, incremental_alter_configs, decoded),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ApiEntry> {

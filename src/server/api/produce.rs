@@ -37,6 +37,7 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let acks = Acks::from_wire(request.acks);
     let image = shard.image();
+    let broker_batch_max = shard.effective_config().batch_bytes_max;
     // Where each partition's answer goes: (topic index, partition index).
     let mut slots = Vec::new();
     let mut items = Vec::new();
@@ -48,7 +49,7 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
         let batch_max = meta
             .and_then(|m| m.configs.get("max.message.bytes"))
             .and_then(|v| v.parse().ok())
-            .unwrap_or(shard.config.batch_bytes_max);
+            .unwrap_or(broker_batch_max);
         for (p, part) in topic.partition_data.iter().enumerate() {
             let idx = slots.len();
             slots.push((t, p));

@@ -3,6 +3,7 @@
 //! advertises here is exactly what dispatch accepts. Handlers run on the control shard.
 
 pub mod allocate_producer_ids;
+pub mod alter_configs;
 pub mod alter_partition;
 pub mod api_versions;
 pub mod broker_heartbeat;
@@ -14,6 +15,7 @@ pub mod describe_quorum;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod fetch_snapshot;
+pub mod incremental_alter_configs;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -82,6 +84,8 @@ pub const REGISTRY: &[ControllerApi] = &[
     // v12: topics by name, cluster id, snapshot ids (KIP-630); observers ask exactly v12.
     api!(Fetch, 12..=12, fetch),
     api!(FetchSnapshot, 0..=1, fetch_snapshot),
+    api!(AlterConfigs, 0..=2, alter_configs),
+    api!(IncrementalAlterConfigs, 0..=1, incremental_alter_configs),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ControllerApi> {

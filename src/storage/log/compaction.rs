@@ -141,7 +141,7 @@ impl super::Log {
             })
             .await?;
         let file = open_dma(&segment::log_path(&dir, base)).await?;
-        let interval = self.config.index_interval_bytes;
+        let interval = self.config.get().index_interval_bytes;
         let mut index = SegmentIndex::default();
         let mut since_index = interval;
         let mut next_offset = base;
