@@ -356,6 +356,20 @@ fn every_advertised_version_answers() {
                     assert_eq!(entry.value.as_deref(), Some("604800000"), "DescribeConfigs v{v}");
                     assert_eq!(entry.config_source, 5, "DescribeConfigs v{v}: DEFAULT_CONFIG");
                     assert_eq!(entry.synonyms[0].name.as_str(), "log.retention.hours", "DescribeConfigs v{v}");
+                    // A broker describes only itself (and the cluster-wide defaults, name "").
+                    let mut other = describe_configs_request::DescribeConfigsResource::default();
+                    other.resource_type = 4;
+                    other.resource_name = s("7");
+                    let mut defaults = describe_configs_request::DescribeConfigsResource::default();
+                    defaults.resource_type = 4;
+                    defaults.resource_name = s("");
+                    defaults.configuration_keys = Some(vec![s("num.partitions")]);
+                    let mut r = DescribeConfigsRequest::default();
+                    r.resources = vec![other, defaults];
+                    let resp = c.call(v, r);
+                    assert_eq!(resp.results[0].error_code, code(ResponseError::InvalidRequest), "DescribeConfigs v{v}");
+                    assert_eq!(resp.results[1].error_code, 0, "DescribeConfigs v{v}");
+                    assert_eq!(resp.results[1].configs[0].config_source, 5, "DescribeConfigs v{v}");
                     if v >= 3 {
                         assert_eq!(entry.config_type, 5, "DescribeConfigs v{v}: LONG");
                         assert!(entry.documentation.is_some(), "DescribeConfigs v{v}");
