@@ -55,6 +55,120 @@ The broker needs a locked-memory limit (ulimit -l) of at least 512 KiB.")]
     /// Records: `weir records delete` moves a partition's log start (DeleteRecords).
     #[command(subcommand)]
     Records(RecordsCommand),
+    /// Configs of a topic, a broker, or the cluster-wide broker defaults: describe, alter.
+    #[command(subcommand)]
+    Configs(ConfigsCommand),
+}
+
+/// How a report is printed.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Human-readable tables.
+    Table,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// Whose configs: exactly one of these.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+struct ConfigTarget {
+    /// A topic's configs.
+    #[arg(long)]
+    topic: Option<String>,
+    /// One broker's settings (asked of that broker).
+    #[arg(long, value_name = "ID")]
+    broker: Option<i32>,
+    /// The dynamic defaults of every broker.
+    #[arg(long)]
+    broker_defaults: bool,
+}
+
+impl ConfigTarget {
+    fn target(&self) -> weir::admin::configs::Target {
+        use weir::admin::configs::Target;
+        match (&self.topic, self.broker) {
+            (Some(t), _) => Target::Topic(t.clone()),
+            (None, Some(id)) => Target::Broker(id),
+            (None, None) => Target::BrokerDefaults,
+        }
+    }
+}
+
+/// Changes to configs, as `kafka-configs.sh --alter` takes them.
+#[derive(Args, Clone)]
+struct Alterations {
+    /// KEY=VALUE to set (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// KEY to remove, so the default (or the broker's setting) applies again (repeatable).
+    #[arg(long = "delete", value_name = "KEY")]
+    delete: Vec<String>,
+    /// KEY=ITEM to add to a list config such as cleanup.policy (repeatable).
+    #[arg(long = "append", value_name = "KEY=ITEM")]
+    append: Vec<String>,
+    /// KEY=ITEM to remove from a list config (repeatable).
+    #[arg(long = "subtract", value_name = "KEY=ITEM")]
+    subtract: Vec<String>,
+    /// Only check the changes; apply nothing.
+    #[arg(long)]
+    validate_only: bool,
+}
+
+impl Alterations {
+    fn parse(&self) -> anyhow::Result<Vec<weir::admin::configs::Alteration>> {
+        use weir::admin::configs::Alteration;
+        let pair = |flag: &str, text: &str| {
+            text.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--{flag} {text}: expected KEY=VALUE"))
+        };
+        let mut out = Vec::new();
+        for t in &self.set {
+            let (k, v) = pair("set", t)?;
+            out.push(Alteration::Set(k, v));
+        }
+        out.extend(self.delete.iter().map(|k| Alteration::Delete(k.trim().to_string())));
+        for t in &self.append {
+            let (k, v) = pair("append", t)?;
+            out.push(Alteration::Append(k, v));
+        }
+        for t in &self.subtract {
+            let (k, v) = pair("subtract", t)?;
+            out.push(Alteration::Subtract(k, v));
+        }
+        anyhow::ensure!(!out.is_empty(), "nothing to change: give --set, --delete, --append or --subtract");
+        Ok(out)
+    }
+}
+
+#[derive(Subcommand)]
+enum ConfigsCommand {
+    /// Each config's value and where it comes from (the topic, a broker's dynamic config,
+    /// the cluster default, the static setting); only those not at their default unless --all.
+    #[command(after_help = "Needs a locked-memory limit (ulimit -l) of at least 512 KiB, like the broker.")]
+    Describe {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[command(flatten)]
+        target: ConfigTarget,
+        /// Every config, defaults included.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Changes configs (IncrementalAlterConfigs): topic configs and the broker settings
+    /// that may change at runtime (`weir settings` marks them [dynamic]).
+    #[command(after_help = "Needs a locked-memory limit (ulimit -l) of at least 512 KiB, like the broker.")]
+    Alter {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[command(flatten)]
+        target: ConfigTarget,
+        #[command(flatten)]
+        alterations: Alterations,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,6 +200,8 @@ enum TopicsCommand {
         /// Topics to describe.
         #[arg(value_name = "TOPIC")]
         topics: Vec<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// The topics' names.
     List {
@@ -94,6 +210,17 @@ enum TopicsCommand {
         /// Internal topics (`__consumer_offsets`) too.
         #[arg(long)]
         internal: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Changes a topic's configs (as `weir configs alter --topic`).
+    Alter {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(value_name = "TOPIC")]
+        topic: String,
+        #[command(flatten)]
+        alterations: Alterations,
     },
     /// Creates a topic (the broker's num.partitions and default.replication.factor unless
     /// given).
@@ -202,6 +329,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Topics(command) => on_cli_executor("weir-topics", topics_command(command)),
+        Command::Configs(command) => on_cli_executor("weir-configs", configs_command(command)),
         Command::Records(RecordsCommand::Delete { bootstrap, topic, partition, offset }) => {
             on_cli_executor("weir-records", async move {
                 let low = weir::admin::topics::delete_records(&bootstrap, &topic, partition, offset)
@@ -214,24 +342,77 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+async fn alter_configs(
+    bootstrap: &str,
+    target: &weir::admin::configs::Target,
+    alterations: &Alterations,
+    what: &str,
+) -> anyhow::Result<()> {
+    let changes = alterations.parse()?;
+    weir::admin::configs::alter(bootstrap, target, &changes, alterations.validate_only).await.with_context(|| {
+        format!("cannot alter the configs of {what} (`weir configs describe` shows them; `weir settings` lists the broker settings)")
+    })?;
+    if alterations.validate_only {
+        println!("The changes to {what} are valid (nothing applied: --validate-only).");
+    } else {
+        println!("Altered the configs of {what}.");
+    }
+    Ok(())
+}
+
+async fn configs_command(command: ConfigsCommand) -> anyhow::Result<()> {
+    use weir::admin::configs;
+    let what = |t: &ConfigTarget| match t.target() {
+        configs::Target::Topic(name) => format!("topic {name}"),
+        configs::Target::Broker(id) => format!("broker {id}"),
+        configs::Target::BrokerDefaults => "the broker defaults".to_string(),
+    };
+    match command {
+        ConfigsCommand::Describe { bootstrap, target, all, output } => {
+            let lines = configs::describe(&bootstrap, &target.target())
+                .await
+                .with_context(|| format!("cannot describe the configs of {}", what(&target)))?;
+            match output {
+                Output::Table => print!("{}", configs::format_table(&lines, all)),
+                Output::Json => {
+                    let shown: Vec<_> = lines.iter().filter(|l| all || l.source != "DEFAULT_CONFIG").collect();
+                    println!("{}", serde_json::to_string_pretty(&shown)?)
+                }
+            }
+        }
+        ConfigsCommand::Alter { bootstrap, target, alterations } => {
+            alter_configs(&bootstrap, &target.target(), &alterations, &what(&target)).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn topics_command(command: TopicsCommand) -> anyhow::Result<()> {
     use weir::admin::topics;
     match command {
-        TopicsCommand::Describe { bootstrap, topics: names } => {
+        TopicsCommand::Describe { bootstrap, topics: names, output } => {
             let report = topics::describe(&bootstrap, &names)
                 .await
                 .with_context(|| format!("cannot read the topics from {bootstrap}"))?;
-            print!("{}", topics::format_report(&report));
+            match output {
+                Output::Table => print!("{}", topics::format_report(&report)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
             let failed: Vec<&str> = report.iter().filter(|t| t.error.is_some()).map(|t| t.name.as_str()).collect();
             anyhow::ensure!(failed.is_empty(), "cannot describe {}", failed.join(", "));
         }
-        TopicsCommand::List { bootstrap, internal } => {
-            for name in topics::list(&bootstrap, internal)
+        TopicsCommand::List { bootstrap, internal, output } => {
+            let names = topics::list(&bootstrap, internal)
                 .await
-                .with_context(|| format!("cannot list topics at {bootstrap}"))?
-            {
-                println!("{name}");
+                .with_context(|| format!("cannot list topics at {bootstrap}"))?;
+            match output {
+                Output::Table => names.iter().for_each(|n| println!("{n}")),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&names)?),
             }
+        }
+        TopicsCommand::Alter { bootstrap, topic, alterations } => {
+            let target = weir::admin::configs::Target::Topic(topic.clone());
+            alter_configs(&bootstrap, &target, &alterations, &format!("topic {topic}")).await?;
         }
         TopicsCommand::Create { bootstrap, topic, partitions, replication_factor, configs } => {
             let configs = configs

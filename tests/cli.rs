@@ -129,3 +129,76 @@ fn topics_and_records_subcommands_administer_and_fail_loudly() {
     let (ok, out, err) = run(&["groups", "nosuch"]);
     assert!(!ok && out.contains("does not exist") && err.contains("no such group: nosuch"), "{out}{err}");
 }
+
+#[test]
+fn configs_subcommand_describes_and_alters_topics_and_brokers() {
+    let broker = Broker::start();
+    let addr = broker.addr();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--bootstrap", &addr]);
+        let out = weir(&all);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, _, err) = run(&["topics", "create", "cfg-t", "--config", "retention.ms=3600000"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["configs", "describe", "--topic", "cfg-t"]);
+    assert!(
+        ok && out.contains("retention.ms") && out.contains("3600000") && out.contains("DYNAMIC_TOPIC_CONFIG"),
+        "{out}{err}"
+    );
+    assert!(!out.contains("segment.bytes"), "defaults only with --all: {out}");
+    let (ok, out, _) = run(&["configs", "describe", "--topic", "cfg-t", "--all"]);
+    assert!(ok && out.contains("segment.bytes"), "{out}");
+    // Set, append, delete; then the JSON view shows exactly that.
+    let (ok, out, err) =
+        run(&["topics", "alter", "cfg-t", "--set", "retention.bytes=1000000", "--append", "cleanup.policy=compact"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = run(&["configs", "alter", "--topic", "cfg-t", "--delete", "retention.ms"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["configs", "describe", "--topic", "cfg-t", "--output", "json"]);
+    assert!(ok, "{err}");
+    let set: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("\"name\": \""))
+        .map(|l| l.trim_end_matches("\",").to_string())
+        .zip(
+            out.lines()
+                .filter_map(|l| l.trim().strip_prefix("\"value\": \""))
+                .map(|v| v.trim_end_matches("\",").to_string()),
+        )
+        .collect();
+    assert_eq!(
+        set,
+        vec![
+            ("cleanup.policy".to_string(), "delete,compact".to_string()),
+            ("retention.bytes".to_string(), "1000000".to_string())
+        ],
+        "{out}"
+    );
+    // Refusals exit non-zero with Kafka's error.
+    let (ok, _, err) = run(&["configs", "alter", "--topic", "cfg-t", "--set", "retention.ms=soon"]);
+    assert!(!ok && err.contains("InvalidConfig") && err.contains("retention.ms"), "{err}");
+    let (ok, _, err) = run(&["configs", "alter", "--broker", "0", "--set", "num.partitions=3"]);
+    assert!(!ok && err.contains("Cannot update these configs dynamically"), "{err}");
+    let (ok, _, err) = run(&["configs", "describe", "--topic", "nosuch"]);
+    assert!(!ok && err.contains("UnknownTopicOrPartition"), "{err}");
+    let (ok, _, err) = run(&["configs", "alter", "--topic", "cfg-t"]);
+    assert!(!ok && err.contains("nothing to change"), "{err}");
+    // Broker settings: this broker's own and the cluster-wide defaults.
+    let (ok, _, err) = run(&["configs", "alter", "--broker-defaults", "--set", "log.retention.ms=7200000"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["configs", "describe", "--broker", "0"]);
+    assert!(ok && out.contains("log.retention.ms") && out.contains("DYNAMIC_DEFAULT_BROKER_CONFIG"), "{out}");
+    let (ok, out, _) = run(&["configs", "describe", "--broker-defaults"]);
+    assert!(ok && out.contains("7200000"), "{out}");
+    let (ok, out, _) =
+        run(&["configs", "alter", "--broker", "0", "--set", "message.max.bytes=2000000", "--validate-only"]);
+    assert!(ok && out.contains("nothing applied"), "{out}");
+    let (ok, out, _) = run(&["configs", "describe", "--broker", "0"]);
+    assert!(ok && !out.contains("message.max.bytes"), "validate-only changed nothing: {out}");
+}

@@ -19,14 +19,14 @@ use crate::client::{ClientError, Connection};
 const TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_ID: &str = "weir-cli";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Voter {
     pub id: i32,
     /// `None`: the leader did not say (an older broker, or no leader).
     pub log_end: Option<i64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Quorum {
     pub leader: i32,
     pub epoch: i32,
@@ -34,7 +34,7 @@ pub struct Quorum {
     pub voters: Vec<Voter>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Broker {
     pub id: i32,
     pub addr: String,
@@ -42,7 +42,7 @@ pub struct Broker {
     pub leads: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ClusterReport {
     pub cluster_id: String,
     pub controller: i32,

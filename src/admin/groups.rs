@@ -27,7 +27,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_ID: &str = "weir-cli";
 
 /// One listed group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ListedGroup {
     pub group: String,
     pub state: String,
@@ -35,7 +35,7 @@ pub struct ListedGroup {
 }
 
 /// One row of the lag table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LagRow {
     pub topic: String,
     pub partition: i32,
@@ -52,7 +52,7 @@ impl LagRow {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct GroupReport {
     pub group: String,
     pub state: String,

@@ -16,7 +16,7 @@ use crate::client::{metadata_request, ClientError, Connection};
 const TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_ID: &str = "weir-cli";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionReport {
     pub partition: i32,
     pub leader: i32,
@@ -26,7 +26,7 @@ pub struct PartitionReport {
     pub offline: Vec<i32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TopicReport {
     pub name: String,
     pub id: String,
