@@ -264,6 +264,8 @@ enum ClusterCommand {
         /// Any broker of the cluster.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
         bootstrap: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -278,6 +280,43 @@ struct GroupsArgs {
     /// Describe every group.
     #[arg(long)]
     all: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    output: Output,
+    /// Reset the committed offsets of GROUP (inactive groups only; a dry run unless --execute).
+    #[arg(long, requires = "to", conflicts_with = "delete_offsets")]
+    reset_offsets: bool,
+    /// Delete the committed offsets of GROUP for --topic (OffsetDelete).
+    #[arg(long)]
+    delete_offsets: bool,
+    /// TOPIC or TOPIC:P,Q,... to reset or delete (repeatable).
+    #[arg(long = "topic", value_name = "TOPIC[:PARTITIONS]")]
+    topics: Vec<String>,
+    /// Reset every partition the group has committed offsets for.
+    #[arg(long)]
+    all_topics: bool,
+    #[command(flatten)]
+    to: Option<ResetTarget>,
+    /// Commit the reset (without it, only the plan is shown).
+    #[arg(long)]
+    execute: bool,
+}
+
+/// Where `--reset-offsets` moves the offsets: exactly one of these.
+#[derive(Args, Clone)]
+#[group(id = "to", multiple = false)]
+struct ResetTarget {
+    #[arg(long)]
+    to_earliest: bool,
+    #[arg(long)]
+    to_latest: bool,
+    /// The first record at or after YYYY-MM-DDTHH:MM:SS[.mmm][Z|+HH:MM] (UTC unless given).
+    #[arg(long, value_name = "DATETIME")]
+    to_datetime: Option<String>,
+    /// The committed offset plus N (negative: back).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    shift_by: Option<i64>,
+    #[arg(long, value_name = "OFFSET")]
+    to_offset: Option<i64>,
 }
 
 #[derive(Args)]
@@ -321,11 +360,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::Groups(args) => groups(args),
-        Command::Cluster(ClusterCommand::Status { bootstrap }) => on_cli_executor("weir-cluster", async move {
+        Command::Cluster(ClusterCommand::Status { bootstrap, output }) => on_cli_executor("weir-cluster", async move {
             let report = weir::admin::cluster::status(&bootstrap)
                 .await
                 .with_context(|| format!("cannot read the cluster's state from {bootstrap}"))?;
-            print!("{}", weir::admin::cluster::format_report(&report));
+            match output {
+                Output::Table => print!("{}", weir::admin::cluster::format_report(&report)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
             Ok(())
         }),
         Command::Topics(command) => on_cli_executor("weir-topics", topics_command(command)),
@@ -463,11 +505,76 @@ fn on_cli_executor(name: &str, command: impl std::future::Future<Output = anyhow
     executor.run(command)
 }
 
+/// `--reset-offsets` and `--delete-offsets` of one group.
+async fn group_offsets(args: GroupsArgs) -> anyhow::Result<()> {
+    use weir::admin::offsets::{self, ResetTo, Scope};
+    let [group] = args.groups.as_slice() else {
+        anyhow::bail!("name exactly one GROUP to reset or delete offsets of");
+    };
+    let topics = args.topics.iter().map(|t| offsets::parse_topic(t)).collect::<Result<Vec<_>, _>>()?;
+    let bootstrap = args.bootstrap.as_str();
+    if args.delete_offsets {
+        anyhow::ensure!(!topics.is_empty(), "--delete-offsets needs --topic");
+        let deleted = offsets::delete(bootstrap, group, &topics)
+            .await
+            .with_context(|| format!("cannot delete the offsets of group {group}"))?;
+        for (t, p) in &deleted {
+            println!("Deleted the committed offset of {t}-{p} for group {group}.");
+        }
+        return Ok(());
+    }
+    let to = args.to.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("--reset-offsets needs --to-earliest, --to-latest, --to-datetime, --shift-by or --to-offset")
+    })?;
+    let to = match (to.to_earliest, to.to_latest, &to.to_datetime, to.shift_by, to.to_offset) {
+        (true, ..) => ResetTo::Earliest,
+        (_, true, ..) => ResetTo::Latest,
+        (_, _, Some(d), ..) => ResetTo::Datetime(offsets::parse_datetime(d)?),
+        (_, _, _, Some(n), _) => ResetTo::ShiftBy(n),
+        (_, _, _, _, Some(o)) => ResetTo::Offset(o),
+        _ => {
+            anyhow::bail!("--reset-offsets needs --to-earliest, --to-latest, --to-datetime, --shift-by or --to-offset")
+        }
+    };
+    let scope = match (args.all_topics, topics.is_empty()) {
+        (true, true) => Scope::AllTopics,
+        (false, false) => Scope::Topics(topics),
+        _ => anyhow::bail!("give either --topic (repeatable) or --all-topics"),
+    };
+    let rows = offsets::reset(bootstrap, group, &scope, to, args.execute)
+        .await
+        .with_context(|| format!("cannot reset the offsets of group {group}"))?;
+    match args.output {
+        Output::Table => print!("{}", offsets::format_plan(group, &rows, args.execute)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+    }
+    Ok(())
+}
+
 async fn groups_report(args: GroupsArgs) -> anyhow::Result<()> {
     use weir::admin::groups;
+    if args.reset_offsets || args.delete_offsets {
+        return group_offsets(args).await;
+    }
     let bootstrap = args.bootstrap.as_str();
     let listed = groups::list(bootstrap).await.with_context(|| format!("cannot list groups at {bootstrap}"))?;
     let names: Vec<String> = if args.all { listed.iter().map(|g| g.group.clone()).collect() } else { args.groups };
+    if args.output == Output::Json {
+        if names.is_empty() {
+            println!("{}", serde_json::to_string_pretty(&listed)?);
+            return Ok(());
+        }
+        let mut reports = Vec::new();
+        for name in &names {
+            reports.push(
+                groups::describe(bootstrap, name).await.with_context(|| format!("cannot describe group {name}"))?,
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        let missing: Vec<&str> = reports.iter().filter(|r| groups::is_missing(r)).map(|r| r.group.as_str()).collect();
+        anyhow::ensure!(missing.is_empty(), "no such group: {} (`weir groups` lists them)", missing.join(", "));
+        return Ok(());
+    }
     if names.is_empty() {
         if listed.is_empty() {
             println!("No consumer groups.");

@@ -6,4 +6,5 @@
 pub mod cluster;
 pub mod configs;
 pub mod groups;
+pub mod offsets;
 pub mod topics;

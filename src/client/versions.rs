@@ -42,6 +42,11 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DescribeGroups, range(0, 5)),
     // v8+ fetch a batch of groups (`groups`) instead of one `group_id`.
     (ApiKey::OffsetFetch, range(1, 7)),
+    // `weir groups --reset-offsets`: v2 is the oldest kafka-protocol encodes; v9 (KIP-848)
+    // carries member epochs, which a commit from outside the group does not need.
+    (ApiKey::OffsetCommit, range(2, 8)),
+    // `weir groups --delete-offsets`: the only version.
+    (ApiKey::OffsetDelete, range(0, 0)),
     // v5 (KIP-890) changes transactional producer epochs, which this client does not handle.
     (ApiKey::InitProducerId, range(0, 4)),
     // Broker-to-controller RPCs (KIP-631): every version kafka-protocol knows; the fields
@@ -175,6 +180,8 @@ mod tests {
             ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
             ApiKey::FetchSnapshot => FetchSnapshotRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::OffsetCommit => kafka_protocol::messages::OffsetCommitRequest::VERSIONS,
+            ApiKey::OffsetDelete => kafka_protocol::messages::OffsetDeleteRequest::VERSIONS,
             ApiKey::DescribeConfigs => kafka_protocol::messages::DescribeConfigsRequest::VERSIONS,
             ApiKey::AlterConfigs => kafka_protocol::messages::AlterConfigsRequest::VERSIONS,
             ApiKey::IncrementalAlterConfigs => kafka_protocol::messages::IncrementalAlterConfigsRequest::VERSIONS,
