@@ -92,6 +92,13 @@ fn every_advertised_version_answers() {
                     let r = create_topics_request(&[(&format!("t-v{v}"), 1, 1)], false);
                     let resp = c.call(v, r);
                     assert_eq!(resp.topics[0].error_code, 0, "CreateTopics v{v}");
+                    if v >= 5 {
+                        // Every config of the new topic, with where its value comes from.
+                        let configs = resp.topics[0].configs.as_ref().expect("configs from v5");
+                        let retention = configs.iter().find(|c| c.name.as_str() == "retention.ms").expect("listed");
+                        assert_eq!(retention.value.as_deref(), Some("604800000"), "CreateTopics v{v}");
+                        assert_eq!(retention.config_source, 5, "CreateTopics v{v}: DEFAULT_CONFIG");
+                    }
                 }
                 ApiKey::DeleteTopics => {
                     let mut r = DeleteTopicsRequest::default();

@@ -3,6 +3,7 @@
 //! assignments, configs, `validate_only`), places the partitions and commits; answered
 //! once this node's image has the topics, or at the request's timeout.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Reply, RequestContext};
+use crate::cluster::configs::describe_topic;
 use crate::config::Config;
 use crate::group::OFFSETS_TOPIC;
 use crate::shard::message::{ControlRequest, NewTopic, TopicOutcome};
@@ -114,7 +116,28 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreateTopi
         })
     });
     let mut response = CreateTopicsResponse::default();
-    response.topics = outcomes.map(|o| result(version, o)).collect();
+    let image = shard.image();
+    response.topics = outcomes
+        .map(|o| {
+            let given: BTreeMap<String, String> = o.configs.iter().cloned().collect();
+            let mut r = result(version, o);
+            // From v5 Kafka answers with every config of the new topic and its source.
+            if let Some(configs) = r.configs.as_mut() {
+                *configs = describe_topic(&image, &shard.config, shard.config.node_id, &given, None)
+                    .into_iter()
+                    .map(|d| {
+                        let mut c = CreatableTopicConfigs::default();
+                        c.name = StrBytes::from_static_str(d.name);
+                        c.value = d.value.map(StrBytes::from_string);
+                        c.read_only = d.read_only;
+                        c.config_source = d.source as i8;
+                        c
+                    })
+                    .collect();
+            }
+            r
+        })
+        .collect();
     encode_frame(ApiKey::CreateTopics, version, correlation_id, &response)
 }
 
