@@ -70,6 +70,11 @@ pub enum OffsetSpec {
     Earliest,
     /// -3: the record with the largest timestamp (KIP-734).
     MaxTimestamp,
+    /// -4: the first offset on local disk (KIP-405, v8+): the log start, since Weir keeps
+    /// every segment locally.
+    EarliestLocal,
+    /// -5: the last offset in tiered storage (KIP-1005, v9+): none, nothing is tiered.
+    LatestTiered,
     /// The first offset whose timestamp is at or after this one (ms).
     AtTime(i64),
 }
@@ -81,6 +86,8 @@ impl OffsetSpec {
             -1 => Some(OffsetSpec::Latest),
             -2 => Some(OffsetSpec::Earliest),
             -3 => Some(OffsetSpec::MaxTimestamp),
+            -4 => Some(OffsetSpec::EarliestLocal),
+            -5 => Some(OffsetSpec::LatestTiered),
             ts if ts >= 0 => Some(OffsetSpec::AtTime(ts)),
             _ => None,
         }

@@ -100,3 +100,36 @@ fn per_address_overrides_apply() {
     assert!(closed_within(&mut second, Duration::from_secs(5)).is_some(), "the override (1) applies, not 5");
     assert!(api_versions_ok(&mut only));
 }
+
+#[test]
+fn max_connections_changes_at_runtime() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::protocol::StrBytes;
+
+    let broker = Broker::start();
+    let mut admin = broker.client();
+    let set_limit = |admin: &mut Client, value: Option<&str>| {
+        let mut entry = AlterableConfig::default();
+        entry.name = StrBytes::from_static_str("max.connections");
+        entry.config_operation = if value.is_some() { 0 } else { 1 };
+        entry.value = value.map(|v| StrBytes::from_string(v.to_string()));
+        let mut resource = AlterConfigsResource::default();
+        resource.resource_type = 4;
+        resource.resource_name = StrBytes::from_static_str("0");
+        resource.configs = vec![entry];
+        let mut request = IncrementalAlterConfigsRequest::default();
+        request.resources = vec![resource];
+        assert_eq!(admin.call(1, request).responses[0].error_code, 0);
+    };
+    // Two open (the admin connection and one more): a third is closed at once.
+    set_limit(&mut admin, Some("2"));
+    let mut second = broker.client();
+    assert!(api_versions_ok(&mut second));
+    let mut third = broker.client();
+    assert!(closed_within(&mut third, Duration::from_secs(5)).is_some(), "the third connection was closed");
+    // The dynamic config removed: the static default (10000) applies again.
+    set_limit(&mut admin, None);
+    let mut fourth = broker.client();
+    assert!(closed_within(&mut fourth, Duration::from_millis(300)).is_none() && api_versions_ok(&mut fourth));
+}

@@ -79,9 +79,36 @@ fn every_advertised_version_answers() {
                     assert_eq!(c.call(v, r).error_code, 0, "Fetch v{v}");
                 }
                 ApiKey::ListOffsets => {
-                    let mut r = ListOffsetsRequest::default();
-                    r.replica_id = (-1).into();
-                    c.call(v, r);
+                    let topic = format!("offsets-v{v}");
+                    create_topic(&mut c, &topic, 1);
+                    produce(&mut c, &topic, 0, batch(&[b"a", b"b"], 1000, Compression::None), -1);
+                    let ask = |c: &mut Client, timestamp: i64| {
+                        let mut p = list_offsets_request::ListOffsetsPartition::default();
+                        p.timestamp = timestamp;
+                        let mut t = list_offsets_request::ListOffsetsTopic::default();
+                        t.name = topic_name(&topic);
+                        t.partitions = vec![p];
+                        let mut r = ListOffsetsRequest::default();
+                        r.replica_id = (-1).into();
+                        r.topics = vec![t];
+                        let resp = c.call(v, r);
+                        let p = &resp.topics[0].partitions[0];
+                        assert_eq!(p.error_code, 0, "ListOffsets v{v} at {timestamp}");
+                        p.offset
+                    };
+                    assert_eq!(ask(&mut c, -1), 2, "ListOffsets v{v}: latest");
+                    assert_eq!(ask(&mut c, -2), 0, "ListOffsets v{v}: earliest");
+                    assert_eq!(ask(&mut c, 1001), 1, "ListOffsets v{v}: by time");
+                    assert_eq!(ask(&mut c, 5000), -1, "ListOffsets v{v}: after every record");
+                    if v >= 7 {
+                        assert_eq!(ask(&mut c, -3), 1, "ListOffsets v{v}: max timestamp");
+                    }
+                    if v >= 8 {
+                        assert_eq!(ask(&mut c, -4), 0, "ListOffsets v{v}: earliest local");
+                    }
+                    if v >= 9 {
+                        assert_eq!(ask(&mut c, -5), -1, "ListOffsets v{v}: nothing is tiered");
+                    }
                 }
                 ApiKey::Metadata => {
                     let resp = c.call(v, MetadataRequest::default());

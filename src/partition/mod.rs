@@ -607,12 +607,16 @@ impl Partition {
     /// matches (a timestamp after every record's).
     pub async fn list_offset(&self, spec: OffsetSpec) -> Result<Option<(Offset, i64)>, ResponseError> {
         let found = match spec {
-            OffsetSpec::Latest => Ok(Some((self.high_watermark(), -1))),
-            OffsetSpec::Earliest => Ok(Some((self.log.log_start_offset(), -1))),
+            OffsetSpec::Latest => return Ok(Some((self.high_watermark(), -1))),
+            OffsetSpec::Earliest | OffsetSpec::EarliestLocal => return Ok(Some((self.log.log_start_offset(), -1))),
+            OffsetSpec::LatestTiered => return Ok(None),
             OffsetSpec::MaxTimestamp => self.log.max_timestamp_offset().await,
             OffsetSpec::AtTime(ts) => self.log.offset_for_timestamp(ts).await,
         };
-        found.map_err(|e| storage_error(&e))
+        // As Kafka: a record consumers cannot read yet (at or past the high watermark) is
+        // not an answer.
+        let hw = self.high_watermark();
+        Ok(found.map_err(|e| storage_error(&e))?.filter(|(offset, _)| *offset < hw))
     }
 
     /// Parks `waiter` until the high watermark passes `offset`; fires it now if it already has.

@@ -44,10 +44,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
             }
         };
         let open = shard.connections_total.fetch_add(1, Ordering::Relaxed) + 1;
-        if open > shard.config.connections_max {
+        // A dynamic broker config: read per connection.
+        let limit = shard.effective_config().connections_max;
+        if open > limit {
             shard.connections_total.fetch_sub(1, Ordering::Relaxed);
             if log_limit.allow(LogKind::RefusedConnection) {
-                warn!(peer = ?stream.peer_addr().ok(), limit = shard.config.connections_max, "refusing connection: max.connections reached");
+                warn!(peer = ?stream.peer_addr().ok(), limit, "refusing connection: max.connections reached");
             }
             drop(stream);
             continue;

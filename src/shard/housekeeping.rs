@@ -279,8 +279,9 @@ impl Shard {
     /// Forgets producers idle longer than `producer.id.expiration.ms`.
     pub fn expire_producers(&self) {
         let now = now_ms();
+        let expiration_ms = self.effective_config().producer_id_expiration_ms;
         for p in self.partitions() {
-            let expired = p.expire_producers(now, self.config.producer_id_expiration_ms);
+            let expired = p.expire_producers(now, expiration_ms);
             if expired > 0 {
                 debug!(partition = %p.tp(), expired, "producer ids expired");
             }

@@ -121,6 +121,9 @@ def test_incremental_alter_set_delete_append_subtract_and_validate_only(broker):
         ("cleanup.policy", SET, "shred", KafkaError.INVALID_CONFIG),         # not one of the values
         ("retention.ms", APPEND, "1", KafkaError.INVALID_CONFIG),            # not a list
         ("unclean.leader.election.enable", SET, "maybe", KafkaError.INVALID_CONFIG),
+        ("retention.ms", SET, "99999999999999999999", KafkaError.INVALID_CONFIG),  # past a LONG
+        ("segment.bytes", SET, "4294967296", KafkaError.INVALID_CONFIG),          # past an INT
+        ("retention.bytes", SET, "-2", KafkaError.INVALID_CONFIG),                # negative size
     ]
     for name, op, v, code in bad:
         err = refused(lambda: alter(broker.bootstrap, ResourceType.TOPIC, "cfg-alter", [(name, op, v)]))

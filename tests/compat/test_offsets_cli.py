@@ -47,9 +47,10 @@ def test_reset_and_delete_offsets_through_the_cli(broker):
     for i in range(10):
         p.produce("rst", value=b"early-%d" % i, partition=i % 2)
     assert p.flush(10) == 0
-    time.sleep(1.1)
-    middle = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 0.5)) + "Z"
-    time.sleep(0.6)
+    time.sleep(0.5)
+    t = time.time()  # after every early record, before every late one (to the millisecond)
+    middle = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int(t % 1 * 1000)
+    time.sleep(0.5)
     for i in range(10):
         p.produce("rst", value=b"late-%d" % i, partition=i % 2)
     assert p.flush(10) == 0

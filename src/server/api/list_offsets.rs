@@ -1,5 +1,8 @@
-//! ListOffsets (key 2), v1-7: latest (-1), earliest (-2), largest timestamp (-3) or the
-//! first offset at or after a timestamp. Never parks: every answer is immediate.
+//! ListOffsets (key 2), v1-10: latest (-1), earliest (-2), largest timestamp (-3),
+//! earliest on local disk (-4, v8+: the log start, all segments are local), latest in
+//! tiered storage (-5, v9+: none) or the first offset at or after a timestamp; a record at or
+//! past the high watermark is no answer (-1), as in Kafka. Never parks: every answer is
+//! immediate, so v10's `timeout_ms` has nothing to bound.
 
 use std::collections::HashSet;
 use std::rc::Rc;

@@ -115,7 +115,7 @@ impl IntoPending for Pending {
 pub const REGISTRY: &[ApiEntry] = &[
     api!(Produce, 0..=11, produce, raw),
     api!(Fetch, 4..=12, fetch, decoded),
-    api!(ListOffsets, 1..=7, list_offsets, decoded),
+    api!(ListOffsets, 1..=10, list_offsets, decoded),
     api!(DeleteRecords, 0..=2, delete_records, decoded),
     api!(DescribeLogDirs, 0..=4, describe_log_dirs, raw),
     api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch, decoded),
