@@ -473,7 +473,9 @@ impl Partition {
     }
 
     fn append(self: &Rc<Self>, batch: &Bytes, acks: Acks) -> Result<Appended, ResponseError> {
-        if self.log.has_failed() {
+        // A full disk refuses the batch before it gets offsets (so nothing half-taken stays
+        // behind); the partition takes appends again once its buffered data is written.
+        if self.log.has_failed() || self.log.is_out_of_space() {
             return Err(ResponseError::KafkaStorageError);
         }
         let (epoch, isr) = match &*self.replication.borrow() {
@@ -566,8 +568,10 @@ impl Partition {
         }
         let p = self.clone();
         glommio::spawn_local(async move {
-            if let Err(e) = p.log.flush(false).await {
-                warn!(partition = %p.tp, error = %e, "background write failed");
+            match p.log.flush(false).await {
+                Err(_) if p.log.is_out_of_space() => {} // said once by the log; retried by the periodic sync
+                Err(e) => warn!(partition = %p.tp, error = %e, "background write failed"),
+                Ok(()) => {}
             }
             p.write_scheduled.set(false);
             p.notify();
@@ -757,7 +761,9 @@ impl Partition {
         if !records.is_empty() {
             let before = self.log.next_offset();
             self.log.append_stored(records).await.map_err(|e| {
-                warn!(partition = %self.tp, error = %e, "replica append failed");
+                if !self.log.is_out_of_space() {
+                    warn!(partition = %self.tp, error = %e, "replica append failed");
+                }
                 storage_error(&e)
             })?;
             for (_, h) in batch::iter_batches(records).filter(|(_, h)| h.base_offset() >= before) {
@@ -872,6 +878,11 @@ impl Partition {
     }
 
     /// Syncs everything appended so far (the periodic part of the flush policy).
+    /// Whether the last write found the filesystem full (see `Log::is_out_of_space`).
+    pub fn is_out_of_space(&self) -> bool {
+        self.log.is_out_of_space()
+    }
+
     pub async fn sync(&self) -> Result<(), LogError> {
         let synced = self.log.flush(true).await;
         self.notify();

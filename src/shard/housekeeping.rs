@@ -249,10 +249,14 @@ impl Shard {
         // A few at a time: a sync holds its partition's I/O permit until the device is done,
         // so a thousand queued at once would stall every partition's acks=1 writes behind
         // the whole batch instead of behind its own sync.
-        let mut syncs = futures::stream::iter(dirty.iter().map(|p| p.sync())).buffer_unordered(PERIODIC_SYNCS_AT_ONCE);
-        while let Some(r) = syncs.next().await {
-            if let Err(e) = r {
-                warn!(error = %e, "periodic sync failed");
+        let mut syncs = futures::stream::iter(dirty.iter().map(|p| async move { (p, p.sync().await) }))
+            .buffer_unordered(PERIODIC_SYNCS_AT_ONCE);
+        while let Some((p, r)) = syncs.next().await {
+            match r {
+                // Retried here every flush interval; the log said so once when it began.
+                Err(_) if p.is_out_of_space() => {}
+                Err(e) => warn!(partition = %p.tp(), error = %e, "periodic sync failed"),
+                Ok(()) => {}
             }
         }
     }

@@ -50,6 +50,15 @@ fn preallocation_target(end: u64, segment_bytes: u64) -> u64 {
     (end + step).min(align_up(segment_bytes)).max(end)
 }
 
+/// A write refused for lack of space (or quota), or cut short: nothing of it can be
+/// trusted to be on disk, and writing it again whole at the same place is safe.
+fn is_out_of_space(e: &LogError) -> bool {
+    matches!(e, LogError::Io(e) if matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::WriteZero
+    ) || matches!(e.raw_os_error(), Some(28 /* ENOSPC */) | Some(122 /* EDQUOT */)))
+}
+
 #[derive(Debug, Error)]
 pub enum LogError {
     #[error("offset {requested} is out of range [{start}, {end}]")]
@@ -194,6 +203,9 @@ pub struct Log {
     /// Offsets below this are written to files.
     written_offset: Cell<Offset>,
     failed: Cell<bool>,
+    /// The last write failed for lack of space. Nothing was lost — the data stays buffered
+    /// and is written again by the next flush — but appends are refused until one succeeds.
+    out_of_space: Cell<bool>,
     /// Offsets below this were in sealed segments at the last compaction.
     cleaned_to: Cell<Offset>,
     /// Where each leader epoch starts (persisted before its first batch).
@@ -276,6 +288,7 @@ impl Log {
             synced_offset: Cell::new(next_offset),
             written_offset: Cell::new(next_offset),
             failed: Cell::new(false),
+            out_of_space: Cell::new(false),
             cleaned_to: Cell::new(0),
             epochs: RefCell::new(epochs),
         })
@@ -319,6 +332,11 @@ impl Log {
     /// Whether a write or sync failed; the partition then refuses appends.
     pub fn has_failed(&self) -> bool {
         self.failed.get()
+    }
+
+    /// Whether the filesystem was full at the last write (appends are refused meanwhile).
+    pub fn is_out_of_space(&self) -> bool {
+        self.out_of_space.get()
     }
 
     fn check_healthy(&self) -> Result<(), LogError> {
@@ -491,6 +509,9 @@ impl Log {
     /// holds are skipped. A new epoch is recorded before its first batch. Returns the log
     /// end. Callers serialise replica appends per partition.
     pub async fn append_stored(&self, records: &Bytes) -> Result<Offset, LogError> {
+        if self.out_of_space.get() {
+            return Err(LogError::Io(io::Error::new(io::ErrorKind::StorageFull, "disk full: appends wait for space")));
+        }
         let mut pos = 0usize;
         while pos < records.len() {
             let total = batch::validate_stored(&records[pos..])
@@ -589,13 +610,27 @@ impl Log {
         if self.written_offset.get() >= target {
             return Ok(());
         }
-        // After a failed write or sync nothing is retried: Linux reports an fsync error
-        // once, so a second fsync "succeeding" would acknowledge data that may be lost.
+        // After a failed sync nothing is retried: Linux reports an fsync error once, so a
+        // second fsync "succeeding" would acknowledge data that may be lost. A write that
+        // found no space is different: it is repeated whole at the same place, and the data
+        // it carries stays buffered until then.
         self.check_healthy()?;
         let result = self.write_locked().await;
-        if let Err(e) = &result {
-            self.failed.set(true);
-            warn!(dir = %self.dir.display(), error = %e, "log write failed; partition refuses appends");
+        match &result {
+            Err(e) if is_out_of_space(e) => {
+                if !self.out_of_space.replace(true) {
+                    warn!(dir = %self.dir.display(), error = %e, "disk full: the partition refuses appends until space returns; what it took is kept and written then");
+                }
+            }
+            Err(e) => {
+                self.failed.set(true);
+                warn!(dir = %self.dir.display(), error = %e, "log write failed; partition refuses appends");
+            }
+            Ok(()) => {
+                if self.out_of_space.replace(false) {
+                    info!(dir = %self.dir.display(), "space returned: the partition takes appends again");
+                }
+            }
         }
         result
     }
@@ -665,10 +700,18 @@ impl Log {
             let (file, buf, pos, len, reserve) = chunk;
             if let Some(target) = reserve {
                 // The zeros past the data read as the end of the log at recovery (see
-                // `unused_space`); sealing and closing cut them off.
-                file.pre_allocate(target, false).await.map_err(gio)?;
+                // `unused_space`); sealing and closing cut them off. A reservation the
+                // filesystem refuses (nearly full) is only a lost optimisation: the write
+                // extends the file instead, and fails by itself if the space is truly gone.
+                let reserved = match file.pre_allocate(target, false).await {
+                    Ok(()) => target,
+                    Err(e) => {
+                        debug!(dir = %self.dir.display(), target, error = %e, "segment preallocation refused; writing without it");
+                        pos + align_up(len)
+                    }
+                };
                 if let Some(s) = self.state.borrow_mut().find_mut(base) {
-                    s.allocated = s.allocated.max(target);
+                    s.allocated = s.allocated.max(reserved);
                 }
             }
             let want = buf.len();
