@@ -130,6 +130,7 @@ fn append_and_sync(batches: u64) -> Duration {
                 tail_cache_bytes: 1 << 20,
                 write_chunk_bytes: 256 << 10,
                 max_compaction_lag_ms: None,
+                preallocate_min_bytes: weir::storage::PREALLOCATE_FLOOR_MAX_BYTES,
             };
             let log = Log::open(&path, config, false).await.expect("open");
             let start = Instant::now();

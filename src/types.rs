@@ -128,7 +128,9 @@ mod tests {
         assert_eq!(OffsetSpec::from_wire(-2), Some(OffsetSpec::Earliest));
         assert_eq!(OffsetSpec::from_wire(-3), Some(OffsetSpec::MaxTimestamp));
         assert_eq!(OffsetSpec::from_wire(0), Some(OffsetSpec::AtTime(0)));
-        assert_eq!(OffsetSpec::from_wire(-4), None);
+        assert_eq!(OffsetSpec::from_wire(-4), Some(OffsetSpec::EarliestLocal));
+        assert_eq!(OffsetSpec::from_wire(-5), Some(OffsetSpec::LatestTiered));
+        assert_eq!(OffsetSpec::from_wire(-6), None);
         assert_eq!(wire_code(None), 0);
         assert_eq!(wire_code(Some(kafka_protocol::ResponseError::NotLeaderOrFollower)), 6);
     }

@@ -218,6 +218,9 @@ pub struct Config {
     /// `metadata.log.max.record.bytes.between.snapshots`: metadata log bytes after which the
     /// controller snapshots the image and compacts the log.
     pub metadata_snapshot_bytes: u64,
+    /// `weir.preallocate.budget.bytes`: the disk a broker's partitions reserve ahead of
+    /// their writes at the start of a segment, shared among them (see `storage::log`).
+    pub preallocate_budget_bytes: u64,
     /// `log.cleanup.policy`: the `cleanup.policy` of topics that set none.
     pub cleanup_policy: String,
     /// `log.cleaner.min.compaction.lag.ms` (topic: `min.compaction.lag.ms`).
@@ -331,6 +334,7 @@ impl Default for Config {
             fetch_waiters_max: 10_000,
             channel_capacity: 1024,
             metadata_snapshot_bytes: 20 << 20,
+            preallocate_budget_bytes: 2 << 30,
             cleanup_policy: "delete".to_string(),
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
@@ -510,6 +514,7 @@ impl Config {
                 self.cleanup_policy = v.to_string();
             }
             "log.cleaner.min.compaction.lag.ms" => self.min_compaction_lag_ms = parse(key, v)?,
+            "weir.preallocate.budget.bytes" => self.preallocate_budget_bytes = parse(key, v)?,
             "log.cleaner.max.compaction.lag.ms" => self.max_compaction_lag_ms = parse(key, v)?,
             _ => return Err(ConfigError::Unknown(key.to_string())),
         }

@@ -36,8 +36,11 @@ pub use compaction::CompactionStats;
 const IO_CHUNK_BYTES: u64 = 1 << 20;
 /// Smallest read when searching for a batch on disk.
 const SCAN_READ_BYTES: u64 = 64 * 1024;
-/// Bounds of the space an active segment file reserves ahead of its writes.
-const PREALLOCATE_MIN_BYTES: u64 = 1 << 20;
+/// Bounds of the space an active segment file reserves ahead of its writes. The floor a
+/// log starts from is its `LogConfig::preallocate_min_bytes`, within these bounds (see
+/// `weir.preallocate.budget.bytes`).
+pub const PREALLOCATE_FLOOR_MIN_BYTES: u64 = 64 << 10;
+pub const PREALLOCATE_FLOOR_MAX_BYTES: u64 = 1 << 20;
 const PREALLOCATE_MAX_BYTES: u64 = 64 << 20;
 
 /// The length to reserve for a segment file that must hold `end` bytes: as much again as
@@ -45,8 +48,8 @@ const PREALLOCATE_MAX_BYTES: u64 = 64 << 20;
 /// segment size. Writes inside the file's length are overwrites that io_uring completes
 /// without blocking; a write that extends the file is handed to a kernel worker thread
 /// (EAGAIN under IOCB_NOWAIT on ext4 and XFS), which costs two context switches per write.
-fn preallocation_target(end: u64, segment_bytes: u64) -> u64 {
-    let step = end.clamp(PREALLOCATE_MIN_BYTES, PREALLOCATE_MAX_BYTES);
+fn preallocation_target(end: u64, segment_bytes: u64, floor: u64) -> u64 {
+    let step = end.clamp(floor.clamp(PREALLOCATE_FLOOR_MIN_BYTES, PREALLOCATE_FLOOR_MAX_BYTES), PREALLOCATE_MAX_BYTES);
     (end + step).min(align_up(segment_bytes)).max(end)
 }
 
@@ -85,6 +88,9 @@ pub struct LogConfig {
     /// `max.compaction.lag.ms` of a compacted topic: the active segment rolls once it is
     /// this old, so that none of its records waits longer to be compacted (KIP-354).
     pub max_compaction_lag_ms: Option<i64>,
+    /// The smallest reservation ahead of the writes a segment file starts with (it doubles
+    /// as the file grows): the broker's preallocation budget shared by its partitions.
+    pub preallocate_min_bytes: u64,
 }
 
 /// What `append` did with a batch.
@@ -694,7 +700,9 @@ impl Log {
                 s.copy_pending(&mut bytes[..len as usize]);
                 bytes[len as usize..].fill(0);
                 let end = s.pending_pos + align_up(len);
-                let reserve = (end > s.allocated).then(|| preallocation_target(end, self.config.get().segment_bytes));
+                let config = self.config.get();
+                let reserve = (end > s.allocated)
+                    .then(|| preallocation_target(end, config.segment_bytes, config.preallocate_min_bytes));
                 (file, buf, s.pending_pos, len, reserve)
             };
             let (file, buf, pos, len, reserve) = chunk;
@@ -1206,6 +1214,7 @@ mod tests {
             tail_cache_bytes: 0,
             write_chunk_bytes: 8 * 1024,
             max_compaction_lag_ms: None,
+            preallocate_min_bytes: PREALLOCATE_FLOOR_MAX_BYTES,
         }
     }
 
@@ -1251,6 +1260,22 @@ mod tests {
             assert_eq!(log.next_offset(), 301);
             log.close().await.expect("close");
         });
+    }
+
+    #[test]
+    fn reservations_start_at_the_floor_and_double() {
+        let gib = 1 << 30;
+        assert_eq!(preallocation_target(4096, gib, 64 << 10), 4096 + (64 << 10));
+        assert_eq!(preallocation_target(4096, gib, 1 << 20), 4096 + (1 << 20));
+        assert_eq!(preallocation_target(4096, gib, 1), 4096 + (64 << 10), "the floor has a floor");
+        assert_eq!(preallocation_target(4096, gib, 1 << 30), 4096 + (1 << 20), "and a ceiling");
+        assert_eq!(preallocation_target(8 << 20, gib, 64 << 10), 16 << 20, "a grown file doubles");
+        assert_eq!(preallocation_target(900 << 20, gib, 64 << 10), (900 << 20) + (64 << 20));
+        assert_eq!(
+            preallocation_target(20 << 10, 16 << 10, 64 << 10),
+            20 << 10,
+            "never past the segment, never below end"
+        );
     }
 
     #[test]

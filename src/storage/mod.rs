@@ -7,7 +7,9 @@ pub mod leader_epochs;
 pub mod log;
 pub mod segment;
 
-pub use log::{AppendInfo, Log, LogConfig, LogError, ReadResult};
+pub use log::{
+    AppendInfo, Log, LogConfig, LogError, ReadResult, PREALLOCATE_FLOOR_MAX_BYTES, PREALLOCATE_FLOOR_MIN_BYTES,
+};
 
 /// Replaces `dir/name` with `bytes` durably: a temporary file, synced, renamed over the old
 /// one, and the directory synced (a crash leaves the old file or the new, whole). Blocking:
