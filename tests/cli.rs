@@ -10,6 +10,18 @@ fn weir(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_weir")).args(args).env("RUST_BACKTRACE", "0").output().expect("run weir")
 }
 
+/// Runs `weir ARGS --bootstrap ADDR`: (success, stdout, stderr).
+fn weir_at(addr: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--bootstrap", addr]);
+    let out = weir(&all);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 #[test]
 fn help_and_settings_document_everything() {
     let help = String::from_utf8(weir(&["serve", "--help"]).stdout).expect("utf8");
@@ -80,16 +92,7 @@ fn groups_subcommand_lists_groups_and_shows_lag() {
 fn topics_and_records_subcommands_administer_and_fail_loudly() {
     let broker = Broker::start();
     let addr = broker.addr();
-    let run = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--bootstrap", &addr]);
-        let out = weir(&all);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = |args: &[&str]| weir_at(&addr, args);
     let (ok, out, err) = run(&["topics", "create", "cli-t", "--partitions", "2", "--config", "retention.ms=3600000"]);
     assert!(ok, "{out}{err}");
     let (ok, out, _) = run(&["topics", "list"]);
@@ -134,16 +137,7 @@ fn topics_and_records_subcommands_administer_and_fail_loudly() {
 fn configs_subcommand_describes_and_alters_topics_and_brokers() {
     let broker = Broker::start();
     let addr = broker.addr();
-    let run = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--bootstrap", &addr]);
-        let out = weir(&all);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = |args: &[&str]| weir_at(&addr, args);
     let (ok, _, err) = run(&["topics", "create", "cfg-t", "--config", "retention.ms=3600000"]);
     assert!(ok, "{err}");
     let (ok, out, err) = run(&["configs", "describe", "--topic", "cfg-t"]);

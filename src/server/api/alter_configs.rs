@@ -53,6 +53,14 @@ pub fn changes(request: &AlterConfigsRequest, me: Option<i32>) -> Vec<Result<Con
         .collect()
 }
 
+/// An outcome as both alter APIs answer it: error code and message.
+pub fn wire_outcome(outcome: Result<(), Refusal>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((error, message)) => (error.code(), Some(StrBytes::from_string(message))),
+    }
+}
+
 pub fn response(request: &AlterConfigsRequest, outcomes: Vec<Result<(), Refusal>>) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
     response.responses = request
@@ -63,10 +71,7 @@ pub fn response(request: &AlterConfigsRequest, outcomes: Vec<Result<(), Refusal>
             let mut answer = AlterConfigsResourceResponse::default();
             answer.resource_type = r.resource_type;
             answer.resource_name = r.resource_name.clone();
-            if let Err((error, message)) = o {
-                answer.error_code = error.code();
-                answer.error_message = Some(StrBytes::from_string(message));
-            }
+            (answer.error_code, answer.error_message) = wire_outcome(o);
             answer
         })
         .collect();

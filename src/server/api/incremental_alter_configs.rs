@@ -8,7 +8,6 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Reply, RequestContext};
@@ -58,10 +57,7 @@ pub fn response(
             let mut answer = AlterConfigsResourceResponse::default();
             answer.resource_type = r.resource_type;
             answer.resource_name = r.resource_name.clone();
-            if let Err((error, message)) = o {
-                answer.error_code = error.code();
-                answer.error_message = Some(StrBytes::from_string(message));
-            }
+            (answer.error_code, answer.error_message) = super::alter_configs::wire_outcome(o);
             answer
         })
         .collect();
