@@ -53,7 +53,9 @@ pub struct Peers {
 }
 
 /// A broker's dynamic configs as last taken from the image, and the config they make.
-type EffectiveConfig = (Vec<(String, String)>, Arc<Config>);
+/// The config is this shard's own (`Rc`): read per request, its count must not bounce
+/// between cores as a shared `Arc`'s would.
+type EffectiveConfig = (Vec<(String, String)>, Rc<Config>);
 
 /// The state of one data shard, shared by the tasks of its executor (`Rc`, never across threads).
 pub struct Shard {
@@ -101,7 +103,7 @@ impl Shard {
         let groups = Rc::new(GroupCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
         Self {
             id,
-            effective: std::cell::RefCell::new((Vec::new(), config.clone())),
+            effective: std::cell::RefCell::new((Vec::new(), Rc::new((*config).clone()))),
             config,
             clean_start,
             peers,
@@ -132,7 +134,7 @@ impl Shard {
 
     /// The broker settings in force: the static ones with the dynamic broker configs
     /// (cluster-wide, then this broker's) over them.
-    pub fn effective_config(&self) -> Arc<Config> {
+    pub fn effective_config(&self) -> Rc<Config> {
         self.effective.borrow().1.clone()
     }
 
@@ -151,7 +153,7 @@ impl Shard {
                 if self.id.0 == 0 {
                     tracing::info!(configs = ?dynamic, "dynamic broker configs applied");
                 }
-                *self.effective.borrow_mut() = (dynamic, Arc::new(config));
+                *self.effective.borrow_mut() = (dynamic, Rc::new(config));
                 true
             }
             Err(e) => {
