@@ -662,6 +662,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clean = take_clean_marker(&data_dir)?;
     info!(data_dir = %data_dir.display(), clean_start = clean, shards = config.data_shards(), "starting");
     check_locked_memory_limit()?;
+    config.descriptors = plan_descriptors(&config);
     if config.roles.broker {
         refuse_taken_port(config.listen)?;
     }
@@ -840,6 +841,62 @@ fn check_locked_memory_limit() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Raises the soft descriptor limit to the hard one (as the JVM does for Kafka), then
+/// shares it out before anything is opened (see `config::descriptors`).
+fn plan_descriptors(config: &Config) -> weir::config::descriptors::DescriptorPlan {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                warn!(soft, hard, error = %e, "cannot raise the descriptor limit to its hard limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            warn!(error = %e, "cannot read the descriptor limit; assuming 1024");
+            1024
+        }
+    };
+    let open_now = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(16);
+    let shards = config.data_shards();
+    let listeners = shards + usize::from(config.controller_listen.is_some());
+    let plan = weir::config::descriptors::DescriptorPlan::new(
+        limit,
+        open_now,
+        shards,
+        listeners,
+        config.connections_max,
+        config.open_files_max,
+        config.broker_partitions_max,
+    );
+    info!(
+        limit,
+        reserved = plan.reserved,
+        connections = plan.connections,
+        open_segment_files = plan.open_files,
+        max_broker_partitions = plan.broker_partitions,
+        "file descriptors shared out"
+    );
+    if plan.connections < config.connections_max {
+        info!(
+            limit,
+            max_connections = config.connections_max,
+            accepted = plan.connections,
+            "the descriptor limit (ulimit -n) holds fewer connections than max.connections: connections past it are refused"
+        );
+    }
+    if plan.broker_partitions > plan.open_files {
+        warn!(
+            max_broker_partitions = plan.broker_partitions,
+            open_segment_files = plan.open_files,
+            "max.broker.partitions is above the open segment files the descriptor limit allows: partitions will evict each other's files"
+        );
+    }
+    plan
 }
 
 /// Shards bind with SO_REUSEPORT, which would let a second broker silently share the port

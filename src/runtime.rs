@@ -3,8 +3,8 @@
 //!
 //! Start order: build the channel mesh; start every executor; each connects its channels;
 //! the control shard opens the metadata quorum, rebuilds the image and publishes it; each data shard
-//! opens (recovers) the partitions it owns, then binds the listener. Only then is the
-//! broker reported ready.
+//! binds its listener (so its descriptor is never short), opens (recovers) the partitions it
+//! owns, then starts accepting. Only then is the broker reported ready.
 //!
 //! Stop order (SIGINT/SIGTERM): data shards stop accepting and let connections finish the
 //! requests they have in flight (drain); once all have drained, each syncs and closes its
@@ -343,7 +343,15 @@ async fn run_data(
     let receivers = join_all(ends.from_peers.into_iter().map(|r| r.connect()));
     let (data, control, receivers) = futures::join!(to_data, to_control, receivers);
     let peers = Peers { data, control: Rc::new(control) };
+    crate::storage::open_files::set_capacity(config.descriptors.open_files_per_shard(config.data_shards()));
     let shard = Rc::new(Shard::new(id, config, clean_start, peers, connections_total));
+    // Bound before any partition is opened, so its descriptor is there whatever their number;
+    // nothing is accepted until the broker is ready (clients wait in the backlog meanwhile).
+    let listener = if shard.config.roles.broker {
+        Some(listener::bind(&shard).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", shard.config.listen))?)
+    } else {
+        None
+    };
     let (may_listen, listen) = oneshot::channel();
     let listen_waiter: Waiter = Rc::new(std::cell::RefCell::new(Some(may_listen)));
     for rx in receivers {
@@ -360,16 +368,14 @@ async fn run_data(
         futures::future::Either::Right(_) => return Ok(shard.close_all().await),
     }
     let controls = Controls { drain, close };
-    if !shard.config.roles.broker {
+    let Some(listener) = listener else {
         // A controller-only node serves no clients: its data shards only idle.
         let _ = events.send(ShardEvent::Ready(shard.executor()));
         let _ = controls.drain.await;
         let _ = events.send(ShardEvent::Drained(shard.executor()));
         let _ = controls.close.await;
         return Ok(true);
-    }
-    let listener =
-        listener::bind(&shard).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", shard.config.listen))?;
+    };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
     glommio::spawn_local(listener::accept_loop(shard.clone(), listener, stop.clone())).detach();

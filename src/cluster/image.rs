@@ -278,6 +278,15 @@ impl MetadataImage {
         self.topics.values().map(|t| t.partitions.max(0) as usize).sum()
     }
 
+    /// Partition replicas each broker holds (`max.broker.partitions` counts these).
+    pub fn replicas_per_broker(&self) -> HashMap<i32, usize> {
+        let mut load = HashMap::new();
+        for broker in self.topics.values().flat_map(|t| t.replicas.iter().flatten()) {
+            *load.entry(*broker).or_insert(0) += 1;
+        }
+        load
+    }
+
     /// The data shard that owns a partition: the topic's partitions go round-robin over the
     /// shards, starting at a shard picked by the topic name, so topics spread evenly.
     pub fn owner(&self, tp: &TopicPartition) -> ShardId {

@@ -151,6 +151,8 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker("weir.request.receive.timeout.ms", Long, Some("30000"), ReadOnly, "close a connection whose request does not arrive whole within this once begun"),
     broker("queued.max.requests", Int, Some("64"), ReadOnly, "requests one connection may have in flight, pipelined"),
     broker("max.partitions", Int, Some("100000"), ReadOnly, "partitions across all topics; more gets POLICY_VIOLATION"),
+    broker("max.broker.partitions", Int, Some("0"), ReadOnly, "partition replicas one broker may hold; more gets POLICY_VIOLATION. 0 = as many as its open-file caches hold (weir.open.files.max)"),
+    broker("weir.open.files.max", Long, Some("0"), ReadOnly, "segment files the broker keeps open at once; others are opened when read. 0 = what the descriptor limit (ulimit -n) leaves after listeners, connections and its own files"),
     broker("producer.id.expiration.ms", Int, Some("86400000"), Dynamic, "idle idempotent producers are forgotten after this"),
     broker("transactional.id.expiration.ms", Int, Some("86400000"), ReadOnly, "accepted as Kafka's older name for producer.id.expiration.ms"),
     broker("producer.id.expiration.check.interval.ms", Int, Some("600000"), ReadOnly, "how often producer expiry runs"),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub mod definitions;
+pub mod descriptors;
 
 pub use definitions::{
     broker_config, topic_config, BrokerConfigDef, ConfigType, TopicConfigDef, Update, BROKER_CONFIGS, TOPIC_CONFIGS,
@@ -176,6 +177,15 @@ pub struct Config {
     pub inflight_requests_max: usize,
     /// `max.partitions` (weir): partitions across all topics.
     pub partitions_max: usize,
+    /// `max.broker.partitions` (KIP-578): partition replicas one broker may hold (0 = as
+    /// many as its segment-file caches can keep open: see `descriptors`).
+    pub broker_partitions_max: usize,
+    /// `weir.open.files.max`: segment files the data shards keep open together (0 = what the
+    /// descriptor limit leaves).
+    pub open_files_max: u64,
+    /// How the descriptor limit is shared out: worked out by `main` at start from
+    /// `RLIMIT_NOFILE`; unbounded in tests.
+    pub descriptors: descriptors::DescriptorPlan,
     /// `producer.id.expiration.ms`: an idle idempotent producer's state is dropped after this.
     pub producer_id_expiration_ms: i64,
     /// `producer.id.expiration.check.interval.ms`: how often expiry runs.
@@ -314,6 +324,9 @@ impl Default for Config {
             close_timeout_ms: 120_000,
             inflight_requests_max: 64,
             partitions_max: 100_000,
+            broker_partitions_max: 0,
+            open_files_max: 0,
+            descriptors: descriptors::DescriptorPlan::unbounded(),
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
             cleaner_backoff_ms: 15_000,
@@ -476,6 +489,8 @@ impl Config {
             "weir.shutdown.close.timeout.ms" => self.close_timeout_ms = parse(key, v)?,
             "queued.max.requests" => self.inflight_requests_max = parse(key, v)?,
             "max.partitions" => self.partitions_max = parse(key, v)?,
+            "max.broker.partitions" => self.broker_partitions_max = parse(key, v)?,
+            "weir.open.files.max" => self.open_files_max = parse(key, v)?,
             "producer.id.expiration.ms" | "transactional.id.expiration.ms" => {
                 self.producer_id_expiration_ms = parse(key, v)?
             }

@@ -2,7 +2,7 @@
 //! validated with Kafka's rules and error codes, placed over the live brokers, committed
 //! through the quorum.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
@@ -61,6 +61,7 @@ impl Controller {
         let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
         let image = self.image.get();
         let mut partitions_total = image.partition_count();
+        let mut load = image.replicas_per_broker();
         let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut records = Vec::new();
@@ -79,6 +80,7 @@ impl Controller {
                 ))
             } else {
                 self.check_new_topic(&image, topic, partitions_total)
+                    .and_then(|c| self.check_broker_load(&mut load, &c.replicas).map(|()| c))
             };
             match checked {
                 Ok(checked) => {
@@ -230,6 +232,7 @@ impl Controller {
         let Ok(_permit) = self.lock.acquire_permit(1).await else { return Vec::new() };
         let image = self.image.get();
         let mut partitions_total = image.partition_count();
+        let mut load = image.replicas_per_broker();
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut records = Vec::new();
         for topic in &topics {
@@ -238,7 +241,13 @@ impl Controller {
             let checked = if duplicate {
                 Err((ResponseError::InvalidRequest, "Duplicate topic name.".to_string()))
             } else {
-                self.check_new_partitions(&image, topic, partitions_total)
+                self.check_new_partitions(&image, topic, partitions_total).and_then(|record| {
+                    if let MetadataRecord::Topic { replicas, .. } = &record {
+                        let current = image.topic(&topic.name).map_or(0, |t| t.replicas.len());
+                        self.check_broker_load(&mut load, &replicas[current.min(replicas.len())..])?;
+                    }
+                    Ok(record)
+                })
             };
             match checked {
                 Ok(record) => {
@@ -398,6 +407,44 @@ fn check_replication(replication: usize, live: usize) -> Result<(), (ResponseErr
         ));
     }
     Ok(())
+}
+
+impl Controller {
+    /// `max.broker.partitions`: no broker may come to hold more partition replicas than it
+    /// can keep a segment file open for (its descriptor limit; see `config::descriptors`).
+    /// Counts `new` into `load` when they fit.
+    fn check_broker_load(
+        &self,
+        load: &mut HashMap<i32, usize>,
+        new: &[Vec<i32>],
+    ) -> Result<(), (ResponseError, String)> {
+        let limit = self.config.descriptors.broker_partitions;
+        let mut added: HashMap<i32, usize> = HashMap::new();
+        for broker in new.iter().flatten() {
+            *added.entry(*broker).or_insert(0) += 1;
+        }
+        let mut brokers: Vec<(i32, usize)> = added.iter().map(|(b, n)| (*b, *n)).collect();
+        brokers.sort_unstable();
+        for (broker, adding) in &brokers {
+            let holds = load.get(broker).copied().unwrap_or(0);
+            if holds + adding > limit {
+                let plan = &self.config.descriptors;
+                return Err((
+                    ResponseError::PolicyViolation,
+                    format!(
+                        "Broker {broker} holds {holds} partition replicas and may hold at most {limit} (max.broker.partitions): \
+                         {adding} more would pass it. The limit follows from the broker's file-descriptor limit \
+                         (ulimit -n {}) and weir.open.files.max: raise them, or set max.broker.partitions.",
+                        plan.limit
+                    ),
+                ));
+            }
+        }
+        for (broker, adding) in brokers {
+            *load.entry(broker).or_insert(0) += adding;
+        }
+        Ok(())
+    }
 }
 
 fn check_partition_budget(partitions: i32, total: usize, max: usize) -> Result<(), (ResponseError, String)> {

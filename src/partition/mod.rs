@@ -475,7 +475,7 @@ impl Partition {
     fn append(self: &Rc<Self>, batch: &Bytes, acks: Acks) -> Result<Appended, ResponseError> {
         // A full disk refuses the batch before it gets offsets (so nothing half-taken stays
         // behind); the partition takes appends again once its buffered data is written.
-        if self.log.has_failed() || self.log.is_out_of_space() {
+        if self.log.has_failed() || self.log.is_write_blocked() {
             return Err(ResponseError::KafkaStorageError);
         }
         let (epoch, isr) = match &*self.replication.borrow() {
@@ -569,7 +569,7 @@ impl Partition {
         let p = self.clone();
         glommio::spawn_local(async move {
             match p.log.flush(false).await {
-                Err(_) if p.log.is_out_of_space() => {} // said once by the log; retried by the periodic sync
+                Err(_) if p.log.is_write_blocked() => {} // said once by the log; retried by the periodic sync
                 Err(e) => warn!(partition = %p.tp, error = %e, "background write failed"),
                 Ok(()) => {}
             }
@@ -761,7 +761,7 @@ impl Partition {
         if !records.is_empty() {
             let before = self.log.next_offset();
             self.log.append_stored(records).await.map_err(|e| {
-                if !self.log.is_out_of_space() {
+                if !self.log.is_write_blocked() {
                     warn!(partition = %self.tp, error = %e, "replica append failed");
                 }
                 storage_error(&e)
@@ -878,9 +878,9 @@ impl Partition {
     }
 
     /// Syncs everything appended so far (the periodic part of the flush policy).
-    /// Whether the last write found the filesystem full (see `Log::is_out_of_space`).
-    pub fn is_out_of_space(&self) -> bool {
-        self.log.is_out_of_space()
+    /// Whether the last write found the filesystem full or no descriptor (see `Log::is_write_blocked`).
+    pub fn is_write_blocked(&self) -> bool {
+        self.log.is_write_blocked()
     }
 
     pub async fn sync(&self) -> Result<(), LogError> {

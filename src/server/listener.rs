@@ -38,18 +38,21 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
         let stream = match accepted {
             Ok(s) => s,
             Err(e) => {
-                warn!(error = %e, "accept failed");
+                if log_limit.allow(LogKind::AcceptFailed) {
+                    warn!(error = %e, "accept failed");
+                }
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
         let open = shard.connections_total.fetch_add(1, Ordering::Relaxed) + 1;
-        // A dynamic broker config: read per connection.
-        let limit = shard.effective_config().connections_max;
+        // A dynamic broker config, read per connection; never past what the descriptor
+        // limit holds (see `config::descriptors`).
+        let limit = shard.effective_config().connections_max.min(shard.config.descriptors.connections);
         if open > limit {
             shard.connections_total.fetch_sub(1, Ordering::Relaxed);
             if log_limit.allow(LogKind::RefusedConnection) {
-                warn!(peer = ?stream.peer_addr().ok(), limit, "refusing connection: max.connections reached");
+                warn!(peer = ?stream.peer_addr().ok(), limit, "refusing connection: max.connections (or the descriptor limit's share for connections) reached");
             }
             drop(stream);
             continue;

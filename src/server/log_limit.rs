@@ -18,11 +18,17 @@ pub enum LogKind {
     BadRequest,
     SlowRequest,
     RefusedConnection,
+    AcceptFailed,
 }
 
 impl LogKind {
-    const ALL: [LogKind; 4] =
-        [LogKind::BadFrame, LogKind::BadRequest, LogKind::SlowRequest, LogKind::RefusedConnection];
+    const ALL: [LogKind; 5] = [
+        LogKind::BadFrame,
+        LogKind::BadRequest,
+        LogKind::SlowRequest,
+        LogKind::RefusedConnection,
+        LogKind::AcceptFailed,
+    ];
 
     fn what(self) -> &'static str {
         match self {
@@ -30,6 +36,7 @@ impl LogKind {
             LogKind::BadRequest => "connections closed for a bad request",
             LogKind::SlowRequest => "connections closed for a request that did not arrive in time",
             LogKind::RefusedConnection => "connections refused at a connection limit",
+            LogKind::AcceptFailed => "accepts that failed (out of descriptors?)",
         }
     }
 }
@@ -43,12 +50,12 @@ struct Window {
 
 pub struct LogLimiter {
     window: Duration,
-    windows: RefCell<[Window; 4]>,
+    windows: RefCell<[Window; LogKind::ALL.len()]>,
 }
 
 impl LogLimiter {
     pub fn new(window: Duration) -> Self {
-        Self { window, windows: RefCell::new([Window::default(); 4]) }
+        Self { window, windows: RefCell::new([Window::default(); LogKind::ALL.len()]) }
     }
 
     /// Whether to log this occurrence of `kind` in full (the first of a window); otherwise

@@ -49,6 +49,11 @@ impl Shard {
         let broker_configs_changed = self.refresh_effective_config(&image);
         let config = self.effective_config();
         let wanted = image.partitions_of(node, self.id);
+        {
+            // A partition no longer here is not offline here either.
+            let here: std::collections::HashSet<&TopicPartition> = wanted.iter().map(|(tp, _)| tp).collect();
+            self.offline.borrow_mut().retain(|tp, _| here.contains(tp));
+        }
         let floor = self.preallocate_floor(wanted.len());
         let mut deleted = Vec::new();
         let mut moved = Vec::new();
@@ -92,11 +97,18 @@ impl Shard {
                 }
                 None => match self.open_partition(&tp, &meta, floor).await {
                     Ok(p) => {
+                        if self.offline.borrow_mut().remove(&tp).is_some() {
+                            info!(partition = %tp, "partition opened: it is online again");
+                        }
                         self.partitions.insert(p.clone());
                         p
                     }
                     Err(e) => {
-                        warn!(partition = %tp, error = %e, "cannot open partition; it stays offline");
+                        let error = e.to_string();
+                        let said = self.offline.borrow_mut().insert(tp.clone(), error.clone());
+                        if said.as_ref() != Some(&error) {
+                            warn!(partition = %tp, %error, "cannot open partition; it stays offline (clients get KAFKA_STORAGE_ERROR) and is tried again at the next metadata change");
+                        }
                         continue;
                     }
                 },
@@ -272,7 +284,7 @@ impl Shard {
         while let Some((p, r)) = syncs.next().await {
             match r {
                 // Retried here every flush interval; the log said so once when it began.
-                Err(_) if p.is_out_of_space() => {}
+                Err(_) if p.is_write_blocked() => {}
                 Err(e) => warn!(partition = %p.tp(), error = %e, "periodic sync failed"),
                 Ok(()) => {}
             }

@@ -21,6 +21,7 @@ pub mod route;
 pub mod serve;
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::config::Config;
 use crate::group::coordinator::GroupCoordinator;
 use crate::partition::{Partition, PartitionTable};
 use crate::types::{ShardId, TopicPartition};
+use kafka_protocol::ResponseError;
 pub use message::{ControlRequest, DataRequest};
 
 /// Executor index of the control shard.
@@ -88,6 +90,9 @@ pub struct Shard {
     /// `config` with this broker's dynamic configs from the image over it, and those
     /// dynamic configs (to notice when they change).
     effective: std::cell::RefCell<EffectiveConfig>,
+    /// Partitions this shard should hold but could not open (the error, for the log):
+    /// clients get KAFKA_STORAGE_ERROR for them; every new image tries again.
+    offline: std::cell::RefCell<HashMap<TopicPartition, String>>,
 }
 
 impl Shard {
@@ -118,6 +123,7 @@ impl Shard {
             controller_contact: Cell::new(None),
             controller_lost: Cell::new(false),
             groups_to_load: std::cell::RefCell::new(Vec::new()),
+            offline: std::cell::RefCell::new(HashMap::new()),
         }
     }
 
@@ -174,6 +180,16 @@ impl Shard {
 
     /// The partition if this shard has it. A partition another shard owns is a routing bug:
     /// it is refused (as if absent) with an error logged.
+    /// What a client asking for `tp`, which this shard does not hold open, is told: the
+    /// partition is here but its log could not be opened, or it is not here at all.
+    pub fn missing_partition_error(&self, tp: &TopicPartition) -> ResponseError {
+        if self.offline.borrow().contains_key(tp) {
+            ResponseError::KafkaStorageError
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        }
+    }
+
     pub fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
         // From the name alone: cloning the image's `Arc` here, per partition, would bounce
         // its reference count between cores.

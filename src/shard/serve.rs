@@ -32,7 +32,7 @@ impl Shard {
         let mut waiting = Vec::with_capacity(items.len());
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
-                done.push(ProduceOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition));
+                done.push(ProduceOutcome::failed(item.idx, self.missing_partition_error(&item.tp)));
                 continue;
             };
             if let Err(refused) = partition.check_records(&item.batch) {
@@ -78,7 +78,7 @@ impl Shard {
         let mut read_any = false;
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
-                out.push(FetchOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition));
+                out.push(FetchOutcome::failed(item.idx, self.missing_partition_error(&item.tp)));
                 continue;
             };
             let limit = item.max_bytes.min(remaining);
@@ -122,7 +122,7 @@ impl Shard {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let Some(partition) = self.partition(&item.tp) else {
-                out.push(ListOffsetsOutcome::failed(item.idx, ResponseError::UnknownTopicOrPartition));
+                out.push(ListOffsetsOutcome::failed(item.idx, self.missing_partition_error(&item.tp)));
                 continue;
             };
             out.push(match partition.list_offset(item.spec).await {
@@ -183,7 +183,7 @@ impl Shard {
 
     /// A follower replica's step (see [`FollowStep`]).
     pub async fn follow_local(&self, tp: &TopicPartition, step: FollowStep) -> Result<FollowerPosition, ResponseError> {
-        let partition = self.partition(tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let partition = self.partition(tp).ok_or_else(|| self.missing_partition_error(tp))?;
         match step {
             FollowStep::Position => Ok(partition.follower_position()),
             FollowStep::Append { leader_epoch, records, leader_high_watermark, leader_log_start } => {

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::index::{relative, SegmentIndex};
 use super::leader_epochs::{self, LeaderEpochs};
+use super::open_files::{self, FileKey};
 use super::segment::{self, align_down, align_up, Segment};
 use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::types::{now_ms, Offset};
@@ -53,13 +54,27 @@ fn preallocation_target(end: u64, segment_bytes: u64, floor: u64) -> u64 {
     (end + step).min(align_up(segment_bytes)).max(end)
 }
 
-/// A write refused for lack of space (or quota), or cut short: nothing of it can be
-/// trusted to be on disk, and writing it again whole at the same place is safe.
-fn is_out_of_space(e: &LogError) -> bool {
-    matches!(e, LogError::Io(e) if matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::WriteZero
-    ) || matches!(e.raw_os_error(), Some(28 /* ENOSPC */) | Some(122 /* EDQUOT */)))
+/// What a write that can wait was missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Starved {
+    /// Refused for lack of space (or quota), or cut short: nothing of it can be trusted to
+    /// be on disk, and writing it again whole at the same place is safe.
+    Space,
+    /// The segment file could not be opened: the process (or system) is out of descriptors.
+    /// Nothing was written.
+    Descriptors,
+}
+
+fn starved_by(e: &LogError) -> Option<Starved> {
+    let LogError::Io(e) = e else { return None };
+    match (e.kind(), e.raw_os_error()) {
+        (io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::WriteZero, _) => {
+            Some(Starved::Space)
+        }
+        (_, Some(28 /* ENOSPC */) | Some(122 /* EDQUOT */)) => Some(Starved::Space),
+        (_, Some(24 /* EMFILE */) | Some(23 /* ENFILE */)) => Some(Starved::Descriptors),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Error)]
@@ -198,6 +213,8 @@ impl LogState {
 /// A partition's log. Cheap to share within its shard (`Rc<Log>`).
 pub struct Log {
     dir: PathBuf,
+    /// This log's files in the shard's open-file cache (closed when the log is dropped).
+    files: LogFiles,
     config: Cell<LogConfig>,
     state: RefCell<LogState>,
     /// Write permit: writes to the files go out one at a time, in order.
@@ -209,9 +226,10 @@ pub struct Log {
     /// Offsets below this are written to files.
     written_offset: Cell<Offset>,
     failed: Cell<bool>,
-    /// The last write failed for lack of space. Nothing was lost — the data stays buffered
-    /// and is written again by the next flush — but appends are refused until one succeeds.
-    out_of_space: Cell<bool>,
+    /// The last write failed for lack of space or of a descriptor. Nothing was lost — the
+    /// data stays buffered and is written again by the next flush — but appends are
+    /// refused until one succeeds.
+    write_blocked: Cell<Option<Starved>>,
     /// Offsets below this were in sealed segments at the last compaction.
     cleaned_to: Cell<Offset>,
     /// Where each leader epoch starts (persisted before its first batch).
@@ -222,6 +240,7 @@ impl Log {
     /// Opens (or creates) the log in `dir`. After an unclean stop (`clean == false`) every
     /// segment without index files is scanned, torn tails are truncated and indexes rebuilt.
     pub async fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<Log, LogError> {
+        let files = LogFiles::new();
         if let Some(parent) = dir.parent() {
             super::device::ensure_probed(parent).await?;
         }
@@ -232,7 +251,8 @@ impl Log {
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
             let next_base = bases.get(i + 1).copied();
-            let (seg, torn) = open_segment(dir, base, is_last, next_base, clean, config.index_interval_bytes).await?;
+            let (seg, torn) =
+                open_segment(dir, files.key(base), is_last, next_base, clean, config.index_interval_bytes).await?;
             segments.push(seg);
             if torn {
                 truncated_at = Some(i);
@@ -258,9 +278,7 @@ impl Log {
             while segments.first().is_some_and(|s| s.base_offset < start && s.next_offset <= start) {
                 let gone = segments.remove(0);
                 info!(dir = %dir.display(), base = gone.base_offset, log_start_offset = start, "removing a segment below the log start");
-                if let Some(file) = gone.file.and_then(|f| Rc::try_unwrap(f).ok()) {
-                    let _ = file.close().await;
-                }
+                files.close(gone.base_offset).await;
                 remove_segment_files(dir, gone.base_offset).await;
             }
         }
@@ -287,6 +305,7 @@ impl Log {
         info!(dir = %dir.display(), segments = segments.len(), log_start_offset, next_offset, "log opened");
         Ok(Log {
             dir: dir.to_path_buf(),
+            files,
             config: Cell::new(config),
             state: RefCell::new(LogState { segments, next_offset, log_start_offset, tail: TailCache::default() }),
             io: Semaphore::new(1),
@@ -294,7 +313,7 @@ impl Log {
             synced_offset: Cell::new(next_offset),
             written_offset: Cell::new(next_offset),
             failed: Cell::new(false),
-            out_of_space: Cell::new(false),
+            write_blocked: Cell::new(None),
             cleaned_to: Cell::new(0),
             epochs: RefCell::new(epochs),
         })
@@ -340,9 +359,26 @@ impl Log {
         self.failed.get()
     }
 
-    /// Whether the filesystem was full at the last write (appends are refused meanwhile).
-    pub fn is_out_of_space(&self) -> bool {
-        self.out_of_space.get()
+    /// Whether the last write found the filesystem full or no descriptor free (appends are
+    /// refused meanwhile; the periodic sync tries again).
+    pub fn is_write_blocked(&self) -> bool {
+        self.write_blocked.get().is_some()
+    }
+
+    /// Segment `base`'s file, from the shard's cache or opened again (never created: a
+    /// segment removed meanwhile must not come back as an empty file).
+    async fn segment_file(&self, base: Offset) -> Result<Rc<DmaFile>, LogError> {
+        let key = self.files.key(base);
+        if let Some(file) = open_files::get(key) {
+            return Ok(file);
+        }
+        let path = segment::log_path(&self.dir, base);
+        let file = OpenOptions::new().read(true).write(true).dma_open(&path).await.map_err(gio)?;
+        // Another task may have opened it while this one waited.
+        if let Some(file) = open_files::get(key) {
+            return Ok(file);
+        }
+        Ok(open_files::insert(key, file))
     }
 
     fn check_healthy(&self) -> Result<(), LogError> {
@@ -456,8 +492,9 @@ impl Log {
             let state = self.state.borrow();
             let Some(s) = state.segments.last() else { unreachable!("a log keeps one segment") };
             let rel = relative(s.base_offset, offset.max(s.base_offset));
-            (s.base_offset, s.file.clone(), s.size, s.index.lookup_offset(rel) as u64)
+            (s.base_offset, s.on_disk, s.size, s.index.lookup_offset(rel) as u64)
         };
+        let file = if file { Some(self.segment_file(base).await?) } else { None };
         let cut = if offset <= base {
             Some(0)
         } else {
@@ -468,15 +505,12 @@ impl Log {
             file.fdatasync().await.map_err(gio)?;
         }
         remove_index_files(&self.dir, base).await;
-        if let Some(s) = self.state.borrow_mut().segments.last_mut() {
-            s.file = None;
-        }
-        if let Some(file) = file.and_then(|f| Rc::try_unwrap(f).ok()) {
-            file.close().await.map_err(gio)?;
-        }
+        drop(file);
+        self.files.close(base).await;
         // Reopened as the active segment: rescanned, its index rebuilt.
         let (mut seg, _) =
-            open_segment(&self.dir, base, true, None, false, self.config.get().index_interval_bytes).await?;
+            open_segment(&self.dir, self.files.key(base), true, None, false, self.config.get().index_interval_bytes)
+                .await?;
         seg.sealed = false;
         let next_offset = if offset <= base { offset } else { seg.next_offset };
         if seg.size == 0 {
@@ -515,8 +549,12 @@ impl Log {
     /// holds are skipped. A new epoch is recorded before its first batch. Returns the log
     /// end. Callers serialise replica appends per partition.
     pub async fn append_stored(&self, records: &Bytes) -> Result<Offset, LogError> {
-        if self.out_of_space.get() {
-            return Err(LogError::Io(io::Error::new(io::ErrorKind::StorageFull, "disk full: appends wait for space")));
+        if let Some(starved) = self.write_blocked.get() {
+            let message = match starved {
+                Starved::Space => "disk full: appends wait for space",
+                Starved::Descriptors => "too many open files: appends wait for a descriptor",
+            };
+            return Err(LogError::Io(io::Error::new(io::ErrorKind::StorageFull, message)));
         }
         let mut pos = 0usize;
         while pos < records.len() {
@@ -581,23 +619,31 @@ impl Log {
         self.write_buffered().await?;
         let covered = self.written_offset.get();
         // Only what is written now is claimed: later writes may or may not be covered.
-        let files: Vec<(Offset, Rc<DmaFile>, u64)> = {
+        let unsynced: Vec<(Offset, u64)> = {
             let state = self.state.borrow();
-            state
-                .segments
-                .iter()
-                .filter(|s| s.synced < s.written)
-                .filter_map(|s| s.file.clone().map(|f| (s.base_offset, f, s.written)))
-                .collect()
+            state.segments.iter().filter(|s| s.synced < s.written).map(|s| (s.base_offset, s.written)).collect()
         };
-        for (base, file, written) in files {
-            if let Err(e) = file.fdatasync().await.map_err(gio) {
+        for (base, written) in unsynced {
+            // Dirty files stay in the cache: this is the descriptor the data was written with.
+            let synced = match self.segment_file(base).await {
+                Ok(file) => file.fdatasync().await.map_err(gio),
+                Err(LogError::Io(e)) => Err(e),
+                Err(e) => Err(io::Error::other(e.to_string())),
+            };
+            if let Err(e) = synced {
                 self.failed.set(true);
                 warn!(dir = %self.dir.display(), error = %e, "log sync failed; partition refuses appends");
                 return Err(LogError::Io(e));
             }
-            if let Some(s) = self.state.borrow_mut().find_mut(base) {
-                s.synced = s.synced.max(written);
+            let clean = match self.state.borrow_mut().find_mut(base) {
+                Some(s) => {
+                    s.synced = s.synced.max(written);
+                    s.synced >= s.written
+                }
+                None => false,
+            };
+            if clean {
+                self.files.set_dirty(base, false);
             }
         }
         self.synced_offset.set(self.synced_offset.get().max(covered));
@@ -618,23 +664,32 @@ impl Log {
         }
         // After a failed sync nothing is retried: Linux reports an fsync error once, so a
         // second fsync "succeeding" would acknowledge data that may be lost. A write that
-        // found no space is different: it is repeated whole at the same place, and the data
-        // it carries stays buffered until then.
+        // found no space (or whose file found no descriptor) is different: it is repeated
+        // whole at the same place, and the data it carries stays buffered until then.
         self.check_healthy()?;
         let result = self.write_locked().await;
         match &result {
-            Err(e) if is_out_of_space(e) => {
-                if !self.out_of_space.replace(true) {
-                    warn!(dir = %self.dir.display(), error = %e, "disk full: the partition refuses appends until space returns; what it took is kept and written then");
+            Err(e) => match starved_by(e) {
+                Some(starved) => {
+                    if self.write_blocked.replace(Some(starved)) != Some(starved) {
+                        match starved {
+                            Starved::Space => {
+                                warn!(dir = %self.dir.display(), error = %e, "disk full: the partition refuses appends until space returns; what it took is kept and written then")
+                            }
+                            Starved::Descriptors => {
+                                warn!(dir = %self.dir.display(), error = %e, "no file descriptor free (raise `ulimit -n` or lower weir.open.files.max): the partition refuses appends until one is; what it took is kept and written then")
+                            }
+                        }
+                    }
                 }
-            }
-            Err(e) => {
-                self.failed.set(true);
-                warn!(dir = %self.dir.display(), error = %e, "log write failed; partition refuses appends");
-            }
+                None => {
+                    self.failed.set(true);
+                    warn!(dir = %self.dir.display(), error = %e, "log write failed; partition refuses appends");
+                }
+            },
             Ok(()) => {
-                if self.out_of_space.replace(false) {
-                    info!(dir = %self.dir.display(), "space returned: the partition takes appends again");
+                if self.write_blocked.take().is_some() {
+                    info!(dir = %self.dir.display(), "the write went through: the partition takes appends again");
                 }
             }
         }
@@ -654,12 +709,12 @@ impl Log {
         };
         for base in bases {
             self.write_segment(base).await?;
-            let (file, size, sealed) = match self.state.borrow().find(base) {
-                Some(s) => (s.file.clone(), s.size, s.sealed),
+            let (on_disk, size, sealed) = match self.state.borrow().find(base) {
+                Some(s) => (s.on_disk, s.size, s.sealed),
                 None => continue,
             };
-            let Some(file) = file else { continue };
-            if sealed {
+            if on_disk && sealed {
+                let file = self.segment_file(base).await?;
                 // A sealed segment never grows again: cut the padding and reserved space,
                 // make it durable, then write its index files.
                 file.truncate(size).await.map_err(gio)?;
@@ -667,6 +722,7 @@ impl Log {
                 if let Some(s) = self.state.borrow_mut().find_mut(base) {
                     s.synced = s.synced.max(size);
                 }
+                self.files.set_dirty(base, false);
                 self.write_index_files(base).await?;
             }
         }
@@ -676,24 +732,29 @@ impl Log {
 
     /// Writes everything buffered for segment `base` (creating its file if needed).
     async fn write_segment(&self, base: Offset) -> Result<(), LogError> {
-        let needs_file = matches!(self.state.borrow().find(base), Some(s) if s.file.is_none());
+        let needs_file = matches!(self.state.borrow().find(base), Some(s) if !s.on_disk);
         if needs_file {
             let file = open_dma(&segment::log_path(&self.dir, base)).await?;
             // The new file's directory entry must be durable before its data is called synced.
             let dir = self.dir.clone();
             glommio::executor().spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await?;
+            open_files::insert(self.files.key(base), file);
             if let Some(s) = self.state.borrow_mut().find_mut(base) {
-                s.file = Some(Rc::new(file));
+                s.on_disk = true;
             }
         }
         loop {
+            match self.state.borrow().find(base) {
+                Some(s) if s.written < s.size => {}
+                _ => return Ok(()),
+            }
+            let file = self.segment_file(base).await?;
             let chunk = {
                 let state = self.state.borrow();
                 let Some(s) = state.find(base) else { return Ok(()) };
                 if s.written >= s.size {
                     return Ok(());
                 }
-                let Some(file) = s.file.clone() else { return Ok(()) };
                 let len = (s.size - s.pending_pos).min(IO_CHUNK_BYTES);
                 let mut buf = file.alloc_dma_buffer(align_up(len) as usize);
                 let bytes = buf.as_bytes_mut();
@@ -706,6 +767,8 @@ impl Log {
                 (file, buf, s.pending_pos, len, reserve)
             };
             let (file, buf, pos, len, reserve) = chunk;
+            // From here until a sync covers it, this descriptor must stay open.
+            self.files.set_dirty(base, true);
             if let Some(target) = reserve {
                 // The zeros past the data read as the end of the log at recovery (see
                 // `unused_space`); sealing and closing cut them off. A reservation the
@@ -853,9 +916,12 @@ impl Log {
             if let Some(mem) = s.pending_range(from, to) {
                 return Ok(mem);
             }
-            (s.file.clone(), s.pending_pos)
+            (s.on_disk, s.pending_pos)
         };
-        let Some(file) = file else { return Ok(Bytes::new()) };
+        if !file {
+            return Ok(Bytes::new());
+        }
+        let file = self.segment_file(base).await?;
         let disk_to = to.min(pending_pos);
         let mut out = BytesMut::with_capacity(len as usize);
         let read = file.read_at(from, (disk_to - from) as usize).await.map_err(gio)?;
@@ -959,21 +1025,18 @@ impl Log {
             let mut state = self.state.borrow_mut();
             let active = state.active();
             active.sealed = true;
-            (active.base_offset, active.file.clone(), active.size)
+            (active.base_offset, active.on_disk, active.size)
         };
-        if let Some(file) = file {
+        if file {
+            let file = self.segment_file(base).await?;
             file.truncate(size).await.map_err(gio)?;
             file.fdatasync().await.map_err(gio)?;
         } else {
             write_small_file(&segment::log_path(&self.dir, base), Vec::new()).await?;
         }
         self.write_index_files(base).await?;
-        let files: Vec<Rc<DmaFile>> = {
-            let mut state = self.state.borrow_mut();
-            state.tail.clear();
-            state.segments.iter_mut().filter_map(|s| s.file.take()).collect()
-        };
-        for file in files {
+        self.state.borrow_mut().tail.clear();
+        for file in open_files::remove_log(self.files.log) {
             if let Ok(file) = Rc::try_unwrap(file) {
                 file.close().await.map_err(gio)?;
             }
@@ -1006,6 +1069,39 @@ fn first_record_at_or_after(mut bytes: Bytes, timestamp: i64) -> Option<(Offset,
             warn!(error = %e, base, "cannot look inside a stored batch; answering with its first offset");
             Some((base, max_ts))
         }
+    }
+}
+
+/// A log's handle on the shard's open-file cache: its id, and its files closed when it goes.
+struct LogFiles {
+    log: u64,
+}
+
+impl LogFiles {
+    fn new() -> Self {
+        LogFiles { log: open_files::next_log_id() }
+    }
+
+    fn key(&self, base: Offset) -> FileKey {
+        (self.log, base)
+    }
+
+    fn set_dirty(&self, base: Offset, dirty: bool) {
+        open_files::set_dirty(self.key(base), dirty);
+    }
+
+    /// Closes segment `base`'s file, if open (its segment is removed or replaced).
+    async fn close(&self, base: Offset) {
+        if let Some(file) = open_files::remove(self.key(base)).and_then(|f| Rc::try_unwrap(f).ok()) {
+            let _ = file.close().await;
+        }
+    }
+}
+
+impl Drop for LogFiles {
+    fn drop(&mut self) {
+        // Dropped files close in the background (glommio).
+        drop(open_files::remove_log(self.log));
     }
 }
 
@@ -1069,12 +1165,13 @@ fn list_segments(dir: &Path) -> io::Result<Vec<Offset>> {
 /// Opens one segment file. Returns the segment and whether its tail was torn (truncated).
 async fn open_segment(
     dir: &Path,
-    base: Offset,
+    key: FileKey,
     is_last: bool,
     next_base: Option<Offset>,
     clean: bool,
     interval: u64,
 ) -> Result<(Segment, bool), LogError> {
+    let base = key.1;
     let path = segment::log_path(dir, base);
     let file = open_dma(&path).await?;
     let file_size = file.file_size().await.map_err(gio)?;
@@ -1126,7 +1223,8 @@ async fn open_segment(
         let tail = file.read_at(seg.pending_pos, (valid - seg.pending_pos) as usize).await.map_err(gio)?;
         seg.pending.push_back(Bytes::copy_from_slice(&tail));
     }
-    seg.file = Some(Rc::new(file));
+    seg.on_disk = true;
+    open_files::insert(key, file);
     Ok((seg, torn))
 }
 

@@ -5,6 +5,7 @@ pub mod device;
 pub mod index;
 pub mod leader_epochs;
 pub mod log;
+pub mod open_files;
 pub mod segment;
 
 pub use log::{

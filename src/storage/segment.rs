@@ -13,10 +13,8 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use glommio::io::DmaFile;
 
 use super::index::SegmentIndex;
 use crate::types::Offset;
@@ -49,8 +47,9 @@ pub fn time_index_path(dir: &Path, base_offset: Offset) -> PathBuf {
 
 pub struct Segment {
     pub base_offset: Offset,
-    /// Opened lazily by the flusher for a freshly rolled segment.
-    pub file: Option<Rc<DmaFile>>,
+    /// The `.log` file exists (a freshly rolled segment's is created by its first write).
+    /// Open files are kept by the shard's cache (`open_files`), not here.
+    pub on_disk: bool,
     /// Bytes of complete batches in this segment.
     pub size: u64,
     /// Bytes `[pending_pos, size)`, not yet (fully) written to the file, in order.
@@ -78,7 +77,7 @@ impl Segment {
     pub fn new_empty(base_offset: Offset, now_ms: i64) -> Self {
         Segment {
             base_offset,
-            file: None,
+            on_disk: false,
             size: 0,
             pending: VecDeque::new(),
             pending_pos: 0,

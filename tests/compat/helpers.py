@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -67,6 +68,8 @@ class Broker:
         self.settings.update(settings or {})
         self.proc: subprocess.Popen | None = None
         self.last_start_seconds: float | None = None
+        # RLIMIT_NOFILE (soft and hard) to start the process with; None: inherit ours.
+        self.nofile: int | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -116,13 +119,22 @@ class Broker:
                 try:
                     self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                                  stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                 preexec_fn=_die_with_parent)
+                                                 preexec_fn=self._preexec)
                     break
                 except OSError:  # ETXTBSY/ENOEXEC/ENOENT while cargo rewrites the binary
                     if attempt == 119:
                         raise
                     time.sleep(0.5)
                     _wait_for_binary(WEIR_BIN)
+
+    def _preexec(self) -> None:
+        _die_with_parent()
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+    def open_descriptors(self) -> int:
+        """Descriptors the running process holds."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def wait_ready(self, timeout: float = 30.0) -> float:
         """Wait for "weir is ready" after launch(); returns the seconds since the launch."""

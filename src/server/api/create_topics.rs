@@ -48,9 +48,19 @@ pub async fn create(
     rx.await.unwrap_or_default()
 }
 
+/// How often one topic's refused auto-creation is logged (clients retry Metadata often).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+thread_local! {
+    static REFUSALS_LOGGED: std::cell::RefCell<std::collections::HashMap<String, std::time::Instant>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Creates topics with the broker defaults (auto-creation by Metadata or Produce);
-/// `__consumer_offsets` gets its own settings.
-pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
+/// `__consumer_offsets` gets its own settings. Returns the topics the controller refused
+/// (a limit, a bad default) with the error, which Metadata reports for them; the reason
+/// goes to the log, since Metadata has no field for it.
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> BTreeMap<String, ResponseError> {
     let topics = names
         .into_iter()
         .map(|name| {
@@ -61,7 +71,21 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
         })
         .collect();
     let timeout = Duration::from_millis(shard.config.quorum_request_timeout_ms);
-    create(shard, topics, false, timeout).await;
+    let mut refused = BTreeMap::new();
+    for outcome in create(shard, topics, false, timeout).await {
+        let Some(error) = outcome.error.filter(|e| *e != ResponseError::TopicAlreadyExists) else { continue };
+        let now = std::time::Instant::now();
+        let log = REFUSALS_LOGGED.with(|l| {
+            let mut l = l.borrow_mut();
+            l.retain(|_, at| now.duration_since(*at) < REFUSAL_LOG_INTERVAL);
+            l.insert(outcome.name.clone(), now).is_none()
+        });
+        if log {
+            tracing::warn!(topic = %outcome.name, ?error, message = outcome.error_message.as_deref().unwrap_or(""), "auto-creation refused");
+        }
+        refused.insert(outcome.name, error);
+    }
+    refused
 }
 
 /// `__consumer_offsets` as Kafka creates it: `offsets.topic.num.partitions` partitions,

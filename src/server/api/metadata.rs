@@ -52,6 +52,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
         _ => None,
     };
+    let mut refused = std::collections::BTreeMap::new();
     if let Some(topics) = &requested {
         let missing: Vec<String> = topics
             .iter()
@@ -59,7 +60,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
             .filter(|n| shard.image().topic(n).is_none() && valid_topic_name(n).is_ok())
             .collect();
         if allow_create && !missing.is_empty() {
-            create_topics::auto_create(shard, missing).await;
+            refused = create_topics::auto_create(shard, missing).await;
         }
     }
     let image = shard.image();
@@ -96,6 +97,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
             OPERATIONS_OMITTED
         },
         cut_off: shard.controller_lost().then_some(config.node_id),
+        refused: &refused,
     };
     response.topics = match requested {
         None => image.topics.values().map(|t| view.topic_entry(t)).collect(),
@@ -116,6 +118,8 @@ struct View<'a> {
     operations: i32,
     /// This broker, when it has lost the active controller for longer than its lease.
     cut_off: Option<i32>,
+    /// Topics whose auto-creation the controller refused, with its error.
+    refused: &'a std::collections::BTreeMap<String, ResponseError>,
 }
 
 impl View<'_> {
@@ -125,6 +129,8 @@ impl View<'_> {
         }
         let error = if valid_topic_name(name).is_err() {
             ResponseError::InvalidTopicException
+        } else if let Some(refused) = self.refused.get(name) {
+            *refused
         } else {
             ResponseError::UnknownTopicOrPartition
         };

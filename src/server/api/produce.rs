@@ -91,7 +91,10 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
             missing.into_iter().filter(|n| crate::controller::valid_topic_name(n).is_ok()).collect();
         if !valid.is_empty() {
             let shard = shard.clone();
-            glommio::spawn_local(async move { create_topics::auto_create(&shard, valid).await }).detach();
+            glommio::spawn_local(async move {
+                create_topics::auto_create(&shard, valid).await;
+            })
+            .detach();
         }
     }
     let durable = match acks {

@@ -9,13 +9,12 @@
 //! segment, each complete; one without index files is rescanned at start.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 use tracing::{debug, info};
 
-use super::{gio, open_dma, remove_index_files, LogError};
+use super::{gio, remove_index_files, LogError};
 use crate::protocol::batch;
 use crate::storage::index::{relative, SegmentIndex};
 use crate::storage::segment::{self, align_down};
@@ -140,7 +139,8 @@ impl super::Log {
                 std::fs::File::open(&dir2)?.sync_all()
             })
             .await?;
-        let file = open_dma(&segment::log_path(&dir, base)).await?;
+        // The cached descriptor is the old file's: the next read opens the new one.
+        self.files.close(base).await;
         let interval = self.config.get().index_interval_bytes;
         let mut index = SegmentIndex::default();
         let mut since_index = interval;
@@ -159,7 +159,6 @@ impl super::Log {
         {
             let mut state = self.state.borrow_mut();
             let Some(s) = state.find_mut(base) else { return Ok(()) };
-            s.file = Some(Rc::new(file));
             s.size = size;
             s.written = size;
             s.synced = size;

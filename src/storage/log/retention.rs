@@ -15,7 +15,6 @@
 //! that found one before it went keeps its open file and finishes.
 
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -177,9 +176,7 @@ impl Log {
         let bytes = removed.iter().map(|s| s.size).sum();
         let bases: Vec<Offset> = removed.iter().map(|s| s.base_offset).collect();
         for s in removed {
-            if let Some(file) = s.file.and_then(|f| Rc::try_unwrap(f).ok()) {
-                let _ = file.close().await;
-            }
+            self.files.close(s.base_offset).await;
         }
         retire_segments(&self.dir, &bases, delay_ms).await;
         Ok(Removed { segments: bases.len(), bytes, log_start_offset: new_start })
@@ -206,9 +203,7 @@ impl Log {
         self.cleaned_to.set(offset);
         let bases: Vec<Offset> = removed.iter().map(|s| s.base_offset).collect();
         for s in removed {
-            if let Some(file) = s.file.and_then(|f| Rc::try_unwrap(f).ok()) {
-                let _ = file.close().await;
-            }
+            self.files.close(s.base_offset).await;
         }
         retire_segments(&self.dir, &bases, 0).await;
         self.store_epochs(super::LeaderEpochs::default()).await?;
