@@ -150,6 +150,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker("weir.log.rate.limit.window.ms", Long, Some("10000"), ReadOnly, "bad frames, bad requests and refused connections are logged once per kind per window, then counted"),
     broker("weir.request.receive.timeout.ms", Long, Some("30000"), ReadOnly, "close a connection whose request does not arrive whole within this once begun"),
     broker("queued.max.requests", Int, Some("64"), ReadOnly, "requests one connection may have in flight, pipelined"),
+    broker("queued.max.request.bytes", Long, Some("268435456"), ReadOnly, "bytes the requests in flight may hold, split among the data shards; past it connections stop reading until answers go out (-1 = no bound)"),
     broker("max.partitions", Int, Some("100000"), ReadOnly, "partitions across all topics; more gets POLICY_VIOLATION"),
     broker("max.broker.partitions", Int, Some("0"), ReadOnly, "partition replicas one broker may hold; more gets POLICY_VIOLATION. 0 = as many as its open-file caches hold (weir.open.files.max)"),
     broker("weir.open.files.max", Long, Some("0"), ReadOnly, "segment files the broker keeps open at once; others are opened when read. 0 = what the descriptor limit (ulimit -n) leaves after listeners, connections and its own files"),

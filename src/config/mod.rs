@@ -175,6 +175,9 @@ pub struct Config {
     pub close_timeout_ms: u64,
     /// `queued.max.requests`: requests one connection may have in flight (pipelined).
     pub inflight_requests_max: usize,
+    /// `queued.max.request.bytes`: bytes the requests in flight may hold, broker-wide,
+    /// split among the data shards (-1 = unbounded); see `server::request_memory`.
+    pub queued_request_bytes_max: i64,
     /// `max.partitions` (weir): partitions across all topics.
     pub partitions_max: usize,
     /// `max.broker.partitions` (KIP-578): partition replicas one broker may hold (0 = as
@@ -323,6 +326,7 @@ impl Default for Config {
             log_rate_limit_window_ms: 10_000,
             close_timeout_ms: 120_000,
             inflight_requests_max: 64,
+            queued_request_bytes_max: 256 << 20,
             partitions_max: 100_000,
             broker_partitions_max: 0,
             open_files_max: 0,
@@ -488,6 +492,7 @@ impl Config {
             "weir.log.rate.limit.window.ms" => self.log_rate_limit_window_ms = parse(key, v)?,
             "weir.shutdown.close.timeout.ms" => self.close_timeout_ms = parse(key, v)?,
             "queued.max.requests" => self.inflight_requests_max = parse(key, v)?,
+            "queued.max.request.bytes" => self.queued_request_bytes_max = parse(key, v)?,
             "max.partitions" => self.partitions_max = parse(key, v)?,
             "max.broker.partitions" => self.broker_partitions_max = parse(key, v)?,
             "weir.open.files.max" => self.open_files_max = parse(key, v)?,
@@ -703,6 +708,11 @@ impl Config {
         check(self.close_timeout_ms >= 1, "weir.shutdown.close.timeout.ms", "must be positive")?;
         check(self.inflight_requests_max >= 1, "queued.max.requests", "must be positive")?;
         check(self.partitions_max >= 1, "max.partitions", "must be positive")?;
+        check(
+            self.queued_request_bytes_max == -1 || self.queued_request_bytes_max > 0,
+            "queued.max.request.bytes",
+            "must be positive, or -1 for no bound",
+        )?;
         check(self.producer_id_expiration_ms >= 1, "producer.id.expiration.ms", "must be positive")?;
         check(
             self.producer_id_expiration_check_interval_ms >= 1,
@@ -751,6 +761,12 @@ impl Config {
             "must be longer than broker.heartbeat.interval.ms",
         )?;
         Ok(())
+    }
+
+    /// One data shard's share of `queued.max.request.bytes`; `None` when unbounded.
+    pub fn queued_request_bytes_per_shard(&self) -> Option<u64> {
+        let total = u64::try_from(self.queued_request_bytes_max).ok()?;
+        Some((total / self.data_shards().max(1) as u64).max(1))
     }
 
     /// Data shards to run: `weir.cores`, or one per online CPU.

@@ -152,6 +152,9 @@ pub struct Partition {
     write_scheduled: Cell<bool>,
     /// Idempotent producers writing to this partition.
     producers: RefCell<ProducerStateTable>,
+    /// The log end the newest producer snapshot on disk was taken at: a close with the log
+    /// still there has nothing to write.
+    snapshot_at: Cell<Option<Offset>>,
     /// Leader or follower, as the latest image says.
     replication: RefCell<Replication>,
     /// The high watermark while replicas other than this broker are in sync (alone in the
@@ -185,6 +188,7 @@ impl Partition {
             waiters: RefCell::new(Vec::new()),
             write_scheduled: Cell::new(false),
             producers: RefCell::new(ProducerStateTable::default()),
+            snapshot_at: Cell::new(None),
             replication: RefCell::new(Replication::Follower { leader: -1, epoch: -1 }),
             high_watermark: Cell::new(0),
             hw_waiters: RefCell::new(Vec::new()),
@@ -934,8 +938,11 @@ impl Partition {
     /// Closes the log cleanly (producer snapshot, sync, final index files).
     pub async fn close(&self) -> Result<(), LogError> {
         let table = self.producers.borrow().clone();
-        if !table.producers.is_empty() {
-            self.write_snapshot(table, self.log.next_offset()).await;
+        let end = self.log.next_offset();
+        // Unchanged since the last snapshot: a stop costs what was written, not a write per
+        // partition.
+        if !table.producers.is_empty() && self.snapshot_at.get() != Some(end) {
+            self.write_snapshot(table, end).await;
         }
         self.log.close().await
     }
@@ -966,6 +973,9 @@ impl Partition {
             })
             .await?;
         *self.producers.borrow_mut() = table;
+        if from == end {
+            self.snapshot_at.set(Some(end));
+        }
         Ok(())
     }
 
@@ -973,8 +983,11 @@ impl Partition {
     async fn write_snapshot(&self, table: ProducerStateTable, offset: Offset) {
         let dir = self.log.dir().to_path_buf();
         let written = glommio::executor().spawn_blocking(move || snapshot::write(&dir, &table, offset)).await;
-        if let Err(e) = written {
-            warn!(partition = %self.tp, error = %e, "producer snapshot not written; recovery will replay more log");
+        match written {
+            Ok(_) => self.snapshot_at.set(Some(offset)),
+            Err(e) => {
+                warn!(partition = %self.tp, error = %e, "producer snapshot not written; recovery will replay more log")
+            }
         }
     }
 }

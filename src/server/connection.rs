@@ -24,21 +24,32 @@ use tracing::{debug, info, warn};
 use super::api::{self, ConnectionContext, Pending, Principal, Reply, RequestContext};
 use super::frame_reader::{FrameReader, ReadError};
 use super::log_limit::{LogKind, LogLimiter};
+use super::request_memory::{RequestMemory, Reservation};
 use crate::shard::Shard;
 
 pub type ShutdownSignal = Shared<oneshot::Receiver<()>>;
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, shutdown: ShutdownSignal, log_limit: Rc<LogLimiter>) {
+/// A request being served and the memory its bytes hold until its response is written.
+type InFlight = (Pending, Reservation);
+
+pub async fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    shutdown: ShutdownSignal,
+    log_limit: Rc<LogLimiter>,
+    memory: Option<Rc<RequestMemory>>,
+) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let connection = ConnectionContext { peer, listener: api::PLAINTEXT, principal: Rc::new(Principal::anonymous()) };
+    let connection =
+        ConnectionContext { peer, listener: api::PLAINTEXT, principal: Rc::new(Principal::anonymous()), memory };
     let (reader, writer) = stream.split();
-    let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max);
+    let (tx, rx) = local_channel::new_bounded::<InFlight>(shard.config.inflight_requests_max);
     let last_activity = Rc::new(Cell::new(Instant::now()));
     let reading = Box::pin(read_requests(
         &shard,
         &connection,
-        FrameReader::new(reader),
+        FrameReader::new(reader, connection.memory.clone()),
         tx,
         shutdown,
         last_activity.clone(),
@@ -58,7 +69,7 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
     shard: &Rc<Shard>,
     connection: &ConnectionContext,
     mut frames: FrameReader<R>,
-    tx: local_channel::LocalSender<Pending>,
+    tx: local_channel::LocalSender<InFlight>,
     shutdown: ShutdownSignal,
     last_activity: Rc<Cell<Instant>>,
     log_limit: &LogLimiter,
@@ -76,10 +87,10 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
     // connection (it re-reads the activity marks), not a new timer per request.
     let mut ended = select(shutdown.clone(), Box::pin(limits.watch(&last_activity, &frame_started)));
     loop {
-        let mut body = match select(Box::pin(frames.next_frame(max)), &mut ended).await {
-            Either::Left((Ok(body), _)) => {
+        let (mut body, reservation) = match select(Box::pin(frames.next_frame(max)), &mut ended).await {
+            Either::Left((Ok(frame), _)) => {
                 last_activity.set(Instant::now());
-                body
+                frame
             }
             Either::Left((Err(ReadError::Frame(e)), _)) => {
                 if log_limit.allow(LogKind::BadFrame) {
@@ -120,7 +131,7 @@ async fn read_requests<R: futures::io::AsyncRead + Unpin>(
                 return;
             }
         };
-        if tx.send(pending).await.is_err() {
+        if tx.send((pending, reservation)).await.is_err() {
             return;
         }
     }
@@ -149,6 +160,7 @@ async fn decode_and_dispatch(
         peer: connection.peer,
         listener: connection.listener,
         principal: connection.principal.clone(),
+        memory: connection.memory.clone(),
     };
     api::dispatch(shard, &ctx, std::mem::take(body)).await.map_err(|e| (name, e.to_string()))
 }
@@ -192,10 +204,10 @@ impl StallLimits {
 async fn write_responses<W: futures::io::AsyncWrite + Unpin>(
     peer: Option<SocketAddr>,
     mut writer: W,
-    rx: local_channel::LocalReceiver<Pending>,
+    rx: local_channel::LocalReceiver<InFlight>,
     last_activity: Rc<Cell<Instant>>,
 ) {
-    while let Some(pending) = rx.recv().await {
+    while let Some((pending, _reservation)) = rx.recv().await {
         match pending.await {
             Reply::Frame(buf) => {
                 if writer.write_all(buf.chunk()).await.is_err() {

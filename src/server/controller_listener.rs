@@ -49,14 +49,15 @@ async fn serve(controller: Rc<Controller>, stream: TcpStream, log_limit: Rc<LogL
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = stream.split();
-    let mut frames = FrameReader::new(reader);
+    // Peers only (few connections, small frames): outside the clients' memory budget.
+    let mut frames = FrameReader::new(reader, None);
     let max = controller.config().request_bytes_max;
     // Peers send every few hundred milliseconds (Raft heartbeats, broker heartbeats): a
     // connection silent or stalled mid-frame for this long is a client gone wrong.
     let idle = Duration::from_millis(controller.config().connection_idle_ms);
     loop {
         let body = match with_timeout(idle, frames.next_frame(max)).await {
-            Some(Ok(b)) => b,
+            Some(Ok((b, _))) => b,
             Some(Err(e)) => {
                 debug!(?peer, error = %e, "controller connection ended");
                 return;

@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncReadExt};
 
+use super::request_memory::{RequestMemory, Reservation};
 use crate::protocol::frame::{self, FrameError};
 
 /// Bytes asked of the socket at least, so small pipelined requests share one read.
@@ -43,11 +44,13 @@ pub struct FrameReader<R> {
     /// When the frame being read began to arrive (`None` between frames), for whoever
     /// bounds how long a request may take to arrive.
     frame_started: Rc<Cell<Option<Instant>>>,
+    /// The shard's budget for requests in flight (`queued.max.request.bytes`), if bounded.
+    memory: Option<Rc<RequestMemory>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(reader: R) -> Self {
-        FrameReader { reader, buf: BytesMut::new(), filled: 0, frame_started: Rc::default() }
+    pub fn new(reader: R, memory: Option<Rc<RequestMemory>>) -> Self {
+        FrameReader { reader, buf: BytesMut::new(), filled: 0, frame_started: Rc::default(), memory }
     }
 
     /// When the frame being read began to arrive; readable while `next_frame` runs.
@@ -55,20 +58,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.frame_started.clone()
     }
 
-    /// The next request body (the bytes after the size prefix), at most `max` bytes.
-    pub async fn next_frame(&mut self, max: usize) -> Result<Bytes, ReadError> {
+    /// The next request body (the bytes after the size prefix), at most `max` bytes, and
+    /// the memory reserved for it (held until its response is written).
+    pub async fn next_frame(&mut self, max: usize) -> Result<(Bytes, Reservation), ReadError> {
         self.fill(4).await.map_err(|e| match e {
             ReadError::ClosedMidFrame if self.filled == 0 => ReadError::Closed,
             e => e,
         })?;
         let prefix = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
         let len = frame::body_len(prefix, max)?;
+        // Reserved before the buffer grows for it. While the shard's budget is taken the
+        // socket is not read (back-pressure) and the request is not "slow": its receive
+        // time starts once memory is there.
+        let reservation = match &self.memory {
+            Some(memory) => {
+                self.frame_started.set(None);
+                let reservation = memory.reserve(len).await;
+                self.frame_started.set(Some(Instant::now()));
+                reservation
+            }
+            None => None,
+        };
         self.fill(4 + len).await?;
         self.buf.advance(4);
         self.filled -= 4 + len;
         // Bytes already here belong to the next (pipelined) request, which has begun.
         self.frame_started.set((self.filled > 0).then(Instant::now));
-        Ok(self.buf.split_to(len).freeze())
+        Ok((self.buf.split_to(len).freeze(), reservation))
     }
 
     /// Reads until the buffer holds at least `need` bytes.
@@ -139,10 +155,10 @@ mod tests {
         let bodies: Vec<Vec<u8>> =
             (0..50u32).map(|i| (0..(i * 997 % 200_000 + 8)).map(|j| (i + j) as u8).collect()).collect();
         for step in [1, 3, 4096, 70_000, usize::MAX] {
-            let mut r = FrameReader::new(Trickle { data: framed(&bodies), pos: 0, step });
+            let mut r = FrameReader::new(Trickle { data: framed(&bodies), pos: 0, step }, None);
             let mut held = Vec::new();
             for b in &bodies {
-                let got = now(r.next_frame(1 << 20)).expect("frame");
+                let (got, _) = now(r.next_frame(1 << 20)).expect("frame");
                 assert_eq!(&got[..], &b[..], "step {step}");
                 held.push(got); // bodies stay valid while later frames are read
             }
@@ -155,15 +171,15 @@ mod tests {
 
     #[test]
     fn limits_and_truncation() {
-        let mut r = FrameReader::new(Trickle { data: framed(&[vec![0; 100]]), pos: 0, step: 7 });
+        let mut r = FrameReader::new(Trickle { data: framed(&[vec![0; 100]]), pos: 0, step: 7 }, None);
         let e = now(r.next_frame(99)).expect_err("too large");
         assert!(matches!(e, ReadError::Frame(FrameError::TooLarge { size: 100, max: 99 })));
         let mut data = framed(&[vec![1; 100]]);
         data.truncate(50);
-        let mut r = FrameReader::new(Trickle { data, pos: 0, step: 7 });
+        let mut r = FrameReader::new(Trickle { data, pos: 0, step: 7 }, None);
         let e = now(r.next_frame(1000)).expect_err("cut");
         assert!(matches!(e, ReadError::ClosedMidFrame));
-        let mut r = FrameReader::new(Trickle { data: vec![0, 0], pos: 0, step: 7 });
+        let mut r = FrameReader::new(Trickle { data: vec![0, 0], pos: 0, step: 7 }, None);
         let e = now(r.next_frame(1000)).expect_err("cut prefix");
         assert!(matches!(e, ReadError::ClosedMidFrame));
     }

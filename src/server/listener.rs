@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{self, ShutdownSignal};
 use super::log_limit::{LogKind, LogLimiter};
+use super::request_memory::RequestMemory;
 use crate::shard::{ControlRequest, Shard};
 
 pub fn bind(shard: &Shard) -> std::io::Result<TcpListener> {
@@ -23,6 +24,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
     let window = std::time::Duration::from_millis(shard.config.log_rate_limit_window_ms);
     let log_limit = Rc::new(LogLimiter::new(window));
     let flushing = log_limit.clone();
+    let memory = RequestMemory::new(shard.config.queued_request_bytes_per_shard());
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(window).await;
@@ -62,11 +64,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
         let s = shard.clone();
         let stop = shutdown.clone();
         let limiter = log_limit.clone();
+        let memory = memory.clone();
         glommio::spawn_local(async move {
             match admit_per_ip(&s, &stream, &limiter).await {
-                PerIp::Unlimited => connection::serve(s.clone(), stream, stop, limiter).await,
+                PerIp::Unlimited => connection::serve(s.clone(), stream, stop, limiter, memory).await,
                 PerIp::Admitted(ip) => {
-                    connection::serve(s.clone(), stream, stop, limiter).await;
+                    connection::serve(s.clone(), stream, stop, limiter, memory).await;
                     let _ = s.send_control(ControlRequest::CloseConnection { ip }).await;
                 }
                 // Dropping the stream closes it: the client sees a clean close.

@@ -9,3 +9,4 @@ pub mod controller_listener;
 pub mod frame_reader;
 pub mod listener;
 pub mod log_limit;
+pub mod request_memory;

@@ -285,13 +285,12 @@ impl Log {
         if segments.is_empty() {
             segments.push(Segment::new_empty(checkpointed.unwrap_or(0), now_ms()));
         }
-        // The last segment takes appends again; its index files go stale from now on, and
-        // their absence is what tells recovery to scan it after a crash.
+        // The last segment takes appends again. Its index files, if any, stay until then:
+        // they go stale with its first append (`Segment::push`), and recovery never trusts
+        // the last segment's index files without the clean-shutdown marker, which a
+        // running broker has removed. A partition not written before the next stop then
+        // has nothing to write at it.
         let last = segments.len() - 1;
-        if segments[last].index_files_written {
-            remove_index_files(dir, segments[last].base_offset).await;
-            segments[last].index_files_written = false;
-        }
         segments[last].sealed = false;
         let next_offset = segments[last].next_offset;
         let log_start_offset = checkpointed.map_or(segments[0].base_offset, |c| c.max(segments[0].base_offset));
@@ -687,11 +686,15 @@ impl Log {
                     warn!(dir = %self.dir.display(), error = %e, "log write failed; partition refuses appends");
                 }
             },
-            Ok(()) => {
-                if self.write_blocked.take().is_some() {
-                    info!(dir = %self.dir.display(), "the write went through: the partition takes appends again");
+            Ok(()) => match self.write_blocked.take() {
+                Some(Starved::Space) => {
+                    info!(dir = %self.dir.display(), "space returned: the partition takes appends again")
                 }
-            }
+                Some(Starved::Descriptors) => {
+                    info!(dir = %self.dir.display(), "a descriptor was free: the partition takes appends again")
+                }
+                None => {}
+            },
         }
         result
     }
@@ -1021,20 +1024,24 @@ impl Log {
     pub async fn close(&self) -> Result<(), LogError> {
         self.flush(true).await?;
         let _permit = self.io.acquire_permit(1).await.map_err(gio)?;
-        let (base, file, size) = {
+        let (base, file, size, unchanged) = {
             let mut state = self.state.borrow_mut();
             let active = state.active();
             active.sealed = true;
-            (active.base_offset, active.on_disk, active.size)
+            (active.base_offset, active.on_disk, active.size, active.index_files_written)
         };
-        if file {
+        if unchanged {
+            // Nothing appended since it was opened: its file is cut and its index files current.
+        } else if file {
             let file = self.segment_file(base).await?;
             file.truncate(size).await.map_err(gio)?;
             file.fdatasync().await.map_err(gio)?;
         } else {
             write_small_file(&segment::log_path(&self.dir, base), Vec::new()).await?;
         }
-        self.write_index_files(base).await?;
+        if !unchanged {
+            self.write_index_files(base).await?;
+        }
         self.state.borrow_mut().tail.clear();
         for file in open_files::remove_log(self.files.log) {
             if let Ok(file) = Rc::try_unwrap(file) {

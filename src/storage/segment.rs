@@ -104,6 +104,8 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> u64 {
         let position = self.size;
+        // Its index files, if written (at a clean stop), no longer cover it.
+        self.index_files_written = false;
         if self.size == 0 || self.bytes_since_index >= index_interval_bytes {
             let relative = super::index::relative(self.base_offset, base_offset);
             self.index.add(relative, position as u32, max_timestamp.max(self.max_timestamp));

@@ -17,6 +17,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Pending, RequestContext};
+use crate::server::request_memory::{RequestMemory, Reservation};
 use crate::shard::message::{FetchItem, FetchOutcome, ReplicaFetch};
 use crate::shard::Shard;
 use crate::types::{wire_code, TopicPartition};
@@ -29,13 +30,28 @@ const MAX_WAIT_MS_MAX: i32 = 60_000;
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FetchRequest) -> Pending {
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let shard = shard.clone();
+    let memory = ctx.memory.clone();
     Box::pin(async move {
-        let response = fetch(&shard, version, request).await;
+        let (response, _reservation) = fetch(&shard, version, request, memory.as_deref()).await;
         encode_frame(ApiKey::Fetch, version, correlation_id, &response)
     })
 }
 
-async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchResponse {
+/// The response's memory, reserved from the shard's `queued.max.request.bytes` before the
+/// partitions are read (the most the response may hold), and held while it is encoded.
+async fn reserve_response(memory: Option<&RequestMemory>, max_bytes: usize) -> Reservation {
+    match memory {
+        Some(m) if max_bytes > 0 => m.reserve(max_bytes).await,
+        _ => None,
+    }
+}
+
+async fn fetch(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: FetchRequest,
+    memory: Option<&RequestMemory>,
+) -> (FetchResponse, Reservation) {
     let mut response = FetchResponse::default();
     if version >= 7 {
         let error = match (request.session_id, request.session_epoch) {
@@ -45,7 +61,7 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         };
         if let Some(error) = error {
             response.error_code = error.code();
-            return response;
+            return (response, None);
         }
     }
     let fetch_max = shard.config.fetch_bytes_max;
@@ -100,7 +116,8 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         }
     }
 
-    let outcomes = loop {
+    let (outcomes, reservation) = loop {
+        let reservation = reserve_response(memory, if items.is_empty() { 0 } else { max_bytes }).await;
         let mut outcomes = shard.route_fetch(items.clone()).await;
         outcomes.sort_by_key(|o| o.idx);
         let bytes: usize = outcomes.iter().map(|o| o.records.len()).sum();
@@ -108,12 +125,14 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         let now = Instant::now();
         let enough = if min_bytes == 0 { true } else { bytes >= min_bytes };
         if enough || errors || now >= deadline || items.is_empty() || shard.is_stopping() {
-            break outcomes;
+            break (outcomes, reservation);
         }
         if shard.fetch_waiters.get() >= shard.config.fetch_waiters_max {
             // At the limit of parked fetches: answer now rather than park.
-            break outcomes;
+            break (outcomes, reservation);
         }
+        // A parked fetch holds no memory: it reserves again when it reads again.
+        drop(reservation);
         let watch: Vec<(TopicPartition, i64)> = if follower {
             // The fetch offset is the log end the follower wants to pass.
             items.iter().map(|i| (i.tp.clone(), i.offset)).collect()
@@ -126,9 +145,10 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         drop(parked);
         if let Either::Right(_) = woke {
             // Timed out: one last read, so data that came at the very end is not missed.
+            let reservation = reserve_response(memory, max_bytes).await;
             let mut last = shard.route_fetch(items.clone()).await;
             last.sort_by_key(|o| o.idx);
-            break last;
+            break (last, reservation);
         }
     };
 
@@ -173,7 +193,7 @@ async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchR
         pd.records = Some(o.records);
         response.responses[t].partitions.push(pd);
     }
-    response
+    (response, reservation)
 }
 
 /// Kafka's check of the leader epoch a fetcher believes in (KIP-320): older than the

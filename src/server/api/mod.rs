@@ -50,6 +50,7 @@ use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use thiserror::Error;
 
+use super::request_memory::RequestMemory;
 use crate::shard::Shard;
 
 /// The future a registry row's handler returns: the pending response, or a request the
@@ -175,6 +176,8 @@ pub struct ConnectionContext {
     /// The listener the connection came in on (`PLAINTEXT`).
     pub listener: &'static str,
     pub principal: Rc<Principal>,
+    /// The shard's budget for requests in flight (`queued.max.request.bytes`), if bounded.
+    pub memory: Option<Rc<RequestMemory>>,
 }
 
 /// One request's context: every handler takes it.
@@ -187,6 +190,8 @@ pub struct RequestContext {
     pub peer: Option<SocketAddr>,
     pub listener: &'static str,
     pub principal: Rc<Principal>,
+    /// The shard's budget for requests in flight: Fetch reserves its response from it.
+    pub memory: Option<Rc<RequestMemory>>,
 }
 
 impl RequestContext {
