@@ -26,11 +26,22 @@ CLEAN_SHUTDOWN_MARKER = ".weir_clean_shutdown"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port that was free a moment ago (bind to port 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago (bind to port 0 and let the kernel choose), never
+    one this process handed out before: the kernel may offer a released port again at once,
+    and a cluster given the same port twice (one node's client port, another's controller
+    port) fails to start."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh port after 100 tries")
 
 
 def _die_with_parent():

@@ -38,7 +38,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FetchReque
 }
 
 /// The response's memory, reserved from the shard's `queued.max.request.bytes` before the
-/// partitions are read (the most the response may hold), and held while it is encoded.
+/// partitions are read (the most the response may hold: the request's cap, or its
+/// partitions' caps together when less), and held while it is encoded.
 async fn reserve_response(memory: Option<&RequestMemory>, max_bytes: usize) -> Reservation {
     match memory {
         Some(m) if max_bytes > 0 => m.reserve(max_bytes).await,
@@ -116,8 +117,9 @@ async fn fetch(
         }
     }
 
+    let response_cap = items.iter().map(|i| i.max_bytes).sum::<usize>().min(max_bytes);
     let (outcomes, reservation) = loop {
-        let reservation = reserve_response(memory, if items.is_empty() { 0 } else { max_bytes }).await;
+        let reservation = reserve_response(memory, response_cap).await;
         let mut outcomes = shard.route_fetch(items.clone()).await;
         outcomes.sort_by_key(|o| o.idx);
         let bytes: usize = outcomes.iter().map(|o| o.records.len()).sum();
@@ -145,7 +147,7 @@ async fn fetch(
         drop(parked);
         if let Either::Right(_) = woke {
             // Timed out: one last read, so data that came at the very end is not missed.
-            let reservation = reserve_response(memory, max_bytes).await;
+            let reservation = reserve_response(memory, response_cap).await;
             let mut last = shard.route_fetch(items.clone()).await;
             last.sort_by_key(|o| o.idx);
             break (last, reservation);
