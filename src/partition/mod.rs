@@ -881,12 +881,12 @@ impl Partition {
         self.log.synced_offset() < self.log.next_offset()
     }
 
-    /// Syncs everything appended so far (the periodic part of the flush policy).
     /// Whether the last write found the filesystem full or no descriptor (see `Log::is_write_blocked`).
     pub fn is_write_blocked(&self) -> bool {
         self.log.is_write_blocked()
     }
 
+    /// Syncs everything appended so far (the periodic part of the flush policy).
     pub async fn sync(&self) -> Result<(), LogError> {
         let synced = self.log.flush(true).await;
         self.notify();
