@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 
 from confluent_kafka import KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
@@ -43,7 +44,6 @@ def read_all(bootstrap: str, topic: str, partitions: int, expected: int) -> dict
     c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
     got: dict[int, list[str]] = {}
     n = 0
-    import time
     deadline = time.monotonic() + 60
     while n < expected and time.monotonic() < deadline:
         for m in c.consume(1000, 1.0):

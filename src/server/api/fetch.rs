@@ -32,7 +32,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FetchReque
     let shard = shard.clone();
     let memory = ctx.memory.clone();
     Box::pin(async move {
-        let (response, _reservation) = fetch(&shard, version, request, memory.as_deref()).await;
+        let (response, _reservation) = fetch(&shard, version, request, memory.as_ref()).await;
         encode_frame(ApiKey::Fetch, version, correlation_id, &response)
     })
 }
@@ -40,7 +40,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FetchReque
 /// The response's memory, reserved from the shard's `queued.max.request.bytes` before the
 /// partitions are read (the most the response may hold: the request's cap, or its
 /// partitions' caps together when less), and held while it is encoded.
-async fn reserve_response(memory: Option<&RequestMemory>, max_bytes: usize) -> Reservation {
+async fn reserve_response(memory: Option<&Rc<RequestMemory>>, max_bytes: usize) -> Reservation {
     match memory {
         Some(m) if max_bytes > 0 => m.reserve(max_bytes).await,
         _ => None,
@@ -51,7 +51,7 @@ async fn fetch(
     shard: &Rc<Shard>,
     version: i16,
     request: FetchRequest,
-    memory: Option<&RequestMemory>,
+    memory: Option<&Rc<RequestMemory>>,
 ) -> (FetchResponse, Reservation) {
     let mut response = FetchResponse::default();
     if version >= 7 {
