@@ -315,17 +315,35 @@ def consume_confluent(bootstrap: str, topic: str, partitions, count: int, timeou
     records: list[Record] = []
     try:
         consumer.assign([TopicPartition(topic, p, o) for p, o in partitions.items()])
-        for _ in _polling(records, count, topic, timeout, settle):
-            for m in consumer.consume(num_messages=10000, timeout=0.2):
-                if m.error():
-                    raise AssertionError(f"{topic}: consumer error {m.error()}")
-                ts_type, ts = m.timestamp()
-                records.append(Record(m.partition(), m.offset(), m.key(), m.value(), ts,
-                                      tuple(m.headers() or ())))
+        try:
+            for _ in _polling(records, count, topic, timeout, settle):
+                for m in consumer.consume(num_messages=10000, timeout=0.2):
+                    if m.error():
+                        raise AssertionError(f"{topic}: consumer error {m.error()}")
+                    ts_type, ts = m.timestamp()
+                    records.append(Record(m.partition(), m.offset(), m.key(), m.value(), ts,
+                                          tuple(m.headers() or ())))
+        except AssertionError as e:
+            # Say whether the records were never there or never fetched.
+            raise AssertionError(f"{e}; {_confluent_positions(consumer, topic, partitions)}") from None
     finally:
         consumer.close()
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
+
+
+def _confluent_positions(consumer, topic: str, partitions) -> str:
+    from confluent_kafka import TopicPartition
+
+    parts = []
+    for p in partitions:
+        try:
+            (tp,) = consumer.position([TopicPartition(topic, p)])
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            parts.append(f"partition {p}: position {tp.offset}, log {lo}..{hi}")
+        except Exception as e:  # diagnostics only
+            parts.append(f"partition {p}: {e}")
+    return "; ".join(parts)
 
 
 def confluent_producer(bootstrap: str, **extra):
