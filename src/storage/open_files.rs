@@ -46,11 +46,9 @@ pub struct FileCache<F> {
     stats: CacheStats,
 }
 
-/// Counters for logs and tests.
+/// Counters for tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
-    pub opened: u64,
-    pub closed_for_space: u64,
     /// Insertions that left the cache above capacity (everything old was dirty or busy).
     pub overflows: u64,
 }
@@ -68,10 +66,6 @@ impl<F> FileCache<F> {
 
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     pub fn len(&self) -> usize {
@@ -110,7 +104,6 @@ impl<F> FileCache<F> {
             self.order.remove(&old.used);
         }
         self.order.insert(now, key);
-        self.stats.opened += 1;
         (file, self.evict())
     }
 
@@ -134,7 +127,6 @@ impl<F> FileCache<F> {
                 closed.push(e.file);
             }
         }
-        self.stats.closed_for_space += closed.len() as u64;
         if self.entries.len() > self.capacity {
             self.stats.overflows += 1;
         }
@@ -184,14 +176,6 @@ pub fn next_log_id() -> u64 {
         let id = n.get();
         n.set(id + 1);
         id
-    })
-}
-
-/// This shard's open segment files, capacity and counters.
-pub fn usage() -> (usize, usize, CacheStats) {
-    CACHE.with(|c| {
-        let c = c.borrow();
-        (c.len(), c.capacity(), c.stats())
     })
 }
 
