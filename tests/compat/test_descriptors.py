@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 
 from confluent_kafka import KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from helpers import confluent_consumer
+from helpers import confluent_consumer, consume_confluent
 
 PARTITIONS = 600
 LOW_LIMIT = 512
@@ -40,18 +39,11 @@ def produce_to_each(bootstrap: str, topic: str, partitions: int, tag: str) -> No
 
 
 def read_all(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[int, list[str]]:
-    c = confluent_consumer(bootstrap)
-    c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
+    records = consume_confluent(bootstrap, topic, list(range(partitions)), expected, timeout=60)
+    assert len(records) == expected, f"read {len(records)} of {expected}"
     got: dict[int, list[str]] = {}
-    n = 0
-    deadline = time.monotonic() + 60
-    while n < expected and time.monotonic() < deadline:
-        for m in c.consume(1000, 1.0):
-            assert m.error() is None, m.error()
-            got.setdefault(m.partition(), []).append(m.value().decode())
-            n += 1
-    c.close()
-    assert n == expected, f"read {n} of {expected}"
+    for r in records:
+        got.setdefault(r.partition, []).append(r.value.decode())
     return got
 
 

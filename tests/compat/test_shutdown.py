@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from helpers import confluent_consumer
+from helpers import consume_confluent
 
 PARTITIONS = 40
 
@@ -65,15 +65,9 @@ def test_a_stop_rewrites_only_what_was_written_since_the_start(make_broker):
 
     broker.start()
     assert "clean_start=true" in broker.log_path.read_text().split("=== compat test")[-1]
-    c = confluent_consumer(broker.bootstrap)
-    c.assign([TopicPartition("quiet", i, 0) for i in range(PARTITIONS)])
+    records = consume_confluent(broker.bootstrap, "quiet", list(range(PARTITIONS)), PARTITIONS + 1, timeout=30)
     got: dict[int, list[str]] = {}
-    for _ in range(30):
-        for m in c.consume(100, 1.0):
-            assert m.error() is None, m.error()
-            got.setdefault(m.partition(), []).append(m.value().decode())
-        if sum(map(len, got.values())) >= PARTITIONS + 1:
-            break
-    c.close()
+    for r in records:
+        got.setdefault(r.partition, []).append(r.value.decode())
     assert got[0] == ["one-0", "two-0"]
     assert all(got[i] == [f"one-{i}"] for i in range(1, PARTITIONS))
