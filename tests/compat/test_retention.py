@@ -160,8 +160,15 @@ def test_a_follower_behind_the_leaders_log_start_starts_over_there(request, tmp_
         # leader's log start, catches up and is back in the ISR.
         wait_for_isr(cluster.node(leader), "behind", 3, timeout=60)
         assert follower.log_lines(r"starting over at its log start")
-        kept = [int(p.name.split(".")[0]) for p in (follower.data_dir / "behind-0").glob("*.log")]
-        assert kept and min(kept) > 0, f"the follower copied nothing from offset 0: {kept}"
+        # In the ISR with what it copied appended; its segment file is created by the first
+        # write of that data, which may come a moment later (the periodic flush).
+        def kept():
+            return [int(p.name.split(".")[0]) for p in (follower.data_dir / "behind-0").glob("*.log")]
+        files = lambda: sorted(p.name for p in (follower.data_dir / "behind-0").iterdir())  # noqa: E731
+        wait_until(lambda: kept(), 10,
+                   what=f"the follower's segment file (leader's watermarks "
+                        f"{watermarks(cluster.node(leader), 'behind')}, follower's files {files()})")
+        assert min(kept()) > 0, f"the follower's log did not start over past offset 0: {files()}"
 
 
 def test_delete_records_moves_the_log_start_with_confluent_and_kafka_python(make_broker):
