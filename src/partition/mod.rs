@@ -20,6 +20,7 @@ pub mod producer_state;
 pub mod replica;
 pub mod snapshot;
 pub mod table;
+pub mod transactions;
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -33,7 +34,8 @@ use tracing::{debug, info, warn};
 
 use self::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use self::replica::{LeaderState, Role};
-use crate::protocol::batch::{self, BatchHeader};
+use self::transactions::{AbortedTxn, PartitionTxns};
+use crate::protocol::batch::{self, BatchHeader, ControlType};
 use crate::storage::log::retention::{Removed, Retention};
 use crate::storage::{Log, LogConfig, LogError};
 use crate::types::{now_ms, Acks, Offset, OffsetSpec, TopicPartition};
@@ -96,8 +98,31 @@ pub struct Appended {
 #[derive(Debug, Clone, Default)]
 pub struct FetchRead {
     pub high_watermark: Offset,
+    pub last_stable_offset: Offset,
     pub log_start_offset: Offset,
     pub records: Bytes,
+    /// For a read_committed fetch: the aborted transactions the records overlap.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// Kafka's isolation level of a fetch or an offset lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    #[default]
+    ReadUncommitted,
+    /// Only below the last stable offset; aborted transactions are named for skipping.
+    ReadCommitted,
+}
+
+impl Isolation {
+    pub fn from_wire(level: i8) -> Self {
+        if level == 1 {
+            Isolation::ReadCommitted
+        } else {
+            Isolation::ReadUncommitted
+        }
+    }
 }
 
 /// Batches read for a follower's fetch (up to the log end, not the high watermark).
@@ -132,6 +157,8 @@ pub struct ProducerSummary {
     pub epoch: i16,
     pub last_sequence: i32,
     pub last_timestamp: i64,
+    /// The first offset of its transaction open here; -1: none.
+    pub current_txn_start_offset: Offset,
 }
 
 /// The Kafka error for a storage failure.
@@ -152,6 +179,8 @@ pub struct Partition {
     write_scheduled: Cell<bool>,
     /// Idempotent producers writing to this partition.
     producers: RefCell<ProducerStateTable>,
+    /// Open transactions, the last stable offset, aborted transactions.
+    txns: RefCell<PartitionTxns>,
     /// The log end the newest producer snapshot on disk was taken at: a close with the log
     /// still there has nothing to write.
     snapshot_at: Cell<Option<Offset>>,
@@ -188,6 +217,7 @@ impl Partition {
             waiters: RefCell::new(Vec::new()),
             write_scheduled: Cell::new(false),
             producers: RefCell::new(ProducerStateTable::default()),
+            txns: RefCell::new(PartitionTxns::default()),
             snapshot_at: Cell::new(None),
             replication: RefCell::new(Replication::Follower { leader: -1, epoch: -1 }),
             high_watermark: Cell::new(0),
@@ -433,8 +463,18 @@ impl Partition {
         timeout: Duration,
     ) -> Result<impl std::future::Future<Output = Result<Appended, ResponseError>> + 'static, ResponseError> {
         let appended = self.append(batch, acks)?;
-        let partition = self.clone();
-        Ok(async move {
+        Ok(self.clone().acknowledged(appended, acks, timeout))
+    }
+
+    /// Resolves with `appended` once `acks` is met for it (acks=all bounded by `timeout`).
+    async fn acknowledged(
+        self: Rc<Self>,
+        appended: Appended,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<Appended, ResponseError> {
+        let partition = self;
+        {
             let durable = partition.durable(acks, appended.last_offset);
             let waited = match acks {
                 // Kafka's timeout bounds the wait for acks=all; acks=0/1 are answered once
@@ -473,7 +513,84 @@ impl Partition {
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(ResponseError::RequestTimedOut),
             }
+        }
+    }
+
+    /// Writes a transaction marker for `producer_id` (WriteTxnMarkers, from the transaction
+    /// coordinator): a control batch that ends the producer's transaction here, committed or
+    /// aborted. Appended now; resolves once durable on every in-sync replica (acks=all).
+    /// A marker older than the producer's epoch here is refused (INVALID_PRODUCER_EPOCH).
+    pub fn write_marker(
+        self: &Rc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        kind: ControlType,
+        timeout: Duration,
+    ) -> Result<impl std::future::Future<Output = Result<Appended, ResponseError>> + 'static, ResponseError> {
+        if self.log.has_failed() || self.log.is_write_blocked() {
+            return Err(ResponseError::KafkaStorageError);
+        }
+        let epoch = match &*self.replication.borrow() {
+            Replication::Leader(s) if !s.deposed => s.leadership.epoch,
+            _ => return Err(ResponseError::NotLeaderOrFollower),
+        };
+        if let Err(e) = self.producers.borrow().check_marker(producer_id, producer_epoch) {
+            debug!(partition = %self.tp, producer_id, error = %e, "transaction marker refused");
+            return Err(e.error());
+        }
+        let now = now_ms();
+        let batch = batch::control_batch(producer_id, producer_epoch, coordinator_epoch, kind, now)
+            .map_err(|_| ResponseError::UnknownServerError)?;
+        let info = self.log.append(batch, None, epoch);
+        if info.rolled {
+            self.snapshot_at_roll(info.base_offset);
+        }
+        self.producers.borrow_mut().record_marker(producer_id, producer_epoch, now);
+        let hw = self.high_watermark();
+        if let Some(aborted) = self.txns.borrow_mut().on_marker(producer_id, info.base_offset, kind, hw) {
+            debug!(partition = %self.tp, producer_id, first_offset = aborted.first_offset, marker = aborted.last_offset, "transaction aborted");
+        }
+        self.notify_end();
+        let appended =
+            Appended { base_offset: info.base_offset, last_offset: info.last_offset, log_append_time_ms: -1 };
+        Ok(self.clone().acknowledged(appended, Acks::All, timeout))
+    }
+
+    /// Offsets below this are stable: no transaction that is open, or whose outcome is not
+    /// yet replicated, begins below it. What read_committed consumers may read.
+    pub fn last_stable_offset(&self) -> Offset {
+        let hw = self.high_watermark();
+        self.txns.borrow_mut().last_stable_offset(hw)
+    }
+
+    /// At a roll: the sealed segment's aborted-transaction index, then a producer snapshot
+    /// at the new segment's base (the state before its first batch), off the shard.
+    fn snapshot_at_roll(self: &Rc<Self>, new_base: Offset) {
+        let table = self.producers.borrow().clone();
+        let open: snapshot::OpenTxns = self.txns.borrow().open_transactions().into_iter().collect();
+        let sealed_base = self.log.segment_base_of(new_base - 1);
+        let aborted = self.txns.borrow().aborted_in_segment(sealed_base, new_base);
+        let p = self.clone();
+        glommio::spawn_local(async move {
+            if p.write_txn_index(sealed_base, aborted).await {
+                p.write_snapshot(table, open, new_base).await
+            }
         })
+        .detach();
+    }
+
+    /// Writes one segment's aborted-transaction index off the shard; whether it was written.
+    async fn write_txn_index(&self, base: Offset, aborted: Vec<AbortedTxn>) -> bool {
+        let dir = self.log.dir().to_path_buf();
+        let written = glommio::executor().spawn_blocking(move || transactions::write_index(&dir, base, &aborted)).await;
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(partition = %self.tp, base, error = %e, "aborted-transaction index not written; no producer snapshot either, so recovery replays the log");
+                false
+            }
+        }
     }
 
     fn append(self: &Rc<Self>, batch: &Bytes, acks: Acks) -> Result<Appended, ResponseError> {
@@ -491,11 +608,12 @@ impl Partition {
             return Err(ResponseError::NotEnoughReplicas);
         }
         let header = BatchHeader::new(batch);
-        if header.as_ref().is_some_and(|h| h.is_transactional()) {
-            // Transactions are not implemented: InitProducerId hands out no transactional ids.
-            return Err(ResponseError::InvalidTxnState);
-        }
+        let transactional = header.as_ref().is_some_and(|h| h.is_transactional());
         let producer = header.as_ref().and_then(producer_batch);
+        if transactional && producer.is_none() {
+            // A transactional batch must carry its producer's id (Kafka: INVALID_RECORD).
+            return Err(ResponseError::InvalidRecord);
+        }
         if let Some(b) = &producer {
             let verdict = self.producers.borrow().check(b);
             match verdict {
@@ -524,12 +642,13 @@ impl Partition {
         }
         if info.rolled {
             // The state before this batch is the state at the new segment's base offset.
-            let table = self.producers.borrow().clone();
-            let p = self.clone();
-            glommio::spawn_local(async move { p.write_snapshot(table, info.base_offset).await }).detach();
+            self.snapshot_at_roll(info.base_offset);
         }
         if let Some(b) = &producer {
             self.producers.borrow_mut().record(b, info.base_offset);
+            if transactional {
+                self.txns.borrow_mut().on_data(b.producer_id, info.base_offset);
+            }
         }
         self.notify_end();
         // Consumers see the batch once it is written: acks=1/all write it before answering,
@@ -587,22 +706,36 @@ impl Partition {
     /// found is returned whole (KIP-74). `skip_when_empty_limit`: with a zero limit, read
     /// nothing (another partition of the response already returned data). Only what is
     /// below the high watermark goes out.
+    /// read_committed reads stop at the last stable offset and name the aborted
+    /// transactions among the records.
     pub async fn read(
         &self,
         offset: Offset,
         limit: usize,
         skip_when_empty_limit: bool,
+        isolation: Isolation,
     ) -> Result<FetchRead, ResponseError> {
         let high_watermark = self.high_watermark();
+        let last_stable_offset = self.last_stable_offset();
         let log_start_offset = self.log.log_start_offset();
         let in_range = offset >= log_start_offset && offset <= high_watermark;
-        let records = if limit == 0 && skip_when_empty_limit && in_range {
+        let end = match isolation {
+            Isolation::ReadUncommitted => high_watermark,
+            Isolation::ReadCommitted => last_stable_offset,
+        };
+        let records = if (limit == 0 && skip_when_empty_limit && in_range) || (in_range && offset >= end) {
             Bytes::new()
         } else {
             let read = self.log.read(offset, limit).await.map_err(|e| storage_error(&e))?;
-            batch::below(read.records, high_watermark)
+            batch::below(read.records, end)
         };
-        Ok(FetchRead { high_watermark, log_start_offset, records })
+        let aborted = match (isolation, batch::iter_batches(&records).last()) {
+            (Isolation::ReadCommitted, Some((_, last))) => {
+                self.txns.borrow().aborted_between(offset, last.last_offset() + 1)
+            }
+            _ => Vec::new(),
+        };
+        Ok(FetchRead { high_watermark, last_stable_offset, log_start_offset, records, aborted })
     }
 
     /// Reads stored batches from `offset` up to the log end, whatever the high watermark:
@@ -613,8 +746,16 @@ impl Partition {
 
     /// The offset (and its timestamp, or -1) that `spec` names; `None` when no record
     /// matches (a timestamp after every record's).
-    pub async fn list_offset(&self, spec: OffsetSpec) -> Result<Option<(Offset, i64)>, ResponseError> {
+    /// With read_committed, the latest offset is the last stable offset.
+    pub async fn list_offset(
+        &self,
+        spec: OffsetSpec,
+        isolation: Isolation,
+    ) -> Result<Option<(Offset, i64)>, ResponseError> {
         let found = match spec {
+            OffsetSpec::Latest if isolation == Isolation::ReadCommitted => {
+                return Ok(Some((self.last_stable_offset(), -1)))
+            }
             OffsetSpec::Latest => return Ok(Some((self.high_watermark(), -1))),
             OffsetSpec::Earliest | OffsetSpec::EarliestLocal => return Ok(Some((self.log.log_start_offset(), -1))),
             OffsetSpec::LatestTiered => return Ok(None),
@@ -770,10 +911,9 @@ impl Partition {
                 }
                 storage_error(&e)
             })?;
+            let hw = self.high_watermark.get();
             for (_, h) in batch::iter_batches(records).filter(|(_, h)| h.base_offset() >= before) {
-                if let Some(b) = producer_batch(&h) {
-                    self.producers.borrow_mut().record(&b, h.base_offset());
-                }
+                replay_batch(&mut self.producers.borrow_mut(), &mut self.txns.borrow_mut(), &h, hw);
             }
             let end = self.log.next_offset();
             if end > before {
@@ -907,15 +1047,18 @@ impl Partition {
     /// Removes the segments the topic's retention no longer keeps (below the high
     /// watermark only).
     pub async fn apply_retention(&self) -> Result<Removed, LogError> {
-        match &self.settings.get().retention {
+        let removed = match &self.settings.get().retention {
             Some(r) => self.log.apply_retention(r, now_ms(), self.high_watermark()).await,
             None => Ok(Removed::default()),
-        }
+        };
+        self.txns.borrow_mut().forget_below(self.log.log_start_offset());
+        removed
     }
 
     /// The active idempotent producers, by producer id.
     pub fn producers(&self) -> Vec<ProducerSummary> {
         let table = self.producers.borrow();
+        let txns = self.txns.borrow();
         let mut out: Vec<ProducerSummary> = table
             .producers
             .iter()
@@ -924,6 +1067,7 @@ impl Partition {
                 epoch: e.epoch,
                 last_sequence: e.last_seq().unwrap_or(-1),
                 last_timestamp: e.last_timestamp,
+                current_txn_start_offset: txns.open_since(*id).unwrap_or(-1),
             })
             .collect();
         out.sort_unstable();
@@ -932,7 +1076,8 @@ impl Partition {
 
     /// Forgets producers idle longer than `expiration_ms`; returns how many.
     pub fn expire_producers(&self, now: i64, expiration_ms: i64) -> usize {
-        self.producers.borrow_mut().expire(now, expiration_ms)
+        let txns = self.txns.borrow();
+        self.producers.borrow_mut().expire(now, expiration_ms, |id| txns.open_since(id).is_some())
     }
 
     /// Closes the log cleanly (producer snapshot, sync, final index files).
@@ -942,7 +1087,12 @@ impl Partition {
         // Unchanged since the last snapshot: a stop costs what was written, not a write per
         // partition.
         if !table.producers.is_empty() && self.snapshot_at.get() != Some(end) {
-            self.write_snapshot(table, end).await;
+            let active = self.log.segment_base_of(end);
+            let aborted = self.txns.borrow().aborted_in_segment(active, end);
+            let open: snapshot::OpenTxns = self.txns.borrow().open_transactions().into_iter().collect();
+            if self.write_txn_index(active, aborted).await {
+                self.write_snapshot(table, open, end).await;
+            }
         }
         self.log.close().await
     }
@@ -960,29 +1110,33 @@ impl Partition {
         info!(partition = %self.tp, "partition deleted");
     }
 
-    /// Rebuilds producer state: the newest snapshot, then the batches after it.
+    /// Rebuilds producer state: the newest snapshot (with the transactions open then) and
+    /// the aborted-transaction indexes below it, then the batches after it.
     async fn recover_producers(&self) -> Result<(), LogError> {
         let dir = self.log.dir().to_path_buf();
         let end = self.log.next_offset();
-        let (mut table, from) = glommio::executor().spawn_blocking(move || snapshot::load_latest(&dir, end)).await;
-        self.log
-            .for_each_batch(from, |h| {
-                if let Some(batch) = producer_batch(h) {
-                    table.record(&batch, h.base_offset());
-                }
-            })
-            .await?;
+        let ((mut table, open, from), aborted) = glommio::executor()
+            .spawn_blocking(move || (snapshot::load_latest(&dir, end), transactions::read_indexes(&dir)))
+            .await;
+        let mut txns = PartitionTxns::default();
+        txns.load_open(open);
+        txns.load_aborted(aborted, from);
+        let hw = self.high_watermark.get();
+        self.log.for_each_batch(from, |h| replay_batch(&mut table, &mut txns, h, hw)).await?;
+        txns.forget_below(self.log.log_start_offset());
         *self.producers.borrow_mut() = table;
+        *self.txns.borrow_mut() = txns;
         if from == end {
             self.snapshot_at.set(Some(end));
         }
         Ok(())
     }
 
-    /// Writes a snapshot of `table` (the state below `offset`) without blocking the shard.
-    async fn write_snapshot(&self, table: ProducerStateTable, offset: Offset) {
+    /// Writes a snapshot of `table` and the open transactions (the state below `offset`)
+    /// without blocking the shard.
+    async fn write_snapshot(&self, table: ProducerStateTable, open: snapshot::OpenTxns, offset: Offset) {
         let dir = self.log.dir().to_path_buf();
-        let written = glommio::executor().spawn_blocking(move || snapshot::write(&dir, &table, offset)).await;
+        let written = glommio::executor().spawn_blocking(move || snapshot::write(&dir, &table, &open, offset)).await;
         match written {
             Ok(_) => self.snapshot_at.set(Some(offset)),
             Err(e) => {
@@ -996,6 +1150,21 @@ impl Partition {
 pub fn fire(waiter: &Waiter) {
     if let Some(sender) = waiter.borrow_mut().take() {
         let _ = sender.send(());
+    }
+}
+
+/// Takes one stored batch into the producer and transaction state (replay at start, a
+/// follower's append): data batches as the producer's, transactional ones opening its
+/// transaction, markers completing it.
+fn replay_batch(table: &mut ProducerStateTable, txns: &mut PartitionTxns, h: &BatchHeader<'_>, hw: Offset) {
+    if let Some(b) = producer_batch(h) {
+        table.record(&b, h.base_offset());
+        if h.is_transactional() {
+            txns.on_data(b.producer_id, h.base_offset());
+        }
+    } else if let Some(kind) = h.control_type() {
+        table.record_marker(h.producer_id(), h.producer_epoch(), h.max_timestamp());
+        txns.on_marker(h.producer_id(), h.base_offset(), kind, hw);
     }
 }
 

@@ -164,11 +164,37 @@ impl ProducerStateTable {
         entry.last_timestamp = batch.max_timestamp;
     }
 
+    /// Whether a transaction marker of `epoch` may be written for `producer_id`: not when
+    /// the producer has written with a newer epoch (the coordinator that sent it is a zombie).
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(SequenceError::OldEpoch { got: epoch, current: e.epoch }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a transaction marker (appended, or replayed): a newer epoch (the coordinator
+    /// fenced the producer) replaces the old one and its batches, so the fenced producer's
+    /// late writes are refused; sequences go on across transactions of one epoch.
+    pub fn record_marker(&mut self, producer_id: i64, epoch: i16, timestamp: i64) {
+        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
+            epoch,
+            batches: VecDeque::with_capacity(BATCHES_REMEMBERED),
+            last_timestamp: timestamp,
+        });
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp = entry.last_timestamp.max(timestamp);
+    }
+
     /// Forgets producers whose last batch is older than `expiration_ms` (Kafka's
-    /// `producer.id.expiration.ms`). Returns how many were removed.
-    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+    /// `producer.id.expiration.ms`), except those `keep` names (a transaction is open).
+    /// Returns how many were removed.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64, keep: impl Fn(i64) -> bool) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        self.producers.retain(|id, e| keep(*id) || now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
         before - self.producers.len()
     }
 }
@@ -221,6 +247,19 @@ mod tests {
     }
 
     #[test]
+    fn markers_fence_older_epochs_and_keep_sequences_within_one() {
+        let mut t = ProducerStateTable::default();
+        t.record(&b(1, 2, 0, 5), 0);
+        assert!(t.check_marker(1, 1).is_err(), "a marker from an older epoch is refused");
+        t.record_marker(1, 2, 1000);
+        assert_eq!(t.check(&b(1, 2, 5, 1)), Ok(Verdict::Append), "sequences go on in the next transaction");
+        t.record_marker(1, 3, 1000);
+        assert_eq!(t.check(&b(1, 2, 5, 1)), Err(SequenceError::OldEpoch { got: 2, current: 3 }));
+        t.record_marker(9, 0, 1000);
+        assert_eq!(t.producers[&9].batches.len(), 0);
+    }
+
+    #[test]
     fn unknown_producers_may_start_anywhere() {
         let t = ProducerStateTable::default();
         assert_eq!(t.check(&b(9, 0, 0, 1)), Ok(Verdict::Append));
@@ -245,7 +284,8 @@ mod tests {
         let mut t = ProducerStateTable::default();
         t.record(&ProducerBatch { producer_id: 1, epoch: 0, first_seq: 0, offset_delta: 0, max_timestamp: 1_000 }, 0);
         t.record(&ProducerBatch { producer_id: 2, epoch: 0, first_seq: 0, offset_delta: 0, max_timestamp: 5_000 }, 1);
-        assert_eq!(t.expire(6_000, 2_000), 1);
+        assert_eq!(t.expire(6_000, 2_000, |_| false), 1);
+        assert_eq!(t.expire(60_000, 2_000, |id| id == 2), 0, "a producer with a transaction open stays");
         assert!(t.producers.contains_key(&2) && !t.producers.contains_key(&1));
     }
 }

@@ -24,7 +24,10 @@ pub fn path(dir: &Path, offset: Offset) -> PathBuf {
     dir.join(format!("{offset:020}.snapshot"))
 }
 
-pub fn encode(table: &ProducerStateTable, offset: Offset) -> Vec<u8> {
+/// Open transactions: producer id -> the first offset of its transaction here.
+pub type OpenTxns = std::collections::HashMap<i64, Offset>;
+
+pub fn encode(table: &ProducerStateTable, open: &OpenTxns, offset: Offset) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::new();
     let mut ids: Vec<&i64> = table.producers.keys().collect();
     ids.sort_unstable();
@@ -40,7 +43,13 @@ pub fn encode(table: &ProducerStateTable, offset: Offset) -> Vec<u8> {
             let batches = Some(fbb.create_vector(&ranges));
             fb::Producer::create(
                 &mut fbb,
-                &fb::ProducerArgs { producer_id: *id, epoch: e.epoch, last_timestamp: e.last_timestamp, batches },
+                &fb::ProducerArgs {
+                    producer_id: *id,
+                    epoch: e.epoch,
+                    last_timestamp: e.last_timestamp,
+                    batches,
+                    txn_first_offset: open.get(id).copied().unwrap_or(-1),
+                },
             )
         })
         .collect();
@@ -54,15 +63,22 @@ pub fn encode(table: &ProducerStateTable, offset: Offset) -> Vec<u8> {
     out
 }
 
-/// The table and offset in a snapshot file's bytes; `None` when damaged.
-pub fn decode(bytes: &[u8]) -> Option<(ProducerStateTable, Offset)> {
+/// A decoded snapshot: the producers, their open transactions, and the offset it covers.
+pub type Snapshot = (ProducerStateTable, OpenTxns, Offset);
+
+/// The table, open transactions and offset in a snapshot file's bytes; `None` when damaged.
+pub fn decode(bytes: &[u8]) -> Option<Snapshot> {
     let (crc, body) = bytes.split_at_checked(4)?;
     if crc32c::crc32c(body).to_be_bytes() != crc {
         return None;
     }
     let snap = fb::root_as_producer_snapshot(body).ok()?;
     let mut table = ProducerStateTable::default();
+    let mut open = OpenTxns::new();
     for p in snap.producers().into_iter().flatten() {
+        if p.txn_first_offset() >= 0 {
+            open.insert(p.producer_id(), p.txn_first_offset());
+        }
         let batches: VecDeque<BatchRange> = p
             .batches()
             .into_iter()
@@ -79,7 +95,7 @@ pub fn decode(bytes: &[u8]) -> Option<(ProducerStateTable, Offset)> {
             .producers
             .insert(p.producer_id(), ProducerEntry { epoch: p.epoch(), batches, last_timestamp: p.last_timestamp() });
     }
-    Some((table, snap.offset()))
+    Some((table, open, snap.offset()))
 }
 
 /// Offsets of the snapshot files in `dir`, newest first.
@@ -96,7 +112,7 @@ pub fn list(dir: &Path) -> Vec<Offset> {
 
 /// Loads the newest valid snapshot at or below `log_end` (a snapshot past the end belongs
 /// to data lost in a crash); returns an empty table at offset 0 when there is none.
-pub fn load_latest(dir: &Path, log_end: Offset) -> (ProducerStateTable, Offset) {
+pub fn load_latest(dir: &Path, log_end: Offset) -> Snapshot {
     for offset in list(dir) {
         if offset > log_end {
             let _ = std::fs::remove_file(path(dir, offset));
@@ -107,13 +123,13 @@ pub fn load_latest(dir: &Path, log_end: Offset) -> (ProducerStateTable, Offset) 
         }
         tracing::warn!(dir = %dir.display(), offset, "ignoring a damaged producer snapshot");
     }
-    (ProducerStateTable::default(), 0)
+    (ProducerStateTable::default(), OpenTxns::new(), 0)
 }
 
 /// Writes a snapshot durably (write, sync, then prune the oldest), off the executor thread.
-pub fn write(dir: &Path, table: &ProducerStateTable, offset: Offset) -> std::io::Result<()> {
+pub fn write(dir: &Path, table: &ProducerStateTable, open: &OpenTxns, offset: Offset) -> std::io::Result<()> {
     use std::io::Write;
-    let bytes = encode(table, offset);
+    let bytes = encode(table, open, offset);
     let final_path = path(dir, offset);
     let tmp = final_path.with_extension("snapshot.tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -142,8 +158,9 @@ mod tests {
             );
         }
         t.record(&ProducerBatch { producer_id: 9, epoch: 0, first_seq: 0, offset_delta: 0, max_timestamp: 88 }, 21);
-        let bytes = encode(&t, 22);
-        assert_eq!(decode(&bytes), Some((t.clone(), 22)));
+        let open = OpenTxns::from([(9, 21)]);
+        let bytes = encode(&t, &open, 22);
+        assert_eq!(decode(&bytes), Some((t.clone(), open, 22)));
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
@@ -156,12 +173,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut t = ProducerStateTable::default();
         t.record(&ProducerBatch { producer_id: 1, epoch: 0, first_seq: 0, offset_delta: 0, max_timestamp: 1 }, 0);
-        write(dir.path(), &t, 10).expect("write");
-        write(dir.path(), &ProducerStateTable::default(), 20).expect("write");
+        write(dir.path(), &t, &OpenTxns::new(), 10).expect("write");
+        write(dir.path(), &ProducerStateTable::default(), &OpenTxns::new(), 20).expect("write");
         std::fs::write(path(dir.path(), 30), b"torn").expect("damaged");
-        assert_eq!(load_latest(dir.path(), 25).1, 20);
-        assert_eq!(load_latest(dir.path(), 15), (t, 10));
-        assert_eq!(load_latest(dir.path(), 5).1, 0, "snapshots past the end are dropped");
+        assert_eq!(load_latest(dir.path(), 25).2, 20);
+        assert_eq!(load_latest(dir.path(), 15), (t, OpenTxns::new(), 10));
+        assert_eq!(load_latest(dir.path(), 5).2, 0, "snapshots past the end are dropped");
         assert!(list(dir.path()).is_empty());
     }
 }

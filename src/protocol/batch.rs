@@ -178,6 +178,92 @@ impl<'a> BatchHeader<'a> {
     }
 }
 
+/// What a control batch's record marks (its key's type; Kafka's `ControlRecordType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    /// The producer's transaction was aborted: its records since the transaction began are
+    /// invisible to read_committed consumers.
+    Abort,
+    /// The producer's transaction was committed.
+    Commit,
+}
+
+impl ControlType {
+    fn code(self) -> i16 {
+        match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
+        }
+    }
+}
+
+impl BatchHeader<'_> {
+    /// For a control batch whose bytes this view holds whole: what its record marks
+    /// (`None` for other batches, an unknown type, or a record that cannot be decoded).
+    pub fn control_type(&self) -> Option<ControlType> {
+        if !self.is_control() {
+            return None;
+        }
+        let total = self.total_bytes()?;
+        let mut bytes = Bytes::copy_from_slice(self.bytes.get(..total)?);
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
+        let key = set.records.first()?.key.as_ref()?;
+        // The key: version (i16, 0), type (i16).
+        match key.get(2..4).map(|t| i16::from_be_bytes([t[0], t[1]])) {
+            Some(0) => Some(ControlType::Abort),
+            Some(1) => Some(ControlType::Commit),
+            _ => None,
+        }
+    }
+}
+
+/// A transaction marker as the coordinator has it written (Kafka's `EndTxnMarker`): a
+/// control batch of one record, transactional, with the producer's id and epoch, no
+/// sequence, and the coordinator's epoch in the value. Offsets are stamped at append.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    kind: ControlType,
+    timestamp: i64,
+) -> Result<bytes::BytesMut, BatchError> {
+    use kafka_protocol::messages::EndTxnMarker;
+    use kafka_protocol::protocol::Encodable;
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let mut key = bytes::BytesMut::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.code().to_be_bytes());
+    let mut value = bytes::BytesMut::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    EndTxnMarker::default()
+        .with_coordinator_epoch(coordinator_epoch)
+        .encode(&mut value, 0)
+        .map_err(|_| BatchError::Undecodable)?;
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .map_err(|_| BatchError::Undecodable)?;
+    Ok(buf)
+}
+
 /// Checks a whole batch (exactly `bytes`) as it arrives from a producer: length, magic, CRC,
 /// record count. Returns the header view on success.
 pub fn validate_produced(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader<'_>, BatchError> {
@@ -346,6 +432,22 @@ pub mod tests {
     pub use super::sample_batch as make_batch;
     use super::*;
     use kafka_protocol::records::Compression;
+
+    #[test]
+    fn control_batches_say_what_they_mark() {
+        for kind in [ControlType::Commit, ControlType::Abort] {
+            let batch = control_batch(7, 3, 11, kind, 1_700_000_000_000).expect("encode");
+            assert_eq!(validate_stored(&batch), Ok(batch.len()));
+            let h = BatchHeader::new(&batch).expect("header");
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id(), h.producer_epoch(), h.record_count()), (7, 3, 1));
+            assert_eq!(h.control_type(), Some(kind));
+            // Clients may not produce one.
+            assert_eq!(validate_produced(&batch, 1 << 20).err(), Some(BatchError::Control));
+        }
+        let data = make_batch(2, 5, Compression::None);
+        assert_eq!(BatchHeader::new(&data).expect("header").control_type(), None);
+    }
 
     #[test]
     fn validates_and_reads_header() {

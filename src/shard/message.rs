@@ -14,7 +14,8 @@ use kafka_protocol::ResponseError;
 
 use crate::cluster::MetadataImage;
 use crate::group::coordinator::GroupCall;
-use crate::partition::ProducerSummary;
+use crate::partition::transactions::AbortedTxn;
+use crate::partition::{Isolation, ProducerSummary};
 use crate::types::{Acks, Offset, OffsetSpec, TopicPartition};
 
 /// Answers `reply` with what `answer` resolves to, from a task of its own (the caller goes
@@ -71,6 +72,7 @@ pub struct FetchItem {
     pub budget: usize,
     /// A follower's fetch: read up to the log end and record its progress.
     pub replica: Option<ReplicaFetch>,
+    pub isolation: Isolation,
 }
 
 /// Who fetches as a follower, and the epoch of the last batch it holds.
@@ -87,8 +89,11 @@ pub struct FetchOutcome {
     pub idx: usize,
     pub error: Option<ResponseError>,
     pub high_watermark: Offset,
+    pub last_stable_offset: Offset,
     pub log_start_offset: Offset,
     pub records: Bytes,
+    /// read_committed: the aborted transactions among `records`.
+    pub aborted: Vec<AbortedTxn>,
     /// To a follower whose log diverged: the epoch and end offset to truncate to.
     pub diverging: Option<(i32, Offset)>,
 }
@@ -100,8 +105,10 @@ impl FetchOutcome {
             idx,
             error: Some(error),
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             records: Bytes::new(),
+            aborted: Vec::new(),
             diverging: None,
         }
     }
@@ -127,6 +134,7 @@ pub struct ListOffsetsItem {
     pub idx: usize,
     pub tp: TopicPartition,
     pub spec: OffsetSpec,
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone, Default)]

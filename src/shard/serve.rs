@@ -83,30 +83,37 @@ impl Shard {
             };
             let limit = item.max_bytes.min(remaining);
             let read = match item.replica {
-                Some(f) => {
-                    partition
-                        .replica_read(f.replica_id, item.offset, f.last_fetched_epoch, f.log_start_offset, limit)
-                        .await
-                }
+                Some(f) => partition
+                    .replica_read(f.replica_id, item.offset, f.last_fetched_epoch, f.log_start_offset, limit)
+                    .await
+                    .map(|r| (r, Vec::new())),
                 // Until something is read, one whole batch is returned whatever the limits (KIP-74).
-                None => partition.read(item.offset, limit, read_any).await.map(|r| ReplicaRead {
-                    high_watermark: r.high_watermark,
-                    log_start_offset: r.log_start_offset,
-                    records: r.records,
-                    diverging: None,
+                None => partition.read(item.offset, limit, read_any, item.isolation).await.map(|r| {
+                    (
+                        ReplicaRead {
+                            high_watermark: r.high_watermark,
+                            log_start_offset: r.log_start_offset,
+                            records: r.records,
+                            diverging: None,
+                        },
+                        r.aborted,
+                    )
                 }),
             };
             let outcome = match read {
-                Ok(r) => FetchOutcome {
+                Ok((r, aborted)) => FetchOutcome {
                     idx: item.idx,
                     error: None,
                     high_watermark: r.high_watermark,
+                    last_stable_offset: partition.last_stable_offset(),
                     log_start_offset: r.log_start_offset,
                     records: r.records,
+                    aborted,
                     diverging: r.diverging,
                 },
                 Err(e) => FetchOutcome {
                     high_watermark: partition.high_watermark(),
+                    last_stable_offset: partition.last_stable_offset(),
                     log_start_offset: partition.log_start_offset(),
                     ..FetchOutcome::failed(item.idx, e)
                 },
@@ -125,7 +132,7 @@ impl Shard {
                 out.push(ListOffsetsOutcome::failed(item.idx, self.missing_partition_error(&item.tp)));
                 continue;
             };
-            out.push(match partition.list_offset(item.spec).await {
+            out.push(match partition.list_offset(item.spec, item.isolation).await {
                 Ok(Some((offset, timestamp))) => ListOffsetsOutcome { idx: item.idx, error: None, offset, timestamp },
                 Ok(None) => ListOffsetsOutcome { idx: item.idx, error: None, offset: -1, timestamp: -1 },
                 Err(e) => ListOffsetsOutcome::failed(item.idx, e),

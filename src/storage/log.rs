@@ -340,6 +340,12 @@ impl Log {
         self.state.borrow().segments.iter().map(|s| s.size).sum()
     }
 
+    /// The base offset of the segment holding `offset` (the active one past the end).
+    pub fn segment_base_of(&self, offset: Offset) -> Offset {
+        let state = self.state.borrow();
+        state.segments.iter().rev().find(|s| s.base_offset <= offset).map_or(0, |s| s.base_offset)
+    }
+
     pub fn log_start_offset(&self) -> Offset {
         self.state.borrow().log_start_offset
     }
@@ -1131,6 +1137,17 @@ async fn read_small_file(path: &Path) -> Option<Vec<u8>> {
     glommio::executor().spawn_blocking(move || std::fs::read(path).ok()).await
 }
 
+/// The aborted-transaction index goes only with the whole segment: a segment truncated or
+/// compacted keeps it (recovery reads only its entries below the producer snapshot).
+async fn remove_txn_index(dir: &Path, base: Offset) {
+    let p = segment::txn_index_path(dir, base);
+    glommio::executor()
+        .spawn_blocking(move || {
+            let _ = std::fs::remove_file(p);
+        })
+        .await;
+}
+
 async fn remove_index_files(dir: &Path, base: Offset) {
     let paths = [segment::index_path(dir, base), segment::time_index_path(dir, base)];
     glommio::executor()
@@ -1144,6 +1161,7 @@ async fn remove_index_files(dir: &Path, base: Offset) {
 
 async fn remove_segment_files(dir: &Path, base: Offset) {
     remove_index_files(dir, base).await;
+    remove_txn_index(dir, base).await;
     let p = segment::log_path(dir, base);
     glommio::executor()
         .spawn_blocking(move || {

@@ -44,6 +44,10 @@ pub fn index_path(dir: &Path, base_offset: Offset) -> PathBuf {
 pub fn time_index_path(dir: &Path, base_offset: Offset) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base_offset)))
 }
+/// The segment's aborted-transaction index (written by the partition: `partition::transactions`).
+pub fn txn_index_path(dir: &Path, base_offset: Offset) -> PathBuf {
+    dir.join(format!("{}.txnindex", file_stem(base_offset)))
+}
 
 pub struct Segment {
     pub base_offset: Offset,

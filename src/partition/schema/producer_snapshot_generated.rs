@@ -250,6 +250,7 @@ pub mod weir {
             pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
             pub const VT_LAST_TIMESTAMP: ::flatbuffers::VOffsetT = 8;
             pub const VT_BATCHES: ::flatbuffers::VOffsetT = 10;
+            pub const VT_TXN_FIRST_OFFSET: ::flatbuffers::VOffsetT = 12;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -261,6 +262,7 @@ pub mod weir {
                 args: &'args ProducerArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<Producer<'bldr>> {
                 let mut builder = ProducerBuilder::new(_fbb);
+                builder.add_txn_first_offset(args.txn_first_offset);
                 builder.add_last_timestamp(args.last_timestamp);
                 builder.add_producer_id(args.producer_id);
                 if let Some(x) = args.batches {
@@ -303,6 +305,14 @@ pub mod weir {
                     )
                 }
             }
+            /// The first offset of the producer's transaction open in this partition; -1: none.
+            #[inline]
+            pub fn txn_first_offset(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(Producer::VT_TXN_FIRST_OFFSET, Some(-1)).unwrap() }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Producer<'_> {
@@ -320,6 +330,7 @@ pub mod weir {
                         Self::VT_BATCHES,
                         false,
                     )?
+                    .visit_field::<i64>("txn_first_offset", Self::VT_TXN_FIRST_OFFSET, false)?
                     .finish();
                 Ok(())
             }
@@ -329,11 +340,12 @@ pub mod weir {
             pub epoch: i16,
             pub last_timestamp: i64,
             pub batches: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, BatchRange>>>,
+            pub txn_first_offset: i64,
         }
         impl<'a> Default for ProducerArgs<'a> {
             #[inline]
             fn default() -> Self {
-                ProducerArgs { producer_id: 0, epoch: 0, last_timestamp: 0, batches: None }
+                ProducerArgs { producer_id: 0, epoch: 0, last_timestamp: 0, batches: None, txn_first_offset: -1 }
             }
         }
 
@@ -359,6 +371,10 @@ pub mod weir {
                 self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Producer::VT_BATCHES, batches);
             }
             #[inline]
+            pub fn add_txn_first_offset(&mut self, txn_first_offset: i64) {
+                self.fbb_.push_slot::<i64>(Producer::VT_TXN_FIRST_OFFSET, txn_first_offset, -1);
+            }
+            #[inline]
             pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProducerBuilder<'a, 'b, A> {
                 let start = _fbb.start_table();
                 ProducerBuilder { fbb_: _fbb, start_: start }
@@ -377,6 +393,7 @@ pub mod weir {
                 ds.field("epoch", &self.epoch());
                 ds.field("last_timestamp", &self.last_timestamp());
                 ds.field("batches", &self.batches());
+                ds.field("txn_first_offset", &self.txn_first_offset());
                 ds.finish()
             }
         }

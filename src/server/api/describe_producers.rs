@@ -60,7 +60,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DescribePr
                 s.last_sequence = p.last_sequence;
                 s.last_timestamp = p.last_timestamp;
                 s.coordinator_epoch = -1;
-                s.current_txn_start_offset = -1;
+                s.current_txn_start_offset = p.current_txn_start_offset;
                 s
             })
             .collect();

@@ -12,11 +12,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::future::{select, Either};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Pending, RequestContext};
+use crate::partition::Isolation;
 use crate::server::request_memory::{RequestMemory, Reservation};
 use crate::shard::message::{FetchItem, FetchOutcome, ReplicaFetch};
 use crate::shard::Shard;
@@ -74,6 +75,7 @@ async fn fetch(
     // end, reports divergence, and waits on the log end rather than the high watermark.
     let replica_id = request.replica_id.0;
     let follower = replica_id >= 0;
+    let isolation = Isolation::from_wire(request.isolation_level);
     // Partitions in request order; those that cannot be read get their error up front.
     let mut slots: Vec<(usize, i32)> = Vec::new();
     let mut items = Vec::new();
@@ -112,6 +114,7 @@ async fn fetch(
                         last_fetched_epoch: part.last_fetched_epoch,
                         log_start_offset: part.log_start_offset,
                     }),
+                    isolation,
                 }),
             }
         }
@@ -184,9 +187,19 @@ async fn fetch(
         pd.partition_index = partition;
         pd.error_code = wire_code(o.error);
         pd.high_watermark = o.high_watermark;
-        pd.last_stable_offset = o.high_watermark;
+        pd.last_stable_offset = o.last_stable_offset;
         pd.log_start_offset = o.log_start_offset;
-        pd.aborted_transactions = (request.isolation_level == 1).then(Vec::new);
+        pd.aborted_transactions = (isolation == Isolation::ReadCommitted).then(|| {
+            o.aborted
+                .iter()
+                .map(|a| {
+                    let mut t = AbortedTransaction::default();
+                    t.producer_id = ProducerId(a.producer_id);
+                    t.first_offset = a.first_offset;
+                    t
+                })
+                .collect()
+        });
         pd.preferred_read_replica = (-1).into();
         if let Some((epoch, end_offset)) = o.diverging {
             pd.diverging_epoch.epoch = epoch;

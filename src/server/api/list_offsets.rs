@@ -12,6 +12,7 @@ use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Reply, RequestContext};
+use crate::partition::Isolation;
 use crate::shard::message::{ListOffsetsItem, ListOffsetsOutcome};
 use crate::shard::Shard;
 use crate::types::{wire_code, OffsetSpec, TopicPartition};
@@ -40,9 +41,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: ListOffset
             match (error, spec) {
                 (Some(e), _) => outcomes.push(ListOffsetsOutcome::failed(idx, e)),
                 (None, None) => outcomes.push(ListOffsetsOutcome::failed(idx, ResponseError::InvalidRequest)),
-                (None, Some(spec)) => {
-                    items.push(ListOffsetsItem { idx, tp: TopicPartition::new(name, part.partition_index), spec })
-                }
+                (None, Some(spec)) => items.push(ListOffsetsItem {
+                    idx,
+                    tp: TopicPartition::new(name, part.partition_index),
+                    spec,
+                    isolation: Isolation::from_wire(request.isolation_level),
+                }),
             }
         }
     }

@@ -234,6 +234,7 @@ impl Log {
 async fn retire_segments(dir: &Path, bases: &[Offset], delay_ms: u64) {
     for &base in bases {
         remove_index_files(dir, base).await;
+        super::remove_txn_index(dir, base).await;
     }
     let paths: Vec<PathBuf> = bases.iter().map(|b| segment::log_path(dir, *b)).collect();
     let renamed = glommio::executor()
