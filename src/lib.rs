@@ -1,7 +1,7 @@
 //! Weir: a Kafka-compatible broker, thread-per-core on glommio (io_uring).
 //!
 //! Layers, lower never importing higher:
-//! `types, config -> protocol -> client -> storage -> partition -> cluster -> group -> shard
+//! `types, config -> protocol -> client -> storage -> partition -> cluster -> group, txn -> shard
 //! -> replication -> controller -> server, admin -> runtime` (checked by `tests/layering.rs`).
 //!
 //! | module       | runs on            | what it is |
@@ -12,6 +12,7 @@
 //! | `partition`  | owning data shard  | Kafka's partition: append, idempotence, durability by acks, reads, waiters |
 //! | `cluster`    | every shard        | metadata records and the image |
 //! | `group`      | owning data shard  | consumer-group state machine, records, the coordinator service |
+//! | `txn`        | owning data shard  | transaction state machine, `__transaction_state` records, the transaction coordinator |
 //! | `shard`      | data shards        | typed cross-shard messages, routing, per-shard bookkeeping |
 //! | `replication`| control shard      | replica fetchers: followers fetch from their leaders |
 //! | `controller` | control shard      | the control actor: metadata changes, producer-id blocks |
@@ -32,6 +33,7 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod txn;
 pub mod types;
 
 #[cfg(test)]

@@ -379,13 +379,16 @@ async fn run_data(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
     glommio::spawn_local(listener::accept_loop(shard.clone(), listener, stop.clone())).detach();
-    // The shard's timers: periodic sync, producer expiry, compaction, group timers, offset retention.
+    // The shard's timers: periodic sync, producer expiry, compaction, group timers, transaction
+    // timeouts, offset retention.
     let config = shard.config.clone();
     every(&shard, Duration::from_millis(config.flush_interval_ms), |s| async move { s.sync_all().await });
     let expiry = Duration::from_millis(config.producer_id_expiration_check_interval_ms);
     every(&shard, expiry, |s| async move { s.expire_producers() });
     every(&shard, Duration::from_millis(config.cleaner_backoff_ms), |s| async move { s.compact_logs().await });
     every(&shard, GROUP_TICK, |s| async move { s.groups.tick() });
+    let txn_check = Duration::from_millis(config.txn_abort_check_interval_ms);
+    every(&shard, txn_check, |s| async move { s.txns.tick(s.marker_writer()) });
     every(&shard, ISR_CHECK, |s| async move { s.check_isr() });
     let retention = Duration::from_millis(config.offsets_retention_check_interval_ms);
     every(&shard, retention, |s| async move { s.groups.expire_offsets() });

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["storage"],
     &["partition"],
     &["cluster"],
-    &["group"],
+    &["group", "txn"],
     &["shard"],
     &["replication"],
     &["controller"],

@@ -58,6 +58,11 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::AlterPartition, range(2, 2)),
     // Forwarded to the active controller; v1 adds the election type, v2 a top-level error.
     (ApiKey::ElectLeaders, range(0, 2)),
+    // A transaction coordinator's markers to the partitions' leaders on other brokers.
+    (ApiKey::WriteTxnMarkers, range(1, 1)),
+    // Transactions, for `weir transactions`.
+    (ApiKey::ListTransactions, range(0, 1)),
+    (ApiKey::DescribeTransactions, range(0, 0)),
     // Snapshots of the metadata log, for broker-only nodes (KIP-630).
     (ApiKey::FetchSnapshot, range(0, 1)),
     // v2 adds the voters' endpoints (KIP-853).

@@ -199,6 +199,23 @@ pub struct Config {
     pub delete_retention_ms: i64,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (fixed once created).
     pub offsets_partitions: i32,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub txn_partitions: i32,
+    /// `transaction.state.log.replication.factor`: its replicas (at most the brokers registered).
+    pub txn_replication_factor: i16,
+    /// `transaction.state.log.segment.bytes`: its segment size (sealed segments are compacted).
+    pub txn_segment_bytes: u64,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for.
+    pub txn_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: a transactional id idle (no transaction) this long is forgotten.
+    pub txn_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often open
+    /// transactions are checked against their timeout.
+    pub txn_abort_check_interval_ms: u64,
+    /// `weir.transaction.partitions.max`: partitions one transaction may span.
+    pub txn_partitions_max: usize,
+    /// `weir.transactional.ids.max`: transactional ids one coordinator shard keeps.
+    pub txn_ids_max: usize,
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (small, so it compacts).
     pub offsets_segment_bytes: u64,
     /// `offsets.retention.minutes` (as ms): offsets of an empty group are dropped after this.
@@ -336,6 +353,14 @@ impl Default for Config {
             cleaner_backoff_ms: 15_000,
             delete_retention_ms: 86_400_000,
             offsets_partitions: 50,
+            txn_partitions: 50,
+            txn_replication_factor: 3,
+            txn_segment_bytes: 100 * 1024 * 1024,
+            txn_max_timeout_ms: 900_000,
+            txn_id_expiration_ms: 604_800_000,
+            txn_abort_check_interval_ms: 10_000,
+            txn_partitions_max: 10_000,
+            txn_ids_max: 100_000,
             offsets_segment_bytes: 100 * 1024 * 1024,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval_ms: 600_000,
@@ -496,9 +521,17 @@ impl Config {
             "max.partitions" => self.partitions_max = parse(key, v)?,
             "max.broker.partitions" => self.broker_partitions_max = parse(key, v)?,
             "weir.open.files.max" => self.open_files_max = parse(key, v)?,
-            "producer.id.expiration.ms" | "transactional.id.expiration.ms" => {
-                self.producer_id_expiration_ms = parse(key, v)?
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse(key, v)?,
+            "transactional.id.expiration.ms" => self.txn_id_expiration_ms = parse(key, v)?,
+            "transaction.state.log.num.partitions" => self.txn_partitions = parse(key, v)?,
+            "transaction.state.log.replication.factor" => self.txn_replication_factor = parse(key, v)?,
+            "transaction.state.log.segment.bytes" => self.txn_segment_bytes = parse(key, v)?,
+            "transaction.max.timeout.ms" => self.txn_max_timeout_ms = parse(key, v)?,
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                self.txn_abort_check_interval_ms = parse(key, v)?
             }
+            "weir.transaction.partitions.max" => self.txn_partitions_max = parse(key, v)?,
+            "weir.transactional.ids.max" => self.txn_ids_max = parse(key, v)?,
             "producer.id.expiration.check.interval.ms" => {
                 self.producer_id_expiration_check_interval_ms = parse(key, v)?
             }
@@ -724,6 +757,17 @@ impl Config {
         check(self.min_compaction_lag_ms >= 0, "log.cleaner.min.compaction.lag.ms", "must not be negative")?;
         check(self.max_compaction_lag_ms >= 1, "log.cleaner.max.compaction.lag.ms", "must be positive")?;
         check(self.offsets_partitions >= 1, "offsets.topic.num.partitions", "must be at least 1")?;
+        check(self.txn_partitions >= 1, "transaction.state.log.num.partitions", "must be at least 1")?;
+        check(self.txn_replication_factor >= 1, "transaction.state.log.replication.factor", "must be at least 1")?;
+        check(self.txn_max_timeout_ms >= 1, "transaction.max.timeout.ms", "must be at least 1")?;
+        check(
+            self.txn_abort_check_interval_ms >= 1,
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            "must be at least 1",
+        )?;
+        check(self.txn_partitions_max >= 1, "weir.transaction.partitions.max", "must be at least 1")?;
+        check(self.txn_ids_max >= 1, "weir.transactional.ids.max", "must be at least 1")?;
+        check(self.txn_segment_bytes >= 1024, "transaction.state.log.segment.bytes", "must be at least 1024")?;
         check(
             (14 * 1024..=i32::MAX as u64).contains(&self.offsets_segment_bytes),
             "offsets.topic.segment.bytes",

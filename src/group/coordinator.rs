@@ -31,7 +31,7 @@ use crate::group::state::{
 use crate::group::OFFSETS_TOPIC;
 use crate::partition::internal_topic::InternalTopicAppender;
 use crate::partition::{Partition, PartitionTable};
-use crate::protocol::batch;
+use crate::protocol::batch::{self, ControlType};
 use crate::types::{now_ms, Offset, ShardId, TopicPartition};
 
 /// How often group timers are checked.
@@ -98,9 +98,18 @@ pub enum GroupCall {
         members: Vec<(String, Option<String>)>,
         reply: oneshot::Sender<PerItem>,
     },
-    /// The answer is one error per offset, or one error for all.
+    /// The answer is one error per offset, or one for all.
     Commit {
         group: String,
+        request: CommitRequest,
+        reply: oneshot::Sender<PerItem>,
+    },
+    /// TxnOffsetCommit: offsets committed in the producer's transaction; they count once
+    /// its commit marker reaches the group's partition. One error per offset, or one for all.
+    TxnCommit {
+        group: String,
+        producer_id: i64,
+        producer_epoch: i16,
         request: CommitRequest,
         reply: oneshot::Sender<PerItem>,
     },
@@ -139,6 +148,7 @@ impl GroupCall {
             | GroupCall::Heartbeat { group, .. }
             | GroupCall::Leave { group, .. }
             | GroupCall::Commit { group, .. }
+            | GroupCall::TxnCommit { group, .. }
             | GroupCall::FetchOffsets { group, .. }
             | GroupCall::Describe { group, .. }
             | GroupCall::Delete { group, .. }
@@ -161,6 +171,7 @@ impl GroupCall {
             }
             GroupCall::Leave { reply, .. }
             | GroupCall::Commit { reply, .. }
+            | GroupCall::TxnCommit { reply, .. }
             | GroupCall::DeleteOffsets { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
@@ -194,6 +205,17 @@ pub struct GroupCoordinator {
     groups: RefCell<HashMap<String, Group>>,
     /// Load state of each `__consumer_offsets` partition this shard has.
     loads: RefCell<HashMap<i32, Load>>,
+    /// Offsets committed in transactions still open, by producer id.
+    txn_offsets: RefCell<HashMap<i64, Vec<PendingTxnOffset>>>,
+}
+
+/// An offset committed in a transaction, waiting for its marker.
+#[derive(Debug, Clone)]
+struct PendingTxnOffset {
+    group: String,
+    topic: String,
+    partition: i32,
+    committed: Committed,
 }
 
 /// The `__consumer_offsets` partition that holds `group`, if the topic exists.
@@ -211,6 +233,7 @@ impl GroupCoordinator {
             appender: InternalTopicAppender::new(partitions, STORE_TIMEOUT),
             groups: RefCell::new(HashMap::new()),
             loads: RefCell::new(HashMap::new()),
+            txn_offsets: RefCell::new(HashMap::new()),
         }
     }
 
@@ -262,7 +285,10 @@ impl GroupCoordinator {
                 self.store_if_wanted(&group);
                 let _ = reply.send(Ok(codes));
             }
-            GroupCall::Commit { group, request, reply } => self.commit(group, request, reply, now),
+            GroupCall::Commit { group, request, reply } => self.commit(group, request, None, reply, now),
+            GroupCall::TxnCommit { group, producer_id, producer_epoch, request, reply } => {
+                self.commit(group, request, Some((producer_id, producer_epoch)), reply, now)
+            }
             GroupCall::FetchOffsets { group, partitions, reply } => {
                 let groups = self.groups.borrow();
                 let found = match (groups.get(&group), partitions) {
@@ -412,7 +438,16 @@ impl GroupCoordinator {
         }
     }
 
-    fn commit(self: &Rc<Self>, group: String, request: CommitRequest, reply: oneshot::Sender<PerItem>, now: i64) {
+    /// OffsetCommit, or with `producer` (id, epoch) TxnOffsetCommit: the offsets are written
+    /// in the producer's transaction and wait for its marker (`complete_transaction`).
+    fn commit(
+        self: &Rc<Self>,
+        group: String,
+        request: CommitRequest,
+        producer: Option<(i64, i16)>,
+        reply: oneshot::Sender<PerItem>,
+        now: i64,
+    ) {
         let CommitRequest { member_id, instance_id, generation, offsets } = request;
         let checked = {
             let mut groups = self.groups.borrow_mut();
@@ -449,17 +484,35 @@ impl GroupCoordinator {
             let _ = reply.send(Ok(codes));
             return;
         }
-        let stored = self.append_group_records(&group, &to_write);
+        if let Some((producer_id, _)) = producer {
+            let pending = self.txn_offsets.borrow().get(&producer_id).map_or(0, Vec::len);
+            if pending + written.len() > self.config.txn_partitions_max {
+                warn!(group = %group, producer_id, max = self.config.txn_partitions_max, "transactional offset commit refused: weir.transaction.partitions.max offsets pending");
+                let _ = reply.send(Err(ResponseError::InvalidRequest));
+                return;
+            }
+        }
+        let stored = self.append_group_records_as(&group, &to_write, producer);
         let coordinator = self.clone();
         glommio::spawn_local(async move {
             match stored.await {
-                Ok(base) => {
-                    if let Some(g) = coordinator.groups.borrow_mut().get_mut(&group) {
+                Ok(base) => match producer {
+                    Some((producer_id, _)) => {
+                        let mut pending = coordinator.txn_offsets.borrow_mut();
+                        let list = pending.entry(producer_id).or_default();
                         for (n, (_, topic, partition, value)) in written.into_iter().enumerate() {
-                            g.apply_offset(topic, partition, Committed { value, record_offset: base + n as i64 });
+                            let committed = Committed { value, record_offset: base + n as i64 };
+                            list.push(PendingTxnOffset { group: group.clone(), topic, partition, committed });
                         }
                     }
-                }
+                    None => {
+                        if let Some(g) = coordinator.groups.borrow_mut().get_mut(&group) {
+                            for (n, (_, topic, partition, value)) in written.into_iter().enumerate() {
+                                g.apply_offset(topic, partition, Committed { value, record_offset: base + n as i64 });
+                            }
+                        }
+                    }
+                },
                 Err(e) => {
                     for (i, ..) in written {
                         codes[i] = Some(e);
@@ -604,8 +657,18 @@ impl GroupCoordinator {
         group: &str,
         recs: &[KeyValue],
     ) -> impl std::future::Future<Output = Result<Offset, ResponseError>> + 'static {
+        self.append_group_records_as(group, recs, None)
+    }
+
+    /// Appends records as `append_group_records`, in `producer`'s transaction if given.
+    fn append_group_records_as(
+        self: &Rc<Self>,
+        group: &str,
+        recs: &[KeyValue],
+        producer: Option<(i64, i16)>,
+    ) -> impl std::future::Future<Output = Result<Offset, ResponseError>> + 'static {
         let tp = offsets_partition(&self.image.get(), group);
-        let encoded = records::encode_batch(recs, now_ms());
+        let encoded = records::encode_batch_as(recs, now_ms(), producer);
         let appended = match (tp, encoded) {
             (Some(tp), Ok(batch)) => Some(self.appender.append(&tp, batch)),
             (_, Err(e)) => {
@@ -634,6 +697,8 @@ impl GroupCoordinator {
         self.loads.borrow_mut().insert(p, Load::Loading);
         let started = std::time::Instant::now();
         let mut latest: HashMap<GroupKey, (Offset, GroupRecord)> = HashMap::new();
+        // Offsets committed in transactions whose marker has not come yet, by producer.
+        let mut in_txn: HashMap<i64, Vec<(Offset, GroupRecord)>> = HashMap::new();
         let mut offset = partition.log_start_offset();
         let end = partition.log_end_offset();
         let mut skipped = 0usize;
@@ -646,21 +711,53 @@ impl GroupCoordinator {
                 }
             };
             let Some(next) = batch::iter_batches(&read).map(|(_, h)| h.last_offset() + 1).last() else { break };
-            match records::decode_batches(read) {
-                Ok(recs) => {
-                    for (at, rec) in recs {
-                        let key = match &rec {
-                            GroupRecord::Offset { key, .. } | GroupRecord::Group { key, .. } => key.clone(),
-                        };
-                        latest.insert(key, (at, rec));
+            for (pos, h) in batch::iter_batches(&read) {
+                let Some(total) = h.total_bytes() else { break };
+                if h.is_control() {
+                    // A transaction's outcome: its offsets count (commit) or never do (abort).
+                    let done = in_txn.remove(&h.producer_id()).unwrap_or_default();
+                    if h.control_type() == Some(ControlType::Commit) {
+                        for (at, rec) in done {
+                            latest.insert(record_key(&rec), (at, rec));
+                        }
                     }
+                    continue;
                 }
-                Err(e) => {
-                    skipped += 1;
-                    debug!(partition = %partition.tp(), offset, error = %e, "skipping undecodable group records");
+                match records::decode_batches(read.slice(pos..pos + total)) {
+                    Ok(recs) if h.is_transactional() => in_txn.entry(h.producer_id()).or_default().extend(recs),
+                    Ok(recs) => {
+                        for (at, rec) in recs {
+                            latest.insert(record_key(&rec), (at, rec));
+                        }
+                    }
+                    Err(e) => {
+                        skipped += 1;
+                        debug!(partition = %partition.tp(), offset, error = %e, "skipping undecodable group records");
+                    }
                 }
             }
             offset = next;
+        }
+        // Transactions still open in the log: their offsets wait for the marker, as before.
+        {
+            let mut pending = self.txn_offsets.borrow_mut();
+            for (producer_id, recs) in in_txn {
+                for (at, rec) in recs {
+                    if let GroupRecord::Offset {
+                        key: GroupKey::Offset { group, topic, partition },
+                        value: Some(value),
+                    } = rec
+                    {
+                        let committed = Committed { value, record_offset: at };
+                        pending.entry(producer_id).or_default().push(PendingTxnOffset {
+                            group,
+                            topic,
+                            partition,
+                            committed,
+                        });
+                    }
+                }
+            }
         }
         let now = now_ms();
         let mut loaded: HashMap<String, Group> = HashMap::new();
@@ -693,9 +790,35 @@ impl GroupCoordinator {
         }
     }
 
+    /// A transaction marker of `producer_id` is durable in `__consumer_offsets` partition
+    /// `partition`: the offsets it committed there count now (commit), or never (abort).
+    pub fn complete_transaction(&self, partition: i32, producer_id: i64, commit: bool) {
+        let total = self.image.get().topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
+        let mut pending = self.txn_offsets.borrow_mut();
+        let Some(list) = pending.remove(&producer_id) else { return };
+        let (here, elsewhere): (Vec<PendingTxnOffset>, Vec<PendingTxnOffset>) =
+            list.into_iter().partition(|o| records::partition_for(&o.group, total) == partition);
+        if !elsewhere.is_empty() {
+            pending.insert(producer_id, elsewhere);
+        }
+        drop(pending);
+        if !commit || here.is_empty() {
+            return;
+        }
+        let mut groups = self.groups.borrow_mut();
+        let now = now_ms();
+        for o in here {
+            let g = groups.entry(o.group.clone()).or_insert_with(|| Group::new(o.group.clone(), now));
+            g.apply_offset(o.topic, o.partition, o.committed);
+        }
+    }
+
     /// Forgets the groups of a `__consumer_offsets` partition this shard no longer has.
     pub fn unload(&self, partition: i32, partitions_total: i32) {
         self.loads.borrow_mut().remove(&partition);
+        for pending in self.txn_offsets.borrow_mut().values_mut() {
+            pending.retain(|o| records::partition_for(&o.group, partitions_total) != partition);
+        }
         // Members waiting on a group that moves learn it at once, as in Kafka.
         self.groups.borrow_mut().retain(|id, g| {
             let stays = records::partition_for(id, partitions_total) != partition;
@@ -799,6 +922,12 @@ impl GroupCoordinator {
             })
             .detach();
         }
+    }
+}
+
+fn record_key(rec: &GroupRecord) -> GroupKey {
+    match rec {
+        GroupRecord::Offset { key, .. } | GroupRecord::Group { key, .. } => key.clone(),
     }
 }
 

@@ -201,16 +201,29 @@ pub fn decode_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<GroupRe
 
 /// One uncompressed batch of `(key, value)` records, ready to append.
 pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], timestamp: i64) -> Result<Bytes, GroupRecordError> {
+    encode_batch_as(records, timestamp, None)
+}
+
+/// One uncompressed batch of `(key, value)` records; with `producer` (id, epoch), a
+/// transactional batch of that producer (offsets committed in a transaction: they count
+/// only once its commit marker follows). Its sequence is -1: the coordinator writes it, not
+/// the producer, so the partition's idempotence check does not apply to it.
+pub fn encode_batch_as(
+    records: &[(Bytes, Option<Bytes>)],
+    timestamp: i64,
+    producer: Option<(i64, i16)>,
+) -> Result<Bytes, GroupRecordError> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // kafka-protocol keeps records in one batch while offset - sequence is constant.
@@ -255,7 +268,7 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(b: &mut BytesMut, s: &str) {
     let s = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
     b.put_i16(s.len() as i16);
     b.put_slice(s);
@@ -268,7 +281,7 @@ fn put_opt_str(b: &mut BytesMut, s: Option<&str>) {
     }
 }
 
-fn need(b: &[u8], n: usize) -> Result<(), GroupRecordError> {
+pub(crate) fn need(b: &[u8], n: usize) -> Result<(), GroupRecordError> {
     if b.len() < n {
         Err(GroupRecordError::Truncated)
     } else {
@@ -276,22 +289,22 @@ fn need(b: &[u8], n: usize) -> Result<(), GroupRecordError> {
     }
 }
 
-fn get_i16(b: &mut &[u8]) -> Result<i16, GroupRecordError> {
+pub(crate) fn get_i16(b: &mut &[u8]) -> Result<i16, GroupRecordError> {
     need(b, 2)?;
     Ok(b.get_i16())
 }
 
-fn get_i32(b: &mut &[u8]) -> Result<i32, GroupRecordError> {
+pub(crate) fn get_i32(b: &mut &[u8]) -> Result<i32, GroupRecordError> {
     need(b, 4)?;
     Ok(b.get_i32())
 }
 
-fn get_i64(b: &mut &[u8]) -> Result<i64, GroupRecordError> {
+pub(crate) fn get_i64(b: &mut &[u8]) -> Result<i64, GroupRecordError> {
     need(b, 8)?;
     Ok(b.get_i64())
 }
 
-fn get_opt_str(b: &mut &[u8]) -> Result<Option<String>, GroupRecordError> {
+pub(crate) fn get_opt_str(b: &mut &[u8]) -> Result<Option<String>, GroupRecordError> {
     let len = get_i16(b)?;
     if len < 0 {
         return Ok(None);
@@ -303,7 +316,7 @@ fn get_opt_str(b: &mut &[u8]) -> Result<Option<String>, GroupRecordError> {
     Ok(Some(s))
 }
 
-fn get_str(b: &mut &[u8]) -> Result<String, GroupRecordError> {
+pub(crate) fn get_str(b: &mut &[u8]) -> Result<String, GroupRecordError> {
     Ok(get_opt_str(b)?.unwrap_or_default())
 }
 

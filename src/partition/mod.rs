@@ -608,11 +608,19 @@ impl Partition {
             return Err(ResponseError::NotEnoughReplicas);
         }
         let header = BatchHeader::new(batch);
-        let transactional = header.as_ref().is_some_and(|h| h.is_transactional());
-        let producer = header.as_ref().and_then(producer_batch);
-        if transactional && producer.is_none() {
+        // The producer whose transaction this batch belongs to.
+        let txn_producer = header.as_ref().filter(|h| h.is_transactional()).map(|h| h.producer_id());
+        if txn_producer.is_some_and(|id| id < 0) {
             // A transactional batch must carry its producer's id (Kafka: INVALID_RECORD).
             return Err(ResponseError::InvalidRecord);
+        }
+        let producer = header.as_ref().and_then(producer_batch);
+        if let (Some(id), None, Some(h)) = (txn_producer, &producer, &header) {
+            // A coordinator's batch in a producer's transaction (offsets committed in it):
+            // no sequence to check, but a fenced epoch is refused as the producer's own is.
+            if let Err(e) = self.producers.borrow().check_marker(id, h.producer_epoch()) {
+                return Err(e.error());
+            }
         }
         if let Some(b) = &producer {
             let verdict = self.producers.borrow().check(b);
@@ -646,9 +654,9 @@ impl Partition {
         }
         if let Some(b) = &producer {
             self.producers.borrow_mut().record(b, info.base_offset);
-            if transactional {
-                self.txns.borrow_mut().on_data(b.producer_id, info.base_offset);
-            }
+        }
+        if let Some(id) = txn_producer {
+            self.txns.borrow_mut().on_data(id, info.base_offset);
         }
         self.notify_end();
         // Consumers see the batch once it is written: acks=1/all write it before answering,
@@ -1159,18 +1167,19 @@ pub fn fire(waiter: &Waiter) {
 fn replay_batch(table: &mut ProducerStateTable, txns: &mut PartitionTxns, h: &BatchHeader<'_>, hw: Offset) {
     if let Some(b) = producer_batch(h) {
         table.record(&b, h.base_offset());
-        if h.is_transactional() {
-            txns.on_data(b.producer_id, h.base_offset());
-        }
+    }
+    if h.is_transactional() && !h.is_control() && h.producer_id() >= 0 {
+        txns.on_data(h.producer_id(), h.base_offset());
     } else if let Some(kind) = h.control_type() {
         table.record_marker(h.producer_id(), h.producer_epoch(), h.max_timestamp());
         txns.on_marker(h.producer_id(), h.base_offset(), kind, hw);
     }
 }
 
-/// The producer fields of an idempotent data batch; `None` for other batches.
+/// The producer fields of an idempotent data batch; `None` for other batches, and for a
+/// coordinator's transactional batch without sequence (offsets committed in a transaction).
 pub fn producer_batch(h: &BatchHeader<'_>) -> Option<ProducerBatch> {
-    (h.producer_id() >= 0 && !h.is_control()).then(|| ProducerBatch {
+    (h.producer_id() >= 0 && h.base_sequence() >= 0 && !h.is_control()).then(|| ProducerBatch {
         producer_id: h.producer_id(),
         epoch: h.producer_epoch(),
         first_seq: h.base_sequence(),

@@ -64,6 +64,8 @@ pub enum BatchError {
     BadCount(i32, i32),
     #[error("control batches may not be produced by clients")]
     Control,
+    #[error("a batch with a producer id must carry a sequence")]
+    NoSequence,
     #[error("batch of {0} bytes exceeds message.max.bytes")]
     TooLarge(usize),
     #[error("more than one record batch in a partition's produce data")]
@@ -86,6 +88,7 @@ impl BatchError {
             BatchError::OldMagic(_) => E::UnsupportedForMessageFormat,
             BatchError::BadCount(..)
             | BatchError::Control
+            | BatchError::NoSequence
             | BatchError::MultipleBatches
             | BatchError::BadCompression(_) => E::InvalidRecord,
         }
@@ -303,6 +306,9 @@ pub fn validate_produced(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHe
     }
     if header.is_control() {
         return Err(BatchError::Control);
+    }
+    if header.producer_id() >= 0 && header.base_sequence() < 0 {
+        return Err(BatchError::NoSequence);
     }
     if header.compression() > 4 {
         return Err(BatchError::BadCompression(header.compression()));

@@ -18,6 +18,7 @@ use crate::partition::replica::{Leadership, Role};
 use crate::partition::{Partition, PartitionSettings};
 use crate::storage::log::retention::Retention;
 use crate::storage::{LogConfig, LogError};
+use crate::txn::TRANSACTION_STATE_TOPIC;
 use crate::types::{now_ms, TopicPartition};
 
 /// Periodic syncs in flight at once on one shard.
@@ -73,6 +74,10 @@ impl Shard {
             if tp.topic == OFFSETS_TOPIC {
                 let total = image.topic(OFFSETS_TOPIC).map(|t| t.partitions).unwrap_or(0);
                 self.groups.unload(tp.partition, total);
+            }
+            if tp.topic == TRANSACTION_STATE_TOPIC {
+                let total = image.topic(TRANSACTION_STATE_TOPIC).map(|t| t.partitions).unwrap_or(0);
+                self.txns.unload(tp.partition, total);
             }
             if let Some(p) = self.partitions.remove(&tp) {
                 if delete {
@@ -136,29 +141,35 @@ impl Shard {
         .await;
         let mut to_load = Vec::new();
         for (partition, was_leading, total) in changed.into_iter().flatten() {
-            if partition.tp().topic != OFFSETS_TOPIC {
+            // The coordinators live with their partitions' leaders: they load the groups and
+            // transactions from the (replicated) log when this broker takes the lead.
+            let now_leading = partition.leader_epoch();
+            if was_leading == now_leading {
                 continue;
             }
-            // The group coordinator lives with the partition's leader: it loads the groups
-            // from the (replicated) log when this broker takes the lead.
-            let now_leading = partition.leader_epoch();
-            if was_leading != now_leading {
-                self.groups.unload(partition.tp().partition, total);
-                if now_leading.is_some() {
-                    to_load.push(partition);
-                }
+            match partition.tp().topic.as_str() {
+                OFFSETS_TOPIC => self.groups.unload(partition.tp().partition, total),
+                TRANSACTION_STATE_TOPIC => self.txns.unload(partition.tp().partition, total),
+                _ => continue,
+            }
+            if now_leading.is_some() {
+                to_load.push(partition);
             }
         }
-        *self.groups_to_load.borrow_mut() = to_load;
+        *self.coordinators_to_load.borrow_mut() = to_load;
     }
 
-    /// The second step: the shard answers from `image`, and loads the groups of the
-    /// `__consumer_offsets` partitions it now leads.
+    /// The second step: the shard answers from `image`, and loads the groups and
+    /// transactions of the `__consumer_offsets` and `__transaction_state` partitions it now leads.
     pub async fn show_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         self.image.set(image);
-        let to_load = std::mem::take(&mut *self.groups_to_load.borrow_mut());
+        let to_load = std::mem::take(&mut *self.coordinators_to_load.borrow_mut());
         for partition in to_load {
-            self.groups.load(partition).await;
+            if partition.tp().topic == OFFSETS_TOPIC {
+                self.groups.load(partition).await;
+            } else {
+                self.txns.load(partition, self.marker_writer()).await;
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use crate::cluster::MetadataImage;
 use crate::group::coordinator::GroupCall;
 use crate::partition::transactions::AbortedTxn;
 use crate::partition::{Isolation, ProducerSummary};
+use crate::txn::coordinator::{MarkerRequest, MarkerResults, TxnCall};
 use crate::types::{Acks, Offset, OffsetSpec, TopicPartition};
 
 /// Answers `reply` with what `answer` resolves to, from a task of its own (the caller goes
@@ -311,6 +312,13 @@ pub enum DataRequest {
     },
     /// Any shard -> the group's coordinator shard (or every data shard, for a listing).
     Group(GroupCall),
+    /// Any shard -> the transactional id's coordinator shard (or every data shard, for a listing).
+    Txn(TxnCall),
+    /// A transaction coordinator -> the shard owning the partitions: write these markers.
+    WriteMarkers {
+        request: MarkerRequest,
+        reply: oneshot::Sender<MarkerResults>,
+    },
     /// Control -> data: the active controller answered this node's broker heartbeat sent
     /// at `at` (leaders stop taking writes when this gets too old: `check_isr`).
     ControllerContact {

@@ -9,7 +9,8 @@
 //!
 //! What a shard keeps is routing and per-shard bookkeeping: its partition table, image,
 //! connection and long-poll counts, producer-id block. The partitions' own work is
-//! `partition::Partition`'s; the consumer groups are the [`GroupCoordinator`]'s.
+//! `partition::Partition`'s; the consumer groups are the [`GroupCoordinator`]'s, the
+//! transactions the [`TxnCoordinator`]'s.
 //!
 //! Modules: `message` (the requests), `route` (split by owner, send, merge), `serve` (the
 //! owner's side of each request), `housekeeping` (applying images, periodic syncs, expiry,
@@ -32,6 +33,7 @@ use crate::cluster::{ImageCell, MetadataImage};
 use crate::config::Config;
 use crate::group::coordinator::GroupCoordinator;
 use crate::partition::{Partition, PartitionTable};
+use crate::txn::coordinator::TxnCoordinator;
 use crate::types::{ShardId, TopicPartition};
 use kafka_protocol::ResponseError;
 pub use message::{ControlRequest, DataRequest};
@@ -70,6 +72,8 @@ pub struct Shard {
     partitions: Rc<PartitionTable>,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<GroupCoordinator>,
+    /// The transactional ids this shard coordinates.
+    pub txns: Rc<TxnCoordinator>,
     /// Open client connections on all shards (checked against `max.connections`).
     pub connections_total: Arc<AtomicUsize>,
     /// Open client connections on this shard.
@@ -85,8 +89,9 @@ pub struct Shard {
     controller_contact: Cell<Option<std::time::Instant>>,
     /// Whether this shard's leaders last saw the controller as lost (for the log line).
     controller_lost: Cell<bool>,
-    /// `__consumer_offsets` partitions whose groups load once the prepared image is shown.
-    groups_to_load: std::cell::RefCell<Vec<Rc<Partition>>>,
+    /// `__consumer_offsets` and `__transaction_state` partitions whose groups and
+    /// transactions load once the prepared image is shown.
+    coordinators_to_load: std::cell::RefCell<Vec<Rc<Partition>>>,
     /// `config` with this broker's dynamic configs from the image over it, and those
     /// dynamic configs (to notice when they change).
     effective: std::cell::RefCell<EffectiveConfig>,
@@ -106,6 +111,7 @@ impl Shard {
         let image = Rc::new(ImageCell::new(MetadataImage::new(peers.data.len())));
         let partitions = Rc::new(PartitionTable::default());
         let groups = Rc::new(GroupCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
+        let txns = Rc::new(TxnCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
         Self {
             id,
             effective: std::cell::RefCell::new((Vec::new(), Rc::new((*config).clone()))),
@@ -115,6 +121,7 @@ impl Shard {
             image,
             partitions,
             groups,
+            txns,
             connections_total,
             connections_here: Cell::new(0),
             fetch_waiters: Cell::new(0),
@@ -122,7 +129,7 @@ impl Shard {
             producer_ids: Cell::new((0, 0)),
             controller_contact: Cell::new(None),
             controller_lost: Cell::new(false),
-            groups_to_load: std::cell::RefCell::new(Vec::new()),
+            coordinators_to_load: std::cell::RefCell::new(Vec::new()),
             offline: std::cell::RefCell::new(HashMap::new()),
         }
     }

@@ -12,9 +12,14 @@ use kafka_protocol::ResponseError;
 
 use super::message::*;
 use super::Shard;
+use crate::client::Connection;
 use crate::cluster::image::owner_of;
 use crate::group::coordinator::{offsets_partition, GroupCall, GroupSummary};
+use crate::txn::coordinator::{txn_partition, MarkerRequest, MarkerResults, MarkerWriter, TxnCall, TxnSummary};
 use crate::types::{Acks, Offset, ShardId, TopicPartition};
+use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+use kafka_protocol::protocol::StrBytes;
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
@@ -211,6 +216,147 @@ impl Shard {
         }
     }
 
+    /// Sends a transaction call to its coordinator shard (this one or another). A `List`
+    /// goes to this shard only; callers send one to each data shard.
+    pub async fn route_txn(self: &Rc<Self>, call: TxnCall) {
+        let Some(id) = call.transactional_id() else {
+            self.txns.serve(call, self.marker_writer());
+            return;
+        };
+        let image = self.image();
+        let Some(tp) = txn_partition(&image, id) else {
+            call.fail(ResponseError::CoordinatorNotAvailable);
+            return;
+        };
+        if image.leader(&tp) != Some(self.config.node_id) {
+            call.fail(ResponseError::NotCoordinator);
+            return;
+        }
+        let owner = image.owner(&tp);
+        if owner == self.id {
+            self.txns.serve(call, self.marker_writer());
+        } else {
+            // If the owner has stopped, the call is dropped and its caller sees no answer.
+            let _ = self.send(owner, DataRequest::Txn(call)).await;
+        }
+    }
+
+    /// Sends `List` to every data shard's transaction coordinator and merges the answers.
+    pub async fn list_all_txns(self: &Rc<Self>) -> Vec<TxnSummary> {
+        let mut answers = Vec::new();
+        for shard in (0..self.data_shards()).map(ShardId) {
+            let (reply, rx) = oneshot::channel();
+            let call = TxnCall::List { reply };
+            if shard == self.id {
+                self.txns.serve(call, self.marker_writer());
+            } else if self.send(shard, DataRequest::Txn(call)).await.is_err() {
+                continue;
+            }
+            answers.push(rx);
+        }
+        let mut all = Vec::new();
+        for rx in answers {
+            all.extend(rx.await.unwrap_or_default());
+        }
+        all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        all
+    }
+
+    /// How this shard's transaction coordinator reaches the partitions of a transaction.
+    pub fn marker_writer(self: &Rc<Self>) -> Rc<dyn MarkerWriter> {
+        Rc::new(ShardMarkers(self.clone()))
+    }
+
+    /// Writes markers to partitions this broker leads, through their owning shards.
+    pub async fn route_markers(self: &Rc<Self>, request: MarkerRequest) -> MarkerResults {
+        let (items, not_led) = self.split_not_led(request.partitions.clone(), |tp| tp);
+        let mut out: MarkerResults =
+            not_led.into_iter().map(|tp| (tp, Some(ResponseError::NotLeaderOrFollower))).collect();
+        let mut parts: Vec<LocalFuture<MarkerResults>> = Vec::new();
+        for (owner, partitions) in self.group_by_owner(items, |tp| tp) {
+            let request = MarkerRequest { partitions, ..request.clone() };
+            if owner == self.id {
+                parts.push(Box::pin(self.write_markers_local(request)));
+                continue;
+            }
+            let failed: MarkerResults =
+                request.partitions.iter().map(|tp| (tp.clone(), Some(ResponseError::NotLeaderOrFollower))).collect();
+            let (reply, rx) = oneshot::channel();
+            let sent = self.send(owner, DataRequest::WriteMarkers { request, reply }).await;
+            parts.push(Box::pin(async move {
+                match (sent, rx.await) {
+                    (Ok(()), Ok(results)) => results,
+                    _ => failed,
+                }
+            }));
+        }
+        out.extend(join_all(parts).await.into_iter().flatten());
+        out
+    }
+
+    /// Writes markers to partitions led by broker `broker` with WriteTxnMarkers.
+    async fn remote_markers(self: Rc<Self>, broker: i32, request: MarkerRequest) -> MarkerResults {
+        let failed =
+            |e: ResponseError| -> MarkerResults { request.partitions.iter().map(|tp| (tp.clone(), Some(e))).collect() };
+        let image = self.image();
+        let Some(meta) = image.brokers.get(&broker) else { return failed(ResponseError::NotLeaderOrFollower) };
+        let addr = crate::client::broker_address(&meta.registration.host, i32::from(meta.registration.port));
+        let timeout = std::time::Duration::from_millis(self.config.quorum_request_timeout_ms.max(5000));
+        let client_id = format!("{}{}", MARKER_CLIENT_ID_PREFIX, self.config.node_id);
+        let mut connection = match Connection::connect(&addr, &client_id, timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(broker, error = %e, "cannot reach a broker to write transaction markers");
+                return failed(ResponseError::NetworkException);
+            }
+        };
+        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in &request.partitions {
+            topics.entry(tp.topic.as_str()).or_default().push(tp.partition);
+        }
+        let mut marker = WritableTxnMarker::default();
+        marker.producer_id = ProducerId(request.producer_id);
+        marker.producer_epoch = request.producer_epoch;
+        marker.transaction_result = request.commit;
+        marker.coordinator_epoch = request.coordinator_epoch;
+        marker.topics = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let mut t = WritableTxnMarkerTopic::default();
+                t.name = TopicName(StrBytes::from_string(name.to_string()));
+                t.partition_indexes = partitions;
+                t
+            })
+            .collect();
+        let mut call = WriteTxnMarkersRequest::default();
+        call.markers = vec![marker];
+        let response = match connection.call(&call, timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(broker, error = %e, "WriteTxnMarkers failed");
+                return failed(ResponseError::NetworkException);
+            }
+        };
+        let mut out = MarkerResults::new();
+        for result in response.markers.into_iter().filter(|m| m.producer_id.0 == request.producer_id) {
+            for topic in result.topics {
+                for p in topic.partitions {
+                    out.push((
+                        TopicPartition::new(topic.name.0.as_str(), p.partition_index),
+                        ResponseError::try_from_code(p.error_code),
+                    ));
+                }
+            }
+        }
+        // Partitions the answer left out were not written.
+        for tp in &request.partitions {
+            if !out.iter().any(|(t, _)| t == tp) {
+                out.push((tp.clone(), Some(ResponseError::UnknownServerError)));
+            }
+        }
+        out
+    }
+
     /// Every partition replica on this node, from every data shard.
     pub async fn all_log_dirs(self: &Rc<Self>) -> Vec<LogDirEntry> {
         let mut all = self.log_dirs_local();
@@ -242,6 +388,50 @@ impl Shard {
         }
         all.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         all
+    }
+}
+
+/// The client id a broker's transaction coordinator sends WriteTxnMarkers with (followed by
+/// its node id); the handler takes markers only from it. Not authentication (Weir has none
+/// yet): it keeps a client tool from writing markers by mistake.
+pub const MARKER_CLIENT_ID_PREFIX: &str = "weir-txn-markers-";
+
+/// A shard's way of writing a transaction's markers: partitions this broker leads through
+/// their owning shards, the others through WriteTxnMarkers to their leaders, all at once.
+struct ShardMarkers(Rc<Shard>);
+
+impl MarkerWriter for ShardMarkers {
+    fn write_markers(&self, request: MarkerRequest) -> Pin<Box<dyn Future<Output = MarkerResults>>> {
+        let shard = self.0.clone();
+        Box::pin(async move {
+            let image = shard.image();
+            let me = shard.config.node_id;
+            let mut by_leader: BTreeMap<Option<i32>, Vec<TopicPartition>> = BTreeMap::new();
+            for tp in &request.partitions {
+                // Unknown partitions stay here, for the owner to say so.
+                let leader = match image.topic(&tp.topic) {
+                    Some(t) if (0..t.partitions).contains(&tp.partition) => image.leader(tp),
+                    _ => Some(me),
+                };
+                by_leader.entry(leader).or_default().push(tp.clone());
+            }
+            let mut out = MarkerResults::new();
+            let mut parts: Vec<LocalFuture<MarkerResults>> = Vec::new();
+            for (leader, partitions) in by_leader {
+                let request = MarkerRequest { partitions, ..request.clone() };
+                match leader {
+                    None => out
+                        .extend(request.partitions.into_iter().map(|tp| (tp, Some(ResponseError::LeaderNotAvailable)))),
+                    Some(l) if l == me => {
+                        let shard = shard.clone();
+                        parts.push(Box::pin(async move { shard.route_markers(request).await }));
+                    }
+                    Some(l) => parts.push(Box::pin(shard.clone().remote_markers(l, request))),
+                }
+            }
+            out.extend(join_all(parts).await.into_iter().flatten());
+            out
+        })
     }
 }
 

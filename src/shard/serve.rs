@@ -16,7 +16,10 @@ use kafka_protocol::ResponseError;
 
 use super::message::*;
 use super::Shard;
+use crate::group::OFFSETS_TOPIC;
 use crate::partition::{fire, FollowerPosition, ReplicaRead, Waiter};
+use crate::protocol::batch::ControlType;
+use crate::txn::coordinator::{MarkerRequest, MarkerResults};
 use crate::types::{Acks, Offset, TopicPartition};
 
 impl Shard {
@@ -219,6 +222,45 @@ impl Shard {
             .collect()
     }
 
+    /// Writes a transaction's markers to this shard's partitions (all at once), and lets the
+    /// group coordinator know of those in `__consumer_offsets`: the offsets committed in the
+    /// transaction count from now on, or are dropped.
+    pub fn write_markers_local(
+        self: &Rc<Self>,
+        request: MarkerRequest,
+    ) -> impl Future<Output = MarkerResults> + 'static {
+        let kind = if request.commit { ControlType::Commit } else { ControlType::Abort };
+        let timeout = Duration::from_millis(self.config.quorum_request_timeout_ms);
+        let writes: Vec<_> = request
+            .partitions
+            .into_iter()
+            .map(|tp| {
+                let written = match self.partition(&tp) {
+                    Some(p) => p.write_marker(
+                        request.producer_id,
+                        request.producer_epoch,
+                        request.coordinator_epoch,
+                        kind,
+                        timeout,
+                    ),
+                    None => Err(self.missing_partition_error(&tp)),
+                };
+                let shard = self.clone();
+                async move {
+                    let error = match written {
+                        Ok(durable) => durable.await.err(),
+                        Err(e) => Some(e),
+                    };
+                    if error.is_none() && tp.topic == OFFSETS_TOPIC {
+                        shard.groups.complete_transaction(tp.partition, request.producer_id, request.commit);
+                    }
+                    (tp, error)
+                }
+            })
+            .collect();
+        join_all(writes)
+    }
+
     /// The active producers of each partition, for DescribeProducers.
     pub fn describe_producers_local(&self, items: Vec<(usize, TopicPartition)>) -> Vec<ProducersOutcome> {
         items
@@ -264,6 +306,8 @@ impl Shard {
                     let _ = reply.send(self.epoch_ends_local(items));
                 }
                 DataRequest::Group(call) => self.groups.serve(call),
+                DataRequest::Txn(call) => self.txns.serve(call, self.marker_writer()),
+                DataRequest::WriteMarkers { request, reply } => answer_later(reply, self.write_markers_local(request)),
                 DataRequest::Publish { image, reply } => {
                     self.prepare_image(image).await;
                     let _ = reply.send(());

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::group::OFFSETS_TOPIC;
 use crate::shard::message::{ControlRequest, NewTopic, TopicOutcome};
 use crate::shard::Shard;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 use crate::types::wire_code;
 
 /// Kafka's config source for a config set on the topic.
@@ -57,7 +58,7 @@ thread_local! {
 }
 
 /// Creates topics with the broker defaults (auto-creation by Metadata or Produce);
-/// `__consumer_offsets` gets its own settings. Returns the topics the controller refused
+/// `__consumer_offsets` and `__transaction_state` get their own settings. Returns the topics the controller refused
 /// (a limit, a bad default) with the error, which Metadata reports for them; the reason
 /// goes to the log, since Metadata has no field for it.
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> BTreeMap<String, ResponseError> {
@@ -66,6 +67,9 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> BTreeMap<Stri
         .map(|name| {
             if name == OFFSETS_TOPIC {
                 return offsets_topic(&shard.config, shard.image().live_brokers().count());
+            }
+            if name == TRANSACTION_STATE_TOPIC {
+                return transaction_state_topic(&shard.config, shard.image().live_brokers().count());
             }
             NewTopic { name, num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() }
         })
@@ -105,9 +109,25 @@ pub fn offsets_topic(config: &Config, live_brokers: usize) -> NewTopic {
     }
 }
 
+/// `__transaction_state` as Kafka creates it at the first transactional FindCoordinator:
+/// compacted, `transaction.state.log.*` partitions, replicas and segment size.
+pub fn transaction_state_topic(config: &Config, live_brokers: usize) -> NewTopic {
+    let replicas = (config.txn_replication_factor.max(1) as usize).min(live_brokers.max(1));
+    NewTopic {
+        name: TRANSACTION_STATE_TOPIC.to_string(),
+        num_partitions: config.txn_partitions,
+        replication_factor: replicas as i16,
+        assignments: Vec::new(),
+        configs: vec![
+            ("cleanup.policy".into(), Some("compact".into())),
+            ("segment.bytes".into(), Some(config.txn_segment_bytes.to_string())),
+        ],
+    }
+}
+
 /// Topics only the broker itself creates (Kafka: "Creation of internal topic ... is
 /// prohibited."): a client that made one would get an offsets topic with the wrong layout.
-const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC, "__transaction_state", "__cluster_metadata"];
+const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, "__cluster_metadata"];
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreateTopicsRequest) -> Reply {
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);

@@ -8,6 +8,8 @@
 //! durability, for a long poll) happens in the returned future, which the connection awaits
 //! in request order while it reads the next request.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -22,7 +24,9 @@ pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod describe_transactions;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -32,6 +36,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -39,6 +44,8 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -127,6 +134,13 @@ pub const REGISTRY: &[ApiEntry] = &[
     api!(DeleteTopics, 1..=6, delete_topics, decoded),
     api!(InitProducerId, 0..=4, init_producer_id, decoded),
     api!(DescribeProducers, 0..=0, describe_producers, decoded),
+    api!(AddPartitionsToTxn, 0..=3, add_partitions_to_txn, decoded),
+    api!(AddOffsetsToTxn, 0..=3, add_offsets_to_txn, decoded),
+    api!(EndTxn, 0..=3, end_txn, decoded),
+    api!(TxnOffsetCommit, 0..=3, txn_offset_commit, decoded),
+    api!(WriteTxnMarkers, 1..=1, write_txn_markers, decoded),
+    api!(DescribeTransactions, 0..=0, describe_transactions, decoded),
+    api!(ListTransactions, 0..=1, list_transactions, decoded),
     api!(FindCoordinator, 0..=4, find_coordinator, decoded),
     api!(JoinGroup, 0..=9, join_group, decoded),
     api!(SyncGroup, 0..=5, sync_group, decoded),

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::channel::oneshot;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -24,6 +25,8 @@ use crate::group::OFFSETS_TOPIC;
 use crate::protocol::batch;
 use crate::shard::message::{ProduceItem, ProduceOutcome};
 use crate::shard::Shard;
+use crate::txn::coordinator::{txn_partition, TxnCall};
+use crate::txn::TRANSACTION_STATE_TOPIC;
 use crate::types::{wire_code, Acks, TopicPartition};
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> Result<Pending, RequestError> {
@@ -57,8 +60,8 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
                 early.push(ProduceOutcome::failed(idx, ResponseError::InvalidRequiredAcks));
                 continue;
             }
-            if name == OFFSETS_TOPIC {
-                // Only the group coordinator writes there (Kafka: "Cannot append to internal topic").
+            if name == OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
+                // Only the coordinators write there (Kafka: "Cannot append to internal topic").
                 early.push(ProduceOutcome::failed(idx, ResponseError::InvalidTopicException));
                 continue;
             }
@@ -97,6 +100,8 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
             .detach();
         }
     }
+    let items =
+        verify_transactional(shard, request.transactional_id.as_ref().map(|t| t.as_str()), items, &mut early).await;
     let durable = match acks {
         Some(acks) if !items.is_empty() => Some(shard.route_produce(acks, request.timeout_ms, items).await),
         _ => None,
@@ -174,6 +179,60 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
             .collect();
         encode_frame(ApiKey::Produce, version, correlation_id, &response)
     })
+}
+
+/// KIP-890's check before transactional data is taken: every partition a transactional
+/// batch goes to must be in the producer's open transaction, as its coordinator says; a late
+/// retry of a batch whose transaction already ended is refused (INVALID_TXN_STATE) instead of
+/// opening a transaction no one will end. A transactional batch without a transactional id
+/// is INVALID_RECORD. Done before the append (the handler awaits it, so a connection's
+/// requests keep their order). Coordinators on other brokers are not asked yet: their
+/// producers' batches are taken unverified.
+async fn verify_transactional(
+    shard: &Rc<Shard>,
+    transactional_id: Option<&str>,
+    items: Vec<ProduceItem>,
+    early: &mut Vec<ProduceOutcome>,
+) -> Vec<ProduceItem> {
+    let producer = |item: &ProduceItem| {
+        batch::BatchHeader::new(&item.batch)
+            .filter(|h| h.is_transactional())
+            .map(|h| (h.producer_id(), h.producer_epoch()))
+    };
+    if !items.iter().any(|i| producer(i).is_some()) {
+        return items;
+    }
+    let Some(id) = transactional_id.filter(|id| !id.is_empty()) else {
+        let (refused, kept): (Vec<ProduceItem>, Vec<ProduceItem>) =
+            items.into_iter().partition(|i| producer(i).is_some());
+        early.extend(refused.iter().map(|i| ProduceOutcome::failed(i.idx, ResponseError::InvalidRecord)));
+        return kept;
+    };
+    let image = shard.image();
+    let local = txn_partition(&image, id).and_then(|tp| image.leader(&tp)) == Some(shard.config.node_id);
+    if !local {
+        return items;
+    }
+    // One producer per request (a client's batches all carry its id and epoch).
+    let Some((producer_id, epoch)) = items.iter().find_map(producer) else { return items };
+    let asked: Vec<usize> = (0..items.len()).filter(|&n| producer(&items[n]).is_some()).collect();
+    let partitions = asked.iter().map(|&n| (items[n].tp.topic.clone(), items[n].tp.partition)).collect();
+    let (reply, rx) = oneshot::channel();
+    shard.route_txn(TxnCall::Verify { transactional_id: id.to_string(), producer_id, epoch, partitions, reply }).await;
+    let answers = rx.await.unwrap_or_else(|_| vec![Some(ResponseError::NotCoordinator); asked.len()]);
+    let refused: std::collections::HashMap<usize, ResponseError> =
+        asked.into_iter().zip(answers).filter_map(|(n, e)| Some((n, e?))).collect();
+    let mut kept = Vec::with_capacity(items.len());
+    for (n, item) in items.into_iter().enumerate() {
+        match refused.get(&n) {
+            Some(e) => {
+                debug!(topic = %item.tp.topic, partition = item.tp.partition, producer_id, error = ?e, "transactional batch refused: the partition is not in the producer's open transaction");
+                early.push(ProduceOutcome::failed(item.idx, *e));
+            }
+            None => kept.push(item),
+        }
+    }
+    kept
 }
 
 /// Produce v0-2, which kafka-protocol does not decode: read the topic/partition layout by

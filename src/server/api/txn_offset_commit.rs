@@ -1,0 +1,96 @@
+//! TxnOffsetCommit (key 28), v0-3: offsets a transactional producer commits for a consumer
+//! group. The group coordinator writes them to `__consumer_offsets` in the producer's
+//! transaction; they count (OffsetFetch shows them) only once the transaction's commit
+//! marker reaches that partition, and never if it aborts. v3 carries the member and
+//! generation, checked as OffsetCommit checks them (KIP-447).
+
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+use kafka_protocol::ResponseError;
+
+use super::{encode_frame, ready, Pending, Reply, RequestContext};
+use crate::group::coordinator::{CommitRequest, GroupCall, PerItem};
+use crate::group::records::OffsetValue;
+use crate::shard::Shard;
+use crate::types::{now_ms, wire_code};
+
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: TxnOffsetCommitRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
+    if request.group_id.is_empty() {
+        return ready(response(version, correlation_id, &request, Err(ResponseError::InvalidGroupId)));
+    }
+    let now = now_ms();
+    let offsets = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                let value = OffsetValue {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    commit_timestamp: now,
+                };
+                (t.name.0.to_string(), p.partition_index, value)
+            })
+        })
+        .collect();
+    // Before v3 the request names no member: the commit is checked like one from outside
+    // group management.
+    let (member_id, generation) =
+        if version >= 3 { (request.member_id.to_string(), request.generation_id) } else { (String::new(), -1) };
+    let (reply, rx) = oneshot::channel();
+    shard
+        .route_group(GroupCall::TxnCommit {
+            group: request.group_id.to_string(),
+            producer_id: request.producer_id.0,
+            producer_epoch: request.producer_epoch,
+            request: CommitRequest {
+                member_id,
+                instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+                generation,
+                offsets,
+            },
+            reply,
+        })
+        .await;
+    Box::pin(async move {
+        let codes = rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        response(version, correlation_id, &request, codes)
+    })
+}
+
+fn response(version: i16, correlation_id: i32, request: &TxnOffsetCommitRequest, codes: PerItem) -> Reply {
+    let mut codes = match codes {
+        Ok(codes) => codes.into_iter(),
+        Err(e) => vec![Some(e); request.topics.iter().map(|t| t.partitions.len()).sum()].into_iter(),
+    };
+    let mut r = TxnOffsetCommitResponse::default();
+    r.topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let mut rt = TxnOffsetCommitResponseTopic::default();
+            rt.name = t.name.clone();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = TxnOffsetCommitResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    let error = codes.next().unwrap_or(Some(ResponseError::UnknownServerError));
+                    // PRODUCER_FENCED is known to clients from v3 on.
+                    rp.error_code = wire_code(error.map(|e| crate::txn::fenced_for(e, version >= 3)));
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    encode_frame(ApiKey::TxnOffsetCommit, version, correlation_id, &r)
+}
