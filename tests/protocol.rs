@@ -55,6 +55,14 @@ fn api_versions_every_version_and_downgrade() {
     assert_eq!(c.call(3, ApiVersionsRequest::default()).error_code, 0);
 }
 
+/// What a transactional request for an id no coordinator knows gets: INVALID_PRODUCER_ID_MAPPING,
+/// or COORDINATOR_NOT_AVAILABLE before `__transaction_state` exists.
+const TXN_UNKNOWN: [i16; 2] = [49, 15];
+
+fn code_of(e: ResponseError) -> i16 {
+    e.code()
+}
+
 #[test]
 fn every_advertised_version_answers() {
     let broker = Broker::start_with(GROUPS_FAST);
@@ -148,6 +156,60 @@ fn every_advertised_version_answers() {
                     let resp = c.call(v, r);
                     assert_eq!(resp.error_code, 0, "InitProducerId v{v}");
                     assert!(resp.producer_id.0 >= 0);
+                }
+                ApiKey::AddPartitionsToTxn => {
+                    let mut r = AddPartitionsToTxnRequest::default();
+                    r.v3_and_below_transactional_id = TransactionalId(s("nobody"));
+                    let mut t = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+                    t.name = TopicName(s("groups-t"));
+                    t.partitions = vec![0];
+                    r.v3_and_below_topics = vec![t];
+                    let resp = c.call(v, r);
+                    let code = resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+                    assert!(TXN_UNKNOWN.contains(&code), "AddPartitionsToTxn v{v}: {code}");
+                }
+                ApiKey::AddOffsetsToTxn => {
+                    let mut r = AddOffsetsToTxnRequest::default();
+                    r.transactional_id = TransactionalId(s("nobody"));
+                    r.group_id = GroupId(s("g"));
+                    let code = c.call(v, r).error_code;
+                    assert!(TXN_UNKNOWN.contains(&code), "AddOffsetsToTxn v{v}: {code}");
+                }
+                ApiKey::EndTxn => {
+                    let mut r = EndTxnRequest::default();
+                    r.transactional_id = TransactionalId(s("nobody"));
+                    let code = c.call(v, r).error_code;
+                    assert!(TXN_UNKNOWN.contains(&code), "EndTxn v{v}: {code}");
+                }
+                ApiKey::TxnOffsetCommit => {
+                    let mut r = TxnOffsetCommitRequest::default();
+                    r.transactional_id = TransactionalId(s("nobody"));
+                    r.group_id = GroupId(s("g"));
+                    r.producer_id = ProducerId(7);
+                    let mut p = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default();
+                    p.committed_offset = 1;
+                    let mut t = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default();
+                    t.name = TopicName(s("groups-t"));
+                    t.partitions = vec![p];
+                    r.topics = vec![t];
+                    let code = c.call(v, r).topics[0].partitions[0].error_code;
+                    assert!(TXN_UNKNOWN.contains(&code), "TxnOffsetCommit v{v}: {code}");
+                }
+                ApiKey::WriteTxnMarkers => {
+                    assert!(c.call(v, WriteTxnMarkersRequest::default()).markers.is_empty(), "WriteTxnMarkers v{v}");
+                }
+                ApiKey::DescribeTransactions => {
+                    let mut r = DescribeTransactionsRequest::default();
+                    r.transactional_ids = vec![TransactionalId(s("nobody"))];
+                    let code = c.call(v, r).transaction_states[0].error_code;
+                    let expected = [
+                        code_of(ResponseError::TransactionalIdNotFound),
+                        code_of(ResponseError::CoordinatorNotAvailable),
+                    ];
+                    assert!(expected.contains(&code), "DescribeTransactions v{v}: {code}");
+                }
+                ApiKey::ListTransactions => {
+                    assert_eq!(c.call(v, ListTransactionsRequest::default()).error_code, 0, "ListTransactions v{v}");
                 }
                 ApiKey::DescribeProducers => {
                     c.call(v, DescribeProducersRequest::default());

@@ -2,7 +2,9 @@
 //! group. The group coordinator writes them to `__consumer_offsets` in the producer's
 //! transaction; they count (OffsetFetch shows them) only once the transaction's commit
 //! marker reaches that partition, and never if it aborts. v3 carries the member and
-//! generation, checked as OffsetCommit checks them (KIP-447).
+//! generation, checked as OffsetCommit checks them (KIP-447). As with data (KIP-890), the
+//! offsets are taken only while the group's offsets partition is in the producer's open
+//! transaction.
 
 use std::rc::Rc;
 
@@ -14,9 +16,10 @@ use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitRe
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, ready, Pending, Reply, RequestContext};
-use crate::group::coordinator::{CommitRequest, GroupCall, PerItem};
+use crate::group::coordinator::{offsets_partition, CommitRequest, GroupCall, PerItem};
 use crate::group::records::OffsetValue;
 use crate::shard::Shard;
+use crate::txn::coordinator::{txn_partition, TxnCall};
 use crate::types::{now_ms, wire_code};
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: TxnOffsetCommitRequest) -> Pending {
@@ -44,6 +47,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: TxnOffsetC
     // group management.
     let (member_id, generation) =
         if version >= 3 { (request.member_id.to_string(), request.generation_id) } else { (String::new(), -1) };
+    if let Err(e) = verify(shard, &request).await {
+        return ready(response(version, correlation_id, &request, Err(e)));
+    }
     let (reply, rx) = oneshot::channel();
     shard
         .route_group(GroupCall::TxnCommit {
@@ -63,6 +69,34 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: TxnOffsetC
         let codes = rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
         response(version, correlation_id, &request, codes)
     })
+}
+
+/// KIP-890 for offsets: the group's offsets partition must be in the producer's open
+/// transaction (AddOffsetsToTxn came first), as its coordinator says; asked when that
+/// coordinator is on this broker.
+async fn verify(shard: &Rc<Shard>, request: &TxnOffsetCommitRequest) -> Result<(), ResponseError> {
+    if request.producer_id.0 < 0 {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    let image = shard.image();
+    let id = request.transactional_id.as_str();
+    let local = txn_partition(&image, id).and_then(|tp| image.leader(&tp)) == Some(shard.config.node_id);
+    let Some(tp) = offsets_partition(&image, request.group_id.as_str()).filter(|_| local) else { return Ok(()) };
+    let (reply, rx) = oneshot::channel();
+    shard
+        .route_txn(TxnCall::Verify {
+            transactional_id: id.to_string(),
+            producer_id: request.producer_id.0,
+            epoch: request.producer_epoch,
+            partitions: vec![(tp.topic, tp.partition)],
+            reply,
+        })
+        .await;
+    match rx.await.map(|v| v.into_iter().next().flatten()) {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(e),
+        Err(_) => Err(ResponseError::CoordinatorNotAvailable),
+    }
 }
 
 fn response(version: i16, correlation_id: i32, request: &TxnOffsetCommitRequest, codes: PerItem) -> Reply {
