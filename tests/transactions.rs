@@ -120,13 +120,11 @@ fn produce_txn(c: &mut Client, id: Option<&str>, topic: &str, partition: i32, ba
     (p.error_code, p.base_offset)
 }
 
-/// A read_committed (or not) fetch: (high watermark, last stable offset, values, aborted (pid, first offset)).
-fn fetch_iso(
-    c: &mut Client,
-    topic: &str,
-    partition: i32,
-    committed: bool,
-) -> (i64, i64, Vec<Vec<u8>>, Vec<(i64, i64)>) {
+/// What a fetch found: high watermark, last stable offset, values, aborted (pid, first offset).
+type Fetched = (i64, i64, Vec<Vec<u8>>, Vec<(i64, i64)>);
+
+/// A read_committed (or read_uncommitted) fetch from offset 0.
+fn fetch_iso(c: &mut Client, topic: &str, partition: i32, committed: bool) -> Fetched {
     let mut r = fetch_request(topic, partition, 0, 0, 1 << 20);
     r.isolation_level = i8::from(committed);
     let resp = c.call(12, r);
