@@ -476,7 +476,9 @@ impl TxnCoordinator {
                 commit,
                 partitions: left.clone(),
             };
+            debug!(transactional_id = %transactional_id, partitions = left.len(), commit, "writing transaction markers");
             let results = markers.write_markers(request).await;
+            debug!(transactional_id = %transactional_id, ?results, "transaction markers answered");
             left = results
                 .into_iter()
                 .filter_map(|(tp, error)| match error {

@@ -267,7 +267,10 @@ impl TxnMetadata {
         if self.value.producer_epoch != epoch {
             return Err(ResponseError::InvalidProducerEpoch);
         }
-        let open = self.value.state == TxnState::Ongoing && self.pending.is_none();
+        // A write in flight that keeps the transaction open (more partitions joining) does not
+        // matter; one that ends it does.
+        let open =
+            self.value.state == TxnState::Ongoing && self.pending.as_ref().is_none_or(|p| p.state == TxnState::Ongoing);
         if !open || !self.value.partitions.contains(partition) {
             return Err(ResponseError::InvalidTxnState);
         }
@@ -403,6 +406,11 @@ mod tests {
         assert_eq!(m.add_partitions(100, 0, &[tp("a", 0)], &LIMITS, 6), Ok(TxnStep::Done), "already in");
         assert_eq!(m.verify(100, 0, &tp("b", 1)), Ok(()));
         assert_eq!(m.verify(100, 0, &tp("c", 0)), Err(ResponseError::InvalidTxnState));
+        let mut adding = m.clone();
+        adding.begin_write(TxnValue { partitions: BTreeSet::new(), ..m.value.clone() });
+        assert_eq!(adding.verify(100, 0, &tp("b", 1)), Ok(()), "partitions joining meanwhile do not matter");
+        adding.pending.as_mut().expect("pending").state = TxnState::PrepareCommit;
+        assert_eq!(adding.verify(100, 0, &tp("b", 1)), Err(ResponseError::InvalidTxnState), "ending does");
         let step = m.end(100, 0, true, 7);
         apply(&mut m, step);
         assert_eq!(m.value.state, TxnState::PrepareCommit);

@@ -10,8 +10,11 @@ use kafka_protocol::ResponseError;
 
 use super::{encode_frame, ready, Pending, RequestContext};
 use crate::group::coordinator::offsets_partition;
+use crate::group::records::partition_for;
+use crate::group::OFFSETS_TOPIC;
 use crate::shard::Shard;
 use crate::txn::coordinator::TxnCall;
+use crate::types::TopicPartition;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: AddOffsetsToTxnRequest) -> Pending {
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
@@ -24,9 +27,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: AddOffsets
     if request.group_id.is_empty() {
         return ready(answer(Some(ResponseError::InvalidGroupId)));
     }
-    let Some(tp) = offsets_partition(&shard.image(), request.group_id.as_str()) else {
-        return ready(answer(Some(ResponseError::CoordinatorNotAvailable)));
-    };
+    // Before `__consumer_offsets` exists (the group's FindCoordinator creates it), its
+    // partition is the one it will have: Kafka places by the configured partition count.
+    let tp = offsets_partition(&shard.image(), request.group_id.as_str()).unwrap_or_else(|| {
+        let partition = partition_for(request.group_id.as_str(), shard.config.offsets_partitions);
+        TopicPartition::new(OFFSETS_TOPIC, partition)
+    });
     let (reply, rx) = oneshot::channel();
     shard
         .route_txn(TxnCall::AddPartitions {

@@ -1,0 +1,323 @@
+"""Transactions with real clients: confluent-kafka (librdkafka), kafka-python and kafkajs
+run transactions, commit consumed offsets in them, and read with read_committed; a
+consume-transform-produce pipeline keeps exactly-once through a broker kill -9 and a
+worker kill -9; a zombie producer is fenced; a broker killed mid-transaction, mid-commit
+and mid-abort finishes each in the direction it was decided.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from helpers import confluent_consumer, confluent_producer, wait_until
+
+HERE = Path(__file__).parent
+# A worker that commits nothing for this long is restarted (see the pipeline test).
+STALL_S = 30
+# The coordinator checks for timed-out transactions every 500 ms here.
+TXN = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": 500, "group.initial.rebalance.delay.ms": 0}
+
+
+def create(broker, *topics: tuple[str, int]) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    futures = admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics])
+    for f in futures.values():
+        f.result(20)
+
+
+def read_all(broker, topic: str, partitions: int, isolation: str, expect_at_least: int = 0,
+             timeout: float = 30.0) -> list[tuple[int, bytes]]:
+    """Every record of `topic` with the given isolation, as (partition, value), in log order
+    per partition; reads until the end offsets it sees (the LSO for read_committed)."""
+    c = confluent_consumer(broker.bootstrap, **{"isolation.level": isolation, "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[tuple[int, bytes]] = []
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:  # _PARTITION_EOF
+                at_end.add(m.partition())
+                if len(at_end) == partitions and len(out) >= expect_at_least:
+                    break
+            continue
+        at_end.discard(m.partition())
+        out.append((m.partition(), m.value()))
+    c.close()
+    return out
+
+
+def transactional(broker, txn_id: str, **extra):
+    return confluent_producer(broker.bootstrap, **{"transactional.id": txn_id, "enable.idempotence": True, **extra})
+
+
+def test_confluent_commits_aborts_and_read_committed_sees_only_commits(make_broker):
+    broker = make_broker(TXN)
+    create(broker, ("tc", 3), ("tc2", 2))
+    p = transactional(broker, "c-1")
+    p.init_transactions(30)
+    p.begin_transaction()
+    for i in range(30):
+        p.produce("tc", value=f"commit-{i}".encode(), partition=i % 3)
+        p.produce("tc2", value=f"commit2-{i}".encode(), partition=i % 2)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(20):
+        p.produce("tc", value=f"abort-{i}".encode(), partition=i % 3)
+    p.flush(10)
+    # Open and unflushed: read_committed stops before it.
+    committed = read_all(broker, "tc", 3, "read_committed", 30)
+    assert sorted(v for _, v in committed) == sorted(f"commit-{i}".encode() for i in range(30))
+    p.abort_transaction(30)
+    p.begin_transaction()
+    p.produce("tc", value=b"after", partition=0)
+    p.commit_transaction(30)
+    committed = read_all(broker, "tc", 3, "read_committed", 31)
+    values = [v for _, v in committed]
+    assert not [v for v in values if v.startswith(b"abort")], "aborted records reached a read_committed consumer"
+    assert len(values) == 31 and b"after" in values
+    everything = read_all(broker, "tc", 3, "read_uncommitted", 51)
+    assert len(everything) == 51, "read_uncommitted sees aborted records too"
+    assert len(read_all(broker, "tc2", 2, "read_committed", 30)) == 30
+    # Order per partition holds.
+    for part in range(3):
+        mine = [v for q, v in committed if q == part and v.startswith(b"commit")]
+        assert mine == sorted(mine, key=lambda v: int(v.split(b"-")[1]))
+
+
+def test_a_zombie_producer_is_fenced_by_its_successor(make_broker):
+    broker = make_broker(TXN)
+    create(broker, ("zombie", 1))
+    old = transactional(broker, "same-id")
+    old.init_transactions(30)
+    old.begin_transaction()
+    old.produce("zombie", value=b"from the zombie", partition=0)
+    old.flush(10)
+    new = transactional(broker, "same-id")
+    new.init_transactions(30)  # aborts the zombie's open transaction, bumps the epoch
+    new.begin_transaction()
+    new.produce("zombie", value=b"from the successor", partition=0)
+    new.commit_transaction(30)
+    with pytest.raises(KafkaException) as raised:
+        old.produce("zombie", value=b"late", partition=0)
+        old.commit_transaction(30)
+    err = raised.value.args[0]
+    assert err.fatal() or err.txn_requires_abort(), err
+    values = [v for _, v in read_all(broker, "zombie", 1, "read_committed", 1)]
+    assert values == [b"from the successor"]
+
+
+def test_an_abandoned_transaction_times_out_and_stops_holding_consumers(make_broker):
+    broker = make_broker(TXN)
+    create(broker, ("abandoned", 1))
+    p = transactional(broker, "gone", **{"transaction.timeout.ms": 2000, "message.timeout.ms": 2000})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce("abandoned", value=b"never committed", partition=0)
+    p.flush(10)
+    plain = confluent_producer(broker.bootstrap, **{"acks": "all"})
+    plain.produce("abandoned", value=b"later, outside any transaction", partition=0)
+    plain.flush(10)
+    # The open transaction holds read_committed consumers back until the coordinator aborts it.
+    assert read_all(broker, "abandoned", 1, "read_committed", timeout=1) == []
+    wait_until(lambda: broker.log_lines("transaction timed out"), 15, what="the timeout abort")
+    values = [v for _, v in read_all(broker, "abandoned", 1, "read_committed", 1)]
+    assert values == [b"later, outside any transaction"]
+
+
+@pytest.mark.parametrize("moment", ["mid-transaction", "mid-commit", "mid-abort"])
+def test_kill9_finishes_each_transaction_in_the_direction_it_was_decided(make_broker, moment):
+    broker = make_broker(TXN)
+    partitions = 16
+    create(broker, ("crash", partitions))
+    p = transactional(broker, f"crash-{moment}", **{"transaction.timeout.ms": 3000, "message.timeout.ms": 3000})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce("crash", value=b"before", partition=0)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(partitions * 10):
+        p.produce("crash", value=f"{moment}-{i}".encode(), partition=i % partitions)
+    p.flush(10)
+    if moment == "mid-commit":
+        p.commit_transaction(30)
+    elif moment == "mid-abort":
+        p.abort_transaction(30)
+    # EndTxn answers once the decision is durable; markers to 16 partitions follow.
+    broker.kill9()
+    broker.start()
+    decided = broker.log_lines(r"transactions loaded.*decided=1")
+    print(f"{moment}: the restarted coordinator found {'a decided' if decided else 'no decided'} transaction")
+    expected = 1 + (partitions * 10 if moment == "mid-commit" else 0)
+    deadline = time.monotonic() + 30
+    while True:
+        values = [v for _, v in read_all(broker, "crash", partitions, "read_committed", expected, timeout=5)]
+        if len(values) >= expected or time.monotonic() > deadline:
+            break
+    assert len(values) == expected, f"{moment}: read_committed saw {len(values)} records, expected {expected}"
+    if moment != "mid-commit":
+        assert values == [b"before"]
+
+
+def test_kafka_python_transactions_and_offsets(make_broker):
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KTP
+
+    broker = make_broker(TXN)
+    create(broker, ("kp-in", 1), ("kp-out", 1))
+    plain = confluent_producer(broker.bootstrap, **{"acks": "all"})
+    for i in range(10):
+        plain.produce("kp-in", value=str(i).encode(), partition=0)
+    plain.flush(10)
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id="kp-1")
+    p.init_transactions()
+    p.begin_transaction()
+    for i in range(10):
+        p.send("kp-out", value=f"T:{i}".encode(), partition=0)
+    p.send_offsets_to_transaction({KTP("kp-in", 0): __import__("kafka").OffsetAndMetadata(10, "", -1)}, "kp-group")
+    p.commit_transaction()
+    p.begin_transaction()
+    p.send("kp-out", value=b"aborted", partition=0)
+    p.flush()
+    p.abort_transaction()
+    p.close()
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level="read_committed",
+                      auto_offset_reset="earliest", consumer_timeout_ms=3000, enable_auto_commit=False)
+    c.assign([KTP("kp-out", 0)])
+    values = [m.value for m in c]
+    c.close()
+    assert values == [f"T:{i}".encode() for i in range(10)]
+    g = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id="kp-group", enable_auto_commit=False)
+    assert g.committed(KTP("kp-in", 0)) == 10, "the offsets committed in the transaction count"
+    g.close()
+
+
+def test_kafkajs_transactions_send_offsets_commit_and_abort(make_broker):
+    broker = make_broker(TXN)
+    create(broker, ("js-in", 1), ("js-out", 2))
+    plain = confluent_producer(broker.bootstrap, **{"acks": "all"})
+    for i in range(5):
+        plain.produce("js-in", value=str(i).encode(), partition=0)
+    plain.flush(10)
+    script = HERE / "node" / "transactions.js"
+    done = subprocess.run(["node", str(script), broker.bootstrap], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    seen = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    print(f"kafkajs saw {seen}")
+    assert seen["committedValues"] == ["js-0", "js-1", "js-2"]
+    assert seen["groupOffset"] == "5"
+    committed = sorted(v for _, v in read_all(broker, "js-out", 2, "read_committed", 3))
+    assert committed == [b"js-0", b"js-1", b"js-2"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_exactly_once_pipeline_through_a_broker_kill_and_a_worker_kill(make_broker):
+    """100,000 records through a consume-transform-produce worker; the broker is killed -9 at
+    a random point, later the worker too (its successor fences it); at the end the output
+    holds each input's transform exactly once, in order per partition, and the group's
+    offsets cover the input."""
+    seed = int(time.time() * 1000) % 1_000_000
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    total, partitions = 100_000, 4
+    broker = make_broker(TXN)
+    create(broker, ("eos-in", partitions), ("eos-out", partitions))
+    p = confluent_producer(broker.bootstrap, **{"enable.idempotence": True, "linger.ms": 20, "batch.size": 200000})
+    for i in range(total):
+        p.produce("eos-in", value=str(i).encode(), partition=i % partitions)
+        if i % 10000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+
+    progress = {"committed": 0}
+
+    def start_worker():
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "txn_worker.py"), broker.bootstrap, "eos-in", "eos-out", "eos", "eos-1",
+             str(total)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def watch():
+            for line in proc.stdout:
+                if line.startswith("committed "):
+                    progress["committed"] += int(line.split()[1])
+                else:
+                    print(f"worker: {line.rstrip()}")
+        threading.Thread(target=watch, daemon=True).start()
+        return proc
+
+    worker = start_worker()
+    try:
+        kill_broker_at = rng.randint(15_000, 35_000)
+        kill_worker_at = rng.randint(55_000, 75_000)
+        wait_until(lambda: progress["committed"] >= kill_broker_at or worker.poll() is not None, 120,
+                   what="the worker's first transactions")
+        print(f"kill -9 the broker at {progress['committed']} records committed")
+        broker.kill9()
+        time.sleep(rng.uniform(0, 1))
+        broker.start()
+        deadline = time.monotonic() + 400
+        killed_worker = False
+        said = time.monotonic()
+        last = (progress["committed"], time.monotonic())
+        while time.monotonic() < deadline:
+            if time.monotonic() - said > 10:
+                print(f"{progress['committed']} records committed so far")
+                said = time.monotonic()
+            if progress["committed"] != last[0]:
+                last = (progress["committed"], time.monotonic())
+            elif time.monotonic() - last[1] > STALL_S and worker.poll() is None:
+                # librdkafka sometimes stops short after a broker restart (a send_offsets that
+                # never sends its TxnOffsetCommit); a supervisor restarts such a worker, and
+                # its successor fences it.
+                print(f"worker stalled for {STALL_S}s at {progress['committed']}; kill -9 and restart")
+                worker.kill()
+                worker.wait()
+                worker = start_worker()
+                last = (progress["committed"], time.monotonic())
+            code = worker.poll()
+            if code == 0:
+                break
+            if code is not None:
+                print(f"worker exited {code}; starting another")
+                worker = start_worker()
+            elif not killed_worker and progress["committed"] >= kill_worker_at:
+                print(f"kill -9 the worker at {progress['committed']} records committed")
+                worker.kill()
+                worker.wait()
+                killed_worker = True
+                worker = start_worker()
+            time.sleep(0.2)
+        assert worker.poll() == 0, "the pipeline did not finish"
+        assert killed_worker, "the worker was never killed"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    out = read_all(broker, "eos-out", partitions, "read_committed", total, timeout=120)
+    by_partition: dict[int, list[int]] = {q: [] for q in range(partitions)}
+    for q, v in out:
+        assert v.startswith(b"T:"), v
+        by_partition[q].append(int(v[2:]))
+    for q, got in by_partition.items():
+        want = list(range(q, total, partitions))
+        assert got == want, (f"partition {q}: {len(got)} records, expected {len(want)}; "
+                             f"first difference at {next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)}")
+    c = confluent_consumer(broker.bootstrap, **{"group.id": "eos"})
+    committed = c.committed([TopicPartition("eos-in", q) for q in range(partitions)], timeout=10)
+    c.close()
+    assert sum(tp.offset for tp in committed) == total
