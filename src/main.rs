@@ -58,6 +58,9 @@ The broker needs a locked-memory limit (ulimit -l) of at least 512 KiB.")]
     /// Configs of a topic, a broker, or the cluster-wide broker defaults: describe, alter.
     #[command(subcommand)]
     Configs(ConfigsCommand),
+    /// Transactions: list the transactional ids the coordinators keep, describe one.
+    #[command(subcommand)]
+    Transactions(TransactionsCommand),
 }
 
 /// How a report is printed.
@@ -168,6 +171,36 @@ enum ConfigsCommand {
         target: ConfigTarget,
         #[command(flatten)]
         alterations: Alterations,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransactionsCommand {
+    /// Every transactional id, with its producer id, state and coordinator (asked of every
+    /// broker: ListTransactions).
+    #[command(after_help = "Needs a locked-memory limit (ulimit -l) of at least 512 KiB, like the broker.")]
+    List {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Only transactions in these states (Kafka's names: Ongoing, PrepareCommit, ...).
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<String>,
+        /// Only transactions of these producer ids.
+        #[arg(long = "producer-id", value_name = "ID")]
+        producers: Vec<i64>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One transactional id's state at its coordinator: producer id and epoch, timeout,
+    /// start, and the partitions of its open transaction (DescribeTransactions).
+    #[command(after_help = "Needs a locked-memory limit (ulimit -l) of at least 512 KiB, like the broker.")]
+    Describe {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(value_name = "TRANSACTIONAL_ID")]
+        transactional_id: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -372,6 +405,31 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Topics(command) => on_cli_executor("weir-topics", topics_command(command)),
         Command::Configs(command) => on_cli_executor("weir-configs", configs_command(command)),
+        Command::Transactions(TransactionsCommand::List { bootstrap, states, producers, output }) => {
+            on_cli_executor("weir-transactions", async move {
+                let list = weir::admin::transactions::list(&bootstrap, &states, &producers)
+                    .await
+                    .with_context(|| format!("cannot list transactions through {bootstrap}"))?;
+                match output {
+                    Output::Table => print!("{}", weir::admin::transactions::format_list(&list)),
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                }
+                Ok(())
+            })
+        }
+        Command::Transactions(TransactionsCommand::Describe { bootstrap, transactional_id, output }) => {
+            on_cli_executor("weir-transactions", async move {
+                let report =
+                    weir::admin::transactions::describe(&bootstrap, &transactional_id).await.with_context(|| {
+                        format!("cannot describe transactional id {transactional_id} through {bootstrap}")
+                    })?;
+                match output {
+                    Output::Table => print!("{}", weir::admin::transactions::format_report(&report)),
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                }
+                Ok(())
+            })
+        }
         Command::Records(RecordsCommand::Delete { bootstrap, topic, partition, offset }) => {
             on_cli_executor("weir-records", async move {
                 let low = weir::admin::topics::delete_records(&bootstrap, &topic, partition, offset)

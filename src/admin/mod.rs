@@ -8,3 +8,4 @@ pub mod configs;
 pub mod groups;
 pub mod offsets;
 pub mod topics;
+pub mod transactions;

@@ -1,5 +1,5 @@
-//! Appending records to an internal topic (`__consumer_offsets`, and `__transaction_state`
-//! next) on the shard that owns the partition, and waiting until they are durable: the
+//! Appending records to an internal topic (`__consumer_offsets`, `__transaction_state`) on
+//! the shard that owns the partition, and waiting until they are durable: the
 //! storage service of the coordinators that live beside their partitions.
 //!
 //! The append happens when `append` is called, so records keep the order of the calls; the

@@ -104,7 +104,9 @@ impl super::Log {
             let mut bytes = read;
             while !bytes.is_empty() {
                 let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| LogError::Corrupt(e.to_string()))?;
-                for r in set.records {
+                // Transactional records (and markers) never supersede anything: an aborted
+                // one must not hide the value before it (see `clean_segment`).
+                for r in set.records.into_iter().filter(|r| !r.transactional) {
                     if let Some(key) = r.key {
                         latest.insert(key, r.offset);
                     }
@@ -189,6 +191,14 @@ fn clean_segment(
     for (pos, h) in batch::iter_batches(segment) {
         let total = h.total_bytes().unwrap_or(0);
         let raw = &segment[pos..pos + total];
+        if h.is_transactional() {
+            // Transactional batches and their markers stay whole: the partition's open and
+            // aborted transactions, read_committed fetches and the group coordinator's
+            // replay of transactional offsets depend on them. (Kafka's cleaner removes
+            // aborted records and, after `delete.retention.ms`, markers; Weir does not yet.)
+            out.extend_from_slice(raw);
+            continue;
+        }
         let compression = match h.compression() {
             1 => Compression::Gzip,
             2 => Compression::Snappy,
@@ -287,6 +297,47 @@ mod tests {
             }
         }
         out
+    }
+
+    /// `keyed`, as a transactional batch of producer 7.
+    fn transactional(keys: &[(u32, bool)], timestamp: i64) -> BytesMut {
+        let mut b = keyed(keys, timestamp);
+        b[43..51].copy_from_slice(&7i64.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[22] |= 0x10;
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn transactional_batches_and_markers_stay_and_supersede_nothing() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(|| async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let log = Log::open(dir.path(), config(), true).await.expect("open");
+                log.append(keyed(&[(1, true)], 1000), None, 0);
+                log.append(transactional(&[(1, true)], 1000), None, 0);
+                let marker = batch::control_batch(7, 0, 0, batch::ControlType::Abort, 1000).expect("marker");
+                log.append(marker, None, 0);
+                // Enough later records of other keys (each twice) to seal the segments above.
+                for _ in 0..2 {
+                    for k in 100..400u32 {
+                        log.append(keyed(&[(k, true)], 1000), None, 0);
+                    }
+                }
+                log.sync_to(log.next_offset() - 1).await.expect("sync");
+                log.compact(100_000, 1_000_000, 0).await.expect("compact");
+                let after = contents(&log).await;
+                let first: Vec<_> = after.iter().take(3).map(|r| r.0).collect();
+                assert_eq!(first, vec![0, 1, 2], "key-1's value, its aborted rewrite and the marker all stay");
+                assert!(after.len() < 3 + 600, "the rest was compacted");
+                log.close().await.expect("close");
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
     }
 
     #[test]
