@@ -190,6 +190,9 @@ mod tests {
             ApiKey::DescribeConfigs => kafka_protocol::messages::DescribeConfigsRequest::VERSIONS,
             ApiKey::AlterConfigs => kafka_protocol::messages::AlterConfigsRequest::VERSIONS,
             ApiKey::IncrementalAlterConfigs => kafka_protocol::messages::IncrementalAlterConfigsRequest::VERSIONS,
+            ApiKey::WriteTxnMarkers => kafka_protocol::messages::WriteTxnMarkersRequest::VERSIONS,
+            ApiKey::ListTransactions => kafka_protocol::messages::ListTransactionsRequest::VERSIONS,
+            ApiKey::DescribeTransactions => kafka_protocol::messages::DescribeTransactionsRequest::VERSIONS,
             other => panic!("{other:?} has no codec check here"),
         };
         for (api, ours) in CLIENT_VERSIONS {

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
@@ -321,3 +322,72 @@ def test_exactly_once_pipeline_through_a_broker_kill_and_a_worker_kill(make_brok
     committed = c.committed([TopicPartition("eos-in", q) for q in range(partitions)], timeout=10)
     c.close()
     assert sum(tp.offset for tp in committed) == total
+
+
+def test_weir_transactions_lists_and_describes(make_broker):
+    from helpers import WEIR_BIN
+
+    broker = make_broker(TXN)
+    create(broker, ("cli", 2))
+    p = transactional(broker, "cli-app")
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce("cli", value=b"open", partition=1)
+    p.flush(10)
+
+    def weir(*args):
+        done = subprocess.run([WEIR_BIN, "transactions", *args, "--bootstrap", broker.bootstrap],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = json.loads(weir("list", "--output", "json"))
+    assert [(t["transactional_id"], t["state"]) for t in listed] == [("cli-app", "Ongoing")]
+    assert json.loads(weir("list", "--state", "CompleteCommit", "--output", "json")) == []
+    described = json.loads(weir("describe", "cli-app", "--output", "json"))
+    assert described["state"] == "Ongoing" and described["partitions"] == ["cli-1"]
+    assert "cli-1" in weir("describe", "cli-app")
+    p.commit_transaction(30)
+    wait_until(lambda: json.loads(weir("describe", "cli-app", "--output", "json"))["state"] == "CompleteCommit",
+               10, what="the transaction complete")
+    unknown = subprocess.run([WEIR_BIN, "transactions", "describe", "nobody", "--bootstrap", broker.bootstrap],
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode != 0 and "TransactionalIdNotFound" in unknown.stderr + unknown.stdout, unknown
+
+
+@pytest.mark.timeout(240)
+def test_a_transaction_across_brokers_commits_and_survives_the_coordinators_kill(request, tmp_path):
+    """Three brokers: the topic's partitions and the coordinator are spread over them, so the
+    markers go between brokers (WriteTxnMarkers); kill -9 of the coordinator's broker right
+    after a commit: the new coordinator (its partition's new leader) finishes it."""
+    from cluster_helpers import running_cluster, partitions_of
+
+    settings = {**TXN, "transaction.state.log.replication.factor": 3, "offsets.topic.replication.factor": 3,
+                "transaction.state.log.num.partitions": 3}
+    with running_cluster(request, tmp_path, settings) as cluster:
+        cluster.start_all()
+        cluster.create_topic("spread", 6, replication=3)
+        leaders = {leader for leader, _, _ in partitions_of(cluster.bootstrap, "spread").values()}
+        assert len(leaders) > 1, f"the partitions are led by {leaders} only"
+        p = confluent_producer(cluster.bootstrap, **{"transactional.id": "across", "enable.idempotence": True})
+        p.init_transactions(60)
+        p.begin_transaction()
+        for i in range(60):
+            p.produce("spread", value=f"first-{i}".encode(), partition=i % 6)
+        p.commit_transaction(60)
+        p.begin_transaction()
+        for i in range(60):
+            p.produce("spread", value=f"second-{i}".encode(), partition=i % 6)
+        p.commit_transaction(60)
+        # The coordinator is the node that logged the decisions.
+        coordinator = None
+        for n in cluster.running():
+            if n.log_lines(r"transaction decided transactional_id=across"):
+                coordinator = n
+        assert coordinator is not None, "no node logged the decision"
+        coordinator.kill9()
+        survivors = [n for n in cluster.running() if n is not coordinator]
+        alive = SimpleNamespace(bootstrap=",".join(n.bootstrap for n in survivors))
+        values = read_all(alive, "spread", 6, "read_committed", 120, timeout=60)
+        assert sorted(v for _, v in values) == sorted([f"first-{i}".encode() for i in range(60)]
+                                                      + [f"second-{i}".encode() for i in range(60)])
