@@ -191,6 +191,18 @@ impl Shard {
         }
     }
 
+    /// The data shard coordinating what lives in `tp`, a partition of an internal topic
+    /// (`None`: the topic does not exist yet): the partition's owner when this broker leads
+    /// it, NOT_COORDINATOR when another broker does.
+    fn coordinating_shard(&self, tp: Option<TopicPartition>) -> Result<ShardId, ResponseError> {
+        let image = self.image();
+        let tp = tp.ok_or(ResponseError::CoordinatorNotAvailable)?;
+        if image.leader(&tp) != Some(self.config.node_id) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        Ok(image.owner(&tp))
+    }
+
     /// Sends a group call to its coordinator shard (this one or another), in order. A
     /// `List` goes to this shard only; callers send one to each data shard.
     pub async fn route_group(self: &Rc<Self>, call: GroupCall) {
@@ -198,16 +210,10 @@ impl Shard {
             self.groups.serve(call);
             return;
         };
-        let image = self.image();
-        let Some(tp) = offsets_partition(&image, group) else {
-            call.fail(ResponseError::CoordinatorNotAvailable);
-            return;
+        let owner = match self.coordinating_shard(offsets_partition(&self.image(), group)) {
+            Ok(owner) => owner,
+            Err(e) => return call.fail(e),
         };
-        if image.leader(&tp) != Some(self.config.node_id) {
-            call.fail(ResponseError::NotCoordinator);
-            return;
-        }
-        let owner = image.owner(&tp);
         if owner == self.id {
             self.groups.serve(call);
         } else {
@@ -223,16 +229,10 @@ impl Shard {
             self.txns.serve(call, self.marker_writer());
             return;
         };
-        let image = self.image();
-        let Some(tp) = txn_partition(&image, id) else {
-            call.fail(ResponseError::CoordinatorNotAvailable);
-            return;
+        let owner = match self.coordinating_shard(txn_partition(&self.image(), id)) {
+            Ok(owner) => owner,
+            Err(e) => return call.fail(e),
         };
-        if image.leader(&tp) != Some(self.config.node_id) {
-            call.fail(ResponseError::NotCoordinator);
-            return;
-        }
-        let owner = image.owner(&tp);
         if owner == self.id {
             self.txns.serve(call, self.marker_writer());
         } else {
