@@ -283,8 +283,9 @@ def test_exactly_once_pipeline_through_a_broker_kill_and_a_worker_kill(make_brok
                 last = (progress["committed"], time.monotonic())
             elif time.monotonic() - last[1] > STALL_S and worker.poll() is None:
                 # librdkafka sometimes stops short after a broker restart (a send_offsets that
-                # never sends its TxnOffsetCommit); a supervisor restarts such a worker, and
-                # its successor fences it.
+                # never sends its TxnOffsetCommit and ignores its timeout: librdkafka issues
+                # #5511 and #5456); a supervisor restarts such a worker, and its successor
+                # fences it.
                 print(f"worker stalled for {STALL_S}s at {progress['committed']}; kill -9 and restart")
                 worker.kill()
                 worker.wait()
