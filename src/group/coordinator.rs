@@ -39,8 +39,6 @@ pub const GROUP_TICK: Duration = Duration::from_millis(100);
 /// How long an offset commit or group write may wait for its record to be synced
 /// (Kafka's `offsets.commit.timeout.ms`).
 const STORE_TIMEOUT: Duration = Duration::from_millis(5000);
-/// Bytes read at once while loading a `__consumer_offsets` partition.
-const LOAD_READ_BYTES: usize = 1 << 20;
 
 /// A committed offset to write: topic, partition, value.
 pub type OffsetToCommit = (String, i32, OffsetValue);
@@ -699,44 +697,38 @@ impl GroupCoordinator {
         let mut latest: HashMap<GroupKey, (Offset, GroupRecord)> = HashMap::new();
         // Offsets committed in transactions whose marker has not come yet, by producer.
         let mut in_txn: HashMap<i64, Vec<(Offset, GroupRecord)>> = HashMap::new();
-        let mut offset = partition.log_start_offset();
-        let end = partition.log_end_offset();
         let mut skipped = 0usize;
-        while offset < end {
-            let read = match partition.read_stored(offset, LOAD_READ_BYTES).await {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(partition = %partition.tp(), offset, error = %e, "cannot read while loading groups");
-                    break;
-                }
-            };
-            let Some(next) = batch::iter_batches(&read).map(|(_, h)| h.last_offset() + 1).last() else { break };
-            for (pos, h) in batch::iter_batches(&read) {
-                let Some(total) = h.total_bytes() else { break };
-                if h.is_control() {
-                    // A transaction's outcome: its offsets count (commit) or never do (abort).
-                    let done = in_txn.remove(&h.producer_id()).unwrap_or_default();
-                    if h.control_type() == Some(ControlType::Commit) {
-                        for (at, rec) in done {
-                            latest.insert(record_key(&rec), (at, rec));
+        let replayed = partition
+            .replay_stored(|read| {
+                for (pos, h) in batch::iter_batches(&read) {
+                    let Some(total) = h.total_bytes() else { break };
+                    if h.is_control() {
+                        // A transaction's outcome: its offsets count (commit) or never do (abort).
+                        let done = in_txn.remove(&h.producer_id()).unwrap_or_default();
+                        if h.control_type() == Some(ControlType::Commit) {
+                            for (at, rec) in done {
+                                latest.insert(record_key(&rec), (at, rec));
+                            }
+                        }
+                        continue;
+                    }
+                    match records::decode_batches(read.slice(pos..pos + total)) {
+                        Ok(recs) if h.is_transactional() => in_txn.entry(h.producer_id()).or_default().extend(recs),
+                        Ok(recs) => {
+                            for (at, rec) in recs {
+                                latest.insert(record_key(&rec), (at, rec));
+                            }
+                        }
+                        Err(e) => {
+                            skipped += 1;
+                            debug!(partition = %partition.tp(), offset = h.base_offset(), error = %e, "skipping undecodable group records");
                         }
                     }
-                    continue;
                 }
-                match records::decode_batches(read.slice(pos..pos + total)) {
-                    Ok(recs) if h.is_transactional() => in_txn.entry(h.producer_id()).or_default().extend(recs),
-                    Ok(recs) => {
-                        for (at, rec) in recs {
-                            latest.insert(record_key(&rec), (at, rec));
-                        }
-                    }
-                    Err(e) => {
-                        skipped += 1;
-                        debug!(partition = %partition.tp(), offset, error = %e, "skipping undecodable group records");
-                    }
-                }
-            }
-            offset = next;
+            })
+            .await;
+        if let Err(e) = replayed {
+            warn!(partition = %partition.tp(), error = %e, "cannot read while loading groups");
         }
         // Transactions still open in the log: their offsets wait for the marker, as before.
         {

@@ -46,6 +46,8 @@ pub use table::PartitionTable;
 const WRITE_BACKLOG_BYTES_MAX: u64 = 32 << 20;
 /// Kafka's message for a keyless record sent to a compacted topic.
 const KEYLESS_IN_COMPACTED: &str = "Compacted topic cannot accept message without key.";
+/// Bytes read at once while a coordinator replays its internal topic's partition.
+const REPLAY_READ_BYTES: usize = 1 << 20;
 /// How often a DeleteRecords looks whether the followers' log starts caught up.
 const LOW_WATERMARK_POLL: Duration = Duration::from_millis(20);
 
@@ -142,6 +144,16 @@ pub struct FollowerPosition {
     pub log_end: Offset,
     pub last_epoch: i32,
     pub log_start: Offset,
+}
+
+/// Producer state to persist at an offset (see `Partition::persist_producer_state`).
+struct ProducerStateAt {
+    table: ProducerStateTable,
+    open: snapshot::OpenTxns,
+    /// The segment whose aborted-transaction index goes with it, and that index.
+    segment_base: Offset,
+    aborted: Vec<AbortedTxn>,
+    offset: Offset,
 }
 
 /// This broker's role for a partition, with the leader's bookkeeping.
@@ -473,46 +485,40 @@ impl Partition {
         acks: Acks,
         timeout: Duration,
     ) -> Result<Appended, ResponseError> {
-        let partition = self;
-        {
-            let durable = partition.durable(acks, appended.last_offset);
-            let waited = match acks {
-                // Kafka's timeout bounds the wait for acks=all; acks=0/1 are answered once
-                // written whatever the timeout.
-                Acks::All => {
-                    glommio::timer::timeout(timeout, async {
-                        match durable.await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => return Ok(Err(storage_error(&e))),
-                            Err(_) => return Ok(Err(ResponseError::KafkaStorageError)),
-                        }
-                        // Durable here; now on every in-sync replica.
-                        Ok(partition
-                            .replicated(appended.last_offset)
-                            .await
-                            .unwrap_or(Err(ResponseError::NotLeaderOrFollower)))
-                    })
-                    .await
-                }
-                Acks::Leader | Acks::None => Ok(match durable.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(storage_error(&e)),
-                    Err(_) => Err(ResponseError::KafkaStorageError),
-                }),
-            };
-            match waited {
-                // Replicated, but the ISR shrank below the minimum meanwhile (Kafka's check). A
-                // leader that stepped down once the batch was replicated answers success.
-                Ok(Ok(()))
-                    if acks == Acks::All
-                        && partition.isr_size().is_some_and(|n| n < partition.settings.get().min_insync_replicas) =>
-                {
-                    Err(ResponseError::NotEnoughReplicasAfterAppend)
-                }
-                Ok(Ok(())) => Ok(appended),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(ResponseError::RequestTimedOut),
+        let durable = self.durable(acks, appended.last_offset);
+        let waited = match acks {
+            // Kafka's timeout bounds the wait for acks=all; acks=0/1 are answered once
+            // written whatever the timeout.
+            Acks::All => {
+                glommio::timer::timeout(timeout, async {
+                    match durable.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Ok(Err(storage_error(&e))),
+                        Err(_) => return Ok(Err(ResponseError::KafkaStorageError)),
+                    }
+                    // Durable here; now on every in-sync replica.
+                    Ok(self.replicated(appended.last_offset).await.unwrap_or(Err(ResponseError::NotLeaderOrFollower)))
+                })
+                .await
             }
+            Acks::Leader | Acks::None => Ok(match durable.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(storage_error(&e)),
+                Err(_) => Err(ResponseError::KafkaStorageError),
+            }),
+        };
+        match waited {
+            // Replicated, but the ISR shrank below the minimum meanwhile (Kafka's check). A
+            // leader that stepped down once the batch was replicated answers success.
+            Ok(Ok(()))
+                if acks == Acks::All
+                    && self.isr_size().is_some_and(|n| n < self.settings.get().min_insync_replicas) =>
+            {
+                Err(ResponseError::NotEnoughReplicasAfterAppend)
+            }
+            Ok(Ok(())) => Ok(appended),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ResponseError::RequestTimedOut),
         }
     }
 
@@ -567,28 +573,39 @@ impl Partition {
     /// At a roll: the sealed segment's aborted-transaction index, then a producer snapshot
     /// at the new segment's base (the state before its first batch), off the shard.
     fn snapshot_at_roll(self: &Rc<Self>, new_base: Offset) {
-        let table = self.producers.borrow().clone();
-        let open: snapshot::OpenTxns = self.txns.borrow().open_transactions().into_iter().collect();
-        let sealed_base = self.log.segment_base_of(new_base - 1);
-        let aborted = self.txns.borrow().aborted_in_segment(sealed_base, new_base);
+        let state = self.producer_state_below(self.log.segment_base_of(new_base - 1), new_base);
         let p = self.clone();
-        glommio::spawn_local(async move {
-            if p.write_txn_index(sealed_base, aborted).await {
-                p.write_snapshot(table, open, new_base).await
-            }
-        })
-        .detach();
+        glommio::spawn_local(async move { p.persist_producer_state(state).await }).detach();
     }
 
-    /// Writes one segment's aborted-transaction index off the shard; whether it was written.
-    async fn write_txn_index(&self, base: Offset, aborted: Vec<AbortedTxn>) -> bool {
+    /// The producer state below `offset` (producers, open transactions) with the aborted
+    /// transactions of the segment from `segment_base` that `offset` closes, taken now.
+    fn producer_state_below(&self, segment_base: Offset, offset: Offset) -> ProducerStateAt {
+        let txns = self.txns.borrow();
+        ProducerStateAt {
+            table: self.producers.borrow().clone(),
+            open: txns.open_transactions().into_iter().collect(),
+            segment_base,
+            aborted: txns.aborted_in_segment(segment_base, offset),
+            offset,
+        }
+    }
+
+    /// Writes the segment's aborted-transaction index, then the producer snapshot, in one
+    /// job off the shard: a snapshot is on disk only with every index below it.
+    async fn persist_producer_state(&self, state: ProducerStateAt) {
         let dir = self.log.dir().to_path_buf();
-        let written = glommio::executor().spawn_blocking(move || transactions::write_index(&dir, base, &aborted)).await;
+        let offset = state.offset;
+        let written = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                transactions::write_index(&dir, state.segment_base, &state.aborted)?;
+                snapshot::write(&dir, &state.table, &state.open, state.offset)
+            })
+            .await;
         match written {
-            Ok(()) => true,
+            Ok(()) => self.snapshot_at.set(Some(offset)),
             Err(e) => {
-                warn!(partition = %self.tp, base, error = %e, "aborted-transaction index not written; no producer snapshot either, so recovery replays the log");
-                false
+                warn!(partition = %self.tp, error = %e, "producer snapshot (or aborted-transaction index) not written; recovery will replay more log")
             }
         }
     }
@@ -746,10 +763,19 @@ impl Partition {
         Ok(FetchRead { high_watermark, last_stable_offset, log_start_offset, records, aborted })
     }
 
-    /// Reads stored batches from `offset` up to the log end, whatever the high watermark:
-    /// for an internal topic's owner replaying its own partition.
-    pub async fn read_stored(&self, offset: Offset, max_bytes: usize) -> Result<Bytes, LogError> {
-        Ok(self.log.read(offset, max_bytes).await?.records)
+    /// Hands `visit` every stored batch from the log start to the log end, whatever the high
+    /// watermark, as whole batches about `REPLAY_READ_BYTES` at a time: for an internal
+    /// topic's coordinator replaying its own partition.
+    pub async fn replay_stored(&self, mut visit: impl FnMut(Bytes)) -> Result<(), LogError> {
+        let mut offset = self.log.log_start_offset();
+        let end = self.log.next_offset();
+        while offset < end {
+            let read = self.log.read(offset, REPLAY_READ_BYTES).await?.records;
+            let Some(next) = batch::iter_batches(&read).map(|(_, h)| h.last_offset() + 1).last() else { break };
+            visit(read);
+            offset = next;
+        }
+        Ok(())
     }
 
     /// The offset (and its timestamp, or -1) that `spec` names; `None` when no record
@@ -1090,17 +1116,13 @@ impl Partition {
 
     /// Closes the log cleanly (producer snapshot, sync, final index files).
     pub async fn close(&self) -> Result<(), LogError> {
-        let table = self.producers.borrow().clone();
         let end = self.log.next_offset();
         // Unchanged since the last snapshot: a stop costs what was written, not a write per
         // partition.
-        if !table.producers.is_empty() && self.snapshot_at.get() != Some(end) {
-            let active = self.log.segment_base_of(end);
-            let aborted = self.txns.borrow().aborted_in_segment(active, end);
-            let open: snapshot::OpenTxns = self.txns.borrow().open_transactions().into_iter().collect();
-            if self.write_txn_index(active, aborted).await {
-                self.write_snapshot(table, open, end).await;
-            }
+        let no_producers = self.producers.borrow().producers.is_empty();
+        if !no_producers && self.snapshot_at.get() != Some(end) {
+            let state = self.producer_state_below(self.log.segment_base_of(end), end);
+            self.persist_producer_state(state).await;
         }
         self.log.close().await
     }
@@ -1138,19 +1160,6 @@ impl Partition {
             self.snapshot_at.set(Some(end));
         }
         Ok(())
-    }
-
-    /// Writes a snapshot of `table` and the open transactions (the state below `offset`)
-    /// without blocking the shard.
-    async fn write_snapshot(&self, table: ProducerStateTable, open: snapshot::OpenTxns, offset: Offset) {
-        let dir = self.log.dir().to_path_buf();
-        let written = glommio::executor().spawn_blocking(move || snapshot::write(&dir, &table, &open, offset)).await;
-        match written {
-            Ok(_) => self.snapshot_at.set(Some(offset)),
-            Err(e) => {
-                warn!(partition = %self.tp, error = %e, "producer snapshot not written; recovery will replay more log")
-            }
-        }
     }
 }
 

@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 use super::message::*;
 use super::Shard;
 use crate::group::OFFSETS_TOPIC;
-use crate::partition::{fire, FollowerPosition, ReplicaRead, Waiter};
+use crate::partition::{fire, FollowerPosition, Waiter};
 use crate::protocol::batch::ControlType;
 use crate::txn::coordinator::{MarkerRequest, MarkerResults};
 use crate::types::{Acks, Offset, TopicPartition};
@@ -89,38 +89,34 @@ impl Shard {
                 Some(f) => partition
                     .replica_read(f.replica_id, item.offset, f.last_fetched_epoch, f.log_start_offset, limit)
                     .await
-                    .map(|r| (r, Vec::new())),
+                    .map(|r| FetchOutcome {
+                        idx: item.idx,
+                        error: None,
+                        high_watermark: r.high_watermark,
+                        last_stable_offset: partition.last_stable_offset(),
+                        log_start_offset: r.log_start_offset,
+                        records: r.records,
+                        aborted: Vec::new(),
+                        diverging: r.diverging,
+                    }),
                 // Until something is read, one whole batch is returned whatever the limits (KIP-74).
-                None => partition.read(item.offset, limit, read_any, item.isolation).await.map(|r| {
-                    (
-                        ReplicaRead {
-                            high_watermark: r.high_watermark,
-                            log_start_offset: r.log_start_offset,
-                            records: r.records,
-                            diverging: None,
-                        },
-                        r.aborted,
-                    )
-                }),
-            };
-            let outcome = match read {
-                Ok((r, aborted)) => FetchOutcome {
+                None => partition.read(item.offset, limit, read_any, item.isolation).await.map(|r| FetchOutcome {
                     idx: item.idx,
                     error: None,
                     high_watermark: r.high_watermark,
-                    last_stable_offset: partition.last_stable_offset(),
+                    last_stable_offset: r.last_stable_offset,
                     log_start_offset: r.log_start_offset,
                     records: r.records,
-                    aborted,
-                    diverging: r.diverging,
-                },
-                Err(e) => FetchOutcome {
-                    high_watermark: partition.high_watermark(),
-                    last_stable_offset: partition.last_stable_offset(),
-                    log_start_offset: partition.log_start_offset(),
-                    ..FetchOutcome::failed(item.idx, e)
-                },
+                    aborted: r.aborted,
+                    diverging: None,
+                }),
             };
+            let outcome = read.unwrap_or_else(|e| FetchOutcome {
+                high_watermark: partition.high_watermark(),
+                last_stable_offset: partition.last_stable_offset(),
+                log_start_offset: partition.log_start_offset(),
+                ..FetchOutcome::failed(item.idx, e)
+            });
             remaining = remaining.saturating_sub(outcome.records.len());
             read_any |= !outcome.records.is_empty();
             out.push(outcome);

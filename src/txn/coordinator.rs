@@ -31,13 +31,10 @@ use crate::cluster::{ImageCell, MetadataImage};
 use crate::config::Config;
 use crate::partition::internal_topic::InternalTopicAppender;
 use crate::partition::{Partition, PartitionTable};
-use crate::protocol::batch;
 use crate::types::{now_ms, ShardId, TopicPartition};
 
 /// How long a transition may wait for its record to be synced.
 const STORE_TIMEOUT: Duration = Duration::from_millis(5000);
-/// Bytes read at once while loading a `__transaction_state` partition.
-const LOAD_READ_BYTES: usize = 1 << 20;
 /// Pause between rounds of markers for partitions that could not take them yet.
 const MARKER_RETRY: Duration = Duration::from_millis(200);
 
@@ -525,24 +522,16 @@ impl TxnCoordinator {
         self.loads.borrow_mut().insert(p, Load::Loading);
         let started = std::time::Instant::now();
         let mut latest: HashMap<String, Option<TxnValue>> = HashMap::new();
-        let mut offset = partition.log_start_offset();
-        let end = partition.log_end_offset();
         let mut skipped = 0usize;
-        while offset < end {
-            let read = match partition.read_stored(offset, LOAD_READ_BYTES).await {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(partition = %partition.tp(), offset, error = %e, "cannot read while loading transactions");
-                    break;
-                }
-            };
-            let Some(next) = batch::iter_batches(&read).map(|(_, h)| h.last_offset() + 1).last() else { break };
-            let (recs, bad) = records::decode_batches(read);
-            skipped += bad;
-            for (id, value) in recs {
-                latest.insert(id, value);
-            }
-            offset = next;
+        let replayed = partition
+            .replay_stored(|read| {
+                let (recs, bad) = records::decode_batches(read);
+                skipped += bad;
+                latest.extend(recs);
+            })
+            .await;
+        if let Err(e) = replayed {
+            warn!(partition = %partition.tp(), error = %e, "cannot read while loading transactions");
         }
         let loaded: Vec<TxnMetadata> = latest
             .into_iter()
