@@ -12,6 +12,7 @@
 //! appended with acks=all semantics (synced before the answer), so they survive `kill -9`.
 
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -707,7 +708,17 @@ impl GroupCoordinator {
                         let done = in_txn.remove(&h.producer_id()).unwrap_or_default();
                         if h.control_type() == Some(ControlType::Commit) {
                             for (at, rec) in done {
-                                latest.insert(record_key(&rec), (at, rec));
+                                // A record written after the transaction's but before its
+                                // marker stays the latest (as in Kafka).
+                                match latest.entry(record_key(&rec)) {
+                                    Entry::Occupied(e) if e.get().0 > at => {}
+                                    Entry::Occupied(mut e) => {
+                                        e.insert((at, rec));
+                                    }
+                                    Entry::Vacant(e) => {
+                                        e.insert((at, rec));
+                                    }
+                                }
                             }
                         }
                         continue;

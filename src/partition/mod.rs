@@ -1070,12 +1070,40 @@ impl Partition {
     /// Compacts the sealed segments when the topic is compacted and there is new sealed data
     /// (the cleaner's pass).
     pub async fn compact_if_due(&self) -> Result<(), LogError> {
-        if self.settings.get().compact && self.log.compaction_due() {
-            self.log
+        if self.settings.get().compact && self.log.compaction_due(now_ms()) {
+            let stats = self
+                .log
                 .compact(now_ms(), self.settings.get().delete_retention_ms, self.settings.get().min_compaction_lag_ms)
                 .await?;
+            self.forget_spent_aborts(&stats.spent_aborts).await;
         }
         Ok(())
+    }
+
+    /// Drops aborted transactions with no record left from their segments' indexes, then
+    /// from memory, before the cleaner may remove their markers: a read_committed consumer
+    /// told of an aborted transaction skips the producer's batches until it meets the marker.
+    async fn forget_spent_aborts(&self, markers: &[Offset]) {
+        let bases: std::collections::BTreeSet<Offset> = markers.iter().map(|m| self.log.segment_base_of(*m)).collect();
+        for base in bases {
+            let end = self.log.next_segment_base(base).unwrap_or(Offset::MAX);
+            let indexed = self.txns.borrow().aborted_in_segment(base, end);
+            let (spent, kept): (Vec<AbortedTxn>, Vec<AbortedTxn>) =
+                indexed.into_iter().partition(|t| markers.contains(&t.last_offset));
+            if spent.is_empty() {
+                continue;
+            }
+            let dir = self.log.dir().to_path_buf();
+            match glommio::executor().spawn_blocking(move || transactions::write_index(&dir, base, &kept)).await {
+                Ok(()) => {
+                    let spent: Vec<Offset> = spent.iter().map(|t| t.last_offset).collect();
+                    self.txns.borrow_mut().forget_aborted(&spent);
+                }
+                Err(e) => {
+                    warn!(partition = %self.tp, segment = base, error = %e, "aborted-transaction index not rewritten; the next compaction tries again")
+                }
+            }
+        }
     }
 
     /// Removes the segments the topic's retention no longer keeps (below the high

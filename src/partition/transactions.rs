@@ -125,6 +125,12 @@ impl PartitionTxns {
         self.open = open.into_iter().collect();
     }
 
+    /// Forgets the aborted transactions whose markers are at `markers` (the cleaner removed
+    /// their records).
+    pub fn forget_aborted(&mut self, markers: &[Offset]) {
+        self.aborted.retain(|t| !markers.contains(&t.last_offset));
+    }
+
     /// The log now starts at `log_start`: aborted transactions wholly before it go.
     pub fn forget_below(&mut self, log_start: Offset) {
         self.aborted.retain(|t| t.last_offset >= log_start);

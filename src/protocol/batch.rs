@@ -48,6 +48,8 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
+/// KIP-534: the base timestamp holds the time after which the cleaner may remove the batch.
+const ATTR_DELETE_HORIZON: i16 = 0x40;
 
 /// Why a batch was refused; each maps to the Kafka error code Kafka returns for it.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +156,10 @@ impl<'a> BatchHeader<'a> {
     }
     pub fn is_control(&self) -> bool {
         self.attributes() & ATTR_CONTROL != 0
+    }
+    /// When the cleaner set one (KIP-534): the time after which it may remove this batch.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes() & ATTR_DELETE_HORIZON != 0).then(|| self.base_timestamp())
     }
     pub fn last_offset_delta(&self) -> i32 {
         be_i32(self.bytes, OFFSET_LAST_OFFSET_DELTA)
@@ -353,6 +359,20 @@ pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
     let attributes = be_i16(batch, OFFSET_ATTRIBUTES) | ATTR_LOG_APPEND_TIME;
     batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    redo_crc(batch);
+}
+
+/// Marks a batch removable by the cleaner after `horizon_ms` (KIP-534: the delete-horizon
+/// flag, with the horizon in the base timestamp); the CRC covers both, so it is redone.
+pub fn stamp_delete_horizon(batch: &mut [u8], horizon_ms: i64) {
+    let attributes = be_i16(batch, OFFSET_ATTRIBUTES) | ATTR_DELETE_HORIZON;
+    batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[OFFSET_BASE_TIMESTAMP..OFFSET_BASE_TIMESTAMP + 8].copy_from_slice(&horizon_ms.to_be_bytes());
+    redo_crc(batch);
+}
+
+/// Recomputes the CRC after a change to the bytes it covers (attributes onwards).
+fn redo_crc(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
     batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }

@@ -150,6 +150,15 @@ impl TailCache {
         }
     }
 
+    /// Drops the batches below `end` (they were rewritten on disk, by compaction).
+    fn forget_below(&mut self, end: Offset) {
+        while self.batches.front().is_some_and(|b| b.base_offset < end) {
+            if let Some(b) = self.batches.pop_front() {
+                self.bytes -= b.bytes.len();
+            }
+        }
+    }
+
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch).
     fn read(&self, offset: Offset, max_bytes: usize) -> Option<Bytes> {
         let first = self.batches.front()?;
@@ -232,6 +241,8 @@ pub struct Log {
     write_blocked: Cell<Option<Starved>>,
     /// Offsets below this were in sealed segments at the last compaction.
     cleaned_to: Cell<Offset>,
+    /// The earliest delete horizon of a marker the last compaction kept (when it is due).
+    next_horizon: Cell<Option<i64>>,
     /// Where each leader epoch starts (persisted before its first batch).
     epochs: RefCell<LeaderEpochs>,
 }
@@ -314,6 +325,7 @@ impl Log {
             failed: Cell::new(false),
             write_blocked: Cell::new(None),
             cleaned_to: Cell::new(0),
+            next_horizon: Cell::new(None),
             epochs: RefCell::new(epochs),
         })
     }
@@ -876,7 +888,7 @@ impl Log {
     }
 
     /// The base offset of the segment after the one holding `offset`.
-    fn next_segment_base(&self, offset: Offset) -> Option<Offset> {
+    pub fn next_segment_base(&self, offset: Offset) -> Option<Offset> {
         let state = self.state.borrow();
         state.segments.get(state.segment_for(offset) + 1).map(|s| s.base_offset)
     }

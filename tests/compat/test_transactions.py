@@ -173,6 +173,96 @@ def test_kill9_finishes_each_transaction_in_the_direction_it_was_decided(make_br
         assert values == [b"before"]
 
 
+def control_batches(partition_dir: Path) -> list[tuple[int, bool]]:
+    """Every control batch (transaction marker) in a partition's segment files, as (offset,
+    whether the cleaner stamped a delete horizon on it, KIP-534)."""
+    out = []
+    for seg in sorted(partition_dir.glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            base, length = int.from_bytes(data[pos:pos + 8], "big"), int.from_bytes(data[pos + 8:pos + 12], "big")
+            if length == 0:
+                break
+            attributes = int.from_bytes(data[pos + 21:pos + 23], "big")
+            if attributes & 0x20:
+                out.append((base, bool(attributes & 0x40)))
+            pos += 12 + length
+    return out
+
+
+def test_compaction_removes_aborted_records_and_then_spent_markers(make_broker):
+    """Kafka's cleaner on transactions: aborted records go, committed ones count like any
+    other, and a marker whose transaction has nothing left goes after delete.retention.ms."""
+    broker = make_broker({**TXN, "log.cleaner.backoff.ms": 200})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    config = {"cleanup.policy": "compact", "segment.bytes": str(16 * 1024), "delete.retention.ms": "3000"}
+    admin.create_topics([NewTopic("txc", 1, 1, config=config)])["txc"].result(20)
+    p = transactional(broker, "compact-1")
+    p.init_transactions(30)
+    for outcome, value in (("commit", "v1"), ("abort", "aborted"), ("commit", "v2")):
+        p.begin_transaction()
+        keys = range(10) if value != "v2" else range(5)
+        for k in keys:
+            p.produce("txc", key=f"k{k}".encode(), value=value.encode(), partition=0)
+        p.flush(30)  # librdkafka drops what it has not sent when it aborts
+        p.commit_transaction(30) if outcome == "commit" else p.abort_transaction(30)
+    # Later keyed records seal the transactions' segment; k5..k9 are not written again.
+    plain = confluent_producer(broker.bootstrap)
+    for i in range(400):
+        plain.produce("txc", key=f"fill-{i % 50}".encode(), value=b"f" * 200, partition=0)
+    plain.flush(30)
+
+    def values() -> dict[str, list[bytes]]:
+        seen: dict[str, list[bytes]] = {}
+        for _, key, value in read_keyed(broker, "txc", "read_uncommitted"):
+            if key.startswith(b"k"):
+                seen.setdefault(key.decode(), []).append(value)
+        return seen
+
+    expected = {**{f"k{k}": [b"v2"] for k in range(5)}, **{f"k{k}": [b"v1"] for k in range(5, 10)}}
+    assert values()["k0"] == [b"v1", b"aborted", b"v2"], "read_uncommitted sees the aborted records first"
+    wait_until(lambda: values() == expected, timeout=30, what="the aborted records and superseded values compacted away")
+    # Markers: both commits' stay (k5..k9 of the first and k0..k4 of the second still
+    # stand); the abort's is stamped with a delete horizon, then goes.
+    part = broker.data_dir / "txc-0"
+    wait_until(lambda: len(control_batches(part)) == 2, timeout=30,
+               what=f"the aborted transaction's marker removed after delete.retention.ms ({control_batches(part)})")
+    assert not any(stamped for _, stamped in control_batches(part)), "markers of live transactions are not stamped"
+    # read_committed sees the same, with the markers that remain; after a kill -9 too (the
+    # aborted-transaction index no longer names the transaction whose marker went).
+    def committed() -> dict[str, list[bytes]]:
+        seen: dict[str, list[bytes]] = {}
+        for _, key, value in read_keyed(broker, "txc", "read_committed"):
+            if key.startswith(b"k"):
+                seen.setdefault(key.decode(), []).append(value)
+        return seen
+
+    assert committed() == expected
+    broker.kill9()
+    broker.start()
+    assert committed() == expected
+
+
+def read_keyed(broker, topic: str, isolation: str) -> list[tuple[int, bytes, bytes]]:
+    """Every record of partition 0 of `topic` as (offset, key, value), to its end."""
+    c = confluent_consumer(broker.bootstrap, **{"isolation.level": isolation, "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:  # _PARTITION_EOF
+                break
+            continue
+        out.append((m.offset(), m.key() or b"", m.value() or b""))
+    c.close()
+    return out
+
+
 def test_kafka_python_transactions_and_offsets(make_broker):
     from kafka import KafkaConsumer, KafkaProducer
     from kafka import TopicPartition as KTP
