@@ -6,9 +6,11 @@
 #   scripts/ab.sh BROKER_A BROKER_B WORKLOAD [ROUNDS=3] [SECONDS=20]
 #   LOADGEN=path/to/weir-loadgen  (default: target/release/weir-loadgen)
 #   AB_PORT=29092                 (loopback port for the brokers)
+#   WORKLOAD_B=FILE               (B runs this workload instead: two workloads, one binary)
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n '2,8p' "$0" >&2; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); WORKLOAD=$(realpath "$3"); ROUNDS=${4:-3}; SECS=${5:-20}
+WORKLOAD_B=$(realpath "${WORKLOAD_B:-$3}")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 LOADGEN=$(realpath "${LOADGEN:-target/release/weir-loadgen}")
@@ -22,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
-one_run() { # label binary
+one_run() { # label binary workload
     rm -rf "$TMP/data"
     "$2" serve --config config/bench.toml --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" 2> "$TMP/broker.log" &
     BROKER_PID=$!
@@ -30,7 +32,7 @@ one_run() { # label binary
     grep -q "weir is ready" "$TMP/broker.log" || { cat "$TMP/broker.log" >&2; exit 1; }
     local before after dir
     before=$(cpu_ticks "$BROKER_PID")
-    "$LOADGEN" run --bootstrap "127.0.0.1:$PORT" --workload "$WORKLOAD" --duration "$SECS" --warmup 3 \
+    "$LOADGEN" run --bootstrap "127.0.0.1:$PORT" --workload "$3" --duration "$SECS" --warmup 3 \
         --out "$TMP/out" --unpinned > "$TMP/loadgen.out" 2>&1 || { cat "$TMP/loadgen.out" >&2; exit 1; }
     after=$(cpu_ticks "$BROKER_PID")
     kill "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=
@@ -42,13 +44,15 @@ s = json.load(open(path))
 wall = s["loadgenCpu"]["wallSeconds"]
 p, e = s["publishLatencyUs"], s["endToEndLatencyUs"]
 ms = lambda v: "%.2f" % (v / 1000)
-print(f"{label}\tMB/s {s['throughput']['publishMBPerSec']:.1f}\tbroker CPU {100 * ticks / hz / wall:.0f}%"
-      f"\tloadgen CPU {s['loadgenCpu']['percentOfRun']:.0f}%"
-      f"\tpublish p50/p99/p99.99 {ms(p['p50'])}/{ms(p['p99'])}/{ms(p['p99.99'])} ms\te2e p99 {ms(e['p99'])} ms")
+d = s["delivery"]
+print(f"{label}\tmsg/s {s['throughput']['publishMsgsPerSec']:.0f}\tMB/s {s['throughput']['publishMBPerSec']:.1f}"
+      f"\tbroker CPU {100 * ticks / hz / wall:.0f}%\tloadgen CPU {s['loadgenCpu']['percentOfRun']:.0f}%"
+      f"\tpublish p50/p99/p99.99 {ms(p['p50'])}/{ms(p['p99'])}/{ms(p['p99.99'])} ms"
+      f"\te2e p50/p99 {ms(e['p50'])}/{ms(e['p99'])} ms\tmissing {d['missing']} dup {d['duplicates']}")
 PY
 }
 
 for i in $(seq 1 "$ROUNDS"); do
-    one_run "A-$i" "$A"
-    one_run "B-$i" "$B"
+    one_run "A-$i" "$A" "$WORKLOAD"
+    one_run "B-$i" "$B" "$WORKLOAD_B"
 done

@@ -9,7 +9,7 @@
 //! from its next fetch response and stops once it has reached them (or after
 //! [`DRAIN_TIMEOUT`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::records::RecordBatchDecoder;
 use tracing::{debug, warn};
 use weir::client::{ClientError, Connection};
+use weir::protocol::batch::{BatchHeader, ControlType};
 
 use crate::clock;
 use crate::errors::{is_fatal, kafka_error_name};
@@ -247,7 +248,9 @@ async fn fetch_loop(
                     h[li] = p.high_watermark;
                 }
                 let Some(records) = &p.records else { continue };
-                if let Err(e) = read_records(records, &mut seen[li], now_wall, &mut stats, &mut foreign) {
+                let aborted: Vec<(i64, i64)> =
+                    p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
+                if let Err(e) = read_records(records, &aborted, &mut seen[li], now_wall, &mut stats, &mut foreign) {
                     let topic = &cluster.topics[ti as usize].name;
                     stats.error("protocol", 1);
                     control.fatal(format!("cannot decode records of {topic}-{}: {e}", p.partition_index));
@@ -292,7 +295,7 @@ fn fetch_request(ctx: &ShardCtx, seen: &[PartSeen], wait_ms: i32) -> FetchReques
     req.max_wait_ms = wait_ms;
     req.min_bytes = 1;
     req.max_bytes = c.fetch_max_bytes.min(i32::MAX as u32) as i32;
-    req.isolation_level = 0;
+    req.isolation_level = c.isolation.wire();
     req.session_id = 0;
     req.session_epoch = -1;
     req.topics = topics;
@@ -301,13 +304,21 @@ fn fetch_request(ctx: &ShardCtx, seen: &[PartSeen], wait_ms: i32) -> FetchReques
 
 /// Decodes every whole batch in `records`, checks and times each record into `stats`. A
 /// partial batch at the end (cut by the size limit) is left for the next fetch.
+///
+/// `aborted` (read_committed: the response's aborted transactions, producer id and first
+/// offset) leaves out the batches of each aborted transaction, from its first offset to
+/// its producer's abort marker, as Kafka's consumers do.
 fn read_records(
     records: &Bytes,
+    aborted: &[(i64, i64)],
     st: &mut PartSeen,
     now_wall_us: u64,
     stats: &mut Interval,
     foreign: &mut u64,
 ) -> anyhow::Result<()> {
+    let mut aborted: Vec<(i64, i64)> = aborted.to_vec();
+    aborted.sort_unstable_by_key(|&(_, first)| std::cmp::Reverse(first));
+    let mut aborting: HashSet<i64> = HashSet::new();
     let mut buf = records.clone();
     while buf.len() >= 12 {
         let len = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
@@ -321,6 +332,21 @@ fn read_records(
         let mut one = buf.split_to(total);
         let base_offset = i64::from_be_bytes([one[0], one[1], one[2], one[3], one[4], one[5], one[6], one[7]]);
         let last_delta = if total >= 27 { i32::from_be_bytes([one[23], one[24], one[25], one[26]]) } else { 0 };
+        let (transactional, control, producer_id) = BatchHeader::new(&one)
+            .map_or((false, false, -1), |h| (h.is_transactional(), h.is_control(), h.producer_id()));
+        while aborted.last().is_some_and(|&(_, first)| first <= base_offset) {
+            if let Some((pid, _)) = aborted.pop() {
+                aborting.insert(pid);
+            }
+        }
+        let skip = transactional && aborting.contains(&producer_id);
+        if control && skip && BatchHeader::new(&one).and_then(|h| h.control_type()) == Some(ControlType::Abort) {
+            aborting.remove(&producer_id);
+        }
+        if skip {
+            st.next_offset = st.next_offset.max(base_offset + i64::from(last_delta) + 1);
+            continue;
+        }
         let set = RecordBatchDecoder::decode(&mut one)?;
         for r in &set.records {
             if r.offset < st.next_offset || r.control {

@@ -18,5 +18,6 @@ pub mod results;
 pub mod run;
 pub mod signals;
 pub mod stats;
+pub mod transactional;
 pub mod verify;
 pub mod workload;

@@ -10,6 +10,13 @@
 //!
 //! Failed batches are not retried (a retry could reorder or duplicate records and hides what
 //! the broker did): they are counted by error kind and reported as unacknowledged.
+//!
+//! Idempotent producers stamp their producer id, epoch and a sequence on every batch (the
+//! record's sequence number in its partition stream is Kafka's sequence). A transactional
+//! producer adds every partition it writes to when a transaction begins, writes until the
+//! transaction has its records or its interval, stops sealing batches, waits for every
+//! batch in flight to be acknowledged, and commits; its records count as published (and
+//! their publish latency is taken) when the commit is acknowledged.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -34,6 +41,7 @@ use crate::errors::{is_fatal, kafka_error_name};
 use crate::payload::{key_partition, Keys, Meta, Payload, Rng, Sizes, META_HEADER, META_LEN};
 use crate::rate::Pacer;
 use crate::stats::{Control, Interval};
+use crate::transactional::{self, Identity, Transactions};
 use crate::workload::{Acks, Workload};
 
 /// Like Kafka's `buffer.memory`: bytes generated but not yet in flight before the generator waits.
@@ -161,6 +169,33 @@ pub struct Producer {
     /// Request serial, stamped on partitions taken into the request being built.
     req_no: u64,
     stamp: Vec<u64>,
+    /// An idempotent or transactional producer's id and epoch.
+    identity: Option<Identity>,
+    txn: Option<Txn>,
+}
+
+/// A transactional producer's current transaction.
+struct Txn {
+    session: Transactions,
+    phase: Phase,
+    began_us: u64,
+    /// Records generated since it began.
+    records: u64,
+    /// Acknowledged batches: the commit publishes them.
+    acked: Vec<Batch>,
+    every_records: u64,
+    every_us: u64,
+    /// Every partition of the workload, added to each transaction.
+    partitions: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between transactions: nothing may be sent.
+    Idle,
+    Open,
+    /// Committing: batches in flight finish, no new one is sealed.
+    Closing,
 }
 
 impl Producer {
@@ -218,7 +253,32 @@ impl Producer {
             timeout_us: w.producers.request_timeout_ms * 1000,
             options: RecordEncodeOptions { version: 2, compression: w.producers.compression.codec() },
             req_no: 0,
+            identity: None,
+            txn: None,
         };
+        if let Some(t) = &w.producers.transactions {
+            // Unique per run, so runs never fence each other.
+            let transactional_id = format!("weir-loadgen-{}-{id}", std::process::id());
+            let session =
+                Transactions::start(&cluster, transactional_id, t.timeout_ms.min(i32::MAX as u32) as i32).await?;
+            p.identity = Some(session.identity);
+            p.txn = Some(Txn {
+                session,
+                phase: Phase::Idle,
+                began_us: 0,
+                records: 0,
+                acked: Vec::new(),
+                every_records: t.records,
+                every_us: t.interval_ms * 1000,
+                partitions: cluster
+                    .topics
+                    .iter()
+                    .map(|t| (t.name_wire.clone(), (0..t.partitions as i32).collect()))
+                    .collect(),
+            });
+        } else if w.producers.idempotent {
+            p.identity = Some(transactional::init_idempotent(&cluster).await?);
+        }
         for i in 0..p.slots.len() {
             p.open_slot(i).await?;
         }
@@ -276,6 +336,10 @@ impl Producer {
                 self.lingers.clear();
             }
             let draining = drain_deadline.is_some();
+            if self.txn.is_some() && !self.step_transaction(now, draining).await {
+                self.give_up("transaction");
+                break;
+            }
 
             // Generate what is due.
             let mut generated = 0;
@@ -291,7 +355,9 @@ impl Producer {
                     self.generate(created, now);
                     generated += 1;
                 }
-                self.expire_lingers(now);
+                if self.may_seal() {
+                    self.expire_lingers(now);
+                }
                 if let Some(p) = &pacer {
                     // The schedule is kept (latency is charged from the intended times); say
                     // once when the generator cannot keep up with it.
@@ -335,8 +401,11 @@ impl Producer {
                     wake = wake.min(p.next_at().max(now + PACE_TICK_US));
                 }
             }
-            if let Some(&(d, _, _)) = self.lingers.front() {
+            if let Some(&(d, _, _)) = self.lingers.front().filter(|_| self.may_seal()) {
                 wake = wake.min(d);
+            }
+            if let Some(t) = self.txn.as_ref().filter(|t| t.phase == Phase::Open && t.every_us > 0) {
+                wake = wake.min(t.began_us + t.every_us);
             }
             for s in &self.slots {
                 if s.writer.is_none() {
@@ -384,8 +453,71 @@ impl Producer {
     }
 
     fn idle(&self) -> bool {
-        self.slots.iter().all(|s| s.ready.is_empty() && s.in_flight.is_empty())
+        self.nothing_in_flight()
             && self.parts.iter().all(|p| p.open.is_none())
+            && self.txn.as_ref().is_none_or(|t| t.phase == Phase::Idle)
+    }
+
+    fn nothing_in_flight(&self) -> bool {
+        self.slots.iter().all(|s| s.ready.is_empty() && s.in_flight.is_empty())
+    }
+
+    /// Whether open batches may be sealed for sending (not while a transaction commits).
+    fn may_seal(&self) -> bool {
+        self.txn.as_ref().is_none_or(|t| t.phase == Phase::Open)
+    }
+
+    /// Moves the transaction along: begins one (adding every partition), closes it when it
+    /// has its records or its interval (or the run stops), and commits it once nothing is in
+    /// flight. False when a call failed (the run is told).
+    async fn step_transaction(&mut self, now: u64, draining: bool) -> bool {
+        let unsent = self.parts.iter().any(|p| p.open.is_some());
+        let nothing_in_flight = self.nothing_in_flight();
+        let cluster = self.ctx.cluster.clone();
+        let Some(t) = self.txn.as_mut() else { return true };
+        if t.phase == Phase::Open {
+            let full = t.every_records > 0 && t.records >= t.every_records;
+            let due = t.every_us > 0 && now >= t.began_us + t.every_us && t.records > 0;
+            if full || due || draining {
+                t.phase = Phase::Closing;
+            }
+        }
+        if t.phase == Phase::Closing && nothing_in_flight {
+            let committed = t.session.commit(&cluster).await;
+            let at_us = clock::now_us();
+            let batches = std::mem::take(&mut t.acked);
+            t.phase = Phase::Idle;
+            t.records = 0;
+            match committed {
+                Ok(()) => {
+                    for b in batches {
+                        self.ack_now(b, at_us);
+                    }
+                }
+                Err(e) => {
+                    for b in batches {
+                        self.fail(b, "commit");
+                    }
+                    self.ctx.control.fatal(format!("producer {} cannot commit: {e}", self.id));
+                    return false;
+                }
+            }
+        }
+        let Some(t) = self.txn.as_mut() else { return true };
+        if t.phase == Phase::Idle && (!draining || unsent) {
+            if let Err(e) = t.session.add_partitions(&cluster, &t.partitions).await {
+                self.ctx.control.fatal(format!("producer {} cannot begin a transaction: {e}", self.id));
+                return false;
+            }
+            t.phase = if draining { Phase::Closing } else { Phase::Open };
+            t.began_us = clock::now_us();
+            if draining {
+                for g in 0..self.parts.len() {
+                    self.seal(g);
+                }
+            }
+        }
+        true
     }
 
     fn generate(&mut self, created_us: u64, now: u64) {
@@ -421,7 +553,11 @@ impl Producer {
         batch.bytes += add;
         batch.value_bytes += u64::from(size);
         self.buffered += add;
-        if batch.bytes >= self.batch_size {
+        let full = batch.bytes >= self.batch_size;
+        if let Some(t) = &mut self.txn {
+            t.records += 1;
+        }
+        if full && self.may_seal() {
             self.seal(g);
         }
     }
@@ -517,6 +653,7 @@ impl Producer {
         req.acks = self.acks.wire();
         req.timeout_ms = self.timeout_us.div_ceil(1000).min(i32::MAX as u64) as i32;
         req.topic_data = topic_data;
+        req.transactional_id = self.txn.as_ref().map(|t| t.session.transactional_id());
 
         let Some(writer) = self.slots[i].writer.as_mut() else {
             // Not reachable: callers check; put the batches back in order.
@@ -571,9 +708,15 @@ impl Producer {
             self.pool.push(template_record());
         }
         let keys = &self.ctx.keys;
+        let (producer_id, epoch) = self.identity.map_or((-1, -1), |i| (i.producer_id, i.epoch));
+        let transactional = self.txn.is_some();
         for (i, (r, rec)) in b.recs.iter().zip(self.pool.iter_mut()).enumerate() {
             rec.offset = i as i64;
-            rec.sequence = i as i32 - 1;
+            // Kafka's sequences wrap at i32::MAX to 0.
+            rec.sequence = if producer_id >= 0 { (r.seq % (i32::MAX as u64 + 1)) as i32 } else { i as i32 - 1 };
+            rec.producer_id = producer_id;
+            rec.producer_epoch = epoch;
+            rec.transactional = transactional;
             rec.timestamp = clock::wall_ms(r.created_us);
             rec.key = if self.keyed { Some(keys.keys[r.key as usize].clone()) } else { None };
             rec.value = Some(self.ctx.payload.value(r.off, r.size));
@@ -585,7 +728,16 @@ impl Producer {
         Ok(self.enc.split().freeze())
     }
 
+    /// A batch acknowledged by its partition's leader: published now, or for a transactional
+    /// producer when its transaction commits.
     fn ack(&mut self, b: Batch, at_us: u64) {
+        match &mut self.txn {
+            Some(t) => t.acked.push(b),
+            None => self.ack_now(b, at_us),
+        }
+    }
+
+    fn ack_now(&mut self, b: Batch, at_us: u64) {
         {
             let mut st = self.ctx.stats.borrow_mut();
             for r in &b.recs {
@@ -756,6 +908,13 @@ impl Producer {
             self.fail_batches(ready, kind);
             for f in in_flight {
                 self.fail_batches(f.batches, kind);
+            }
+        }
+        if let Some(t) = &mut self.txn {
+            let uncommitted = std::mem::take(&mut t.acked);
+            n += uncommitted.iter().map(|b| b.recs.len() as u64).sum::<u64>();
+            for b in uncommitted {
+                self.fail(b, kind);
             }
         }
         if n > 0 && kind != "aborted" {

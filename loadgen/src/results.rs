@@ -460,6 +460,7 @@ impl Summary {
             w.producers.linger_ms,
             w.producers.batch_size
         );
+        let _ = writeln!(s, "   {}", w.delivery());
         let t = &self.throughput;
         let _ = writeln!(s, "\n{:<20}{:>14}{:>10}", "Throughput", "msg/s", "MB/s");
         let _ = writeln!(

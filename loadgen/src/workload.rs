@@ -89,6 +89,34 @@ pub struct Producers {
     pub max_in_flight: u32,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Kafka's `enable.idempotence`: a producer id from InitProducerId and a sequence per
+    /// batch (needs acks = "all" and at most 5 requests in flight).
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Transactional producers (idempotent too): each writes in transactions it commits.
+    #[serde(default)]
+    pub transactions: Option<Transactions>,
+}
+
+/// When a transactional producer commits: after `records` records or `interval_ms`, whichever
+/// comes first (0: that limit is off; at least one must be on).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Transactions {
+    #[serde(default)]
+    pub records: u64,
+    #[serde(default)]
+    pub interval_ms: u64,
+    /// Kafka's `transaction.timeout.ms`.
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub timeout_ms: u32,
+}
+
+impl Producers {
+    /// Whether producers have a producer id and sequence their batches.
+    pub fn idempotent(&self) -> bool {
+        self.idempotent || self.transactions.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -103,6 +131,9 @@ pub struct Consumers {
     pub fetch_max_bytes: u32,
     #[serde(default = "default_partition_max_bytes")]
     pub partition_max_bytes: u32,
+    /// Kafka's `isolation.level`.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 impl Default for Consumers {
@@ -112,6 +143,26 @@ impl Default for Consumers {
             fetch_max_wait_ms: default_fetch_max_wait_ms(),
             fetch_max_bytes: default_fetch_max_bytes(),
             partition_max_bytes: default_partition_max_bytes(),
+            isolation: Isolation::default(),
+        }
+    }
+}
+
+/// What a consumer reads: everything, or committed transactions only (up to the last stable
+/// offset, aborted transactions left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    #[default]
+    ReadUncommitted,
+    ReadCommitted,
+}
+
+impl Isolation {
+    pub fn wire(self) -> i8 {
+        match self {
+            Isolation::ReadUncommitted => 0,
+            Isolation::ReadCommitted => 1,
         }
     }
 }
@@ -133,6 +184,9 @@ fn default_max_in_flight() -> u32 {
 }
 fn default_request_timeout_ms() -> u64 {
     30_000
+}
+fn default_transaction_timeout_ms() -> u32 {
+    60_000
 }
 fn default_fetch_max_wait_ms() -> u32 {
     500
@@ -432,6 +486,26 @@ impl Workload {
         if p.request_timeout_ms == 0 {
             return bad("producers.request_timeout_ms", "must be at least 1".into());
         }
+        if p.idempotent() {
+            let what = if p.transactions.is_some() { "transactions" } else { "idempotent" };
+            if p.acks != Acks::All {
+                return bad("producers.acks", format!("must be \"all\" with {what} producers (as in Kafka)"));
+            }
+            if p.max_in_flight > 5 {
+                return bad(
+                    "producers.max_in_flight",
+                    format!("must be at most 5 with {what} producers (as in Kafka)"),
+                );
+            }
+        }
+        if let Some(t) = &p.transactions {
+            if t.records == 0 && t.interval_ms == 0 {
+                return bad("producers.transactions", "needs `records` or `interval_ms` (when to commit)".into());
+            }
+            if t.timeout_ms == 0 {
+                return bad("producers.transactions.timeout_ms", "must be at least 1".into());
+            }
+        }
         let c = &self.consumers;
         if c.count > 10_000 {
             return bad("consumers.count", "must be at most 10000".into());
@@ -448,6 +522,21 @@ impl Workload {
 
     pub fn topic_name(&self, i: u32) -> String {
         format!("{}-{}", self.topics.prefix, i)
+    }
+
+    /// A short description of the producers' and consumers' delivery settings.
+    pub fn delivery(&self) -> String {
+        let p = &self.producers;
+        let producing = match &p.transactions {
+            Some(t) => format!("transactional (commit every {} records / {} ms)", t.records, t.interval_ms),
+            None if p.idempotent => "idempotent".to_string(),
+            None => "plain".to_string(),
+        };
+        let reading = match self.consumers.isolation {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        };
+        format!("{producing} producers, {reading} consumers")
     }
 
     /// True for the open loop (a target rate).
@@ -544,6 +633,11 @@ mod tests {
             ("linger_ms = 5", "linger_ms = 5\n        lingr_ms = 3", "lingr_ms"),
             ("prefix = \"t\"", "prefix = \"a b\"", "topics.prefix"),
             ("[consumers]", "[consumer]", "consumer"),
+            ("acks = \"all\"", "acks = 1\n        idempotent = true", "producers.acks"),
+            ("linger_ms = 5", "linger_ms = 5\n        max_in_flight = 6\n        idempotent = true", "max_in_flight"),
+            ("linger_ms = 5", "linger_ms = 5\n        transactions = { timeout_ms = 1000 }", "producers.transactions"),
+            ("linger_ms = 5", "linger_ms = 5\n        transactions = { records = 5, timeout_ms = 0 }", "timeout_ms"),
+            ("[consumers]", "[consumers]\n        isolation = \"read_commited\"", "read_commited"),
         ];
         for (from, to, needle) in cases {
             assert!(GOOD.contains(from), "test case {from:?} does not apply");
@@ -553,6 +647,23 @@ mod tests {
             assert!(msg.contains(needle), "message for {to:?} should name {needle:?}: {msg}");
             assert!(msg.contains("my-load.toml"), "message names the file: {msg}");
         }
+    }
+
+    #[test]
+    fn transactional_producers_and_read_committed_consumers() {
+        let text = GOOD
+            .replace("linger_ms = 5", "linger_ms = 5\n        transactions = { records = 500, interval_ms = 100 }")
+            .replace("count = 3", "count = 3\n        isolation = \"read_committed\"");
+        let w = parse(&text).expect("parses");
+        let t = w.producers.transactions.as_ref().expect("transactions");
+        assert_eq!((t.records, t.interval_ms, t.timeout_ms), (500, 100, 60_000));
+        assert!(w.producers.idempotent(), "transactional producers are idempotent");
+        assert_eq!(w.consumers.isolation, Isolation::ReadCommitted);
+        assert_eq!(
+            w.delivery(),
+            "transactional (commit every 500 records / 100 ms) producers, read_committed consumers"
+        );
+        assert_eq!(parse(GOOD).expect("plain").delivery(), "plain producers, read_uncommitted consumers");
     }
 
     #[test]

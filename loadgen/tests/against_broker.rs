@@ -306,6 +306,69 @@ fn every_record_is_consumed_once_in_order_and_the_outputs_parse() {
     assert_eq!(page.matches("<path class=\"run\"").count(), 4, "2 runs x (publish, e2e)");
 }
 
+/// Transactional producers (commits every 200 records or 50 ms) and read_committed
+/// consumers: everything committed is read exactly once, in order.
+const TRANSACTIONAL: &str = r#"
+duration_s = 3
+warmup_s = 1
+[topics]
+prefix = "lg-txn"
+count = 2
+partitions = 3
+[messages]
+size = 100
+[producers]
+count = 2
+rate = 2000
+acks = "all"
+linger_ms = 2
+transactions = { records = 200, interval_ms = 50 }
+[consumers]
+count = 2
+fetch_max_wait_ms = 200
+isolation = "read_committed"
+"#;
+
+#[test]
+fn transactional_producers_and_read_committed_consumers_deliver_exactly_once() {
+    let broker = Broker::start(&[]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wl = tmp.path().join("txn.toml");
+    std::fs::write(&wl, TRANSACTIONAL).expect("workload");
+    let out = tmp.path().join("results");
+    let run = loadgen(
+        &["run", "--bootstrap", &broker.addr, "--workload", wl.to_str().expect("utf-8"), "--unpinned"],
+        &out,
+        Duration::from_secs(90),
+        None,
+    );
+    assert!(run.status.success(), "{}", run.context());
+    assert!(
+        run.stdout.contains("transactional (commit every 200 records / 50 ms) producers, read_committed consumers"),
+        "{}",
+        run.context()
+    );
+    let s = run.summary();
+    let d = &s["delivery"];
+    let produced = num(d, "produced");
+    assert!(produced >= 6000.0, "{d}");
+    assert_eq!(num(d, "acknowledged"), produced, "every transaction committed: {d}");
+    assert_eq!(num(d, "consumed_unique"), produced, "{d}");
+    assert_eq!(num(&s, "counts.consumed"), produced, "{s}");
+    for key in ["missing", "duplicates", "out_of_order", "foreign"] {
+        assert_eq!(num(d, key), 0.0, "{key}: {d}");
+    }
+    assert!(num(&s["publishLatencyUs"], "p50") > 0.0);
+    // The producers' transactions went through the coordinator, one id each.
+    let listed = Command::new(broker_bin())
+        .args(["transactions", "list", "--bootstrap", &broker.addr])
+        .output()
+        .expect("weir transactions list");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(text.matches("weir-loadgen-").count(), 2, "{text}");
+    assert_eq!(text.matches("CompleteCommit").count(), 2, "{text}");
+}
+
 #[test]
 fn ctrl_c_stops_the_run_and_writes_the_results() {
     let broker = Broker::start(&[]);

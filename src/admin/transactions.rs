@@ -8,12 +8,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kafka_protocol::messages::{
-    DescribeTransactionsRequest, FindCoordinatorRequest, ListTransactionsRequest, ProducerId, TransactionalId,
-};
+use kafka_protocol::messages::{DescribeTransactionsRequest, ListTransactionsRequest, ProducerId, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{broker_address, check, read_metadata, ClientError, Connection};
+use crate::client::{check, find_transaction_coordinator, read_metadata, ClientError, Connection};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_ID: &str = "weir-cli";
@@ -80,12 +78,8 @@ pub async fn list(
 /// One transactional id's state, from its coordinator.
 pub async fn describe(bootstrap: &str, transactional_id: &str) -> Result<TransactionReport, ClientError> {
     let mut conn = Connection::connect(bootstrap, CLIENT_ID, TIMEOUT).await?;
-    let mut find = FindCoordinatorRequest::default();
-    find.key = StrBytes::from_string(transactional_id.to_string());
-    find.key_type = 1;
-    let found = conn.call(&find, TIMEOUT).await?;
-    check(found.error_code, || format!("FindCoordinator for transactional id {transactional_id}"))?;
-    let addr = broker_address(found.host.as_str(), found.port);
+    let found = find_transaction_coordinator(&mut conn, transactional_id, TIMEOUT).await?;
+    let addr = found.addr;
     let mut coordinator = Connection::connect(&addr, CLIENT_ID, TIMEOUT).await?;
     let mut request = DescribeTransactionsRequest::default();
     request.transactional_ids = vec![TransactionalId(StrBytes::from_string(transactional_id.to_string()))];
@@ -97,7 +91,7 @@ pub async fn describe(bootstrap: &str, transactional_id: &str) -> Result<Transac
     check(t.error_code, || format!("DescribeTransactions for {transactional_id}"))?;
     Ok(TransactionReport {
         transactional_id: t.transactional_id.to_string(),
-        coordinator: found.node_id.0,
+        coordinator: found.node_id,
         state: t.transaction_state.to_string(),
         producer_id: t.producer_id.0,
         producer_epoch: t.producer_epoch,

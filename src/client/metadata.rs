@@ -174,11 +174,27 @@ pub async fn find_coordinator(
     group: &str,
     timeout: Duration,
 ) -> Result<Coordinator, ClientError> {
-    // Every version in the client's table (v0-3) takes one `key`; key_type 0 = group.
+    find(conn, 0, group, timeout).await
+}
+
+/// Asks `conn`'s broker which broker coordinates transactional id `id`.
+pub async fn find_transaction_coordinator(
+    conn: &mut Connection,
+    id: &str,
+    timeout: Duration,
+) -> Result<Coordinator, ClientError> {
+    find(conn, 1, id, timeout).await
+}
+
+/// FindCoordinator for one key (every version in the client's table, v0-3, takes one `key`);
+/// `key_type` 0 is a group, 1 a transactional id.
+async fn find(conn: &mut Connection, key_type: i8, key: &str, timeout: Duration) -> Result<Coordinator, ClientError> {
     let mut request = FindCoordinatorRequest::default();
-    request.key = StrBytes::from_string(group.to_string());
+    request.key = StrBytes::from_string(key.to_string());
+    request.key_type = key_type;
     let response = conn.call(&request, timeout).await?;
-    check(response.error_code, || format!("FindCoordinator for group {group}"))?;
+    let what = if key_type == 0 { "group" } else { "transactional id" };
+    check(response.error_code, || format!("FindCoordinator for {what} {key}"))?;
     Ok(Coordinator { node_id: response.node_id.0, addr: broker_address(response.host.as_str(), response.port) })
 }
 

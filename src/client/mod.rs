@@ -33,8 +33,8 @@ use futures::future::{select, Either};
 pub use connection::{decode_response, Connection, Sent, MAX_RESPONSE_BYTES};
 pub use error::{check, ClientError};
 pub use metadata::{
-    broker_address, find_coordinator, metadata_request, read_metadata, ClusterMetadata, Coordinator, LeaderError,
-    PartitionMetadata, TopicMetadata,
+    broker_address, find_coordinator, find_transaction_coordinator, metadata_request, read_metadata, ClusterMetadata,
+    Coordinator, LeaderError, PartitionMetadata, TopicMetadata,
 };
 pub use pipeline::{PipeEvent, PipeWriter};
 pub use versions::{client_range, BrokerVersions, CLIENT_VERSIONS};

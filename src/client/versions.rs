@@ -60,6 +60,10 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ElectLeaders, range(0, 2)),
     // A transaction coordinator's markers to the partitions' leaders on other brokers.
     (ApiKey::WriteTxnMarkers, range(1, 1)),
+    // A transactional producer's calls (weir-loadgen); v4+ batch many transactions, for
+    // brokers (KIP-890).
+    (ApiKey::AddPartitionsToTxn, range(0, 3)),
+    (ApiKey::EndTxn, range(0, 3)),
     // Transactions, for `weir transactions`.
     (ApiKey::ListTransactions, range(0, 1)),
     (ApiKey::DescribeTransactions, range(0, 0)),
@@ -191,6 +195,8 @@ mod tests {
             ApiKey::AlterConfigs => kafka_protocol::messages::AlterConfigsRequest::VERSIONS,
             ApiKey::IncrementalAlterConfigs => kafka_protocol::messages::IncrementalAlterConfigsRequest::VERSIONS,
             ApiKey::WriteTxnMarkers => kafka_protocol::messages::WriteTxnMarkersRequest::VERSIONS,
+            ApiKey::AddPartitionsToTxn => kafka_protocol::messages::AddPartitionsToTxnRequest::VERSIONS,
+            ApiKey::EndTxn => kafka_protocol::messages::EndTxnRequest::VERSIONS,
             ApiKey::ListTransactions => kafka_protocol::messages::ListTransactionsRequest::VERSIONS,
             ApiKey::DescribeTransactions => kafka_protocol::messages::DescribeTransactionsRequest::VERSIONS,
             other => panic!("{other:?} has no codec check here"),
