@@ -157,6 +157,16 @@ fn every_advertised_version_answers() {
                     assert_eq!(resp.error_code, 0, "InitProducerId v{v}");
                     assert!(resp.producer_id.0 >= 0);
                 }
+                ApiKey::AddPartitionsToTxn if v >= 4 => {
+                    // Between brokers only: a client without the brokers' client id is refused.
+                    let mut r = AddPartitionsToTxnRequest::default();
+                    let mut t = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default();
+                    t.transactional_id = TransactionalId(s("nobody"));
+                    t.verify_only = true;
+                    r.transactions = vec![t];
+                    let code = c.call(v, r).error_code;
+                    assert_eq!(code, 31, "AddPartitionsToTxn v{v} from a client: CLUSTER_AUTHORIZATION_FAILED");
+                }
                 ApiKey::AddPartitionsToTxn => {
                     let mut r = AddPartitionsToTxnRequest::default();
                     r.v3_and_below_transactional_id = TransactionalId(s("nobody"));

@@ -278,6 +278,72 @@ fn a_transaction_commits_and_aborts_with_markers_lso_and_aborted_ranges() {
     assert_eq!(err, code(ResponseError::InvalidTopicException));
 }
 
+/// AddPartitionsToTxn v4 as another broker's partition leader sends it (KIP-890): each
+/// transaction's partitions checked (`verify_only`) or added, several transactions at once;
+/// a client is refused.
+fn verify_v4(
+    c: &mut Client,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    verify_only: bool,
+    parts: &[(&str, i32)],
+) -> (i16, Vec<(i32, i16)>) {
+    let mut t = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default();
+    t.transactional_id = txn_id(id);
+    t.producer_id = ProducerId(pid);
+    t.producer_epoch = epoch;
+    t.verify_only = verify_only;
+    for (topic, p) in parts {
+        let mut tt = AddPartitionsToTxnTopic::default();
+        tt.name = topic_name(topic);
+        tt.partitions = vec![*p];
+        t.topics.push(tt);
+    }
+    let mut r = AddPartitionsToTxnRequest::default();
+    r.transactions = vec![t];
+    let resp = c.call(4, r);
+    let codes = resp
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| t.topic_results.iter())
+        .flat_map(|t| t.results_by_partition.iter().map(|p| (p.partition_index, p.partition_error_code)))
+        .collect();
+    (resp.error_code, codes)
+}
+
+#[test]
+fn brokers_verify_and_add_partitions_with_add_partitions_to_txn_v4() {
+    let broker = Broker::start_with(TXN_FAST);
+    let mut c = broker.client();
+    create_topic(&mut c, "v4", 2);
+    assert_eq!(find_coordinator(&mut c, "checked").error_code, 0);
+    let (pid, epoch) = init_ok(&mut c, "checked");
+    assert_eq!(add_partitions(&mut c, 3, "checked", pid, epoch, &[("v4", 0)]), vec![(0, 0)]);
+
+    let (top, _) = verify_v4(&mut c, "checked", pid, epoch, true, &[("v4", 0)]);
+    assert_eq!(top, code(ResponseError::ClusterAuthorizationFailed), "a client may not send v4");
+
+    let mut peer = Client::connect_as(&broker.addr(), "weir-broker-7");
+    let (top, codes) = verify_v4(&mut peer, "checked", pid, epoch, true, &[("v4", 0), ("v4", 1)]);
+    assert_eq!(top, 0);
+    assert_eq!(
+        codes,
+        vec![(0, 0), (1, code(ResponseError::InvalidTxnState))],
+        "only partition 0 is in the transaction"
+    );
+    let (_, codes) = verify_v4(&mut peer, "checked", pid, epoch + 1, true, &[("v4", 0)]);
+    assert_ne!(codes[0].1, 0, "another epoch's batch is not this transaction's");
+    let (_, codes) = verify_v4(&mut peer, "checked", pid, epoch, true, &[("nope", 0)]);
+    assert_eq!(codes, vec![(0, code(ResponseError::UnknownTopicOrPartition))]);
+    // Without verify_only the partitions join the transaction.
+    let (_, codes) = verify_v4(&mut peer, "checked", pid, epoch, false, &[("v4", 1)]);
+    assert_eq!(codes, vec![(1, 0)]);
+    let (_, codes) = verify_v4(&mut peer, "checked", pid, epoch, true, &[("v4", 1)]);
+    assert_eq!(codes, vec![(1, 0)]);
+    assert_eq!(end_txn(&mut c, 3, "checked", pid, epoch, true), 0);
+}
+
 #[test]
 fn a_new_instance_fences_the_old_one_and_aborts_its_transaction() {
     let broker = Broker::start_with(TXN_FAST);

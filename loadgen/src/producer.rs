@@ -449,7 +449,10 @@ impl Producer {
     }
 
     fn has_room(&self) -> bool {
-        self.buffered < BUFFER_MAX_BYTES && self.slots.iter().all(|s| s.ready.len() <= self.max_in_flight)
+        self.buffered < BUFFER_MAX_BYTES
+            && self.slots.iter().all(|s| s.ready.len() <= self.max_in_flight)
+            // While a transaction commits nothing is sealed: a full batch waits for the next.
+            && (self.may_seal() || !self.parts.iter().any(|p| p.open.as_ref().is_some_and(|b| b.bytes >= self.batch_size)))
     }
 
     fn idle(&self) -> bool {
@@ -511,8 +514,9 @@ impl Producer {
             }
             t.phase = if draining { Phase::Closing } else { Phase::Open };
             t.began_us = clock::now_us();
-            if draining {
-                for g in 0..self.parts.len() {
+            // What filled up while the last transaction committed goes out now.
+            for g in 0..self.parts.len() {
+                if draining || self.parts[g].open.as_ref().is_some_and(|b| b.bytes >= self.batch_size) {
                     self.seal(g);
                 }
             }

@@ -16,6 +16,7 @@
 //! owner's side of each request), `housekeeping` (applying images, periodic syncs, expiry,
 //! compaction, close).
 
+pub mod brokers;
 pub mod housekeeping;
 pub mod message;
 pub mod route;
@@ -74,6 +75,8 @@ pub struct Shard {
     pub groups: Rc<GroupCoordinator>,
     /// The transactional ids this shard coordinates.
     pub txns: Rc<TxnCoordinator>,
+    /// Connections to the other brokers (markers, transaction verification).
+    pub brokers: brokers::BrokerClients,
     /// Open client connections on all shards (checked against `max.connections`).
     pub connections_total: Arc<AtomicUsize>,
     /// Open client connections on this shard.
@@ -112,6 +115,7 @@ impl Shard {
         let partitions = Rc::new(PartitionTable::default());
         let groups = Rc::new(GroupCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
         let txns = Rc::new(TxnCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
+        let node_id = config.node_id;
         Self {
             id,
             effective: std::cell::RefCell::new((Vec::new(), Rc::new((*config).clone()))),
@@ -122,6 +126,7 @@ impl Shard {
             partitions,
             groups,
             txns,
+            brokers: brokers::BrokerClients::new(node_id),
             connections_total,
             connections_here: Cell::new(0),
             fetch_waiters: Cell::new(0),

@@ -12,7 +12,6 @@ use kafka_protocol::ResponseError;
 
 use super::message::*;
 use super::Shard;
-use crate::client::Connection;
 use crate::cluster::image::owner_of;
 use crate::group::coordinator::{offsets_partition, GroupCall, GroupSummary};
 use crate::txn::coordinator::{txn_partition, MarkerRequest, MarkerResults, MarkerWriter, TxnCall, TxnSummary};
@@ -299,17 +298,7 @@ impl Shard {
         let failed =
             |e: ResponseError| -> MarkerResults { request.partitions.iter().map(|tp| (tp.clone(), Some(e))).collect() };
         let image = self.image();
-        let Some(meta) = image.brokers.get(&broker) else { return failed(ResponseError::NotLeaderOrFollower) };
-        let addr = crate::client::broker_address(&meta.registration.host, i32::from(meta.registration.port));
         let timeout = std::time::Duration::from_millis(self.config.quorum_request_timeout_ms.max(5000));
-        let client_id = format!("{}{}", MARKER_CLIENT_ID_PREFIX, self.config.node_id);
-        let mut connection = match Connection::connect(&addr, &client_id, timeout).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(broker, error = %e, "cannot reach a broker to write transaction markers");
-                return failed(ResponseError::NetworkException);
-            }
-        };
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for tp in &request.partitions {
             topics.entry(tp.topic.as_str()).or_default().push(tp.partition);
@@ -330,7 +319,7 @@ impl Shard {
             .collect();
         let mut call = WriteTxnMarkersRequest::default();
         call.markers = vec![marker];
-        let response = match connection.call(&call, timeout).await {
+        let response = match self.brokers.call(&image, broker, &call, None, timeout).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(broker, error = %e, "WriteTxnMarkers failed");
@@ -390,11 +379,6 @@ impl Shard {
         all
     }
 }
-
-/// The client id a broker's transaction coordinator sends WriteTxnMarkers with (followed by
-/// its node id); the handler takes markers only from it. Not authentication (Weir has none
-/// yet): it keeps a client tool from writing markers by mistake.
-pub const MARKER_CLIENT_ID_PREFIX: &str = "weir-txn-markers-";
 
 /// A shard's way of writing a transaction's markers: partitions this broker leads through
 /// their owning shards, the others through WriteTxnMarkers to their leaders, all at once.

@@ -192,14 +192,20 @@ impl Drop for Broker {
 pub struct Client {
     pub stream: TcpStream,
     next_correlation_id: i32,
+    client_id: &'static str,
 }
 
 impl Client {
     pub fn connect(addr: &str) -> Client {
+        Client::connect_as(addr, "weir-tests")
+    }
+
+    /// A connection whose requests carry `client_id`.
+    pub fn connect_as(addr: &str, client_id: &'static str) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Client { stream, next_correlation_id: 1 }
+        Client { stream, next_correlation_id: 1, client_id }
     }
 
     /// Encodes and sends a request; returns its correlation id.
@@ -210,7 +216,7 @@ impl Client {
         header.request_api_key = R::KEY;
         header.request_api_version = version;
         header.correlation_id = cid;
-        header.client_id = Some(StrBytes::from_static_str("weir-tests"));
+        header.client_id = Some(StrBytes::from_static_str(self.client_id));
         let mut body = BytesMut::new();
         header.encode(&mut body, R::header_version(version)).expect("encode header");
         request.encode(&mut body, version).expect("encode request");

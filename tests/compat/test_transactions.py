@@ -482,3 +482,64 @@ def test_a_transaction_across_brokers_commits_and_survives_the_coordinators_kill
         values = read_all(alive, "spread", 6, "read_committed", 120, timeout=60)
         assert sorted(v for _, v in values) == sorted([f"first-{i}".encode() for i in range(60)]
                                                       + [f"second-{i}".encode() for i in range(60)])
+
+
+@pytest.mark.parametrize("decision", ["commit", "abort"])
+def test_a_coordinator_killed_between_its_decision_and_the_markers_finishes_after_restart(request, tmp_path, decision):
+    """The window Kafka's crash tests aim at, forced: the partition's broker is stopped
+    (SIGSTOP), so after the coordinator has written PrepareCommit (or PrepareAbort) and
+    answered EndTxn no marker can be written; the coordinator is then killed -9. Restarted,
+    it finds the decided transaction in its log and writes the markers: read_committed sees
+    the commit (or nothing of the abort, and what follows it)."""
+    from cluster_helpers import metadata, running_cluster
+
+    settings = {**TXN, "transaction.state.log.replication.factor": 1, "offsets.topic.replication.factor": 1,
+                "transaction.state.log.num.partitions": 3}
+    with running_cluster(request, tmp_path, settings) as cluster:
+        cluster.start_all()
+        admin = cluster.admin()
+        topic = NewTopic("held", 3, replica_assignment=[[1], [2], [3]])
+        admin.create_topics([topic])["held"].result(20)
+        wait_until(lambda: all(len(metadata(n.bootstrap)[2].get("held", ())) == 3 for n in cluster.running()),
+                   15, what="held on every node")
+        p = confluent_producer(cluster.bootstrap, **{"transactional.id": f"window-{decision}", "enable.idempotence": True})
+        p.init_transactions(60)
+        p.begin_transaction()
+        for partition in range(3):
+            p.produce("held", value=b"before", partition=partition)
+        p.commit_transaction(60)
+        coordinator = next(n for n in cluster.running()
+                           if n.log_lines(rf"transaction decided transactional_id=window-{decision}"))
+        # A partition led by another node (partition i lives on node i + 1).
+        held = next(i for i in range(3) if i + 1 != coordinator.node_id)
+        leader = cluster.node(held + 1)
+        p.begin_transaction()
+        for i in range(20):
+            p.produce("held", value=f"{decision}-{i}".encode(), partition=held)
+        p.flush(30)
+        leader.sigstop()
+        try:
+            if decision == "commit":
+                p.commit_transaction(30)
+            else:
+                p.abort_transaction(30)
+            # EndTxn was answered: the decision is in the coordinator's log, and no marker
+            # can have reached the stopped leader.
+            coordinator.kill9()
+        finally:
+            leader.sigcont()
+        coordinator.start()
+        assert coordinator.log_lines(r"transactions loaded.*decided=1"), "the restarted coordinator found the decision"
+        expected = [b"before"] * 3 + ([f"commit-{i}".encode() for i in range(20)] if decision == "commit" else [])
+        if decision == "abort":
+            # The last stable offset must pass the aborted transaction for this to be read.
+            p.begin_transaction()
+            p.produce("held", value=b"after", partition=held)
+            p.commit_transaction(60)
+            expected.append(b"after")
+        deadline = time.monotonic() + 60
+        while True:
+            values = [v for _, v in read_all(cluster, "held", 3, "read_committed", len(expected), timeout=10)]
+            if sorted(values) == sorted(expected) or time.monotonic() > deadline:
+                break
+        assert sorted(values) == sorted(expected), f"read_committed saw {values}"

@@ -1,20 +1,24 @@
-//! AddPartitionsToTxn (key 24), v0-3, from transactional producers: the partitions join
+//! AddPartitionsToTxn (key 24). v0-3, from transactional producers: the partitions join
 //! the producer's transaction (beginning it) before the producer sends data for them. The
 //! coordinator answers once the change is durable in `__transaction_state`. Partitions of
 //! unknown topics get UNKNOWN_TOPIC_OR_PARTITION and the rest OPERATION_NOT_ATTEMPTED, as
-//! in Kafka. (v4+ is Kafka's broker-to-broker verification of KIP-890; a Weir leader asks
-//! its coordinator directly, see Produce.)
+//! in Kafka. v4, between brokers only (CLUSTER_AUTHORIZATION_FAILED for anyone else, as
+//! Kafka answers without ClusterAction): several transactions at once, each either added
+//! or, with `verify_only`, checked (KIP-890: a partition leader asks whether a
+//! transactional batch's partition is in the producer's open transaction; see Produce).
 
 use std::rc::Rc;
 
 use futures::channel::oneshot;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, ready, Pending, RequestContext};
+use crate::shard::brokers::from_broker;
 use crate::shard::Shard;
 use crate::txn::coordinator::TxnCall;
 use crate::types::wire_code;
@@ -23,6 +27,9 @@ use crate::types::wire_code;
 type PartitionError = dyn Fn(&(String, i32)) -> Option<ResponseError>;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: AddPartitionsToTxnRequest) -> Pending {
+    if ctx.version >= 4 {
+        return batched(shard, ctx, request).await;
+    }
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let image = shard.image();
     let partitions: Vec<(String, i32)> = request
@@ -80,4 +87,89 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: AddPartiti
         let error = error.map(|e| crate::txn::fenced_for(e, version >= 2));
         answer(Box::new(move |_| error))
     })
+}
+
+/// v4: each transaction's partitions added, or checked (`verify_only`), by its coordinator
+/// on this broker; a transaction coordinated elsewhere gets NOT_COORDINATOR.
+async fn batched(shard: &Rc<Shard>, ctx: &RequestContext, request: AddPartitionsToTxnRequest) -> Pending {
+    let (version, correlation_id) = (ctx.version, ctx.correlation_id);
+    if !from_broker(ctx.client_id.as_str()) {
+        tracing::warn!(peer = ?ctx.peer, client_id = %ctx.client_id.as_str(), "AddPartitionsToTxn v4 refused: only brokers send it");
+        let mut r = AddPartitionsToTxnResponse::default();
+        r.error_code = wire_code(Some(ResponseError::ClusterAuthorizationFailed));
+        return ready(encode_frame(ApiKey::AddPartitionsToTxn, version, correlation_id, &r));
+    }
+    let image = shard.image();
+    let mut answers = Vec::with_capacity(request.transactions.len());
+    for t in &request.transactions {
+        let partitions: Vec<(String, i32)> =
+            t.topics.iter().flat_map(|tp| tp.partitions.iter().map(move |p| (tp.name.0.to_string(), *p))).collect();
+        let transactional_id = t.transactional_id.to_string();
+        let (producer_id, epoch) = (t.producer_id.0, t.producer_epoch);
+        let (reply, rx) = oneshot::channel::<Vec<Option<ResponseError>>>();
+        if partitions.iter().any(|(topic, p)| !image.topic(topic).is_some_and(|m| (0..m.partitions).contains(p))) {
+            let codes = partitions
+                .iter()
+                .map(|(topic, p)| {
+                    Some(if image.topic(topic).is_some_and(|m| (0..m.partitions).contains(p)) {
+                        ResponseError::OperationNotAttempted
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    })
+                })
+                .collect();
+            let _ = reply.send(codes);
+        } else if t.verify_only {
+            shard.route_txn(TxnCall::Verify { transactional_id, producer_id, epoch, partitions, reply }).await;
+        } else {
+            let count = partitions.len();
+            let (added, added_rx) = oneshot::channel();
+            shard
+                .route_txn(TxnCall::AddPartitions { transactional_id, producer_id, epoch, partitions, reply: added })
+                .await;
+            glommio::spawn_local(async move {
+                let error = added_rx.await.unwrap_or(Err(ResponseError::CoordinatorNotAvailable)).err();
+                let _ = reply.send(vec![error; count]);
+            })
+            .detach();
+        }
+        answers.push(rx);
+    }
+    Box::pin(async move {
+        let mut r = AddPartitionsToTxnResponse::default();
+        for (t, rx) in request.transactions.iter().zip(answers) {
+            let codes = rx.await.unwrap_or_default();
+            r.results_by_transaction.push(transaction_result(t, &codes));
+        }
+        encode_frame(ApiKey::AddPartitionsToTxn, version, correlation_id, &r)
+    })
+}
+
+/// One transaction's answer: `codes` in the order of its topics' partitions (missing ones
+/// are COORDINATOR_NOT_AVAILABLE).
+fn transaction_result(t: &AddPartitionsToTxnTransaction, codes: &[Option<ResponseError>]) -> AddPartitionsToTxnResult {
+    let mut codes = codes.iter();
+    let mut result = AddPartitionsToTxnResult::default();
+    result.transactional_id = t.transactional_id.clone();
+    result.topic_results = t
+        .topics
+        .iter()
+        .map(|topic| {
+            let mut rt = AddPartitionsToTxnTopicResult::default();
+            rt.name = topic.name.clone();
+            rt.results_by_partition = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = AddPartitionsToTxnPartitionResult::default();
+                    rp.partition_index = *p;
+                    let code = codes.next().copied().unwrap_or(Some(ResponseError::CoordinatorNotAvailable));
+                    rp.partition_error_code = wire_code(code);
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    result
 }

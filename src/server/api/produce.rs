@@ -12,10 +12,14 @@ use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::channel::oneshot;
+use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, ApiKey, BrokerId, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tracing::debug;
@@ -186,8 +190,11 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
 /// retry of a batch whose transaction already ended is refused (INVALID_TXN_STATE) instead of
 /// opening a transaction no one will end. A transactional batch without a transactional id
 /// is INVALID_RECORD. Done before the append (the handler awaits it, so a connection's
-/// requests keep their order). Coordinators on other brokers are not asked yet: their
-/// producers' batches are taken unverified.
+/// requests keep their order): through the coordinator's shard when it is on this broker,
+/// with AddPartitionsToTxn v4 (`verify_only`) when it is on another. As in Kafka, the
+/// coordinator's retriable errors reach the producer as NOT_ENOUGH_REPLICAS, which every
+/// producer retries, and PRODUCER_FENCED as INVALID_PRODUCER_EPOCH. Every transactional
+/// request is checked (Kafka checks only a partition's first batch of a transaction).
 async fn verify_transactional(
     shard: &Rc<Shard>,
     transactional_id: Option<&str>,
@@ -208,20 +215,24 @@ async fn verify_transactional(
         early.extend(refused.iter().map(|i| ProduceOutcome::failed(i.idx, ResponseError::InvalidRecord)));
         return kept;
     };
-    let image = shard.image();
-    let local = txn_partition(&image, id).and_then(|tp| image.leader(&tp)) == Some(shard.config.node_id);
-    if !local {
-        return items;
-    }
     // One producer per request (a client's batches all carry its id and epoch).
     let Some((producer_id, epoch)) = items.iter().find_map(producer) else { return items };
     let asked: Vec<usize> = (0..items.len()).filter(|&n| producer(&items[n]).is_some()).collect();
-    let partitions = asked.iter().map(|&n| (items[n].tp.topic.clone(), items[n].tp.partition)).collect();
-    let (reply, rx) = oneshot::channel();
-    shard.route_txn(TxnCall::Verify { transactional_id: id.to_string(), producer_id, epoch, partitions, reply }).await;
-    let answers = rx.await.unwrap_or_else(|_| vec![Some(ResponseError::NotCoordinator); asked.len()]);
+    let partitions: Vec<(String, i32)> =
+        asked.iter().map(|&n| (items[n].tp.topic.clone(), items[n].tp.partition)).collect();
+    let image = shard.image();
+    let answers = match txn_partition(&image, id).and_then(|tp| image.leader(&tp)) {
+        Some(node) if node == shard.config.node_id => {
+            let (reply, rx) = oneshot::channel();
+            let call = TxnCall::Verify { transactional_id: id.to_string(), producer_id, epoch, partitions, reply };
+            shard.route_txn(call).await;
+            rx.await.unwrap_or_else(|_| vec![Some(ResponseError::NotCoordinator); asked.len()])
+        }
+        Some(node) => verify_remote(shard, node, id, producer_id, epoch, &partitions).await,
+        None => vec![Some(ResponseError::CoordinatorNotAvailable); asked.len()],
+    };
     let refused: std::collections::HashMap<usize, ResponseError> =
-        asked.into_iter().zip(answers).filter_map(|(n, e)| Some((n, e?))).collect();
+        asked.into_iter().zip(answers).filter_map(|(n, e)| Some((n, for_producer(e?)))).collect();
     let mut kept = Vec::with_capacity(items.len());
     for (n, item) in items.into_iter().enumerate() {
         match refused.get(&n) {
@@ -233,6 +244,75 @@ async fn verify_transactional(
         }
     }
     kept
+}
+
+/// Asks the coordinator on broker `node` whether `partitions` are in the producer's open
+/// transaction (AddPartitionsToTxn v4, `verify_only`); one answer per partition.
+async fn verify_remote(
+    shard: &Rc<Shard>,
+    node: i32,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<Option<ResponseError>> {
+    let mut topics: std::collections::BTreeMap<&str, Vec<i32>> = std::collections::BTreeMap::new();
+    for (topic, partition) in partitions {
+        topics.entry(topic.as_str()).or_default().push(*partition);
+    }
+    let mut transaction = AddPartitionsToTxnTransaction::default();
+    transaction.transactional_id = TransactionalId(StrBytes::from_string(transactional_id.to_string()));
+    transaction.producer_id = ProducerId(producer_id);
+    transaction.producer_epoch = epoch;
+    transaction.verify_only = true;
+    transaction.topics = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = AddPartitionsToTxnTopic::default();
+            t.name = TopicName(StrBytes::from_string(name.to_string()));
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let mut request = AddPartitionsToTxnRequest::default();
+    request.transactions = vec![transaction];
+    let timeout = std::time::Duration::from_millis(shard.config.quorum_request_timeout_ms.max(5000));
+    let response = match shard.brokers.call(&shard.image(), node, &request, Some(4), timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(coordinator = node, error = %e, "cannot verify a transactional batch with its coordinator");
+            return vec![Some(ResponseError::CoordinatorNotAvailable); partitions.len()];
+        }
+    };
+    if let Some(e) = ResponseError::try_from_code(response.error_code) {
+        return vec![Some(e); partitions.len()];
+    }
+    let result = response.results_by_transaction.iter().find(|r| r.transactional_id.as_str() == transactional_id);
+    partitions
+        .iter()
+        .map(|(topic, partition)| {
+            let code = result
+                .and_then(|r| r.topic_results.iter().find(|t| t.name.0.as_str() == topic))
+                .and_then(|t| t.results_by_partition.iter().find(|p| p.partition_index == *partition))
+                .map(|p| p.partition_error_code);
+            match code {
+                Some(code) => ResponseError::try_from_code(code),
+                None => Some(ResponseError::UnknownServerError),
+            }
+        })
+        .collect()
+}
+
+/// A coordinator's verdict as a producer understands it (KIP-890).
+fn for_producer(e: ResponseError) -> ResponseError {
+    match e {
+        ResponseError::NotCoordinator
+        | ResponseError::CoordinatorNotAvailable
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::ConcurrentTransactions => ResponseError::NotEnoughReplicas,
+        ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        other => other,
+    }
 }
 
 /// Produce v0-2, which kafka-protocol does not decode: read the topic/partition layout by

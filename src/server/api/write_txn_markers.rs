@@ -1,6 +1,6 @@
 //! WriteTxnMarkers (key 27), v1: another broker's transaction coordinator has the markers
 //! of a decided transaction written to the partitions this broker leads. Taken only from a
-//! Weir coordinator (its client id, `shard::route::MARKER_CLIENT_ID_PREFIX`); anyone else
+//! broker (its client id, `shard::brokers::BROKER_CLIENT_ID_PREFIX`); anyone else
 //! gets CLUSTER_AUTHORIZATION_FAILED, as Kafka answers a client without ClusterAction.
 
 use std::rc::Rc;
@@ -12,14 +12,13 @@ use kafka_protocol::messages::{ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersRe
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Pending, RequestContext};
-use crate::shard::route::MARKER_CLIENT_ID_PREFIX;
 use crate::shard::Shard;
 use crate::txn::coordinator::MarkerRequest;
 use crate::types::{wire_code, TopicPartition};
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: WriteTxnMarkersRequest) -> Pending {
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
-    let from_broker = ctx.client_id.as_str().starts_with(MARKER_CLIENT_ID_PREFIX);
+    let from_broker = crate::shard::brokers::from_broker(ctx.client_id.as_str());
     if !from_broker {
         tracing::warn!(peer = ?ctx.peer, client_id = %ctx.client_id.as_str(), "WriteTxnMarkers refused: only brokers write transaction markers");
     }
