@@ -342,6 +342,23 @@ fn brokers_verify_and_add_partitions_with_add_partitions_to_txn_v4() {
     let (_, codes) = verify_v4(&mut peer, "checked", pid, epoch, true, &[("v4", 1)]);
     assert_eq!(codes, vec![(1, 0)]);
     assert_eq!(end_txn(&mut c, 3, "checked", pid, epoch, true), 0);
+    wait_for("the commit markers", || fetch_iso(&mut c, "v4", 1, true).1 == 1);
+
+    // A marker from an older coordinator than the one that wrote the last (a zombie after a
+    // leader change) is refused, as in Kafka.
+    let mut m = WriteTxnMarkersRequest::default();
+    let mut marker = WritableTxnMarker::default();
+    marker.producer_id = ProducerId(pid);
+    marker.producer_epoch = epoch;
+    marker.coordinator_epoch = -5;
+    marker.transaction_result = false;
+    let mut mt = WritableTxnMarkerTopic::default();
+    mt.name = topic_name("v4");
+    mt.partition_indexes = vec![1];
+    marker.topics = vec![mt];
+    m.markers = vec![marker];
+    let answer = peer.call(1, m);
+    assert_eq!(answer.markers[0].topics[0].partitions[0].error_code, code(ResponseError::TransactionCoordinatorFenced));
 }
 
 #[test]

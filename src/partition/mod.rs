@@ -525,7 +525,8 @@ impl Partition {
     /// Writes a transaction marker for `producer_id` (WriteTxnMarkers, from the transaction
     /// coordinator): a control batch that ends the producer's transaction here, committed or
     /// aborted. Appended now; resolves once durable on every in-sync replica (acks=all).
-    /// A marker older than the producer's epoch here is refused (INVALID_PRODUCER_EPOCH).
+    /// A marker older than the producer's epoch here is refused (INVALID_PRODUCER_EPOCH), and
+    /// one from an older coordinator than the last marker's (TRANSACTION_COORDINATOR_FENCED).
     pub fn write_marker(
         self: &Rc<Self>,
         producer_id: i64,
@@ -541,7 +542,7 @@ impl Partition {
             Replication::Leader(s) if !s.deposed => s.leadership.epoch,
             _ => return Err(ResponseError::NotLeaderOrFollower),
         };
-        if let Err(e) = self.producers.borrow().check_marker(producer_id, producer_epoch) {
+        if let Err(e) = self.producers.borrow().check_marker(producer_id, producer_epoch, coordinator_epoch) {
             debug!(partition = %self.tp, producer_id, error = %e, "transaction marker refused");
             return Err(e.error());
         }
@@ -552,7 +553,7 @@ impl Partition {
         if info.rolled {
             self.snapshot_at_roll(info.base_offset);
         }
-        self.producers.borrow_mut().record_marker(producer_id, producer_epoch, now);
+        self.producers.borrow_mut().record_marker(producer_id, producer_epoch, coordinator_epoch, now);
         let hw = self.high_watermark();
         if let Some(aborted) = self.txns.borrow_mut().on_marker(producer_id, info.base_offset, kind, hw) {
             debug!(partition = %self.tp, producer_id, first_offset = aborted.first_offset, marker = aborted.last_offset, "transaction aborted");
@@ -635,7 +636,7 @@ impl Partition {
         if let (Some(id), None, Some(h)) = (txn_producer, &producer, &header) {
             // A coordinator's batch in a producer's transaction (offsets committed in it):
             // no sequence to check, but a fenced epoch is refused as the producer's own is.
-            if let Err(e) = self.producers.borrow().check_marker(id, h.producer_epoch()) {
+            if let Err(e) = self.producers.borrow().check_epoch(id, h.producer_epoch()) {
                 return Err(e.error());
             }
         }
@@ -1207,8 +1208,8 @@ fn replay_batch(table: &mut ProducerStateTable, txns: &mut PartitionTxns, h: &Ba
     }
     if h.is_transactional() && !h.is_control() && h.producer_id() >= 0 {
         txns.on_data(h.producer_id(), h.base_offset());
-    } else if let Some(kind) = h.control_type() {
-        table.record_marker(h.producer_id(), h.producer_epoch(), h.max_timestamp());
+    } else if let Some((kind, coordinator_epoch)) = h.marker() {
+        table.record_marker(h.producer_id(), h.producer_epoch(), coordinator_epoch, h.max_timestamp());
         txns.on_marker(h.producer_id(), h.base_offset(), kind, hw);
     }
 }

@@ -32,6 +32,9 @@ pub struct ProducerEntry {
     pub batches: VecDeque<BatchRange>,
     /// Max timestamp of the last batch (what DescribeProducers reports and expiry uses).
     pub last_timestamp: i64,
+    /// The coordinator epoch of the last transaction marker written for this producer
+    /// (-1: none): a marker from an older coordinator is refused.
+    pub coordinator_epoch: i32,
 }
 
 impl ProducerEntry {
@@ -87,6 +90,8 @@ pub enum SequenceError {
     OutOfOrder { got: i32, last: i32, epoch: i16 },
     #[error("a new epoch must start at sequence 0, not {0}")]
     NewEpochNotZero(i32),
+    #[error("coordinator epoch {got} is older than the last marker's {current}")]
+    StaleCoordinator { got: i32, current: i32 },
 }
 
 impl SequenceError {
@@ -97,6 +102,7 @@ impl SequenceError {
             SequenceError::OutOfOrder { .. } | SequenceError::NewEpochNotZero(_) => {
                 ResponseError::OutOfOrderSequenceNumber
             }
+            SequenceError::StaleCoordinator { .. } => ResponseError::TransactionCoordinatorFenced,
         }
     }
 }
@@ -152,6 +158,7 @@ impl ProducerStateTable {
             epoch: batch.epoch,
             batches: VecDeque::with_capacity(BATCHES_REMEMBERED),
             last_timestamp: batch.max_timestamp,
+            coordinator_epoch: -1,
         });
         if batch.epoch != entry.epoch {
             entry.epoch = batch.epoch;
@@ -164,28 +171,42 @@ impl ProducerStateTable {
         entry.last_timestamp = batch.max_timestamp;
     }
 
-    /// Whether a transaction marker of `epoch` may be written for `producer_id`: not when
-    /// the producer has written with a newer epoch (the coordinator that sent it is a zombie).
-    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
+    /// Whether `epoch` may still write for `producer_id` without a sequence (a coordinator's
+    /// batch in the producer's transaction): not once the producer has a newer epoch.
+    pub fn check_epoch(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
         match self.producers.get(&producer_id) {
             Some(e) if epoch < e.epoch => Err(SequenceError::OldEpoch { got: epoch, current: e.epoch }),
             _ => Ok(()),
         }
     }
 
+    /// Whether a transaction marker may be written for `producer_id`, as Kafka checks it:
+    /// not from a coordinator older than the one that wrote the producer's last marker (a
+    /// zombie coordinator after a leader change), nor for an epoch older than the producer's.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16, coordinator_epoch: i32) -> Result<(), SequenceError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if coordinator_epoch < e.coordinator_epoch => {
+                Err(SequenceError::StaleCoordinator { got: coordinator_epoch, current: e.coordinator_epoch })
+            }
+            _ => self.check_epoch(producer_id, epoch),
+        }
+    }
+
     /// Records a transaction marker (appended, or replayed): a newer epoch (the coordinator
     /// fenced the producer) replaces the old one and its batches, so the fenced producer's
     /// late writes are refused; sequences go on across transactions of one epoch.
-    pub fn record_marker(&mut self, producer_id: i64, epoch: i16, timestamp: i64) {
+    pub fn record_marker(&mut self, producer_id: i64, epoch: i16, coordinator_epoch: i32, timestamp: i64) {
         let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
             epoch,
             batches: VecDeque::with_capacity(BATCHES_REMEMBERED),
             last_timestamp: timestamp,
+            coordinator_epoch,
         });
         if epoch > entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
         }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
         entry.last_timestamp = entry.last_timestamp.max(timestamp);
     }
 
@@ -250,12 +271,19 @@ mod tests {
     fn markers_fence_older_epochs_and_keep_sequences_within_one() {
         let mut t = ProducerStateTable::default();
         t.record(&b(1, 2, 0, 5), 0);
-        assert!(t.check_marker(1, 1).is_err(), "a marker from an older epoch is refused");
-        t.record_marker(1, 2, 1000);
+        assert!(t.check_marker(1, 1, 0).is_err(), "a marker from an older epoch is refused");
+        t.record_marker(1, 2, 4, 1000);
         assert_eq!(t.check(&b(1, 2, 5, 1)), Ok(Verdict::Append), "sequences go on in the next transaction");
-        t.record_marker(1, 3, 1000);
+        assert_eq!(
+            t.check_marker(1, 2, 3),
+            Err(SequenceError::StaleCoordinator { got: 3, current: 4 }),
+            "a marker from an older coordinator is refused"
+        );
+        assert_eq!(SequenceError::StaleCoordinator { got: 3, current: 4 }.error().code(), 52);
+        assert_eq!(t.check_marker(1, 2, 5), Ok(()));
+        t.record_marker(1, 3, 4, 1000);
         assert_eq!(t.check(&b(1, 2, 5, 1)), Err(SequenceError::OldEpoch { got: 2, current: 3 }));
-        t.record_marker(9, 0, 1000);
+        t.record_marker(9, 0, 0, 1000);
         assert_eq!(t.producers[&9].batches.len(), 0);
     }
 

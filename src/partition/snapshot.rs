@@ -49,6 +49,7 @@ pub fn encode(table: &ProducerStateTable, open: &OpenTxns, offset: Offset) -> Ve
                     last_timestamp: e.last_timestamp,
                     batches,
                     txn_first_offset: open.get(id).copied().unwrap_or(-1),
+                    coordinator_epoch: e.coordinator_epoch,
                 },
             )
         })
@@ -91,9 +92,13 @@ pub fn decode(bytes: &[u8]) -> Option<Snapshot> {
                 timestamp: b.timestamp(),
             })
             .collect();
-        table
-            .producers
-            .insert(p.producer_id(), ProducerEntry { epoch: p.epoch(), batches, last_timestamp: p.last_timestamp() });
+        let entry = ProducerEntry {
+            epoch: p.epoch(),
+            batches,
+            last_timestamp: p.last_timestamp(),
+            coordinator_epoch: p.coordinator_epoch(),
+        };
+        table.producers.insert(p.producer_id(), entry);
     }
     Some((table, open, snap.offset()))
 }
@@ -158,9 +163,11 @@ mod tests {
             );
         }
         t.record(&ProducerBatch { producer_id: 9, epoch: 0, first_seq: 0, offset_delta: 0, max_timestamp: 88 }, 21);
+        t.record_marker(5, 2, 7, 90);
         let open = OpenTxns::from([(9, 21)]);
         let bytes = encode(&t, &open, 22);
         assert_eq!(decode(&bytes), Some((t.clone(), open, 22)));
+        assert_eq!(t.producers[&5].coordinator_epoch, 7, "the last marker's coordinator epoch is kept");
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;

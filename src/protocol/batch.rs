@@ -210,19 +210,32 @@ impl BatchHeader<'_> {
     /// For a control batch whose bytes this view holds whole: what its record marks
     /// (`None` for other batches, an unknown type, or a record that cannot be decoded).
     pub fn control_type(&self) -> Option<ControlType> {
+        self.marker().map(|(kind, _)| kind)
+    }
+
+    /// For a transaction marker whose bytes this view holds whole: what it marks and the
+    /// coordinator epoch it carries (-1 when its value does not say).
+    pub fn marker(&self) -> Option<(ControlType, i32)> {
         if !self.is_control() {
             return None;
         }
         let total = self.total_bytes()?;
         let mut bytes = Bytes::copy_from_slice(self.bytes.get(..total)?);
         let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
-        let key = set.records.first()?.key.as_ref()?;
+        let record = set.records.first()?;
         // The key: version (i16, 0), type (i16).
-        match key.get(2..4).map(|t| i16::from_be_bytes([t[0], t[1]])) {
-            Some(0) => Some(ControlType::Abort),
-            Some(1) => Some(ControlType::Commit),
-            _ => None,
-        }
+        let kind = match record.key.as_ref()?.get(2..4).map(|t| i16::from_be_bytes([t[0], t[1]])) {
+            Some(0) => ControlType::Abort,
+            Some(1) => ControlType::Commit,
+            _ => return None,
+        };
+        // The value (EndTxnMarker): version (i16), coordinator epoch (i32).
+        let coordinator_epoch = record
+            .value
+            .as_ref()
+            .and_then(|v| v.get(2..6))
+            .map_or(-1, |e| i32::from_be_bytes([e[0], e[1], e[2], e[3]]));
+        Some((kind, coordinator_epoch))
     }
 }
 

@@ -251,6 +251,7 @@ pub mod weir {
             pub const VT_LAST_TIMESTAMP: ::flatbuffers::VOffsetT = 8;
             pub const VT_BATCHES: ::flatbuffers::VOffsetT = 10;
             pub const VT_TXN_FIRST_OFFSET: ::flatbuffers::VOffsetT = 12;
+            pub const VT_COORDINATOR_EPOCH: ::flatbuffers::VOffsetT = 14;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -265,6 +266,7 @@ pub mod weir {
                 builder.add_txn_first_offset(args.txn_first_offset);
                 builder.add_last_timestamp(args.last_timestamp);
                 builder.add_producer_id(args.producer_id);
+                builder.add_coordinator_epoch(args.coordinator_epoch);
                 if let Some(x) = args.batches {
                     builder.add_batches(x);
                 }
@@ -313,6 +315,14 @@ pub mod weir {
                 // which contains a valid value in this slot
                 unsafe { self._tab.get::<i64>(Producer::VT_TXN_FIRST_OFFSET, Some(-1)).unwrap() }
             }
+            /// The coordinator epoch of the last transaction marker written for the producer; -1: none.
+            #[inline]
+            pub fn coordinator_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i32>(Producer::VT_COORDINATOR_EPOCH, Some(-1)).unwrap() }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Producer<'_> {
@@ -331,6 +341,7 @@ pub mod weir {
                         false,
                     )?
                     .visit_field::<i64>("txn_first_offset", Self::VT_TXN_FIRST_OFFSET, false)?
+                    .visit_field::<i32>("coordinator_epoch", Self::VT_COORDINATOR_EPOCH, false)?
                     .finish();
                 Ok(())
             }
@@ -341,11 +352,19 @@ pub mod weir {
             pub last_timestamp: i64,
             pub batches: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, BatchRange>>>,
             pub txn_first_offset: i64,
+            pub coordinator_epoch: i32,
         }
         impl<'a> Default for ProducerArgs<'a> {
             #[inline]
             fn default() -> Self {
-                ProducerArgs { producer_id: 0, epoch: 0, last_timestamp: 0, batches: None, txn_first_offset: -1 }
+                ProducerArgs {
+                    producer_id: 0,
+                    epoch: 0,
+                    last_timestamp: 0,
+                    batches: None,
+                    txn_first_offset: -1,
+                    coordinator_epoch: -1,
+                }
             }
         }
 
@@ -375,6 +394,10 @@ pub mod weir {
                 self.fbb_.push_slot::<i64>(Producer::VT_TXN_FIRST_OFFSET, txn_first_offset, -1);
             }
             #[inline]
+            pub fn add_coordinator_epoch(&mut self, coordinator_epoch: i32) {
+                self.fbb_.push_slot::<i32>(Producer::VT_COORDINATOR_EPOCH, coordinator_epoch, -1);
+            }
+            #[inline]
             pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProducerBuilder<'a, 'b, A> {
                 let start = _fbb.start_table();
                 ProducerBuilder { fbb_: _fbb, start_: start }
@@ -394,6 +417,7 @@ pub mod weir {
                 ds.field("last_timestamp", &self.last_timestamp());
                 ds.field("batches", &self.batches());
                 ds.field("txn_first_offset", &self.txn_first_offset());
+                ds.field("coordinator_epoch", &self.coordinator_epoch());
                 ds.finish()
             }
         }
