@@ -391,6 +391,71 @@ mod tests {
         assert_eq!(t.missing_in(0..6), 0);
     }
 
+    /// A batch of producer 0's records with sequence numbers `seqs`, at `base`, from
+    /// transactional producer `pid`.
+    fn txn_batch(pid: i64, base: i64, seqs: &[u64]) -> bytes::BytesMut {
+        use kafka_protocol::indexmap::IndexMap;
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+        let records: Vec<Record> = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, seq)| {
+                let mut meta = bytes::BytesMut::new();
+                Meta { producer: 0, seq: *seq, sent_wall_us: 1 }.put(&mut meta);
+                let mut headers = IndexMap::new();
+                headers.insert(StrBytes::from_static_str(META_HEADER), Some(meta.freeze()));
+                Record {
+                    transactional: true,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    timestamp_type: TimestampType::Creation,
+                    offset: base + i as i64,
+                    sequence: i as i32,
+                    timestamp: 1,
+                    key: None,
+                    value: Some(Bytes::from_static(b"v")),
+                    headers,
+                }
+            })
+            .collect();
+        let mut out = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut out,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
+        )
+        .expect("encode");
+        out
+    }
+
+    #[test]
+    fn read_committed_leaves_out_aborted_transactions_up_to_their_marker() {
+        let mut bytes = bytes::BytesMut::new();
+        bytes.extend_from_slice(&txn_batch(7, 0, &[0, 1])); // committed
+        let mut commit = weir::protocol::batch::control_batch(7, 0, 0, ControlType::Commit, 1).expect("marker");
+        commit[0..8].copy_from_slice(&2i64.to_be_bytes());
+        bytes.extend_from_slice(&commit);
+        bytes.extend_from_slice(&txn_batch(7, 3, &[2, 3])); // aborted
+        bytes.extend_from_slice(&txn_batch(8, 5, &[9])); // another producer: kept
+        let mut abort = weir::protocol::batch::control_batch(7, 0, 0, ControlType::Abort, 1).expect("marker");
+        abort[0..8].copy_from_slice(&6i64.to_be_bytes());
+        bytes.extend_from_slice(&abort);
+        bytes.extend_from_slice(&txn_batch(7, 7, &[4])); // the next transaction: kept
+        let mut seen = PartSeen { index: 0, producers: vec![SeqTracker::default()], next_offset: 0 };
+        let mut stats = Interval::default();
+        let mut foreign = 0;
+        read_records(&bytes.freeze(), &[(7, 3)], &mut seen, 10, &mut stats, &mut foreign).expect("read");
+        let t = &seen.producers[0];
+        assert!(t.contains(0) && t.contains(1) && t.contains(9) && t.contains(4));
+        assert!(!t.contains(2) && !t.contains(3), "the aborted transaction's records are left out");
+        assert_eq!(stats.consumed, 4);
+        assert_eq!(seen.next_offset, 8, "the consumer moves past everything it read");
+    }
+
     #[test]
     fn assignment_covers_every_partition_once() {
         let mut all: Vec<usize> = (0..3).flat_map(|c| assignment(c, 3, 10)).collect();

@@ -196,6 +196,9 @@ pub struct Partition {
     /// The log end the newest producer snapshot on disk was taken at: a close with the log
     /// still there has nothing to write.
     snapshot_at: Cell<Option<Offset>>,
+    /// Held while producer state is persisted: rolls in quick succession write their
+    /// indexes and snapshots in roll order, whatever order the blocking pool runs jobs in.
+    persisting: glommio::sync::Semaphore,
     /// Leader or follower, as the latest image says.
     replication: RefCell<Replication>,
     /// The high watermark while replicas other than this broker are in sync (alone in the
@@ -231,6 +234,7 @@ impl Partition {
             producers: RefCell::new(ProducerStateTable::default()),
             txns: RefCell::new(PartitionTxns::default()),
             snapshot_at: Cell::new(None),
+            persisting: glommio::sync::Semaphore::new(1),
             replication: RefCell::new(Replication::Follower { leader: -1, epoch: -1 }),
             high_watermark: Cell::new(0),
             hw_waiters: RefCell::new(Vec::new()),
@@ -595,6 +599,8 @@ impl Partition {
     /// Writes the segment's aborted-transaction index, then the producer snapshot, in one
     /// job off the shard: a snapshot is on disk only with every index below it.
     async fn persist_producer_state(&self, state: ProducerStateAt) {
+        // Waiters are served in order, so roll N's job runs before roll N+1's.
+        let Ok(_turn) = self.persisting.acquire_permit(1).await else { return };
         let dir = self.log.dir().to_path_buf();
         let offset = state.offset;
         let written = glommio::executor()
