@@ -451,7 +451,7 @@ impl GroupCoordinator {
         let checked = {
             let mut groups = self.groups.borrow_mut();
             match groups.get_mut(&group) {
-                Some(g) => g.check_commit(&member_id, instance_id.as_deref(), generation, now),
+                Some(g) => g.check_commit(&member_id, instance_id.as_deref(), generation, producer.is_some(), now),
                 // An unknown group takes commits only from consumers outside group management.
                 None if generation < 0 => {
                     groups.insert(group.clone(), Group::new(group.clone(), now));

@@ -833,6 +833,7 @@ impl Group {
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
+        transactional: bool,
         now: i64,
     ) -> Result<(), ResponseError> {
         use ResponseError as E;
@@ -844,6 +845,11 @@ impl Group {
         }
         if generation < 0 && self.state == GroupState::Empty {
             // A consumer that assigns its own partitions and commits through the group.
+            return Ok(());
+        }
+        if transactional && generation < 0 && member_id.is_empty() && instance_id.is_none() {
+            // A producer that does not name the consumer (TxnOffsetCommit v0-2, and clients
+            // that send none): Kafka takes its offsets whatever the group's state.
             return Ok(());
         }
         if self.state == GroupState::CompletingRebalance {
@@ -1096,13 +1102,19 @@ mod tests {
     #[test]
     fn commits_follow_membership_rules() {
         let mut g = Group::new("g".into(), 0);
-        assert!(g.check_commit("", None, -1, 0).is_ok(), "simple commit to an empty group");
-        assert_eq!(g.check_commit("x", None, 1, 0), Err(ResponseError::UnknownMemberId));
+        assert!(g.check_commit("", None, -1, false, 0).is_ok(), "simple commit to an empty group");
+        assert_eq!(g.check_commit("x", None, 1, false, 0), Err(ResponseError::UnknownMemberId));
         let a = joined(g.join(req("", 3), 0, &LIMITS)).member_id;
-        assert_eq!(g.check_commit(&a, None, 1, 0), Err(ResponseError::RebalanceInProgress));
+        assert_eq!(g.check_commit(&a, None, 1, false, 0), Err(ResponseError::RebalanceInProgress));
         sync(&mut g, &a, 1, vec![]);
-        assert!(g.check_commit(&a, None, 1, 0).is_ok());
-        assert_eq!(g.check_commit(&a, None, 0, 0), Err(ResponseError::IllegalGeneration));
+        assert!(g.check_commit(&a, None, 1, false, 0).is_ok());
+        assert_eq!(g.check_commit(&a, None, 0, false, 0), Err(ResponseError::IllegalGeneration));
+        assert_eq!(g.check_commit("", None, -1, false, 0), Err(ResponseError::UnknownMemberId));
+        assert!(
+            g.check_commit("", None, -1, true, 0).is_ok(),
+            "a transactional commit that names no member is taken (TxnOffsetCommit v0-2)"
+        );
+        assert_eq!(g.check_commit("x", None, 1, true, 0), Err(ResponseError::UnknownMemberId));
     }
 
     #[test]

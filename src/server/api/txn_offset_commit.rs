@@ -118,8 +118,16 @@ fn response(version: i16, correlation_id: i32, request: &TxnOffsetCommitRequest,
                     let mut rp = TxnOffsetCommitResponsePartition::default();
                     rp.partition_index = p.partition_index;
                     let error = codes.next().unwrap_or(Some(ResponseError::UnknownServerError));
-                    // PRODUCER_FENCED is known to clients from v3 on.
-                    rp.error_code = wire_code(error.map(|e| crate::txn::fenced_for(e, version >= 3)));
+                    // PRODUCER_FENCED is known to clients from v3 on; below v2 clients take
+                    // COORDINATOR_LOAD_IN_PROGRESS as fatal (Kafka answers them
+                    // COORDINATOR_NOT_AVAILABLE instead, KAFKA-9656).
+                    let error = error.map(|e| match e {
+                        ResponseError::CoordinatorLoadInProgress if version < 2 => {
+                            ResponseError::CoordinatorNotAvailable
+                        }
+                        e => crate::txn::fenced_for(e, version >= 3),
+                    });
+                    rp.error_code = wire_code(error);
                     rp
                 })
                 .collect();
