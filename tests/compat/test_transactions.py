@@ -214,9 +214,9 @@ def test_compaction_removes_aborted_records_and_then_spent_markers(make_broker):
         plain.produce("txc", key=f"fill-{i % 50}".encode(), value=b"f" * 200, partition=0)
     plain.flush(30)
 
-    def values() -> dict[str, list[bytes]]:
+    def values(isolation: str = "read_uncommitted") -> dict[str, list[bytes]]:
         seen: dict[str, list[bytes]] = {}
-        for _, key, value in read_keyed(broker, "txc", "read_uncommitted"):
+        for _, key, value in read_keyed(broker, "txc", isolation):
             if key.startswith(b"k"):
                 seen.setdefault(key.decode(), []).append(value)
         return seen
@@ -232,17 +232,10 @@ def test_compaction_removes_aborted_records_and_then_spent_markers(make_broker):
     assert not any(stamped for _, stamped in control_batches(part)), "markers of live transactions are not stamped"
     # read_committed sees the same, with the markers that remain; after a kill -9 too (the
     # aborted-transaction index no longer names the transaction whose marker went).
-    def committed() -> dict[str, list[bytes]]:
-        seen: dict[str, list[bytes]] = {}
-        for _, key, value in read_keyed(broker, "txc", "read_committed"):
-            if key.startswith(b"k"):
-                seen.setdefault(key.decode(), []).append(value)
-        return seen
-
-    assert committed() == expected
+    assert values("read_committed") == expected
     broker.kill9()
     broker.start()
-    assert committed() == expected
+    assert values("read_committed") == expected
 
 
 def read_keyed(broker, topic: str, isolation: str) -> list[tuple[int, bytes, bytes]]:

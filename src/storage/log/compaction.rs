@@ -411,6 +411,16 @@ mod tests {
 
     use crate::storage::log::tests::config;
 
+    /// Runs a test's body on a glommio executor of its own.
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(body: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(body)
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
     /// A batch of keyed records (`None` value: tombstone) with 100-byte values.
     fn keyed(keys: &[(u32, bool)], timestamp: i64) -> BytesMut {
         let records: Vec<Record> = keys
@@ -493,189 +503,169 @@ mod tests {
 
     #[test]
     fn aborted_records_go_committed_ones_count_and_spent_markers_go_after_their_horizon() {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 * 1024)
-            .spawn(|| async {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let log = Log::open(dir.path(), config(), true).await.expect("open");
-                log.append(keyed(&[(1, true)], 1000), None, 0); // 0
-                log.append(transactional(&[(1, true)], 1000, 7), None, 0); // 1: aborted
-                log.append(marker(7, batch::ControlType::Abort), None, 0); // 2
-                log.append(transactional(&[(2, true)], 1000, 8), None, 0); // 3: committed, latest
-                log.append(marker(8, batch::ControlType::Commit), None, 0); // 4
-                log.append(transactional(&[(3, true)], 1000, 9), None, 0); // 5: committed, superseded
-                log.append(marker(9, batch::ControlType::Commit), None, 0); // 6
-                log.append(keyed(&[(3, true)], 1000), None, 0); // 7
-                fill(&log);
-                log.sync_to(log.next_offset() - 1).await.expect("sync");
+        on_executor(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = Log::open(dir.path(), config(), true).await.expect("open");
+            log.append(keyed(&[(1, true)], 1000), None, 0); // 0
+            log.append(transactional(&[(1, true)], 1000, 7), None, 0); // 1: aborted
+            log.append(marker(7, batch::ControlType::Abort), None, 0); // 2
+            log.append(transactional(&[(2, true)], 1000, 8), None, 0); // 3: committed, latest
+            log.append(marker(8, batch::ControlType::Commit), None, 0); // 4
+            log.append(transactional(&[(3, true)], 1000, 9), None, 0); // 5: committed, superseded
+            log.append(marker(9, batch::ControlType::Commit), None, 0); // 6
+            log.append(keyed(&[(3, true)], 1000), None, 0); // 7
+            fill(&log);
+            log.sync_to(log.next_offset() - 1).await.expect("sync");
 
-                let stats = log.compact(100_000, 1_000_000, 0).await.expect("compact");
-                let after = contents(&log).await;
-                assert_eq!(
-                    offsets(&after, 8),
-                    vec![0, 2, 3, 4, 6, 7],
-                    "the aborted record and the superseded committed one go; every marker stays for now"
-                );
-                assert!(stats.records_removed >= 2 + 600 - 300, "{stats:?}");
-                assert_eq!(stats.markers_removed, 0);
-                let horizons: Vec<(Offset, Option<i64>)> = {
-                    let read = log.read(0, 1 << 20).await.expect("read").records;
-                    batch::iter_batches(&read)
-                        .filter(|(_, h)| h.is_control())
-                        .map(|(_, h)| (h.base_offset(), h.delete_horizon()))
-                        .collect()
-                };
-                assert_eq!(
-                    horizons,
-                    vec![(2, Some(1_100_000)), (4, None), (6, Some(1_100_000))],
-                    "markers with nothing left of their transaction get a delete horizon"
-                );
-                assert!(!log.compaction_due(1_099_999));
-                assert!(log.compaction_due(1_100_000), "a horizon passing makes a pass due");
+            let stats = log.compact(100_000, 1_000_000, 0).await.expect("compact");
+            let after = contents(&log).await;
+            assert_eq!(
+                offsets(&after, 8),
+                vec![0, 2, 3, 4, 6, 7],
+                "the aborted record and the superseded committed one go; every marker stays for now"
+            );
+            assert!(stats.records_removed >= 2 + 600 - 300, "{stats:?}");
+            assert_eq!(stats.markers_removed, 0);
+            let horizons: Vec<(Offset, Option<i64>)> = {
+                let read = log.read(0, 1 << 20).await.expect("read").records;
+                batch::iter_batches(&read)
+                    .filter(|(_, h)| h.is_control())
+                    .map(|(_, h)| (h.base_offset(), h.delete_horizon()))
+                    .collect()
+            };
+            assert_eq!(
+                horizons,
+                vec![(2, Some(1_100_000)), (4, None), (6, Some(1_100_000))],
+                "markers with nothing left of their transaction get a delete horizon"
+            );
+            assert!(!log.compaction_due(1_099_999));
+            assert!(log.compaction_due(1_100_000), "a horizon passing makes a pass due");
 
-                let stats = log.compact(1_100_000, 1_000_000, 0).await.expect("compact");
-                assert_eq!(stats.markers_removed, 2, "{stats:?}");
-                assert_eq!(offsets(&contents(&log).await, 8), vec![0, 3, 4, 7]);
-                assert!(!log.compaction_due(2_000_000));
-                log.close().await.expect("close");
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
+            let stats = log.compact(1_100_000, 1_000_000, 0).await.expect("compact");
+            assert_eq!(stats.markers_removed, 2, "{stats:?}");
+            assert_eq!(offsets(&contents(&log).await, 8), vec![0, 3, 4, 7]);
+            assert!(!log.compaction_due(2_000_000));
+            log.close().await.expect("close");
+        });
     }
 
     #[test]
     fn nothing_from_an_open_transaction_on_is_cleaned() {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 * 1024)
-            .spawn(|| async {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let log = Log::open(dir.path(), config(), true).await.expect("open");
-                log.append(keyed(&[(1, true)], 1000), None, 0); // 0
-                log.append(keyed(&[(1, true)], 1000), None, 0); // 1
-                log.append(transactional(&[(1, true)], 1000, 7), None, 0); // 2: open
-                fill(&log);
-                log.sync_to(log.next_offset() - 1).await.expect("sync");
-                let before = contents(&log).await;
-                let stats = log.compact(100_000, 1_000_000, 0).await.expect("compact");
-                assert_eq!(stats, CompactionStats::default(), "the first segment holds an open transaction");
-                assert_eq!(contents(&log).await, before);
-                // Committed: now everything stable is cleaned, the committed value counting.
-                log.append(marker(7, batch::ControlType::Commit), None, 0);
-                fill(&log);
-                log.sync_to(log.next_offset() - 1).await.expect("sync");
-                log.compact(100_000, 1_000_000, 0).await.expect("compact");
-                assert_eq!(offsets(&contents(&log).await, 3), vec![2]);
-                log.close().await.expect("close");
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
+        on_executor(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = Log::open(dir.path(), config(), true).await.expect("open");
+            log.append(keyed(&[(1, true)], 1000), None, 0); // 0
+            log.append(keyed(&[(1, true)], 1000), None, 0); // 1
+            log.append(transactional(&[(1, true)], 1000, 7), None, 0); // 2: open
+            fill(&log);
+            log.sync_to(log.next_offset() - 1).await.expect("sync");
+            let before = contents(&log).await;
+            let stats = log.compact(100_000, 1_000_000, 0).await.expect("compact");
+            assert_eq!(stats, CompactionStats::default(), "the first segment holds an open transaction");
+            assert_eq!(contents(&log).await, before);
+            // Committed: now everything stable is cleaned, the committed value counting.
+            log.append(marker(7, batch::ControlType::Commit), None, 0);
+            fill(&log);
+            log.sync_to(log.next_offset() - 1).await.expect("sync");
+            log.compact(100_000, 1_000_000, 0).await.expect("compact");
+            assert_eq!(offsets(&contents(&log).await, 3), vec![2]);
+            log.close().await.expect("close");
+        });
     }
 
     #[test]
     fn min_compaction_lag_keeps_young_segments_as_written() {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 * 1024)
-            .spawn(|| async {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let log = Log::open(dir.path(), config(), true).await.expect("open");
-                // Old records (time 1000), then young ones (time 9000) of the same keys.
-                for ts in [1000, 9000] {
-                    for _ in 0..5 {
-                        for k in 0..20u32 {
-                            log.append(keyed(&[(k, true)], ts), None, 0);
-                        }
+        on_executor(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = Log::open(dir.path(), config(), true).await.expect("open");
+            // Old records (time 1000), then young ones (time 9000) of the same keys.
+            for ts in [1000, 9000] {
+                for _ in 0..5 {
+                    for k in 0..20u32 {
+                        log.append(keyed(&[(k, true)], ts), None, 0);
                     }
                 }
-                for k in 100..250u32 {
-                    log.append(keyed(&[(k, true)], 9500), None, 0);
-                }
-                log.sync_to(log.next_offset() - 1).await.expect("sync");
-                let before = contents(&log).await;
-                // At 10_000 with a 5 s lag only segments whose records are all from 5000 or
-                // earlier may be rewritten: every young record stays.
-                log.compact(10_000, 1_000_000, 5_000).await.expect("compact");
-                let after = contents(&log).await;
-                let young = |rs: &[(Offset, String, bool)]| rs.iter().filter(|r| r.0 >= 100).count();
-                assert_eq!(young(&after), young(&before), "records younger than the lag stay");
-                assert!(after.len() < before.len(), "older, superseded records went");
-                assert!(log.compaction_due(0), "the young segments wait for a later pass");
-                // Later, they go too.
-                log.compact(100_000, 1_000_000, 5_000).await.expect("compact");
-                assert!(!log.compaction_due(0));
-                log.close().await.expect("close");
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
+            }
+            for k in 100..250u32 {
+                log.append(keyed(&[(k, true)], 9500), None, 0);
+            }
+            log.sync_to(log.next_offset() - 1).await.expect("sync");
+            let before = contents(&log).await;
+            // At 10_000 with a 5 s lag only segments whose records are all from 5000 or
+            // earlier may be rewritten: every young record stays.
+            log.compact(10_000, 1_000_000, 5_000).await.expect("compact");
+            let after = contents(&log).await;
+            let young = |rs: &[(Offset, String, bool)]| rs.iter().filter(|r| r.0 >= 100).count();
+            assert_eq!(young(&after), young(&before), "records younger than the lag stay");
+            assert!(after.len() < before.len(), "older, superseded records went");
+            assert!(log.compaction_due(0), "the young segments wait for a later pass");
+            // Later, they go too.
+            log.compact(100_000, 1_000_000, 5_000).await.expect("compact");
+            assert!(!log.compaction_due(0));
+            log.close().await.expect("close");
+        });
     }
 
     #[test]
     fn keeps_the_latest_record_per_key_and_survives_reopen() {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 * 1024)
-            .spawn(|| async {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let log = Log::open(dir.path(), config(), true).await.expect("open");
-                // 20 keys written 10 times over (several segments), then key 3 deleted.
-                for round in 0..10 {
-                    for k in 0..20u32 {
-                        log.append(keyed(&[(k, true)], 1000 + round), None, 0);
-                    }
+        on_executor(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = Log::open(dir.path(), config(), true).await.expect("open");
+            // 20 keys written 10 times over (several segments), then key 3 deleted.
+            for round in 0..10 {
+                for k in 0..20u32 {
+                    log.append(keyed(&[(k, true)], 1000 + round), None, 0);
                 }
-                log.append(keyed(&[(3, false), (4, true)], 5000), None, 0);
-                // Fill past a segment so the tombstone is sealed too.
-                for k in 100..250u32 {
-                    log.append(keyed(&[(k, true)], 6000), None, 0);
+            }
+            log.append(keyed(&[(3, false), (4, true)], 5000), None, 0);
+            // Fill past a segment so the tombstone is sealed too.
+            for k in 100..250u32 {
+                log.append(keyed(&[(k, true)], 6000), None, 0);
+            }
+            log.sync_to(log.next_offset() - 1).await.expect("sync");
+            let before = contents(&log).await;
+            assert!(log.compaction_due(0));
+            let stats = log.compact(10_000, 1_000_000, 0).await.expect("compact");
+            assert!(stats.segments_rewritten > 0 && stats.records_removed >= 180, "{stats:?}");
+            let after = contents(&log).await;
+            // The latest value of every key, at its original offset; the tombstone kept.
+            let mut expected: std::collections::BTreeMap<String, (Offset, bool)> = Default::default();
+            for (o, k, v) in &before {
+                expected.insert(k.clone(), (*o, *v));
+            }
+            let mut got: Vec<(Offset, String, bool)> = after.clone();
+            got.sort();
+            let mut want: Vec<(Offset, String, bool)> =
+                expected.iter().map(|(k, (o, v))| (*o, k.clone(), *v)).collect();
+            want.sort();
+            assert_eq!(got, want);
+            assert!(after.contains(&(
+                before.iter().find(|r| r.1 == "key-3" && !r.2).expect("tombstone").0,
+                "key-3".into(),
+                false
+            )));
+            assert!(!log.compaction_due(0));
+            // A read at an offset compacted away returns the next record.
+            let gap = (0..log.next_offset()).find(|o| !after.iter().any(|r| r.0 == *o)).expect("a gap");
+            let read = log.read(gap, 1).await.expect("read");
+            assert!(!read.records.is_empty());
+            log.close().await.expect("close");
+            drop(log);
+            // Unclean reopen: every segment rescanned, gaps and all.
+            for e in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+                if e.path().extension().is_some_and(|x| x == "index" || x == "timeindex") {
+                    std::fs::remove_file(e.path()).expect("rm");
                 }
-                log.sync_to(log.next_offset() - 1).await.expect("sync");
-                let before = contents(&log).await;
-                assert!(log.compaction_due(0));
-                let stats = log.compact(10_000, 1_000_000, 0).await.expect("compact");
-                assert!(stats.segments_rewritten > 0 && stats.records_removed >= 180, "{stats:?}");
-                let after = contents(&log).await;
-                // The latest value of every key, at its original offset; the tombstone kept.
-                let mut expected: std::collections::BTreeMap<String, (Offset, bool)> = Default::default();
-                for (o, k, v) in &before {
-                    expected.insert(k.clone(), (*o, *v));
-                }
-                let mut got: Vec<(Offset, String, bool)> = after.clone();
-                got.sort();
-                let mut want: Vec<(Offset, String, bool)> =
-                    expected.iter().map(|(k, (o, v))| (*o, k.clone(), *v)).collect();
-                want.sort();
-                assert_eq!(got, want);
-                assert!(after.contains(&(
-                    before.iter().find(|r| r.1 == "key-3" && !r.2).expect("tombstone").0,
-                    "key-3".into(),
-                    false
-                )));
-                assert!(!log.compaction_due(0));
-                // A read at an offset compacted away returns the next record.
-                let gap = (0..log.next_offset()).find(|o| !after.iter().any(|r| r.0 == *o)).expect("a gap");
-                let read = log.read(gap, 1).await.expect("read");
-                assert!(!read.records.is_empty());
-                log.close().await.expect("close");
-                drop(log);
-                // Unclean reopen: every segment rescanned, gaps and all.
-                for e in std::fs::read_dir(dir.path()).expect("dir").flatten() {
-                    if e.path().extension().is_some_and(|x| x == "index" || x == "timeindex") {
-                        std::fs::remove_file(e.path()).expect("rm");
-                    }
-                }
-                let log = Log::open(dir.path(), config(), false).await.expect("reopen");
-                assert_eq!(contents(&log).await, after);
-                // Later, expired tombstones go as well.
-                for k in 300..450u32 {
-                    log.append(keyed(&[(k, true)], 7000), None, 0);
-                }
-                log.sync_to(log.next_offset() - 1).await.expect("sync");
-                log.compact(5000 + 1_000_000, 1_000_000, 0).await.expect("compact");
-                assert!(!contents(&log).await.iter().any(|r| r.1 == "key-3"));
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
+            }
+            let log = Log::open(dir.path(), config(), false).await.expect("reopen");
+            assert_eq!(contents(&log).await, after);
+            // Later, expired tombstones go as well.
+            for k in 300..450u32 {
+                log.append(keyed(&[(k, true)], 7000), None, 0);
+            }
+            log.sync_to(log.next_offset() - 1).await.expect("sync");
+            log.compact(5000 + 1_000_000, 1_000_000, 0).await.expect("compact");
+            assert!(!contents(&log).await.iter().any(|r| r.1 == "key-3"));
+        });
     }
 }
