@@ -41,9 +41,15 @@ def read_all(broker, topic: str, partitions: int, isolation: str, expect_at_leas
              timeout: float = 30.0) -> list[tuple[int, bytes]]:
     """Every record of `topic` with the given isolation, as (partition, value), in log order
     per partition; reads until the end offsets it sees (the LSO for read_committed)."""
+    return [(p, v) for p, _, v in read_messages(broker, topic, partitions, isolation, expect_at_least, timeout)]
+
+
+def read_messages(broker, topic: str, partitions: int, isolation: str, expect_at_least: int = 0,
+                  timeout: float = 30.0) -> list[tuple[int, bytes, bytes]]:
+    """read_all, as (partition, key, value)."""
     c = confluent_consumer(broker.bootstrap, **{"isolation.level": isolation, "enable.partition.eof": True})
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int, bytes, bytes]] = []
     at_end: set[int] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,7 +63,7 @@ def read_all(broker, topic: str, partitions: int, isolation: str, expect_at_leas
                     break
             continue
         at_end.discard(m.partition())
-        out.append((m.partition(), m.value()))
+        out.append((m.partition(), m.key() or b"", m.value() or b""))
     c.close()
     return out
 
@@ -208,21 +214,23 @@ def test_compaction_removes_aborted_records_and_then_spent_markers(make_broker):
             p.produce("txc", key=f"k{k}".encode(), value=value.encode(), partition=0)
         p.flush(30)  # librdkafka drops what it has not sent when it aborts
         p.commit_transaction(30) if outcome == "commit" else p.abort_transaction(30)
+
+    def values(isolation: str = "read_uncommitted") -> dict[str, list[bytes]]:
+        seen: dict[str, list[bytes]] = {}
+        for _, key, value in read_messages(broker, "txc", 1, isolation, timeout=20):
+            if key.startswith(b"k"):
+                seen.setdefault(key.decode(), []).append(value)
+        return seen
+
+    # Nothing is sealed yet, so nothing is cleaned yet.
+    assert values()["k0"] == [b"v1", b"aborted", b"v2"], "read_uncommitted sees the aborted records"
     # Later keyed records seal the transactions' segment; k5..k9 are not written again.
     plain = confluent_producer(broker.bootstrap)
     for i in range(400):
         plain.produce("txc", key=f"fill-{i % 50}".encode(), value=b"f" * 200, partition=0)
     plain.flush(30)
 
-    def values(isolation: str = "read_uncommitted") -> dict[str, list[bytes]]:
-        seen: dict[str, list[bytes]] = {}
-        for _, key, value in read_keyed(broker, "txc", isolation):
-            if key.startswith(b"k"):
-                seen.setdefault(key.decode(), []).append(value)
-        return seen
-
     expected = {**{f"k{k}": [b"v2"] for k in range(5)}, **{f"k{k}": [b"v1"] for k in range(5, 10)}}
-    assert values()["k0"] == [b"v1", b"aborted", b"v2"], "read_uncommitted sees the aborted records first"
     wait_until(lambda: values() == expected, timeout=30, what="the aborted records and superseded values compacted away")
     # Markers: both commits' stay (k5..k9 of the first and k0..k4 of the second still
     # stand); the abort's is stamped with a delete horizon, then goes.
@@ -236,25 +244,6 @@ def test_compaction_removes_aborted_records_and_then_spent_markers(make_broker):
     broker.kill9()
     broker.start()
     assert values("read_committed") == expected
-
-
-def read_keyed(broker, topic: str, isolation: str) -> list[tuple[int, bytes, bytes]]:
-    """Every record of partition 0 of `topic` as (offset, key, value), to its end."""
-    c = confluent_consumer(broker.bootstrap, **{"isolation.level": isolation, "enable.partition.eof": True})
-    c.assign([TopicPartition(topic, 0, 0)])
-    out = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is None:
-            continue
-        if m.error():
-            if m.error().code() == -191:  # _PARTITION_EOF
-                break
-            continue
-        out.append((m.offset(), m.key() or b"", m.value() or b""))
-    c.close()
-    return out
 
 
 def test_kafka_python_transactions_and_offsets(make_broker):
