@@ -10,7 +10,7 @@
 use std::rc::Rc;
 
 use futures::channel::oneshot;
-use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
+use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
@@ -40,25 +40,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: AddPartiti
     let unknown = |(t, p): &(String, i32)| !image.topic(t).is_some_and(|m| (0..m.partitions).contains(p));
     let answer = move |codes: Box<PartitionError>| {
         let mut r = AddPartitionsToTxnResponse::default();
-        r.results_by_topic_v3_and_below = request
-            .v3_and_below_topics
-            .iter()
-            .map(|t| {
-                let mut rt = AddPartitionsToTxnTopicResult::default();
-                rt.name = t.name.clone();
-                rt.results_by_partition = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let mut rp = AddPartitionsToTxnPartitionResult::default();
-                        rp.partition_index = *p;
-                        rp.partition_error_code = wire_code(codes(&(t.name.0.to_string(), *p)));
-                        rp
-                    })
-                    .collect();
-                rt
-            })
-            .collect();
+        r.results_by_topic_v3_and_below =
+            topic_results(&request.v3_and_below_topics, |topic, p| codes(&(topic.to_string(), p)));
         encode_frame(ApiKey::AddPartitionsToTxn, version, correlation_id, &r)
     };
     if partitions.iter().any(unknown) {
@@ -151,8 +134,17 @@ fn transaction_result(t: &AddPartitionsToTxnTransaction, codes: &[Option<Respons
     let mut codes = codes.iter();
     let mut result = AddPartitionsToTxnResult::default();
     result.transactional_id = t.transactional_id.clone();
-    result.topic_results = t
-        .topics
+    result.topic_results =
+        topic_results(&t.topics, |_, _| codes.next().copied().unwrap_or(Some(ResponseError::CoordinatorNotAvailable)));
+    result
+}
+
+/// Each partition of `topics` with the error `code` gives it, in the request's order.
+fn topic_results(
+    topics: &[AddPartitionsToTxnTopic],
+    mut code: impl FnMut(&str, i32) -> Option<ResponseError>,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topics
         .iter()
         .map(|topic| {
             let mut rt = AddPartitionsToTxnTopicResult::default();
@@ -163,13 +155,11 @@ fn transaction_result(t: &AddPartitionsToTxnTransaction, codes: &[Option<Respons
                 .map(|p| {
                     let mut rp = AddPartitionsToTxnPartitionResult::default();
                     rp.partition_index = *p;
-                    let code = codes.next().copied().unwrap_or(Some(ResponseError::CoordinatorNotAvailable));
-                    rp.partition_error_code = wire_code(code);
+                    rp.partition_error_code = wire_code(code(topic.name.0.as_str(), *p));
                     rp
                 })
                 .collect();
             rt
         })
-        .collect();
-    result
+        .collect()
 }
