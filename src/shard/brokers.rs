@@ -7,13 +7,14 @@
 //! writing markers by mistake, it is not a security boundary).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kafka_protocol::protocol::Request;
 
 use crate::client::{broker_address, ClientError, Connection};
 use crate::cluster::MetadataImage;
+use crate::config::Config;
 
 /// The client id prefix of broker-to-broker calls (followed by the caller's node id).
 pub const BROKER_CLIENT_ID_PREFIX: &str = "weir-broker-";
@@ -25,15 +26,30 @@ pub fn from_broker(client_id: &str) -> bool {
     client_id.starts_with(BROKER_CLIENT_ID_PREFIX)
 }
 
+/// Partitions grouped by topic, in topic order, as the requests between brokers carry them.
+pub fn by_topic<'a>(partitions: impl IntoIterator<Item = (&'a str, i32)>) -> BTreeMap<&'a str, Vec<i32>> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        topics.entry(topic).or_default().push(partition);
+    }
+    topics
+}
+
 pub struct BrokerClients {
     client_id: String,
+    /// How long a connect or a call may take.
+    timeout: Duration,
     /// Idle connections by broker id, with the address they were opened to.
     idle: RefCell<HashMap<i32, Vec<(String, Connection)>>>,
 }
 
 impl BrokerClients {
-    pub fn new(node_id: i32) -> Self {
-        BrokerClients { client_id: format!("{BROKER_CLIENT_ID_PREFIX}{node_id}"), idle: RefCell::default() }
+    pub fn new(config: &Config) -> Self {
+        BrokerClients {
+            client_id: format!("{BROKER_CLIENT_ID_PREFIX}{}", config.node_id),
+            timeout: Duration::from_millis(config.quorum_request_timeout_ms.max(5000)),
+            idle: RefCell::default(),
+        }
     }
 
     /// Calls broker `broker` (its address from `image`) at `version` (`None`: the highest
@@ -44,8 +60,8 @@ impl BrokerClients {
         broker: i32,
         request: &R,
         version: Option<i16>,
-        timeout: Duration,
     ) -> Result<R::Response, ClientError> {
+        let timeout = self.timeout;
         let addr = image
             .brokers
             .get(&broker)

@@ -115,7 +115,7 @@ impl Shard {
         let partitions = Rc::new(PartitionTable::default());
         let groups = Rc::new(GroupCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
         let txns = Rc::new(TxnCoordinator::new(id, config.clone(), image.clone(), partitions.clone()));
-        let node_id = config.node_id;
+        let brokers = brokers::BrokerClients::new(&config);
         Self {
             id,
             effective: std::cell::RefCell::new((Vec::new(), Rc::new((*config).clone()))),
@@ -126,7 +126,7 @@ impl Shard {
             partitions,
             groups,
             txns,
-            brokers: brokers::BrokerClients::new(node_id),
+            brokers,
             connections_total,
             connections_here: Cell::new(0),
             fetch_waiters: Cell::new(0),

@@ -10,6 +10,7 @@ use futures::channel::oneshot;
 use futures::future::{join_all, select_all};
 use kafka_protocol::ResponseError;
 
+use super::brokers::by_topic;
 use super::message::*;
 use super::Shard;
 use crate::cluster::image::owner_of;
@@ -298,11 +299,7 @@ impl Shard {
         let failed =
             |e: ResponseError| -> MarkerResults { request.partitions.iter().map(|tp| (tp.clone(), Some(e))).collect() };
         let image = self.image();
-        let timeout = std::time::Duration::from_millis(self.config.quorum_request_timeout_ms.max(5000));
-        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for tp in &request.partitions {
-            topics.entry(tp.topic.as_str()).or_default().push(tp.partition);
-        }
+        let topics = by_topic(request.partitions.iter().map(|tp| (tp.topic.as_str(), tp.partition)));
         let mut marker = WritableTxnMarker::default();
         marker.producer_id = ProducerId(request.producer_id);
         marker.producer_epoch = request.producer_epoch;
@@ -319,7 +316,7 @@ impl Shard {
             .collect();
         let mut call = WriteTxnMarkersRequest::default();
         call.markers = vec![marker];
-        let response = match self.brokers.call(&image, broker, &call, None, timeout).await {
+        let response = match self.brokers.call(&image, broker, &call, None).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(broker, error = %e, "WriteTxnMarkers failed");

@@ -27,6 +27,7 @@ use tracing::debug;
 use super::{create_topics, encode_frame, ready, Pending, Reply, RequestContext, RequestError};
 use crate::group::OFFSETS_TOPIC;
 use crate::protocol::batch;
+use crate::shard::brokers::by_topic;
 use crate::shard::message::{ProduceItem, ProduceOutcome};
 use crate::shard::Shard;
 use crate::txn::coordinator::{txn_partition, TxnCall};
@@ -256,10 +257,7 @@ async fn verify_remote(
     epoch: i16,
     partitions: &[(String, i32)],
 ) -> Vec<Option<ResponseError>> {
-    let mut topics: std::collections::BTreeMap<&str, Vec<i32>> = std::collections::BTreeMap::new();
-    for (topic, partition) in partitions {
-        topics.entry(topic.as_str()).or_default().push(*partition);
-    }
+    let topics = by_topic(partitions.iter().map(|(topic, partition)| (topic.as_str(), *partition)));
     let mut transaction = AddPartitionsToTxnTransaction::default();
     transaction.transactional_id = TransactionalId(StrBytes::from_string(transactional_id.to_string()));
     transaction.producer_id = ProducerId(producer_id);
@@ -276,8 +274,7 @@ async fn verify_remote(
         .collect();
     let mut request = AddPartitionsToTxnRequest::default();
     request.transactions = vec![transaction];
-    let timeout = std::time::Duration::from_millis(shard.config.quorum_request_timeout_ms.max(5000));
-    let response = match shard.brokers.call(&shard.image(), node, &request, Some(4), timeout).await {
+    let response = match shard.brokers.call(&shard.image(), node, &request, Some(4)).await {
         Ok(r) => r,
         Err(e) => {
             debug!(coordinator = node, error = %e, "cannot verify a transactional batch with its coordinator");

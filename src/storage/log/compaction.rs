@@ -59,6 +59,17 @@ struct LogScan {
     first_unstable: Option<Offset>,
 }
 
+impl LogScan {
+    /// A record that counts for its key: the latest one so far unless a later one came
+    /// first (a committed transaction's records count at its marker).
+    fn counts(&mut self, key: Option<Bytes>, offset: Offset) {
+        if let Some(key) = key {
+            let latest = self.latest.entry(key).or_insert(offset);
+            *latest = (*latest).max(offset);
+        }
+    }
+}
+
 /// A transaction seen in the scan whose marker has not come yet.
 #[derive(Default)]
 struct OpenTxn {
@@ -216,10 +227,7 @@ impl super::Log {
                         ControlType::Abort => scan.aborted_batches.extend(txn.batches),
                         ControlType::Commit => {
                             for (key, offset, tombstone) in txn.records {
-                                if let Some(key) = key {
-                                    let latest = scan.latest.entry(key).or_insert(offset);
-                                    *latest = (*latest).max(offset);
-                                }
+                                scan.counts(key, offset);
                                 records.push((offset, tombstone));
                             }
                         }
@@ -244,10 +252,7 @@ impl super::Log {
                     continue;
                 }
                 for r in set.records {
-                    if let Some(key) = r.key {
-                        let latest = scan.latest.entry(key).or_insert(r.offset);
-                        *latest = (*latest).max(r.offset);
-                    }
+                    scan.counts(r.key, r.offset);
                 }
             }
             offset = next;
