@@ -12,6 +12,13 @@ by the bridge, silently, as on a real partition. Connections already open stall;
 time out. Clients in the test's namespace are unaffected, so an isolated leader still hears
 from producers, as a leader on the wrong side of a real partition does.
 
+Two lesser faults between a pair of nodes: a slow link (an HTB class with a low rate on each
+side's eth0, chosen by a u32 filter on the other's address: what crosses it queues, so
+replies come late and big fetches crawl) and dropped connections (`ss -K` aborts every TCP
+socket between the two; each side's peer gets a reset, as when a middlebox drops state).
+A fixed delay or random loss would need netem or tc/nft drop actions, which this kernel
+lacks (no CONFIG_NET_SCH_NETEM, CONFIG_NET_ACT_GACT).
+
 Needs root (CAP_NET_ADMIN) and iproute2. Everything is removed on close().
 """
 
@@ -36,10 +43,14 @@ def available() -> str | None:
     return None
 
 
-def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, timeout=30)
+def _run(*args: str) -> None:
+    done = subprocess.run(list(args), capture_output=True, timeout=30)
     if done.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.decode().strip()}")
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.decode().strip()}")
+
+
+def _ip(*args: str) -> None:
+    _run("ip", *args)
 
 
 class Network:
@@ -50,6 +61,8 @@ class Network:
         self.bridge = f"wb{tag}"
         self.nodes = list(nodes)
         self.cut: set[frozenset[int]] = set()
+        self.slow: set[frozenset[int]] = set()
+        self._shaped: set[int] = set()
         self._made: list[str] = []
         self._home: int | None = None
         try:
@@ -106,10 +119,55 @@ class Network:
         self.cut.add(frozenset((a, b)))
 
     def heal_link(self, a: int, b: int) -> None:
+        link = frozenset((a, b))
         for here, there in ((a, b), (b, a)):
-            subprocess.run(["ip", "-n", self.namespace(here), "neigh", "del", self.host(there), "dev", "eth0"],
-                           capture_output=True, timeout=30)
-        self.cut.discard(frozenset((a, b)))
+            if link in self.cut:
+                subprocess.run(["ip", "-n", self.namespace(here), "neigh", "del", self.host(there), "dev", "eth0"],
+                               capture_output=True, timeout=30)
+            if link in self.slow:
+                self._set_rate(here, there, "10gbit")
+                _run("tc", "-n", self.namespace(here), "qdisc", "replace", "dev", "eth0", "parent",
+                     f"1:{10 + there}", "handle", f"{10 + there}:", "pfifo", "limit", "1000")
+        self.cut.discard(link)
+        self.slow.discard(link)
+
+    def slow_link(self, a: int, b: int, rate: str = "256kbit", queue: int = 20) -> None:
+        """What a and b send each other crosses at `rate` (each way), until heal_link. At most
+        `queue` packets wait (what overflows is dropped), which bounds the delay a small
+        message (a heartbeat) sees behind a big one at queue × 1500 B / rate."""
+        for here, there in ((a, b), (b, a)):
+            ns = self.namespace(here)
+            if here not in self._shaped:
+                # Unclassified traffic (default class 0) passes unshaped.
+                _run("tc", "-n", ns, "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "r2q", "1")
+                self._shaped.add(here)
+                for other in self.nodes:
+                    if other != here:
+                        _run("tc", "-n", ns, "class", "add", "dev", "eth0", "parent", "1:", "classid",
+                             f"1:{10 + other}", "htb", "rate", "10gbit")
+                        _run("tc", "-n", ns, "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip",
+                             "prio", "1", "u32", "match", "ip", "dst", f"{self.host(other)}/32",
+                             "flowid", f"1:{10 + other}")
+            self._set_rate(here, there, rate)
+            _run("tc", "-n", ns, "qdisc", "replace", "dev", "eth0", "parent", f"1:{10 + there}",
+                 "handle", f"{10 + there}:", "pfifo", "limit", str(queue))
+        self.slow.add(frozenset((a, b)))
+
+    def _set_rate(self, here: int, there: int, rate: str) -> None:
+        _run("tc", "-n", self.namespace(here), "class", "change", "dev", "eth0", "parent", "1:", "classid",
+             f"1:{10 + there}", "htb", "rate", rate, "ceil", rate)
+
+    def drop_connections(self, a: int, b: int) -> int:
+        """Abort every TCP connection between a and b (both ends get a reset); the nodes
+        reconnect as they would after a middlebox dropped them. Returns how many sockets were
+        aborted (two per connection: one on each side)."""
+        dropped = 0
+        for here, there in ((a, b), (b, a)):
+            done = subprocess.run(["ss", "-N", self.namespace(here), "-t", "-K", "dst", self.host(there)],
+                                  capture_output=True, text=True, timeout=30)
+            # ss lists what it killed after its header line.
+            dropped += max(0, len(done.stdout.strip().splitlines()) - 1)
+        return dropped
 
     def isolate(self, node: int) -> None:
         """Cut node off from every other node (the test's clients still reach it)."""
@@ -118,7 +176,7 @@ class Network:
                 self.cut_link(node, other)
 
     def heal(self) -> None:
-        for link in list(self.cut):
+        for link in list(self.cut | self.slow):
             self.heal_link(*sorted(link))
 
     def close(self) -> None:

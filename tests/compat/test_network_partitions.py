@@ -9,6 +9,11 @@ test's clients still reach every node.
   and rejoins the ISR: every replica ends byte-for-byte identical.
 - The active controller cut off: the other two voters elect a new one, topics are created
   through it, and the old one catches up with everything when it is back.
+- A slow link between a leader and one follower: the follower falls behind and leaves the
+  ISR while it stays registered, acks=all goes on with the other two, and the follower
+  rejoins once the link is fast again.
+- Connections between brokers dropped again and again under an acks=all stream: the
+  replica fetchers, the quorum and the calls between brokers reconnect; nothing is lost.
 """
 
 from __future__ import annotations
@@ -158,3 +163,80 @@ def test_a_cut_off_controller_is_replaced_and_catches_up_when_the_link_heals(clu
     during = consume_all(cluster.bootstrap, "during", 100)
     assert sum(len(records) for records in during.values()) == 100
     print(f"node {new} took over as controller while node {old} was cut off; node {old} caught up")
+
+
+@pytest.mark.timeout(300)
+def test_a_follower_on_a_slow_link_leaves_the_isr_and_rejoins_when_it_is_fast_again(cluster):
+    net = cluster.network
+    cluster.start_all()
+    cluster.create_topic("slow", 1, replication=3, config={"min.insync.replicas": "2"})
+    (leader, replicas, _), = wait_for_isr(cluster.node(1), "slow", 3).values()
+    controller = quorum_leader(cluster.node(1))
+    # The slowed follower is not the active controller, so the quorum's own traffic to the
+    # other voters stays fast and nobody is fenced: this is about replication alone.
+    follower = next(b for b in replicas if b != leader and b != controller)
+    other = next(b for b in replicas if b not in (leader, follower))
+    acks1 = confluent_producer(cluster.node(leader).bootstrap, **{"acks": 1, "linger.ms": 5})
+    filler = 0  # acks=1 records of about 1 KB, numbered apart from the stream's
+
+    net.slow_link(leader, follower, rate="1mbit")
+    print(f"slowed the link between leader {leader} and follower {follower} to 1 Mbit/s")
+    started = time.time()
+
+    def behind():
+        nonlocal filler
+        for _ in range(500):  # about 1 MB/s, eight times what the link carries
+            acks1.produce("slow", value=make_value("x" * 1000, 1_000_000_000 + filler))
+            filler += 1
+            acks1.poll(0)
+        assert acks1.flush(10) == 0
+        leader_, _, isr = partitions_of(cluster.node(other).bootstrap, "slow")[0]
+        return leader_ == leader and sorted(isr) == sorted([leader, other])
+
+    wait_until(behind, 60, interval=0.5, what=f"follower {follower} out of the ISR")
+    print(f"follower {follower} left the ISR {time.time() - started:.1f} s after the link slowed")
+    assert follower in metadata(cluster.node(other).bootstrap)[0], "the slow follower stays registered"
+    stream = AcksAllStream(cluster.bootstrap, "slow")
+    stream.start()
+    wait_until(lambda: stream.count() >= 300, 60, what="acks=all records with two in sync")
+
+    net.heal()
+    wait_for_isr(cluster.node(other), "slow", 3, timeout=90)
+    stream.stop.set()
+    stream.join(180)
+    assert not stream.errors, stream.errors[:3]
+    wait_for_same_logs(cluster, "slow", 1, timeout=60)
+    total = stream.count()
+    seen = consume_all(cluster.bootstrap, "slow", total + filler)
+    assert sum(len(rs) for rs in seen.values()) == total + filler
+    assert check_nothing_lost(stream.acked, seen) == total
+    print(f"follower {follower} rejoined; {total} acks=all records consumed at their offsets")
+
+
+@pytest.mark.timeout(300)
+def test_connections_between_brokers_dropped_again_and_again_lose_nothing(cluster):
+    net = cluster.network
+    cluster.start_all()
+    cluster.create_topic("reset", 3, replication=3, config={"min.insync.replicas": "2"})
+    wait_for_isr(cluster.node(1), "reset", 3)
+    stream = AcksAllStream(cluster.bootstrap, "reset")
+    stream.start()
+    wait_until(lambda: stream.count() >= 200, 30, what="acks=all records before the drops")
+    dropped = 0
+    for round_ in range(20):
+        for a, b in ((1, 2), (2, 3), (1, 3)):
+            dropped += net.drop_connections(a, b)
+        time.sleep(0.5)
+    print(f"aborted {dropped} sockets between nodes over 20 rounds")
+    assert dropped > 0, "there were connections between the nodes to drop"
+    before = stream.count()
+    wait_until(lambda: stream.count() >= before + 300, 60, what="acks=all records after the drops")
+    wait_for_isr(cluster.node(1), "reset", 3, timeout=60)
+    stream.stop.set()
+    stream.join(180)
+    assert not stream.errors, stream.errors[:3]
+    wait_for_same_logs(cluster, "reset", 3, timeout=60)
+    total = stream.count()
+    seen = consume_all(cluster.bootstrap, "reset", total)
+    assert check_nothing_lost(stream.acked, seen) == total
+    print(f"{total} acks=all records, all consumed once in order; replicas identical")
