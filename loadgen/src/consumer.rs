@@ -5,6 +5,10 @@
 //! number and send time: end-to-end latency is receive time minus send time, and the
 //! sequence numbers are checked for duplicates, gaps and order.
 //!
+//! Like Kafka's Java consumer, each fetch loop keeps a fetch session (KIP-227) with its
+//! broker when the broker offers one: after the first, full, fetch it names only the
+//! partitions it has moved on, and the answers carry only partitions with something new.
+//!
 //! After every producer has finished, each fetch loop reads the partitions' high watermarks
 //! from its next fetch response and stops once it has reached them (or after
 //! [`DRAIN_TIMEOUT`]).
@@ -95,6 +99,50 @@ pub struct ConsumerReport {
     pub foreign: u64,
 }
 
+/// A fetch loop's session with its broker (KIP-227), sans-IO: which partitions the next
+/// request names and with what session id and epoch.
+#[derive(Debug, Default)]
+struct FetchSession {
+    /// 0: none (the next fetch is a full one that asks for a session).
+    id: i32,
+    /// The epoch the next incremental fetch carries.
+    epoch: i32,
+    /// The fetch offset the broker holds for each local partition (what was last named).
+    offsets: Vec<i64>,
+}
+
+impl FetchSession {
+    /// The session id and epoch of the next request and the local partitions it names.
+    fn next(&self, seen: &[PartSeen]) -> (i32, i32, Vec<usize>) {
+        if self.id == 0 {
+            return (0, 0, (0..seen.len()).collect());
+        }
+        let moved = seen.iter().enumerate().filter(|(i, s)| self.offsets.get(*i) != Some(&s.next_offset));
+        (self.id, self.epoch, moved.map(|(i, _)| i).collect())
+    }
+
+    /// A response came back for a request built by `next` from `seen`.
+    fn answered(&mut self, seen: &[PartSeen], named: &[usize], error_code: i16, session_id: i32) {
+        if error_code != 0 {
+            // An unknown session or a wrong epoch (or any top-level error): start over.
+            *self = FetchSession::default();
+            return;
+        }
+        if self.id == 0 {
+            if session_id != 0 {
+                self.id = session_id;
+                self.epoch = 1;
+                self.offsets = seen.iter().map(|s| s.next_offset).collect();
+            }
+            return;
+        }
+        for &i in named {
+            self.offsets[i] = seen[i].next_offset;
+        }
+        self.epoch = if self.epoch == i32::MAX { 1 } else { self.epoch + 1 };
+    }
+}
+
 /// Partitions of consumer `id` out of `n`, by global index.
 pub fn assignment(id: u32, n: u32, partitions: usize) -> Vec<usize> {
     (0..partitions).filter(|g| *g as u64 % u64::from(n) == u64::from(id)).collect()
@@ -157,6 +205,10 @@ async fn fetch_loop(
         .collect();
     let local: HashMap<usize, usize> = parts.iter().enumerate().map(|(i, &g)| (g, i)).collect();
     let mut conn = Some(conn);
+    let mut session = FetchSession::default();
+    // The last high watermark each partition's answer gave (a session leaves out the
+    // partitions where it has not moved).
+    let mut high_watermarks: Vec<i64> = seen.iter().map(|s| s.next_offset).collect();
     let mut failures = 0u32;
     let mut foreign = 0u64;
     // High watermarks to reach once the producers are done.
@@ -198,7 +250,11 @@ async fn fetch_loop(
             }
             glommio::timer::sleep(Duration::from_millis(100 << failures.min(5))).await;
             match crate::cluster::connect(&addr).await {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    conn = Some(c);
+                    // The session may live on another of the broker's shards: start anew.
+                    session = FetchSession::default();
+                }
                 Err(e) => {
                     warn!(consumer = id, error = %e, "reconnect failed");
                     ctx.stats.borrow_mut().error(e.kind(), 1);
@@ -206,7 +262,9 @@ async fn fetch_loop(
             }
             continue;
         };
-        let req = fetch_request(&ctx, &seen, if drain_deadline.is_some() { wait_ms.min(100) } else { wait_ms });
+        let (session_id, epoch, named) = session.next(&seen);
+        let wait = if drain_deadline.is_some() { wait_ms.min(100) } else { wait_ms };
+        let req = fetch_request(&ctx, &seen, &named, session_id, epoch, wait);
         let resp = match cn.call(&req, timeout).await {
             Ok(r) => r,
             Err(e) => {
@@ -218,6 +276,7 @@ async fn fetch_loop(
         };
         let at_us = clock::now_us();
         failures = 0;
+        session.answered(&seen, &named, resp.error_code, resp.session_id);
         if resp.error_code != 0 {
             let name = kafka_error_name(resp.error_code);
             ctx.stats.borrow_mut().error(&name, 1);
@@ -228,7 +287,6 @@ async fn fetch_loop(
             glommio::timer::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let mut hws = if producers_done { Some(seen.iter().map(|s| s.next_offset).collect::<Vec<_>>()) } else { None };
         let now_wall = clock::wall_us(at_us);
         let mut stats = ctx.stats.borrow_mut();
         for t in &resp.responses {
@@ -244,9 +302,7 @@ async fn fetch_loop(
                     }
                     continue;
                 }
-                if let Some(h) = hws.as_mut() {
-                    h[li] = p.high_watermark;
-                }
+                high_watermarks[li] = p.high_watermark;
                 let Some(records) = &p.records else { continue };
                 let aborted: Vec<(i64, i64)> =
                     p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
@@ -258,19 +314,27 @@ async fn fetch_loop(
             }
         }
         drop(stats);
-        if let Some(h) = hws {
-            debug!(consumer = id, ?h, "catching up to the high watermarks");
-            targets = Some(h);
+        if producers_done {
+            debug!(consumer = id, ?high_watermarks, "catching up to the high watermarks");
+            targets = Some(high_watermarks.clone());
         }
     }
     (seen, foreign)
 }
 
-fn fetch_request(ctx: &ShardCtx, seen: &[PartSeen], wait_ms: i32) -> FetchRequest {
+/// A fetch naming the local partitions `named` (all of them in a full fetch).
+fn fetch_request(
+    ctx: &ShardCtx,
+    seen: &[PartSeen],
+    named: &[usize],
+    session_id: i32,
+    epoch: i32,
+    wait_ms: i32,
+) -> FetchRequest {
     let cluster = &ctx.cluster;
     let c = &ctx.workload.consumers;
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for s in seen {
+    for s in named.iter().map(|&i| &seen[i]) {
         let info = &cluster.partitions[s.index];
         let name = &cluster.topics[info.topic as usize].name_wire;
         let mut fp = FetchPartition::default();
@@ -296,8 +360,8 @@ fn fetch_request(ctx: &ShardCtx, seen: &[PartSeen], wait_ms: i32) -> FetchReques
     req.min_bytes = 1;
     req.max_bytes = c.fetch_max_bytes.min(i32::MAX as u32) as i32;
     req.isolation_level = c.isolation.wire();
-    req.session_id = 0;
-    req.session_epoch = -1;
+    req.session_id = session_id;
+    req.session_epoch = epoch;
     req.topics = topics;
     req
 }
@@ -389,6 +453,28 @@ mod tests {
         assert_eq!(t.high, 201);
         assert_eq!(t.missing_in(0..201), 201 - 7);
         assert_eq!(t.missing_in(0..6), 0);
+    }
+
+    #[test]
+    fn a_fetch_session_names_only_the_partitions_that_moved_and_starts_over_on_an_error() {
+        let part = |offset| PartSeen { next_offset: offset, ..Default::default() };
+        let mut seen = vec![part(0), part(0), part(0)];
+        let mut session = FetchSession::default();
+        // The first fetch is full and asks for a session; a broker without sessions keeps it so.
+        assert_eq!(session.next(&seen), (0, 0, vec![0, 1, 2]));
+        session.answered(&seen, &[0, 1, 2], 0, 0);
+        assert_eq!(session.next(&seen), (0, 0, vec![0, 1, 2]));
+        session.answered(&seen, &[0, 1, 2], 0, 77);
+        // Nothing read since: the next fetch names nothing.
+        assert_eq!(session.next(&seen), (77, 1, vec![]));
+        session.answered(&seen, &[], 0, 77);
+        seen[1].next_offset = 10;
+        assert_eq!(session.next(&seen), (77, 2, vec![1]));
+        session.answered(&seen, &[1], 0, 77);
+        assert_eq!(session.next(&seen), (77, 3, vec![]));
+        // FETCH_SESSION_ID_NOT_FOUND: a full fetch again.
+        session.answered(&seen, &[], 70, 0);
+        assert_eq!(session.next(&seen), (0, 0, vec![0, 1, 2]));
     }
 
     /// A batch of producer 0's records with sequence numbers `seqs`, at `base`, from

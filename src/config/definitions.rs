@@ -181,6 +181,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker("weir.io.memory.bytes", Int, Some("524288"), ReadOnly, "io_uring buffer memory per executor, locked memory"),
     broker("weir.preallocate.budget.bytes", Long, Some("2147483648"), ReadOnly, "disk the partitions reserve ahead of their writes at a segment's start, shared: each starts at budget/partitions (64 KiB to 1 MiB) and doubles as it grows"),
     broker("weir.tail.cache.bytes", Int, Some("1048576"), ReadOnly, "recent batches each partition keeps in memory for fetches"),
+    broker("max.incremental.fetch.session.cache.slots", Int, Some("1000"), ReadOnly, "incremental fetch sessions (KIP-227) the broker keeps, shared out over its data shards; 0 = none (every fetch is full)"),
     broker("weir.fetch.waiters.max", Int, Some("10000"), ReadOnly, "long-poll fetches a shard parks; beyond it fetches answer at once"),
     broker("weir.shard.channel.capacity", Int, Some("1024"), ReadOnly, "messages queued between two shards"),
     broker("metadata.log.max.record.bytes.between.snapshots", Long, Some("20971520"), ReadOnly, "metadata log bytes after which the image is snapshotted and the log compacted"),

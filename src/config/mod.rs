@@ -243,6 +243,8 @@ pub struct Config {
     pub tail_cache_bytes: usize,
     /// `weir.fetch.waiters.max`: parked long-poll fetches per shard.
     pub fetch_waiters_max: usize,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227) the broker keeps.
+    pub fetch_session_slots: usize,
     /// `weir.shard.channel.capacity`: messages queued between two shards.
     pub channel_capacity: usize,
     /// `metadata.log.max.record.bytes.between.snapshots`: metadata log bytes after which the
@@ -374,6 +376,7 @@ impl Default for Config {
             io_memory_bytes: 512 * 1024,
             tail_cache_bytes: 1024 * 1024,
             fetch_waiters_max: 10_000,
+            fetch_session_slots: 1000,
             channel_capacity: 1024,
             metadata_snapshot_bytes: 20 << 20,
             preallocate_budget_bytes: 2 << 30,
@@ -558,6 +561,7 @@ impl Config {
             "weir.io.memory.bytes" => self.io_memory_bytes = parse(key, v)?,
             "weir.tail.cache.bytes" => self.tail_cache_bytes = parse(key, v)?,
             "weir.fetch.waiters.max" => self.fetch_waiters_max = parse(key, v)?,
+            "max.incremental.fetch.session.cache.slots" => self.fetch_session_slots = parse(key, v)?,
             "weir.shard.channel.capacity" => self.channel_capacity = parse(key, v)?,
             "metadata.log.max.record.bytes.between.snapshots" => self.metadata_snapshot_bytes = parse(key, v)?,
             "log.cleanup.policy" => {
@@ -811,6 +815,15 @@ impl Config {
     pub fn queued_request_bytes_per_shard(&self) -> Option<u64> {
         let total = u64::try_from(self.queued_request_bytes_max).ok()?;
         Some((total / self.data_shards().max(1) as u64).max(1))
+    }
+
+    /// This shard's share of `max.incremental.fetch.session.cache.slots` (sessions live on
+    /// the shard of the connection that made them): at least one while any are allowed.
+    pub fn fetch_session_slots_per_shard(&self) -> usize {
+        match self.fetch_session_slots {
+            0 => 0,
+            n => n.div_ceil(self.data_shards().max(1)),
+        }
     }
 
     /// Data shards to run: `weir.cores`, or one per online CPU.

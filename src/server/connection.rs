@@ -6,7 +6,7 @@
 //! keys, unsupported versions, undecodable bodies) closes this connection alone, with one
 //! log line naming the peer, the API and the reason.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use kafka_protocol::protocol::Decodable;
 use tracing::{debug, info, warn};
 
 use super::api::{self, ConnectionContext, Pending, Principal, Reply, RequestContext};
+use super::fetch_sessions::FetchSessionCache;
 use super::frame_reader::{FrameReader, ReadError};
 use super::log_limit::{LogKind, LogLimiter};
 use super::request_memory::{RequestMemory, Reservation};
@@ -38,11 +39,17 @@ pub async fn serve(
     shutdown: ShutdownSignal,
     log_limit: Rc<LogLimiter>,
     memory: Option<Rc<RequestMemory>>,
+    fetch_sessions: Rc<RefCell<FetchSessionCache>>,
 ) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let connection =
-        ConnectionContext { peer, listener: api::PLAINTEXT, principal: Rc::new(Principal::anonymous()), memory };
+    let connection = ConnectionContext {
+        peer,
+        listener: api::PLAINTEXT,
+        principal: Rc::new(Principal::anonymous()),
+        memory,
+        fetch_sessions,
+    };
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<InFlight>(shard.config.inflight_requests_max);
     let last_activity = Rc::new(Cell::new(Instant::now()));
@@ -161,6 +168,7 @@ async fn decode_and_dispatch(
         listener: connection.listener,
         principal: connection.principal.clone(),
         memory: connection.memory.clone(),
+        fetch_sessions: connection.fetch_sessions.clone(),
     };
     api::dispatch(shard, &ctx, std::mem::take(body)).await.map_err(|e| (name, e.to_string()))
 }

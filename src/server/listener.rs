@@ -1,6 +1,7 @@
 //! The Kafka listener of one data shard. Every data shard binds the same address with
 //! SO_REUSEPORT (glommio's default), so the kernel spreads connections over shards.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -11,6 +12,7 @@ use glommio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use super::connection::{self, ShutdownSignal};
+use super::fetch_sessions::FetchSessionCache;
 use super::log_limit::{LogKind, LogLimiter};
 use super::request_memory::RequestMemory;
 use crate::shard::{ControlRequest, Shard};
@@ -25,6 +27,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
     let log_limit = Rc::new(LogLimiter::new(window));
     let flushing = log_limit.clone();
     let memory = RequestMemory::new(shard.config.queued_request_bytes_per_shard());
+    // Session ids start at a random point on each shard and at each start, so an id a client
+    // kept from another shard or an earlier run is most likely unknown here (it then gets
+    // FETCH_SESSION_ID_NOT_FOUND and starts over) rather than someone else's.
+    let seed = uuid::Uuid::new_v4().as_u128() as i32;
+    let fetch_sessions =
+        Rc::new(RefCell::new(FetchSessionCache::new(shard.config.fetch_session_slots_per_shard(), seed)));
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(window).await;
@@ -65,11 +73,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, shutdown: Shut
         let stop = shutdown.clone();
         let limiter = log_limit.clone();
         let memory = memory.clone();
+        let sessions = fetch_sessions.clone();
         glommio::spawn_local(async move {
             match admit_per_ip(&s, &stream, &limiter).await {
-                PerIp::Unlimited => connection::serve(s.clone(), stream, stop, limiter, memory).await,
+                PerIp::Unlimited => connection::serve(s.clone(), stream, stop, limiter, memory, sessions).await,
                 PerIp::Admitted(ip) => {
-                    connection::serve(s.clone(), stream, stop, limiter, memory).await;
+                    connection::serve(s.clone(), stream, stop, limiter, memory, sessions).await;
                     let _ = s.send_control(ControlRequest::CloseConnection { ip }).await;
                 }
                 // Dropping the stream closes it: the client sees a clean close.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod connection;
 pub mod controller_api;
 pub mod controller_listener;
+pub mod fetch_sessions;
 pub mod frame_reader;
 pub mod listener;
 pub mod log_limit;

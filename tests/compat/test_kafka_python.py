@@ -381,3 +381,66 @@ def test_seek(shared_broker):
         assert consumer.position(tp) == 1000
     finally:
         consumer.close()
+
+
+# ----------------------------------------------------------------------------------------
+# Fetch sessions (KIP-227): kafka-python opens one per broker by default
+
+
+def test_a_consumer_reads_through_an_incremental_fetch_session(broker):
+    """kafka-python's consumer opens a fetch session and then sends incremental fetches that
+    name only the partitions it moved on; the broker answers each with only the partitions
+    that have something new. Records produced in rounds while it reads all arrive, in order,
+    once; and most fetches after the first were incremental ones the broker accepted."""
+    from kafka.consumer import fetcher
+
+    create_topic(broker, "kp-sessions", 6)
+    handled = []  # (session id, epoch) of every fetch response the session handler took
+    original = fetcher.FetchSessionHandler.handle_response
+
+    def observe(self, response):
+        ok = original(self, response)
+        handled.append((self.next_metadata.session_id, self.next_metadata.epoch, response.error_code, ok,
+                        len(self._response_partitions(response))))
+        return ok
+
+    fetcher.FetchSessionHandler.handle_response = observe
+    consumer = kafka_python_consumer(broker.bootstrap, fetch_max_wait_ms=100)
+    p = producer(broker)
+    try:
+        tps = [TopicPartition("kp-sessions", i) for i in range(6)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        got: dict[int, list[int]] = {}
+        sent = 0
+        for round_ in range(4):
+            for i in range(150):
+                key = f"k{i % 12}"
+                p.send("kp-sessions", key=key.encode(), value=make_value(key, sent))
+                sent += 1
+            p.flush(30)
+            deadline = time.time() + 30
+            while sum(len(v) for v in got.values()) < sent and time.time() < deadline:
+                for tp, msgs in consumer.poll(timeout_ms=200).items():
+                    got.setdefault(tp.partition, []).extend(int(m.value.decode().rsplit("|", 1)[1]) for m in msgs)
+            # Caught up: a few fetches with nothing new, which the broker answers empty.
+            idle_from = len(handled)
+            end = time.time() + 0.6
+            while time.time() < end:
+                assert not consumer.poll(timeout_ms=100)
+            idle = handled[idle_from:]
+            assert idle and all(h[4] == 0 for h in idle), f"idle fetches answered with partitions: {idle}"
+        seqs = [s for v in got.values() for s in v]
+        assert sorted(seqs) == list(range(sent)), f"read {len(seqs)} of {sent}, each once"
+        for partition, values in got.items():
+            assert values == sorted(values), f"partition {partition} in order"
+        incremental = [h for h in handled if h[0] > 0 and h[1] > 1 and h[2] == 0 and h[3]]
+        refused = [h for h in handled if h[2] != 0 or not h[3]]
+        print(f"{len(handled)} fetch responses: {len(incremental)} in a session, {len(refused)} refused, "
+              f"{sum(1 for h in handled if h[4] == 0)} carried no partition")
+        assert len(incremental) >= len(handled) // 2, handled[:10]
+        assert not refused, refused[:5]
+    finally:
+        fetcher.FetchSessionHandler.handle_response = original
+        consumer.close()
+        p.close()

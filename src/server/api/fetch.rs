@@ -5,26 +5,27 @@
 //! Sizes: each partition gets at most `partition_max_bytes`, the response at most
 //! `max_bytes` (both capped by `fetch.max.bytes`), except that the first batch found is
 //! always returned whole (KIP-74) so a consumer can pass a batch larger than its limits.
-//! Fetch sessions (KIP-227) are declined: we answer with session id 0, which tells clients
-//! to keep sending full fetch requests.
+//! Fetch sessions (KIP-227, `fetch_sessions`): a session's fetch names only what changed
+//! and its answer carries only the partitions with something new.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::future::{select, Either};
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Pending, RequestContext};
 use crate::partition::Isolation;
+use crate::server::fetch_sessions::{FetchContext, FetchSessionCache, ReadResult, SentState, WantedPartition};
 use crate::server::request_memory::{RequestMemory, Reservation};
 use crate::shard::message::{FetchItem, FetchOutcome, ReplicaFetch};
 use crate::shard::Shard;
 use crate::types::{wire_code, TopicPartition};
 
-/// The epoch a client sends to fetch without a session.
-const FINAL_EPOCH: i32 = -1;
 /// Longest long poll honoured (Kafka bounds it by the request timeout on the client side).
 const MAX_WAIT_MS_MAX: i32 = 60_000;
 
@@ -32,8 +33,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FetchReque
     let (version, correlation_id) = (ctx.version, ctx.correlation_id);
     let shard = shard.clone();
     let memory = ctx.memory.clone();
+    let sessions = ctx.fetch_sessions.clone();
     Box::pin(async move {
-        let (response, _reservation) = fetch(&shard, version, request, memory.as_ref()).await;
+        let (response, _reservation) = fetch(&shard, version, request, memory.as_ref(), &sessions).await;
         encode_frame(ApiKey::Fetch, version, correlation_id, &response)
     })
 }
@@ -53,70 +55,72 @@ async fn fetch(
     version: i16,
     request: FetchRequest,
     memory: Option<&Rc<RequestMemory>>,
+    sessions: &RefCell<FetchSessionCache>,
 ) -> (FetchResponse, Reservation) {
     let mut response = FetchResponse::default();
-    if version >= 7 {
-        let error = match (request.session_id, request.session_epoch) {
-            (0, 0) | (0, FINAL_EPOCH) => None,
-            (0, _) => Some(ResponseError::InvalidFetchSessionEpoch),
-            _ => Some(ResponseError::FetchSessionIdNotFound),
-        };
-        if let Some(error) = error {
-            response.error_code = error.code();
-            return (response, None);
-        }
-    }
-    let fetch_max = shard.config.fetch_bytes_max;
-    let max_bytes = (request.max_bytes.max(0) as usize).min(fetch_max);
-    let min_bytes = request.min_bytes.max(0) as usize;
-    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
-
     // A follower's fetch (KIP-392 aside, only brokers send a replica id): reads to the log
     // end, reports divergence, and waits on the log end rather than the high watermark.
     let replica_id = request.replica_id.0;
     let follower = replica_id >= 0;
+    let named = wanted_partitions(&request);
+    let context = if version >= 7 {
+        let forgotten: Vec<(TopicName, i32)> = request
+            .forgotten_topics_data
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
+            .collect();
+        let begun =
+            sessions.borrow_mut().begin(request.session_id, request.session_epoch, named, &forgotten, Instant::now());
+        match begun {
+            Ok(context) => context,
+            Err(error) => {
+                response.error_code = error.code();
+                return (response, None);
+            }
+        }
+    } else {
+        FetchContext::Sessionless(named)
+    };
+    let partitions = match &context {
+        FetchContext::Sessionless(p) | FetchContext::Full(p) => p.as_slice(),
+        FetchContext::Incremental { partitions, .. } => partitions.as_slice(),
+    };
+
+    let fetch_max = shard.config.fetch_bytes_max;
+    let max_bytes = (request.max_bytes.max(0) as usize).min(fetch_max);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
     let isolation = Isolation::from_wire(request.isolation_level);
-    // Partitions in request order; those that cannot be read get their error up front.
-    let mut slots: Vec<(usize, i32)> = Vec::new();
+    // Partitions that cannot be read get their error up front.
     let mut items = Vec::new();
     let mut fixed: Vec<FetchOutcome> = Vec::new();
     let image = shard.image();
-    let mut seen = std::collections::HashSet::new();
-    for (t, topic) in request.topics.iter().enumerate() {
-        let name = topic.topic.0.as_str();
-        let meta = image.topic(name);
-        for part in &topic.partitions {
-            // A partition named twice is read once, as Kafka's fetch session does.
-            if !seen.insert((name, part.partition)) {
-                continue;
+    for (idx, part) in partitions.iter().enumerate() {
+        let name = part.topic.0.as_str();
+        let error = match image.topic(name) {
+            None => Some(ResponseError::UnknownTopicOrPartition),
+            Some(m) if part.partition < 0 || part.partition >= m.partitions => {
+                Some(ResponseError::UnknownTopicOrPartition)
             }
-            let idx = slots.len();
-            slots.push((t, part.partition));
-            let error = match meta {
-                None => Some(ResponseError::UnknownTopicOrPartition),
-                Some(m) if part.partition < 0 || part.partition >= m.partitions => {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                }
-                Some(m) => m
-                    .state_of(part.partition)
-                    .and_then(|s| leader_epoch_error(part.current_leader_epoch, s.leader_epoch)),
-            };
-            match error {
-                Some(e) => fixed.push(FetchOutcome::failed(idx, e)),
-                None => items.push(FetchItem {
-                    idx,
-                    tp: TopicPartition::new(name, part.partition),
-                    offset: part.fetch_offset,
-                    max_bytes: (part.partition_max_bytes.max(0) as usize).min(max_bytes),
-                    budget: max_bytes,
-                    replica: follower.then_some(ReplicaFetch {
-                        replica_id,
-                        last_fetched_epoch: part.last_fetched_epoch,
-                        log_start_offset: part.log_start_offset,
-                    }),
-                    isolation,
+            Some(m) => {
+                m.state_of(part.partition).and_then(|s| leader_epoch_error(part.current_leader_epoch, s.leader_epoch))
+            }
+        };
+        match error {
+            Some(e) => fixed.push(FetchOutcome::failed(idx, e)),
+            None => items.push(FetchItem {
+                idx,
+                tp: TopicPartition::new(name, part.partition),
+                offset: part.fetch_offset,
+                max_bytes: (part.partition_max_bytes.max(0) as usize).min(max_bytes),
+                budget: max_bytes,
+                replica: follower.then_some(ReplicaFetch {
+                    replica_id,
+                    last_fetched_epoch: part.last_fetched_epoch,
+                    log_start_offset: part.log_start_offset,
                 }),
-            }
+                isolation,
+            }),
         }
     }
 
@@ -159,7 +163,7 @@ async fn fetch(
 
     let mut all: Vec<FetchOutcome> = fixed.into_iter().chain(outcomes).collect();
     all.sort_by_key(|o| o.idx);
-    // Enforce the response budget in request order; the first data always goes (KIP-74).
+    // Enforce the response budget in partition order; the first data always goes (KIP-74).
     let mut used = 0usize;
     for o in all.iter_mut() {
         if o.records.is_empty() {
@@ -171,20 +175,27 @@ async fn fetch(
             used += o.records.len();
         }
     }
-    response.responses = request
-        .topics
-        .iter()
-        .map(|t| {
+    debug_assert_eq!(all.len(), partitions.len(), "one outcome per partition, in order");
+    let results: Vec<ReadResult> = all.iter().map(read_result).collect();
+    let (session_id, included) = match &context {
+        FetchContext::Sessionless(_) => (0, vec![true; all.len()]),
+        FetchContext::Full(p) => {
+            (sessions.borrow_mut().open(p, &results, follower, Instant::now()), vec![true; all.len()])
+        }
+        FetchContext::Incremental { id, epoch, sent, .. } => {
+            (*id, sessions.borrow_mut().finish(*id, *epoch, sent, &results))
+        }
+    };
+    response.session_id = session_id;
+    for (o, _) in all.into_iter().zip(included).filter(|(_, included)| *included) {
+        let topic = &partitions[o.idx].topic;
+        if response.responses.last().map(|r| &r.topic) != Some(topic) {
             let mut r = FetchableTopicResponse::default();
-            r.topic = t.topic.clone();
-            r.topic_id = t.topic_id;
-            r
-        })
-        .collect();
-    for o in all {
-        let (t, partition) = slots[o.idx];
+            r.topic = topic.clone();
+            response.responses.push(r);
+        }
         let mut pd = PartitionData::default();
-        pd.partition_index = partition;
+        pd.partition_index = partitions[o.idx].partition;
         pd.error_code = wire_code(o.error);
         pd.high_watermark = o.high_watermark;
         pd.last_stable_offset = o.last_stable_offset;
@@ -206,9 +217,47 @@ async fn fetch(
             pd.diverging_epoch.end_offset = end_offset;
         }
         pd.records = Some(o.records);
-        response.responses[t].partitions.push(pd);
+        if let Some(r) = response.responses.last_mut() {
+            r.partitions.push(pd);
+        }
     }
     (response, reservation)
+}
+
+/// The partitions a request names, in its order; one named twice is read once, as Kafka's
+/// fetch session does.
+fn wanted_partitions(request: &FetchRequest) -> Vec<WantedPartition> {
+    let mut seen = HashSet::new();
+    let mut wanted = Vec::new();
+    for topic in &request.topics {
+        for part in &topic.partitions {
+            if seen.insert((topic.topic.0.as_str(), part.partition)) {
+                wanted.push(WantedPartition {
+                    topic: topic.topic.clone(),
+                    partition: part.partition,
+                    fetch_offset: part.fetch_offset,
+                    partition_max_bytes: part.partition_max_bytes,
+                    current_leader_epoch: part.current_leader_epoch,
+                    last_fetched_epoch: part.last_fetched_epoch,
+                    log_start_offset: part.log_start_offset,
+                });
+            }
+        }
+    }
+    wanted
+}
+
+fn read_result(o: &FetchOutcome) -> ReadResult {
+    ReadResult {
+        state: SentState {
+            high_watermark: o.high_watermark,
+            last_stable_offset: o.last_stable_offset,
+            log_start_offset: o.log_start_offset,
+        },
+        has_records: !o.records.is_empty(),
+        has_error: o.error.is_some(),
+        diverging: o.diverging.is_some(),
+    }
 }
 
 /// Kafka's check of the leader epoch a fetcher believes in (KIP-320): older than the

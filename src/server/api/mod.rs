@@ -47,6 +47,7 @@ pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -57,6 +58,7 @@ use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use thiserror::Error;
 
+use super::fetch_sessions::FetchSessionCache;
 use super::request_memory::RequestMemory;
 use crate::shard::Shard;
 
@@ -192,6 +194,8 @@ pub struct ConnectionContext {
     pub principal: Rc<Principal>,
     /// The shard's budget for requests in flight (`queued.max.request.bytes`), if bounded.
     pub memory: Option<Rc<RequestMemory>>,
+    /// The shard's fetch sessions (KIP-227).
+    pub fetch_sessions: Rc<RefCell<FetchSessionCache>>,
 }
 
 /// One request's context: every handler takes it.
@@ -206,6 +210,8 @@ pub struct RequestContext {
     pub principal: Rc<Principal>,
     /// The shard's budget for requests in flight: Fetch reserves its response from it.
     pub memory: Option<Rc<RequestMemory>>,
+    /// The shard's fetch sessions: Fetch opens, uses and closes them.
+    pub fetch_sessions: Rc<RefCell<FetchSessionCache>>,
 }
 
 impl RequestContext {
