@@ -2,7 +2,8 @@
 replication factor 3 and min.insync.replicas=2, idempotent acks=all producers and a consumer
 group running while a seeded nemesis kills (-9), pauses (SIGSTOP), restarts and cuts off
 nodes at random, the active controller and the group's coordinator included. Network faults
-(a node isolated from the others, one link between two nodes cut) need network namespaces
+(a node isolated from the others, one link between two nodes cut, slowed to 1 Mbit/s, or its
+connections dropped again and again) need network namespaces
 (netns.py: root); without them, as on a developer's machine that is not root, the nemesis
 only kills and pauses. At the end: every
 acknowledged record is in the log exactly once, at the offset it was acknowledged at, in
@@ -126,7 +127,7 @@ def test_nothing_acknowledged_is_lost_under_a_random_nemesis(cluster):
         t.start()
     actions = ["kill", "pause", "kill-controller", "kill-coordinator"]
     if cluster.network:
-        actions += ["isolate", "isolate-controller", "cut-link"]
+        actions += ["isolate", "isolate-controller", "cut-link", "slow-link", "drop-connections"]
     faults = dict.fromkeys(actions, 0)
     net = cluster.network
     deadline = time.time() + seconds
@@ -146,7 +147,7 @@ def test_nothing_acknowledged_is_lost_under_a_random_nemesis(cluster):
             victim = rng.choice(sorted(cluster.nodes))
         node = cluster.node(victim)
         down_for = rng.uniform(1.0, 4.0)
-        if action in ("isolate", "isolate-controller", "cut-link"):
+        if action in ("isolate", "isolate-controller", "cut-link", "slow-link"):
             down_for *= 1.5  # long enough, often, for the others to fence the node
         faults[action] += 1
         print(f"t+{seconds - (deadline - time.time()):.1f}s {action} node {victim} for {down_for:.1f}s")
@@ -158,12 +159,23 @@ def test_nothing_acknowledged_is_lost_under_a_random_nemesis(cluster):
             net.isolate(victim)
             time.sleep(down_for)
             net.heal()
-        elif action == "cut-link":
+        elif action in ("cut-link", "slow-link"):
             other = rng.choice([i for i in sorted(cluster.nodes) if i != victim])
             print(f"  (the link between nodes {victim} and {other})")
-            net.cut_link(victim, other)
+            if action == "cut-link":
+                net.cut_link(victim, other)
+            else:
+                net.slow_link(victim, other, rate="1mbit")
             time.sleep(down_for)
             net.heal()
+        elif action == "drop-connections":
+            other = rng.choice([i for i in sorted(cluster.nodes) if i != victim])
+            end = time.time() + down_for
+            dropped = 0
+            while time.time() < end:
+                dropped += net.drop_connections(victim, other)
+                time.sleep(0.3)
+            print(f"  (between nodes {victim} and {other}: {dropped} sockets aborted)")
         else:
             node.kill9()
             time.sleep(down_for)
