@@ -165,3 +165,40 @@ fn the_cache_holds_at_most_its_slots_and_then_answers_without_a_session() {
     create_topic(&mut c, "k", 1);
     assert_eq!(c.call(12, session_fetch("k", &[(0, 0)], 0, 0, 0)).session_id, 0);
 }
+
+#[test]
+fn a_session_hears_of_a_recreated_topic_and_wakes_on_its_data() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    // Two partitions: with two data shards, one is listened to and one is read every time.
+    create_topic(&mut c, "r", 2);
+    let id = c.call(12, session_fetch("r", &[(0, 0), (1, 0)], 0, 0, 0)).session_id;
+    assert!(id > 0);
+    assert_eq!(c.call(12, session_fetch("r", &[], id, 1, 0)).error_code, 0);
+
+    let mut req = DeleteTopicsRequest::default();
+    req.timeout_ms = 5000;
+    req.topic_names = vec![topic_name("r")];
+    assert_eq!(c.call(5, req).responses[0].error_code, 0);
+    let resp = c.call(12, session_fetch("r", &[], id, 2, 0));
+    let codes: Vec<i16> = resp.responses.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
+    assert_eq!(codes, [ResponseError::UnknownTopicOrPartition.code(); 2]);
+
+    // Recreated: the session's partitions are new ones; a parked fetch wakes on their data.
+    create_topic(&mut c, "r", 2);
+    let resp = c.call(12, session_fetch("r", &[], id, 3, 0));
+    assert_eq!(answered(&resp), [(0, 0), (1, 0)], "answered again once the error is gone");
+    let mut other = broker.client();
+    let waiting = std::thread::spawn(move || {
+        let started = Instant::now();
+        let resp = c.call(12, session_fetch("r", &[], id, 4, 5_000));
+        (resp, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for p in 0..2 {
+        produce_one(&mut other, "r", p, b"again");
+    }
+    let (resp, waited) = waiting.join().expect("fetch thread");
+    assert!(waited < Duration::from_secs(4), "woken by the append, not the timeout ({waited:?})");
+    assert!(!answered(&resp).is_empty() && answered(&resp).iter().all(|&(_, n)| n == 1), "{:?}", answered(&resp));
+}

@@ -10,6 +10,8 @@
 //! Waiters: a parked fetch is a one-shot sender shared by every partition it watches; a
 //! write that moves the high watermark fires them all at once, so a long poll wakes on the
 //! data, not on its timeout. Waiters whose fetch gave up are pruned when a new one parks.
+//! Listeners are the lasting kind: a fetch session's interest, told on every such change
+//! for as long as it lives, so its fetches read only the partitions that changed.
 //!
 //! I/O never runs in a caller's future: writes and syncs run to completion in their own
 //! task, so a caller that gives up (a produce timeout, a closed connection) never cancels a
@@ -24,7 +26,7 @@ pub mod transactions;
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -57,6 +59,14 @@ type ReplicatedSender = oneshot::Sender<Result<(), ResponseError>>;
 
 /// A parked fetch, shared by every partition it watches; fired once.
 pub type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
+
+/// Told whenever what a fetch of the partition would answer may have changed (a write or
+/// sync moved the high watermark, the partition went away, the broker is stopping), by
+/// the `slot` it gave when it started listening. Runs inside the change: it must only take
+/// note (and wake a task), never call back into the partition.
+pub trait ChangeListener {
+    fn changed(&self, slot: u32);
+}
 
 /// Topic settings a partition acts on (from its topic's configs and the broker defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +218,8 @@ pub struct Partition {
     hw_waiters: RefCell<Vec<(Offset, ReplicatedSender)>>,
     /// Followers' fetches parked until the log end moves.
     end_waiters: RefCell<Vec<Waiter>>,
+    /// Fetch sessions listening for changes, each with its slot; dropped when they are.
+    listeners: RefCell<Vec<(Weak<dyn ChangeListener>, u32)>>,
 }
 
 impl Partition {
@@ -239,6 +251,7 @@ impl Partition {
             high_watermark: Cell::new(0),
             hw_waiters: RefCell::new(Vec::new()),
             end_waiters: RefCell::new(Vec::new()),
+            listeners: RefCell::new(Vec::new()),
         };
         partition.recover_producers().await?;
         Ok(Rc::new(partition))
@@ -821,12 +834,28 @@ impl Partition {
     }
 
     /// After a write (or when the partition goes away): moves the high watermark and wakes
-    /// every parked fetch.
+    /// every parked fetch and tells every listener.
     pub fn notify(&self) {
         self.update_high_watermark();
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in &waiters {
             fire(w);
+        }
+        self.listeners.borrow_mut().retain(|(listener, slot)| match listener.upgrade() {
+            Some(l) => {
+                l.changed(*slot);
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// `listener` is told of every change from now on, as `slot`, until it is dropped.
+    pub fn listen(&self, listener: Weak<dyn ChangeListener>, slot: u32) {
+        let mut listeners = self.listeners.borrow_mut();
+        listeners.retain(|(l, _)| l.strong_count() > 0);
+        if !listeners.iter().any(|(l, s)| *s == slot && Weak::ptr_eq(l, &listener)) {
+            listeners.push((listener, slot));
         }
     }
 

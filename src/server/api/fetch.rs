@@ -9,8 +9,8 @@
 //! and its answer carries only the partitions with something new.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
-use std::rc::Rc;
+use std::collections::{HashMap, HashSet};
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::future::{select, Either};
@@ -19,8 +19,11 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId, 
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Pending, RequestContext};
+use crate::cluster::image::owner_of;
 use crate::partition::Isolation;
-use crate::server::fetch_sessions::{FetchContext, FetchSessionCache, ReadResult, SentState, WantedPartition};
+use crate::server::fetch_sessions::{
+    self, FetchContext, FetchSessionCache, Interest, ReadResult, SentState, SessionRead, WantedPartition,
+};
 use crate::server::request_memory::{RequestMemory, Reservation};
 use crate::shard::message::{FetchItem, FetchOutcome, ReplicaFetch};
 use crate::shard::Shard;
@@ -50,6 +53,24 @@ async fn reserve_response(memory: Option<&Rc<RequestMemory>>, max_bytes: usize) 
     }
 }
 
+/// One partition this fetch reads: what the client wants of it and, in a session, its slot
+/// and what the session last sent of it.
+struct Part {
+    wanted: WantedPartition,
+    session: Option<SessionRead>,
+}
+
+impl Part {
+    fn of_session(read: SessionRead) -> Part {
+        Part { wanted: read.wanted.clone(), session: Some(read) }
+    }
+
+    /// A session's interest hears of this partition's changes: no need to watch or re-read it.
+    fn listened(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.listening)
+    }
+}
+
 async fn fetch(
     shard: &Rc<Shard>,
     version: i16,
@@ -62,6 +83,7 @@ async fn fetch(
     // end, reports divergence, and waits on the log end rather than the high watermark.
     let replica_id = request.replica_id.0;
     let follower = replica_id >= 0;
+    let image_epoch = shard.image().epoch;
     let named = wanted_partitions(&request);
     let context = if version >= 7 {
         let forgotten: Vec<(TopicName, i32)> = request
@@ -69,8 +91,14 @@ async fn fetch(
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
             .collect();
-        let begun =
-            sessions.borrow_mut().begin(request.session_id, request.session_epoch, named, &forgotten, Instant::now());
+        let begun = sessions.borrow_mut().begin(
+            request.session_id,
+            request.session_epoch,
+            named,
+            &forgotten,
+            Instant::now(),
+            image_epoch,
+        );
         match begun {
             Ok(context) => context,
             Err(error) => {
@@ -81,88 +109,140 @@ async fn fetch(
     } else {
         FetchContext::Sessionless(named)
     };
-    let partitions = match &context {
-        FetchContext::Sessionless(p) | FetchContext::Full(p) => p.as_slice(),
-        FetchContext::Incremental { partitions, .. } => partitions.as_slice(),
+    let (mut parts, session, interest) = match context {
+        FetchContext::Sessionless(p) | FetchContext::Full(p) => {
+            (p.into_iter().map(|wanted| Part { wanted, session: None }).collect::<Vec<_>>(), None, None)
+        }
+        FetchContext::Incremental { id, epoch, reads, interest } => {
+            (reads.into_iter().map(Part::of_session).collect::<Vec<_>>(), Some((id, epoch)), interest)
+        }
     };
+    if let (Some((id, _)), Some(interest)) = (session, &interest) {
+        listen(shard, sessions, id, interest, &mut parts);
+    }
 
     let fetch_max = shard.config.fetch_bytes_max;
     let max_bytes = (request.max_bytes.max(0) as usize).min(fetch_max);
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
-    let isolation = Isolation::from_wire(request.isolation_level);
-    // Partitions that cannot be read get their error up front.
-    let mut items = Vec::new();
-    let mut fixed: Vec<FetchOutcome> = Vec::new();
-    let image = shard.image();
-    for (idx, part) in partitions.iter().enumerate() {
-        let name = part.topic.0.as_str();
-        let error = match image.topic(name) {
-            None => Some(ResponseError::UnknownTopicOrPartition),
-            Some(m) if part.partition < 0 || part.partition >= m.partitions => {
-                Some(ResponseError::UnknownTopicOrPartition)
-            }
-            Some(m) => {
-                m.state_of(part.partition).and_then(|s| leader_epoch_error(part.current_leader_epoch, s.leader_epoch))
-            }
-        };
-        match error {
-            Some(e) => fixed.push(FetchOutcome::failed(idx, e)),
-            None => items.push(FetchItem {
-                idx,
-                tp: TopicPartition::new(name, part.partition),
-                offset: part.fetch_offset,
-                max_bytes: (part.partition_max_bytes.max(0) as usize).min(max_bytes),
-                budget: max_bytes,
-                replica: follower.then_some(ReplicaFetch {
-                    replica_id,
-                    last_fetched_epoch: part.last_fetched_epoch,
-                    log_start_offset: part.log_start_offset,
-                }),
-                isolation,
-            }),
-        }
-    }
+    let reader =
+        Reader { shard, follower, replica_id, isolation: Isolation::from_wire(request.isolation_level), max_bytes };
+    let response_cap = |parts: &[Part]| {
+        parts
+            .iter()
+            .map(|p| (p.wanted.partition_max_bytes.max(0) as usize).min(max_bytes))
+            .sum::<usize>()
+            .min(max_bytes)
+    };
 
-    let response_cap = items.iter().map(|i| i.max_bytes).sum::<usize>().min(max_bytes);
-    let (outcomes, reservation) = loop {
-        let reservation = reserve_response(memory, response_cap).await;
-        let mut outcomes = shard.route_fetch(items.clone()).await;
-        outcomes.sort_by_key(|o| o.idx);
-        let bytes: usize = outcomes.iter().map(|o| o.records.len()).sum();
-        let errors = outcomes.iter().any(|o| o.error.is_some() || o.diverging.is_some()) || !fixed.is_empty();
+    let mut outcomes: Vec<Option<FetchOutcome>> = Vec::new();
+    let mut to_read: Vec<usize> = (0..parts.len()).collect();
+    let reservation = loop {
+        let reservation = reserve_response(memory, response_cap(&parts)).await;
+        outcomes.resize_with(parts.len(), || None);
+        for o in reader.read(&parts, &to_read).await {
+            let idx = o.idx;
+            outcomes[idx] = Some(o);
+        }
+        let read = || outcomes.iter().flatten();
+        let bytes: usize = read().map(|o| o.records.len()).sum();
+        let errors = read().any(|o| o.error.is_some() || o.diverging.is_some());
         let now = Instant::now();
         let enough = if min_bytes == 0 { true } else { bytes >= min_bytes };
-        if enough || errors || now >= deadline || items.is_empty() || shard.is_stopping() {
-            break (outcomes, reservation);
+        // A session's fetch waits on its interest even when it had nothing to read.
+        let nothing_to_wait_for = parts.is_empty() && interest.is_none();
+        if enough || errors || now >= deadline || nothing_to_wait_for || shard.is_stopping() {
+            break reservation;
         }
         if shard.fetch_waiters.get() >= shard.config.fetch_waiters_max {
             // At the limit of parked fetches: answer now rather than park.
-            break (outcomes, reservation);
+            break reservation;
         }
-        // A parked fetch holds no memory: it reserves again when it reads again.
+        // What is not listened to is watched, as the partitions of a fetch without a session.
+        let watch: Vec<(TopicPartition, i64)> = parts
+            .iter()
+            .zip(&outcomes)
+            .filter(|(p, _)| !p.listened())
+            .map(|(p, o)| {
+                let tp = TopicPartition::new(p.wanted.topic.0.as_str(), p.wanted.partition);
+                // A follower waits for the log end to pass its fetch offset; a consumer for
+                // the high watermark to pass what it saw.
+                let seen = o.as_ref().filter(|_| !follower).map_or(p.wanted.fetch_offset, |o| o.high_watermark);
+                (tp, seen.max(p.wanted.fetch_offset))
+            })
+            .collect();
+        // A parked fetch holds no memory: what it read is read again when it wakes.
         drop(reservation);
-        let watch: Vec<(TopicPartition, i64)> = if follower {
-            // The fetch offset is the log end the follower wants to pass.
-            items.iter().map(|i| (i.tp.clone(), i.offset)).collect()
-        } else {
-            outcomes.iter().zip(&items).map(|(o, i)| (i.tp.clone(), o.high_watermark.max(i.offset))).collect()
-        };
+        let holding: Vec<usize> =
+            (0..parts.len()).filter(|&i| outcomes[i].as_ref().is_some_and(|o| !o.records.is_empty())).collect();
+        for &i in &holding {
+            outcomes[i] = None;
+        }
         let parked = Parked::new(shard);
-        let woke =
-            select(Box::pin(shard.watch_any(watch, follower)), Box::pin(glommio::timer::sleep(deadline - now))).await;
+        let changed = async {
+            match &interest {
+                Some(i) => {
+                    let _ = i.next_change().await;
+                }
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        let watched = async {
+            if watch.is_empty() {
+                futures::future::pending::<()>().await
+            } else {
+                shard.watch_any(watch, follower).await
+            }
+        };
+        let woke = select(
+            Box::pin(select(Box::pin(changed), Box::pin(watched))),
+            Box::pin(glommio::timer::sleep(deadline - now)),
+        )
+        .await;
         drop(parked);
+        // Read again: what changed (or, on the timeout, one last look so data that came at the
+        // very end is not missed), what is not listened to, and what was let go.
+        to_read = holding;
+        if let (Some((id, _)), Some(interest)) = (session, &interest) {
+            let known: HashMap<u32, usize> =
+                parts.iter().enumerate().filter_map(|(i, p)| p.session.as_ref().map(|s| (s.slot, i))).collect();
+            let mut added = Vec::new();
+            let changed = interest.take();
+            for read in sessions.borrow_mut().reads_of(id, changed) {
+                match known.get(&read.slot) {
+                    Some(&i) => to_read.push(i),
+                    None => added.push(Part::of_session(read)),
+                }
+            }
+            for part in added {
+                to_read.push(parts.len());
+                parts.push(part);
+            }
+            listen(shard, sessions, id, interest, &mut parts);
+        }
+        to_read.extend((0..parts.len()).filter(|&i| !parts[i].listened()));
+        to_read.sort_unstable();
+        to_read.dedup();
         if let Either::Right(_) = woke {
-            // Timed out: one last read, so data that came at the very end is not missed.
-            let reservation = reserve_response(memory, response_cap).await;
-            let mut last = shard.route_fetch(items.clone()).await;
-            last.sort_by_key(|o| o.idx);
-            break (last, reservation);
+            let reservation = reserve_response(memory, response_cap(&parts)).await;
+            outcomes.resize_with(parts.len(), || None);
+            for o in reader.read(&parts, &to_read).await {
+                let idx = o.idx;
+                outcomes[idx] = Some(o);
+            }
+            break reservation;
         }
     };
 
-    let mut all: Vec<FetchOutcome> = fixed.into_iter().chain(outcomes).collect();
-    all.sort_by_key(|o| o.idx);
+    let mut all: Vec<FetchOutcome> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let read = crate::invariant!(o.is_some(), "fetch part {i} was never read");
+            o.filter(|_| read).unwrap_or_else(|| FetchOutcome::failed(i, ResponseError::UnknownServerError))
+        })
+        .collect();
+    debug_assert_eq!(all.len(), parts.len(), "one outcome per partition, in order");
     // Enforce the response budget in partition order; the first data always goes (KIP-74).
     let mut used = 0usize;
     for o in all.iter_mut() {
@@ -175,32 +255,35 @@ async fn fetch(
             used += o.records.len();
         }
     }
-    debug_assert_eq!(all.len(), partitions.len(), "one outcome per partition, in order");
-    let results: Vec<ReadResult> = all.iter().map(read_result).collect();
-    let (session_id, included) = match &context {
-        FetchContext::Sessionless(_) => (0, vec![true; all.len()]),
-        FetchContext::Full(p) => {
-            (sessions.borrow_mut().open(p, &results, follower, Instant::now()), vec![true; all.len()])
+    let results: Vec<ReadResult> =
+        all.iter().zip(&parts).map(|(o, p)| read_result(o, &p.wanted, reader.isolation)).collect();
+    let (session_id, included) = match session {
+        None if request.session_epoch == fetch_sessions::INITIAL_EPOCH && version >= 7 => {
+            let wanted: Vec<WantedPartition> = parts.iter().map(|p| p.wanted.clone()).collect();
+            let id = sessions.borrow_mut().open(&wanted, &results, follower, Instant::now(), image_epoch);
+            (id, vec![true; all.len()])
         }
-        FetchContext::Incremental { id, epoch, sent, .. } => {
-            (*id, sessions.borrow_mut().finish(*id, *epoch, sent, &results))
+        None => (0, vec![true; all.len()]),
+        Some((id, epoch)) => {
+            let reads: Vec<SessionRead> = parts.iter().filter_map(|p| p.session.clone()).collect();
+            (id, sessions.borrow_mut().finish(id, epoch, &reads, &results))
         }
     };
     response.session_id = session_id;
     for (o, _) in all.into_iter().zip(included).filter(|(_, included)| *included) {
-        let topic = &partitions[o.idx].topic;
+        let topic = &parts[o.idx].wanted.topic;
         if response.responses.last().map(|r| &r.topic) != Some(topic) {
             let mut r = FetchableTopicResponse::default();
             r.topic = topic.clone();
             response.responses.push(r);
         }
         let mut pd = PartitionData::default();
-        pd.partition_index = partitions[o.idx].partition;
+        pd.partition_index = parts[o.idx].wanted.partition;
         pd.error_code = wire_code(o.error);
         pd.high_watermark = o.high_watermark;
         pd.last_stable_offset = o.last_stable_offset;
         pd.log_start_offset = o.log_start_offset;
-        pd.aborted_transactions = (isolation == Isolation::ReadCommitted).then(|| {
+        pd.aborted_transactions = (reader.isolation == Isolation::ReadCommitted).then(|| {
             o.aborted
                 .iter()
                 .map(|a| {
@@ -222,6 +305,83 @@ async fn fetch(
         }
     }
     (response, reservation)
+}
+
+/// Starts the session's interest listening to the parts on this shard that it does not
+/// listen to yet (before they are read, so no change after the read goes unheard). Parts
+/// other shards own are read every time instead.
+fn listen(
+    shard: &Rc<Shard>,
+    sessions: &RefCell<FetchSessionCache>,
+    id: i32,
+    interest: &Rc<Interest>,
+    parts: &mut [Part],
+) {
+    let shards = shard.data_shards();
+    for part in parts.iter_mut() {
+        let Some(read) = part.session.as_mut().filter(|r| !r.listening) else { continue };
+        let tp = TopicPartition::new(part.wanted.topic.0.as_str(), part.wanted.partition);
+        if owner_of(&tp, shards) != shard.id {
+            continue;
+        }
+        if let Some(partition) = shard.partition(&tp) {
+            let weak: Weak<Interest> = Rc::downgrade(interest);
+            partition.listen(weak, read.slot);
+            read.listening = true;
+            sessions.borrow_mut().listening(id, read.slot);
+        }
+    }
+}
+
+/// Reads parts: the image's errors first, then the owning shards'.
+struct Reader<'a> {
+    shard: &'a Rc<Shard>,
+    follower: bool,
+    replica_id: i32,
+    isolation: Isolation,
+    max_bytes: usize,
+}
+
+impl Reader<'_> {
+    /// The outcomes of `parts[i]` for each `i` in `which` (each with `idx` = `i`).
+    async fn read(&self, parts: &[Part], which: &[usize]) -> Vec<FetchOutcome> {
+        let image = self.shard.image();
+        let mut out = Vec::with_capacity(which.len());
+        let mut items = Vec::with_capacity(which.len());
+        for &idx in which {
+            let part = &parts[idx].wanted;
+            let name = part.topic.0.as_str();
+            let error = match image.topic(name) {
+                None => Some(ResponseError::UnknownTopicOrPartition),
+                Some(m) if part.partition < 0 || part.partition >= m.partitions => {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                }
+                Some(m) => m
+                    .state_of(part.partition)
+                    .and_then(|s| leader_epoch_error(part.current_leader_epoch, s.leader_epoch)),
+            };
+            match error {
+                Some(e) => out.push(FetchOutcome::failed(idx, e)),
+                None => items.push(FetchItem {
+                    idx,
+                    tp: TopicPartition::new(name, part.partition),
+                    offset: part.fetch_offset,
+                    max_bytes: (part.partition_max_bytes.max(0) as usize).min(self.max_bytes),
+                    budget: self.max_bytes,
+                    replica: self.follower.then_some(ReplicaFetch {
+                        replica_id: self.replica_id,
+                        last_fetched_epoch: part.last_fetched_epoch,
+                        log_start_offset: part.log_start_offset,
+                    }),
+                    isolation: self.isolation,
+                }),
+            }
+        }
+        if !items.is_empty() {
+            out.extend(self.shard.route_fetch(items).await);
+        }
+        out
+    }
 }
 
 /// The partitions a request names, in its order; one named twice is read once, as Kafka's
@@ -247,8 +407,13 @@ fn wanted_partitions(request: &FetchRequest) -> Vec<WantedPartition> {
     wanted
 }
 
-fn read_result(o: &FetchOutcome) -> ReadResult {
+fn read_result(o: &FetchOutcome, wanted: &WantedPartition, isolation: Isolation) -> ReadResult {
+    let end = match isolation {
+        Isolation::ReadUncommitted => o.high_watermark,
+        Isolation::ReadCommitted => o.last_stable_offset,
+    };
     ReadResult {
+        behind: end > wanted.fetch_offset,
         state: SentState {
             high_watermark: o.high_watermark,
             last_stable_offset: o.last_stable_offset,
