@@ -154,18 +154,9 @@ half_max_workloads() {
     done
 }
 
-# The 1,000-partition workload's baseline: the same rate and sizes over 6 partitions.
-baseline_workload() {
-    mkdir -p "$RESULTS/workloads"
-    sed -e "s/^partitions = .*/partitions = 6/" \
-        -e "s/^description = .*/description = \"6-partition baseline of many-partitions (same rate and sizes)\"/" \
-        -e "s/^prefix = .*/prefix = \"lg-many-partitions-baseline\"/" \
-        config/workloads/many-partitions.toml > "$RESULTS/workloads/many-partitions-baseline.toml"
-}
-
 QUEUE=($WORKLOADS)
+# The 1,000-partition workload is measured beside its 6-partition baseline.
 if [[ " $WORKLOADS " == *" many-partitions "* ]]; then
-    baseline_workload
     QUEUE+=(many-partitions-baseline)
 fi
 i=0
@@ -345,7 +336,7 @@ target("half-max acks=1: publish p99.99 ≤ 3 ms", pct("half-max-1k-acks-1", "pu
 target("half-max acks=all: publish p99 ≤ 2 ms", pct("half-max-1k-acks-all", "publishLatencyUs", "p99"), 2.0, "ms", le)
 target("half-max acks=1: end-to-end p99 ≤ 1 ms", pct("half-max-1k-acks-1", "endToEndLatencyUs", "p99"), 1.0, "ms", le)
 base = pct("many-partitions-baseline", "publishLatencyUs", "p99")
-target("1,000 partitions: publish p99 ≤ 2 × the 6-partition baseline", pct("many-partitions", "publishLatencyUs", "p99"), base and 2 * base, "ms", le)
+target("1,000 partitions: publish p99 ≤ 1.5 × the 6-partition baseline", pct("many-partitions", "publishLatencyUs", "p99"), base and 1.5 * base, "ms", le)
 w("## Targets")
 w("")
 w("| Target | Measured | Limit | |")

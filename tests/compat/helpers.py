@@ -391,6 +391,12 @@ def kafka_python_consumer(bootstrap: str, **extra):
         auto_offset_reset="earliest",
         consumer_timeout_ms=1000,
         request_timeout_ms=30000,
+        # kafka-python 2.3.3 asks for up to 1 MiB per partition (max_partition_fetch_bytes)
+        # but refuses response frames over 1,000,000 bytes (receive_message_max_bytes): an
+        # answer that fills a partition's share (any broker's, Kafka's too) closes the
+        # connection, and a consumer at such an offset reads nothing, ever. Accept what it
+        # asks for (fetch_max_bytes, 50 MiB).
+        receive_message_max_bytes=64 << 20,
     )
     conf.update(extra)
     return KafkaConsumer(**conf)
