@@ -76,6 +76,21 @@ class AcksAllStream(threading.Thread):
         self.producer.flush(150)
 
 
+def stop_and_check(cluster, stream: AcksAllStream, topic: str, partitions: int, others: int = 0):
+    """Stops the stream; then every replica holds the same log, and every record it had
+    acknowledged is consumed once, at its offset, in order (`others`: records other writers
+    put in the topic). Returns the stream's count and what was consumed."""
+    stream.stop.set()
+    stream.join(180)
+    assert not stream.errors, stream.errors[:3]
+    wait_for_same_logs(cluster, topic, partitions, timeout=60)
+    total = stream.count()
+    seen = consume_all(cluster.bootstrap, topic, total + others)
+    assert sum(len(records) for records in seen.values()) == total + others
+    assert check_nothing_lost(stream.acked, seen) == total
+    return total, seen
+
+
 @pytest.mark.timeout(300)
 def test_a_leader_cut_off_from_the_cluster_is_replaced_and_truncates_what_only_it_took(cluster):
     net = cluster.network
@@ -110,14 +125,8 @@ def test_a_leader_cut_off_from_the_cluster_is_replaced_and_truncates_what_only_i
 
     net.heal()
     wait_for_isr(survivor, "np", 3, timeout=60)
-    stream.stop.set()
-    stream.join(180)
-    assert not stream.errors, stream.errors[:3]
-    wait_for_same_logs(cluster, "np", 1)
+    total, seen = stop_and_check(cluster, stream, "np", 1)
     assert old.log_lines(r"diverged from the leader's; truncating"), "the old leader truncated"
-    total = stream.count()
-    seen = consume_all(cluster.bootstrap, "np", total)
-    assert check_nothing_lost(stream.acked, seen) == total
     assert not [s for records in seen.values() for _, s in records if s >= 900_000], \
         "the writes only the cut-off leader took are gone"
     print(f"acks=all acknowledged {total}, all consumed once in order; "
@@ -202,14 +211,7 @@ def test_a_follower_on_a_slow_link_leaves_the_isr_and_rejoins_when_it_is_fast_ag
 
     net.heal()
     wait_for_isr(cluster.node(other), "slow", 3, timeout=90)
-    stream.stop.set()
-    stream.join(180)
-    assert not stream.errors, stream.errors[:3]
-    wait_for_same_logs(cluster, "slow", 1, timeout=60)
-    total = stream.count()
-    seen = consume_all(cluster.bootstrap, "slow", total + filler)
-    assert sum(len(rs) for rs in seen.values()) == total + filler
-    assert check_nothing_lost(stream.acked, seen) == total
+    total, _ = stop_and_check(cluster, stream, "slow", 1, others=filler)
     print(f"follower {follower} rejoined; {total} acks=all records consumed at their offsets")
 
 
@@ -232,11 +234,5 @@ def test_connections_between_brokers_dropped_again_and_again_lose_nothing(cluste
     before = stream.count()
     wait_until(lambda: stream.count() >= before + 300, 60, what="acks=all records after the drops")
     wait_for_isr(cluster.node(1), "reset", 3, timeout=60)
-    stream.stop.set()
-    stream.join(180)
-    assert not stream.errors, stream.errors[:3]
-    wait_for_same_logs(cluster, "reset", 3, timeout=60)
-    total = stream.count()
-    seen = consume_all(cluster.bootstrap, "reset", total)
-    assert check_nothing_lost(stream.acked, seen) == total
+    total, _ = stop_and_check(cluster, stream, "reset", 3)
     print(f"{total} acks=all records, all consumed once in order; replicas identical")

@@ -270,20 +270,32 @@ async fn fetch(
         }
     };
     response.session_id = session_id;
-    for (o, _) in all.into_iter().zip(included).filter(|(_, included)| *included) {
-        let topic = &parts[o.idx].wanted.topic;
-        if response.responses.last().map(|r| &r.topic) != Some(topic) {
+    let answered = all.into_iter().zip(included).filter(|(_, included)| *included).map(|(o, _)| o);
+    response.responses = topic_responses(&parts, answered, reader.isolation);
+    (response, reservation)
+}
+
+/// The response's topics, in the order of `parts`, each with its answered partitions.
+fn topic_responses(
+    parts: &[Part],
+    answered: impl Iterator<Item = FetchOutcome>,
+    isolation: Isolation,
+) -> Vec<FetchableTopicResponse> {
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for o in answered {
+        let wanted = &parts[o.idx].wanted;
+        if topics.last().map(|r| &r.topic) != Some(&wanted.topic) {
             let mut r = FetchableTopicResponse::default();
-            r.topic = topic.clone();
-            response.responses.push(r);
+            r.topic = wanted.topic.clone();
+            topics.push(r);
         }
         let mut pd = PartitionData::default();
-        pd.partition_index = parts[o.idx].wanted.partition;
+        pd.partition_index = wanted.partition;
         pd.error_code = wire_code(o.error);
         pd.high_watermark = o.high_watermark;
         pd.last_stable_offset = o.last_stable_offset;
         pd.log_start_offset = o.log_start_offset;
-        pd.aborted_transactions = (reader.isolation == Isolation::ReadCommitted).then(|| {
+        pd.aborted_transactions = (isolation == Isolation::ReadCommitted).then(|| {
             o.aborted
                 .iter()
                 .map(|a| {
@@ -300,11 +312,11 @@ async fn fetch(
             pd.diverging_epoch.end_offset = end_offset;
         }
         pd.records = Some(o.records);
-        if let Some(r) = response.responses.last_mut() {
+        if let Some(r) = topics.last_mut() {
             r.partitions.push(pd);
         }
     }
-    (response, reservation)
+    topics
 }
 
 /// Starts the session's interest listening to the parts on this shard that it does not
