@@ -9,6 +9,7 @@ test's settings, printed in every node's log line of the command.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import signal
 import time
@@ -58,6 +59,27 @@ class ClusterNode(Broker):
 
     def sigstop(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
+        # kill() only queues the stop; a thread busy on another CPU runs on for a moment. Wait
+        # until every thread has stopped, so that what the test does next (continuing other
+        # nodes, say) cannot race a node that is still answering.
+        deadline = time.time() + 5
+        while time.time() < deadline and not self.stopped():
+            time.sleep(0.001)
+
+    def stopped(self) -> bool:
+        """Every thread of the process is stopped (io_uring's kernel workers aside)."""
+        for task in glob.glob(f"/proc/{self.pid}/task/*"):
+            try:
+                with open(f"{task}/comm") as f:
+                    if f.read().startswith("iou-"):
+                        continue
+                with open(f"{task}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue  # the thread is gone
+            if state not in ("T", "t"):
+                return False
+        return True
 
     def sigcont(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
