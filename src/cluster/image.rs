@@ -315,8 +315,14 @@ impl MetadataImage {
 /// The data shard that owns a partition among `data_shards` (see [`MetadataImage::owner`]):
 /// a pure function of the name, so a shard can check ownership without the image.
 pub fn owner_of(tp: &TopicPartition, data_shards: usize) -> ShardId {
-    let start = crc32c::crc32c(tp.topic.as_bytes()) as usize;
-    ShardId((start.wrapping_add(tp.partition.max(0) as usize)) % data_shards)
+    owner_of_named(&tp.topic, tp.partition, data_shards)
+}
+
+/// [`owner_of`] from the topic's name and the partition, for callers that hold no
+/// `TopicPartition` (and need not build one).
+pub fn owner_of_named(topic: &str, partition: i32, data_shards: usize) -> ShardId {
+    let start = crc32c::crc32c(topic.as_bytes()) as usize;
+    ShardId((start.wrapping_add(partition.max(0) as usize)) % data_shards)
 }
 
 /// The image an executor acts on now, replaced whole when a newer one is published. Shared

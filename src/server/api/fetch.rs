@@ -19,7 +19,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId, 
 use kafka_protocol::ResponseError;
 
 use super::{encode_frame, Pending, RequestContext};
-use crate::cluster::image::owner_of;
+use crate::cluster::image::owner_of_named;
 use crate::partition::Isolation;
 use crate::server::fetch_sessions::{
     self, FetchContext, FetchSessionCache, Interest, ReadResult, SentState, SessionRead, WantedPartition,
@@ -332,10 +332,11 @@ fn listen(
     let shards = shard.data_shards();
     for part in parts.iter_mut() {
         let Some(read) = part.session.as_mut().filter(|r| !r.listening) else { continue };
-        let tp = TopicPartition::new(part.wanted.topic.0.as_str(), part.wanted.partition);
-        if owner_of(&tp, shards) != shard.id {
+        // Another shard's partition is read every time: no name to build for it.
+        if owner_of_named(part.wanted.topic.0.as_str(), part.wanted.partition, shards) != shard.id {
             continue;
         }
+        let tp = TopicPartition::new(part.wanted.topic.0.as_str(), part.wanted.partition);
         if let Some(partition) = shard.partition(&tp) {
             let weak: Weak<Interest> = Rc::downgrade(interest);
             partition.listen(weak, read.slot);
