@@ -6,8 +6,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use bytes::{Bytes, BytesMut};
 use common::*;
-use kafka_protocol::messages::{MetadataRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DefaultPrincipalData, DescribeQuorumRequest, EnvelopeRequest,
+    MetadataRequest, ProduceResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
@@ -70,4 +75,92 @@ fn a_broker_that_does_not_lead_a_partition_names_its_leader() {
     assert_eq!(fetch_error(&nodes[leader as usize - 1]), 0);
     let (error, _, _) = list_offset(&mut nodes[0].client(), "kip951", partition, -1);
     assert_eq!(error, code(ResponseError::NotLeaderOrFollower));
+}
+
+/// The active controller (the quorum's leader, from DescribeQuorum), once there is one.
+fn active_controller(nodes: &[Broker]) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let quorum = nodes[0].client().call(0, DescribeQuorumRequest::default());
+        let id = quorum.topics.first().and_then(|t| t.partitions.first()).map_or(-1, |p| p.leader_id.0);
+        if id > 0 {
+            return id as usize - 1;
+        }
+        assert!(std::time::Instant::now() < deadline, "no active controller named");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// An envelope as a Java broker builds one: the request with its header, the principal as
+/// version-prefixed DefaultPrincipalData, the client's IPv4 address.
+fn envelope(inner: &CreateTopicsRequest, version: i16, principal: Option<Bytes>, host: &[u8]) -> EnvelopeRequest {
+    let mut header = RequestHeader::default();
+    header.request_api_key = CreateTopicsRequest::KEY;
+    header.request_api_version = version;
+    header.correlation_id = 77;
+    header.client_id = Some(s("someone-elses-client"));
+    let mut data = BytesMut::new();
+    header.encode(&mut data, CreateTopicsRequest::header_version(version)).expect("header");
+    inner.encode(&mut data, version).expect("body");
+    let mut request = EnvelopeRequest::default();
+    request.request_data = data.freeze();
+    request.request_principal = principal;
+    request.client_host_address = Bytes::copy_from_slice(host);
+    request
+}
+
+fn principal(name: &str) -> Bytes {
+    let mut data = DefaultPrincipalData::default();
+    data._type = s("User");
+    data.name = s(name);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&0i16.to_be_bytes());
+    data.encode(&mut buf, 0).expect("principal");
+    buf.freeze()
+}
+
+#[test]
+fn a_clients_topic_change_reaches_the_controller_in_an_envelope_with_the_clients_identity() {
+    let nodes = Broker::cluster(3);
+    let controller = active_controller(&nodes);
+    let other = (controller + 1) % nodes.len();
+
+    // A client of another broker creates a topic: the active controller serves it from an
+    // envelope that names the client.
+    let mut client = Client::connect_as(&nodes[other].addr(), "envelope-test");
+    let created = create_topic(&mut client, "enveloped", 2);
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    let served = nodes[controller].log_line(&["served a forwarded request", "client_id=envelope-test"]);
+    assert!(served.contains("api=CreateTopics") && served.contains("principal=User:ANONYMOUS"), "{served}");
+    assert!(served.contains("client_host=127.0.0.1"), "{served}");
+
+    // On the controller listener itself: bad envelopes get Kafka's error codes and the
+    // connection stays open; a good one is served.
+    let port = nodes[controller].controller_port.expect("controller port");
+    let mut peer = Client::connect(&format!("127.0.0.1:{port}"));
+    let request = create_topics_request(&[("direct", 1, 1)], false);
+    let loopback = [127, 0, 0, 1];
+    let answer = |peer: &mut Client, e: EnvelopeRequest| peer.call(0, e);
+
+    let bad_principal = answer(&mut peer, envelope(&request, 7, Some(Bytes::from_static(&[0, 0, 0xff])), &loopback));
+    assert_eq!(bad_principal.error_code, code(ResponseError::PrincipalDeserializationFailure));
+    assert!(bad_principal.response_data.is_none());
+    let bad_host = answer(&mut peer, envelope(&request, 7, Some(principal("alice")), &[127, 0, 1]));
+    assert_eq!(bad_host.error_code, code(ResponseError::InvalidRequest));
+    let mut heartbeat = envelope(&request, 7, Some(principal("alice")), &loopback);
+    heartbeat.request_data = Bytes::from_static(&[0, 63, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(answer(&mut peer, heartbeat).error_code, code(ResponseError::InvalidRequest), "not forwardable");
+    let mut truncated = envelope(&request, 7, Some(principal("alice")), &loopback);
+    truncated.request_data.truncate(truncated.request_data.len() - 3);
+    assert_eq!(answer(&mut peer, truncated).error_code, code(ResponseError::InvalidRequest));
+
+    let served = answer(&mut peer, envelope(&request, 7, Some(principal("alice")), &loopback));
+    assert_eq!(served.error_code, 0);
+    let mut data = served.response_data.expect("the inner response");
+    let header = ResponseHeader::decode(&mut data, CreateTopicsResponse::header_version(7)).expect("header");
+    assert_eq!(header.correlation_id, 77, "the inner response answers the inner request");
+    let inner = CreateTopicsResponse::decode(&mut data, 7).expect("inner response");
+    assert_eq!(inner.topics[0].name.0.as_str(), "direct");
+    assert_eq!(inner.topics[0].error_code, 0, "{inner:?}");
+    nodes[controller].log_line(&["served a forwarded request", "client_id=someone-elses-client", "User:alice"]);
 }

@@ -78,6 +78,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::IncrementalAlterConfigs, range(0, 1)),
     // v2 can include fenced brokers (KIP-1073).
     (ApiKey::DescribeCluster, range(0, 2)),
+    // A client's topic or config change forwarded to the active controller (KIP-590).
+    (ApiKey::Envelope, range(0, 0)),
     // Negotiation itself asks v3 and falls back to v0.
     (ApiKey::ApiVersions, range(0, 3)),
 ];

@@ -12,6 +12,7 @@ use super::Controller;
 use crate::cluster::configs::{alter, ConfigChange, Refusal};
 use crate::cluster::records::{ConfigResource, MetadataRecord};
 use crate::cluster::MetadataImage;
+use crate::protocol::envelope::ClientOrigin;
 
 /// What became of one resource's change.
 pub type ConfigOutcome = Result<(), Refusal>;
@@ -36,12 +37,13 @@ impl Controller {
     pub async fn alter_configs(
         &self,
         changes: Vec<ConfigChange>,
+        origin: Option<ClientOrigin>,
         validate_only: bool,
         timeout: Duration,
     ) -> Vec<ConfigOutcome> {
         let deadline = Instant::now() + timeout;
         let leader = || self.call_target();
-        match self.remote.alter_configs(leader, &changes, validate_only, deadline).await {
+        match self.remote.alter_configs(leader, &changes, validate_only, deadline, origin.as_ref()).await {
             Ok(Route::Here) => self.alter_configs_here(changes, validate_only, timeout).await,
             Ok(Route::There(outcomes)) => {
                 // What this node's image must show before the answer: the records the

@@ -140,7 +140,7 @@ impl BrokerLifecycle {
         let retry = |r: &kafka_protocol::messages::BrokerRegistrationResponse| {
             r.error_code == ResponseError::NotController.code()
         };
-        match c.remote.call(|| c.call_target(), &request, self.deadline(), retry).await.map_err(|e| e.to_string())? {
+        match c.remote.call(|| c.call_target(), &request, None, self.deadline(), retry).await.map_err(|e| e.to_string())? {
             Route::Here => c.register_broker(&cluster_id, registration, true).await.map_err(|(_, m)| m),
             Route::There(r) => match ResponseError::try_from_code(r.error_code) {
                 None => Ok(r.broker_epoch),
@@ -168,7 +168,7 @@ impl BrokerLifecycle {
         let c = &self.controller;
         let retry =
             |r: &kafka_protocol::messages::BrokerHeartbeatResponse| r.error_code == ResponseError::NotController.code();
-        let routed = c.remote.call(|| c.call_target(), &request, self.deadline(), retry).await;
+        let routed = c.remote.call(|| c.call_target(), &request, None, self.deadline(), retry).await;
         match routed.map_err(HeartbeatError::Other)? {
             Route::Here => match c
                 .broker_heartbeat(Heartbeat {

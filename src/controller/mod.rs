@@ -61,10 +61,14 @@ use crate::cluster::metadata_log::MetadataLog;
 use crate::cluster::records::{decode_records, encode_records, MetadataRecord};
 use crate::cluster::{ImageCell, MetadataImage};
 use crate::config::{Config, Voter};
+use crate::protocol::envelope::ClientOrigin;
 use crate::replication::ReplicaFetchers;
 use crate::shard::message::{
     answer_later, ControlRequest, DataRequest, NewPartitions, NewTopic, TopicOutcome, TopicRef,
 };
+
+/// The exit status of a node whose metadata quorum could not write its log.
+pub const METADATA_STORAGE_FAILED_EXIT: i32 = 75;
 
 /// The Raft id of node `node_id` (Raft ids start at 1; Kafka's node ids at 0).
 fn raft_id(node_id: i32) -> u64 {
@@ -98,8 +102,6 @@ pub enum StartError {
     Quorum(#[from] QuorumError),
     #[error("metadata snapshot: {0}")]
     Record(#[from] crate::cluster::records::RecordError),
-    #[error("{0}")]
-    Storage(String),
     #[error("migrating the single-node metadata log: {0}")]
     Legacy(#[from] std::io::Error),
 }
@@ -154,8 +156,6 @@ pub struct Controller {
     observed_leader: Cell<Option<i32>>,
     /// Proposals waiting to be applied: by log index, the term they were proposed in.
     waiting: RefCell<BTreeMap<u64, (u64, Applied)>>,
-    /// The quorum's storage failed: it takes no more proposals.
-    failed: Cell<bool>,
     lock: Semaphore,
     /// Whether this node is the active controller (as of the last ready cycle).
     active: Cell<bool>,
@@ -220,9 +220,6 @@ impl Controller {
             controller.quorum().borrow_mut().campaign()?;
             controller.drive();
         }
-        if controller.failed.get() {
-            return Err(StartError::Storage("the metadata log could not be written".into()));
-        }
         let image = controller.image.get();
         remove_deleted_partition_dirs(&controller.config.data_dir, &image.removed);
         info!(
@@ -281,7 +278,6 @@ impl Controller {
             voting,
             observed_leader: Cell::new(None),
             waiting: RefCell::new(BTreeMap::new()),
-            failed: Cell::new(false),
             lock: Semaphore::new(1),
             active: Cell::new(false),
             last_leader: Cell::new(None),
@@ -358,21 +354,24 @@ impl Controller {
     /// Runs the quorum's ready cycles until it has nothing ready: what it persisted is
     /// durable, its messages are handed to the links, committed entries are applied to the
     /// image in order, and waiting proposals learn their fate. A storage failure stops the
-    /// quorum for good: a node that lost its disk mid-write must not go on voting on state
-    /// it no longer has.
+    /// node: one that lost its disk mid-write must not go on voting on state it no longer has.
     fn drive(&self) {
         let Some(voting) = &self.voting else { return };
         let mut changed = false;
-        while !self.failed.get() && voting.quorum.borrow().has_ready() {
+        while voting.quorum.borrow().has_ready() {
             let progress = match voting.quorum.borrow_mut().process_ready() {
                 Ok(p) => p,
                 Err(e) => {
-                    error!(error = %e, "metadata quorum stopped: its storage failed");
-                    self.failed.set(true);
-                    for (_, (_, waiter)) in std::mem::take(&mut *self.waiting.borrow_mut()) {
-                        let _ = waiter.send(Err(CommitError::Stopped));
-                    }
-                    return;
+                    // As Kafka's controllers halt on a metadata log fault: what Raft holds in
+                    // memory is now ahead of the disk, and a node serving partitions from an
+                    // image that can no longer move would answer for leaderships it lost.
+                    // Stopping here is a crash: every partition recovers as after kill -9.
+                    error!(
+                        error = %e,
+                        "metadata quorum stopped: its storage failed; this node stops now so that \
+                         it never votes on state it could not write (restart it once its disk is sound)"
+                    );
+                    std::process::exit(METADATA_STORAGE_FAILED_EXIT);
                 }
             };
             voting.links.send(progress.messages);
@@ -518,9 +517,6 @@ impl Controller {
 
     /// Commits records through the quorum; resolves once they are applied to the image.
     async fn commit_local(&self, records: Vec<MetadataRecord>, timeout: Duration) -> Result<(), CommitError> {
-        if self.failed.get() {
-            return Err(CommitError::Stopped);
-        }
         let Some(voting) = self.voting.as_ref().filter(|v| v.quorum.borrow().is_active_leader()) else {
             return Err(CommitError::NotController);
         };
@@ -661,23 +657,24 @@ impl Controller {
                 ControlRequest::AllocateProducerIds { count, reply } => {
                     answer_later(reply, async move { c.allocate_producer_ids(count).await })
                 }
-                ControlRequest::CreateTopics { topics, validate_only, timeout, reply } => {
-                    answer_later(reply, async move { c.create_topics(topics, validate_only, timeout).await })
+                ControlRequest::CreateTopics { topics, origin, validate_only, timeout, reply } => {
+                    answer_later(reply, async move { c.create_topics(topics, origin, validate_only, timeout).await })
                 }
-                ControlRequest::CreatePartitions { topics, validate_only, timeout, reply } => {
-                    answer_later(reply, async move { c.create_partitions(topics, validate_only, timeout).await })
-                }
+                ControlRequest::CreatePartitions { topics, origin, validate_only, timeout, reply } => answer_later(
+                    reply,
+                    async move { c.create_partitions(topics, origin, validate_only, timeout).await },
+                ),
                 ControlRequest::DescribeQuorum { request, version, reply } => {
                     answer_later(reply, async move { c.describe_quorum_anywhere(request, version).await })
                 }
-                ControlRequest::DeleteTopics { topics, timeout, reply } => {
-                    answer_later(reply, async move { c.delete_topics(topics, timeout).await })
+                ControlRequest::DeleteTopics { topics, origin, timeout, reply } => {
+                    answer_later(reply, async move { c.delete_topics(topics, origin, timeout).await })
                 }
                 ControlRequest::ElectLeaders { kind, partitions, timeout, reply } => {
                     answer_later(reply, async move { c.elect_leaders(kind, partitions, timeout).await })
                 }
-                ControlRequest::AlterConfigs { changes, validate_only, timeout, reply } => {
-                    answer_later(reply, async move { c.alter_configs(changes, validate_only, timeout).await })
+                ControlRequest::AlterConfigs { changes, origin, validate_only, timeout, reply } => {
+                    answer_later(reply, async move { c.alter_configs(changes, origin, validate_only, timeout).await })
                 }
                 ControlRequest::AlterPartition { change, reply } => {
                     answer_later(reply, async move { c.alter_partition(change).await })
@@ -705,17 +702,19 @@ impl Controller {
         }
     }
 
-    /// Creates topics: here when this node is the active controller, else forwarded to it;
-    /// answered once this node's image has them (or the time is up).
+    /// Creates topics: here when this node is the active controller, else forwarded to it
+    /// (in an envelope from `origin`, the client that asked, if any); answered once this
+    /// node's image has them (or the time is up).
     pub async fn create_topics(
         &self,
         topics: Vec<NewTopic>,
+        origin: Option<ClientOrigin>,
         validate_only: bool,
         timeout: Duration,
     ) -> Vec<TopicOutcome> {
         let deadline = Instant::now() + timeout;
         let leader = || self.call_target();
-        match self.remote.create_topics(leader, &topics, validate_only, deadline).await {
+        match self.remote.create_topics(leader, &topics, validate_only, deadline, origin.as_ref()).await {
             Ok(Route::Here) => self.create_topics_here(topics, validate_only, timeout).await,
             Ok(Route::There(outcomes)) => {
                 let created: Vec<uuid::Uuid> =
@@ -729,7 +728,12 @@ impl Controller {
 
     /// Deletes topics, here or at the active controller (see [`Controller::create_topics`]).
     /// Forwarded by name: ids are resolved with this node's image first.
-    pub async fn delete_topics(&self, topics: Vec<TopicRef>, timeout: Duration) -> Vec<TopicOutcome> {
+    pub async fn delete_topics(
+        &self,
+        topics: Vec<TopicRef>,
+        origin: Option<ClientOrigin>,
+        timeout: Duration,
+    ) -> Vec<TopicOutcome> {
         let deadline = Instant::now() + timeout;
         let image = self.image.get();
         let resolved: Vec<Option<(String, uuid::Uuid)>> = topics
@@ -741,8 +745,11 @@ impl Controller {
             .collect();
         let names: Vec<String> = resolved.iter().flatten().map(|(n, _)| n.clone()).collect();
         let leader = || self.call_target();
-        let routed =
-            if names.is_empty() { Ok(Route::Here) } else { self.remote.delete_topics(leader, &names, deadline).await };
+        let routed = if names.is_empty() {
+            Ok(Route::Here)
+        } else {
+            self.remote.delete_topics(leader, &names, deadline, origin.as_ref()).await
+        };
         match routed {
             Ok(Route::Here) => self.delete_topics_here(topics, timeout).await,
             Ok(Route::There(outcomes)) => {
@@ -785,12 +792,13 @@ impl Controller {
     pub async fn create_partitions(
         &self,
         topics: Vec<NewPartitions>,
+        origin: Option<ClientOrigin>,
         validate_only: bool,
         timeout: Duration,
     ) -> Vec<TopicOutcome> {
         let deadline = Instant::now() + timeout;
         let leader = || self.call_target();
-        match self.remote.create_partitions(leader, &topics, validate_only, deadline).await {
+        match self.remote.create_partitions(leader, &topics, validate_only, deadline, origin.as_ref()).await {
             Ok(Route::Here) => self.create_partitions_here(topics, validate_only, timeout).await,
             Ok(Route::There(outcomes)) => {
                 let grown: Vec<(String, i32)> = topics

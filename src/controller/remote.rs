@@ -2,9 +2,12 @@
 //! forwarded for the data shards, and the broker's registration and heartbeats. When the
 //! active controller is this node, the caller is told to act in place ([`Route::Here`]);
 //! otherwise the request goes over the controller listener as Kafka's own RPC
-//! (CreateTopics, CreatePartitions, DeleteTopics, AllocateProducerIds, BrokerRegistration,
-//! BrokerHeartbeat), on one cached connection, retried while the leader is unknown, unreachable or answers
-//! NOT_CONTROLLER, until the caller's deadline.
+//! (CreateTopics, CreatePartitions, DeleteTopics, AlterConfigs, AllocateProducerIds,
+//! AlterPartition, ElectLeaders), on one cached connection, retried while the leader is
+//! unknown, unreachable or answers NOT_CONTROLLER, until the caller's deadline. A change a
+//! client asked for travels in an Envelope with the client's principal, address and client
+//! id (KIP-590), as Kafka forwards it; the broker's own changes (auto-created internal topics
+//! without a client, producer ids, ISR changes) go bare.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::configs::ConfigOutcome;
 use super::CommitError;
@@ -34,7 +37,18 @@ use crate::client::{ClientError, Connection};
 use crate::cluster::configs::{ConfigChange, ConfigOp};
 use crate::cluster::election::ElectionType;
 use crate::config::Config;
+use crate::protocol::envelope::{self, ClientOrigin, EnvelopeError};
 use crate::shard::message::{ElectionResult, IsrChange, NewPartitions, NewTopic, TopicOutcome};
+
+/// Why one call to a controller failed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// Unreachable, timed out, or a connection out of step: worth asking again.
+    #[error(transparent)]
+    Client(ClientError),
+    #[error(transparent)]
+    Envelope(EnvelopeError),
+}
 
 /// Wait before asking again when the leader is unknown or just changed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -58,12 +72,15 @@ impl RemoteController {
         RemoteController { config, connection: RefCell::new(None) }
     }
 
-    /// Sends `request` to the active controller (`leader()` names it) until it answers and
-    /// `retry` does not ask for another try, or `deadline` passes.
+    /// Sends `request` to the active controller (`leader()` names it), in an envelope from
+    /// `origin` when given, until it answers and `retry` does not ask for another try, or
+    /// `deadline` passes. An envelope the controller refuses (but for NOT_CONTROLLER) fails
+    /// at once: asking again would not change the answer.
     pub async fn call<R: Request>(
         &self,
         leader: impl Fn() -> Option<i32>,
         request: &R,
+        origin: Option<&ClientOrigin>,
         deadline: Instant,
         retry: impl Fn(&R::Response) -> bool,
     ) -> Result<Route<R::Response>, CommitError> {
@@ -76,10 +93,18 @@ impl RemoteController {
             }
             match leader() {
                 Some(id) if id == me => return Ok(Route::Here),
-                Some(id) => match self.call_once(id, request, left).await {
+                Some(id) => match self.call_once(id, request, origin, left).await {
                     Ok(response) if !retry(&response) => return Ok(Route::There(response)),
-                    Ok(_) => debug!(controller = id, "not the active controller any more; asking again"),
-                    Err(e) => debug!(controller = id, error = %e, "controller call failed; asking again"),
+                    Ok(_) | Err(CallError::Envelope(EnvelopeError::Refused(ResponseError::NotController))) => {
+                        debug!(controller = id, "not the active controller any more; asking again")
+                    }
+                    Err(CallError::Envelope(e)) => {
+                        warn!(controller = id, error = %e, "forwarding to the active controller failed");
+                        return Err(CommitError::Failed(format!("forwarding to the active controller failed: {e}")));
+                    }
+                    Err(CallError::Client(e)) => {
+                        debug!(controller = id, error = %e, "controller call failed; asking again")
+                    }
                 },
                 None => {}
             }
@@ -88,24 +113,51 @@ impl RemoteController {
         }
     }
 
-    async fn call_once<R: Request>(&self, id: i32, request: &R, timeout: Duration) -> Result<R::Response, ClientError> {
+    async fn call_once<R: Request>(
+        &self,
+        id: i32,
+        request: &R,
+        origin: Option<&ClientOrigin>,
+        timeout: Duration,
+    ) -> Result<R::Response, CallError> {
         let cached = self.connection.borrow_mut().take().filter(|(node, _)| *node == id);
         let mut connection = match cached {
             Some((_, c)) => c,
             None => {
                 let Some(voter) = self.config.voters.iter().find(|v| v.node_id == id) else {
-                    return Err(ClientError::Protocol {
+                    return Err(CallError::Client(ClientError::Protocol {
                         addr: format!("node {id}"),
                         message: "not among controller.quorum.voters".into(),
-                    });
+                    }));
                 };
                 let client_id = format!("weir-broker-{}", self.config.node_id);
-                Connection::connect(&voter.addr(), &client_id, timeout).await?
+                Connection::connect(&voter.addr(), &client_id, timeout).await.map_err(CallError::Client)?
             }
         };
-        let response = connection.call(request, timeout).await?;
-        *self.connection.borrow_mut() = Some((id, connection));
-        Ok(response)
+        let response = match origin {
+            None => connection.call(request, timeout).await.map_err(CallError::Client),
+            Some(origin) => Self::forward(&mut connection, request, origin, timeout).await,
+        };
+        // An envelope's refusal came in a whole response: the connection stays usable.
+        if matches!(response, Ok(_) | Err(CallError::Envelope(_))) {
+            *self.connection.borrow_mut() = Some((id, connection));
+        }
+        response
+    }
+
+    /// `request` in an envelope from `origin`, at the highest version both sides speak.
+    async fn forward<R: Request>(
+        connection: &mut Connection,
+        request: &R,
+        origin: &ClientOrigin,
+        timeout: Duration,
+    ) -> Result<R::Response, CallError> {
+        let api = kafka_protocol::messages::ApiKey::try_from(R::KEY)
+            .map_err(|_| CallError::Envelope(EnvelopeError::BadRequest(format!("unknown API key {}", R::KEY))))?;
+        let version = connection.version(api).map_err(CallError::Client)?;
+        let wrapped = envelope::wrap(origin, version, request).map_err(CallError::Envelope)?;
+        let answer = connection.call(&wrapped, timeout).await.map_err(CallError::Client)?;
+        envelope::open_response::<R>(answer, origin, version).map_err(CallError::Envelope)
     }
 
     pub async fn create_topics(
@@ -114,6 +166,7 @@ impl RemoteController {
         topics: &[NewTopic],
         validate_only: bool,
         deadline: Instant,
+        origin: Option<&ClientOrigin>,
     ) -> Result<Route<Vec<TopicOutcome>>, CommitError> {
         let mut request = CreateTopicsRequest::default();
         request.validate_only = validate_only;
@@ -123,7 +176,7 @@ impl RemoteController {
         let not_controller = |r: &kafka_protocol::messages::CreateTopicsResponse| {
             r.topics.iter().any(|t| t.error_code == ResponseError::NotController.code())
         };
-        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+        Ok(match self.call(leader, &request, origin, deadline, not_controller).await? {
             Route::Here => Route::Here,
             Route::There(response) => Route::There(
                 response
@@ -154,6 +207,7 @@ impl RemoteController {
         topics: &[NewPartitions],
         validate_only: bool,
         deadline: Instant,
+        origin: Option<&ClientOrigin>,
     ) -> Result<Route<Vec<TopicOutcome>>, CommitError> {
         let mut request = CreatePartitionsRequest::default();
         request.validate_only = validate_only;
@@ -180,7 +234,7 @@ impl RemoteController {
         let not_controller = |r: &kafka_protocol::messages::CreatePartitionsResponse| {
             r.results.iter().any(|t| t.error_code == ResponseError::NotController.code())
         };
-        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+        Ok(match self.call(leader, &request, origin, deadline, not_controller).await? {
             Route::Here => Route::Here,
             Route::There(response) => Route::There(
                 response
@@ -205,6 +259,7 @@ impl RemoteController {
         changes: &[ConfigChange],
         validate_only: bool,
         deadline: Instant,
+        origin: Option<&ClientOrigin>,
     ) -> Result<Route<Vec<ConfigOutcome>>, CommitError> {
         let outcome = |code: i16, message: Option<StrBytes>| match ResponseError::try_from_code(code) {
             None => Ok(()),
@@ -237,7 +292,7 @@ impl RemoteController {
                 })
                 .collect();
             let retry = |r: &AlterConfigsResponse| r.responses.iter().any(|x| x.error_code == not_controller);
-            return Ok(match self.call(leader, &request, deadline, retry).await? {
+            return Ok(match self.call(leader, &request, origin, deadline, retry).await? {
                 Route::Here => Route::Here,
                 Route::There(r) => {
                     Route::There(r.responses.into_iter().map(|x| outcome(x.error_code, x.error_message)).collect())
@@ -273,7 +328,7 @@ impl RemoteController {
             })
             .collect();
         let retry = |r: &IncrementalAlterConfigsResponse| r.responses.iter().any(|x| x.error_code == not_controller);
-        Ok(match self.call(leader, &request, deadline, retry).await? {
+        Ok(match self.call(leader, &request, origin, deadline, retry).await? {
             Route::Here => Route::Here,
             Route::There(r) => {
                 Route::There(r.responses.into_iter().map(|x| outcome(x.error_code, x.error_message)).collect())
@@ -287,6 +342,7 @@ impl RemoteController {
         leader: impl Fn() -> Option<i32>,
         names: &[String],
         deadline: Instant,
+        origin: Option<&ClientOrigin>,
     ) -> Result<Route<Vec<TopicOutcome>>, CommitError> {
         let mut request = DeleteTopicsRequest::default();
         request.timeout_ms =
@@ -295,7 +351,7 @@ impl RemoteController {
         let not_controller = |r: &kafka_protocol::messages::DeleteTopicsResponse| {
             r.responses.iter().any(|t| t.error_code == ResponseError::NotController.code())
         };
-        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+        Ok(match self.call(leader, &request, origin, deadline, not_controller).await? {
             Route::Here => Route::Here,
             Route::There(response) => Route::There(
                 response
@@ -324,7 +380,7 @@ impl RemoteController {
         let not_controller = |r: &kafka_protocol::messages::AllocateProducerIdsResponse| {
             r.error_code == ResponseError::NotController.code()
         };
-        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+        Ok(match self.call(leader, &request, None, deadline, not_controller).await? {
             Route::Here => Route::Here,
             Route::There(r) => Route::There(match ResponseError::try_from_code(r.error_code) {
                 None => Ok((r.producer_id_start.0, r.producer_id_start.0 + i64::from(r.producer_id_len))),
@@ -357,7 +413,7 @@ impl RemoteController {
         request.topics = vec![topic];
         let not_controller =
             |r: &kafka_protocol::messages::AlterPartitionResponse| r.error_code == ResponseError::NotController.code();
-        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+        Ok(match self.call(leader, &request, None, deadline, not_controller).await? {
             Route::Here => Route::Here,
             Route::There(r) => Route::There(match ResponseError::try_from_code(r.error_code) {
                 Some(e) => Err(e),
@@ -403,7 +459,7 @@ impl RemoteController {
         });
         let not_controller =
             |r: &kafka_protocol::messages::ElectLeadersResponse| r.error_code == ResponseError::NotController.code();
-        Ok(match self.call(leader, &request, deadline, not_controller).await? {
+        Ok(match self.call(leader, &request, None, deadline, not_controller).await? {
             Route::Here => Route::Here,
             Route::There(r) => Route::There(match ResponseError::try_from_code(r.error_code) {
                 Some(e) => Err(e),

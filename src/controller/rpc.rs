@@ -210,7 +210,7 @@ impl Controller {
                 .flat_map(|t| &t.partitions)
                 .any(|p| p.error_code == ResponseError::NotLeaderOrFollower.code())
         };
-        match self.remote.call(|| self.call_target(), &request, deadline, not_leader).await {
+        match self.remote.call(|| self.call_target(), &request, None, deadline, not_leader).await {
             Ok(Route::Here) => self.describe_quorum(version),
             Ok(Route::There(response)) => response,
             Err(e) => {

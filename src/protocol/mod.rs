@@ -3,4 +3,5 @@
 
 pub mod batch;
 pub mod decompress;
+pub mod envelope;
 pub mod frame;

@@ -16,6 +16,7 @@ use crate::cluster::MetadataImage;
 use crate::group::coordinator::GroupCall;
 use crate::partition::transactions::AbortedTxn;
 use crate::partition::{Isolation, ProducerSummary};
+use crate::protocol::envelope::ClientOrigin;
 use crate::txn::coordinator::{MarkerRequest, MarkerResults, TxnCall};
 use crate::types::{Acks, Offset, OffsetSpec, TopicPartition};
 
@@ -351,25 +352,27 @@ pub struct IsrChange {
 /// A request for the control shard (from a data shard).
 pub enum ControlRequest {
     /// A block of `count` producer ids, `[start, end)`, durably reserved.
-    AllocateProducerIds {
-        count: i64,
-        reply: oneshot::Sender<Option<(i64, i64)>>,
-    },
+    AllocateProducerIds { count: i64, reply: oneshot::Sender<Option<(i64, i64)>> },
     /// Answered once committed and in this node's image, or when `timeout` runs out.
     CreateTopics {
         topics: Vec<NewTopic>,
+        /// The client that asked (forwarded in an envelope with its identity); `None` for
+        /// the broker's own creation.
+        origin: Option<ClientOrigin>,
         validate_only: bool,
         timeout: std::time::Duration,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },
     DeleteTopics {
         topics: Vec<TopicRef>,
+        origin: Option<ClientOrigin>,
         timeout: std::time::Duration,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
     },
     /// Answered once committed and in this node's image, or when `timeout` runs out.
     CreatePartitions {
         topics: Vec<NewPartitions>,
+        origin: Option<ClientOrigin>,
         validate_only: bool,
         timeout: std::time::Duration,
         reply: oneshot::Sender<Vec<TopicOutcome>>,
@@ -378,17 +381,14 @@ pub enum ControlRequest {
     /// this node's image, or when `timeout` runs out.
     AlterConfigs {
         changes: Vec<crate::cluster::configs::ConfigChange>,
+        origin: Option<ClientOrigin>,
         validate_only: bool,
         timeout: std::time::Duration,
         reply: oneshot::Sender<Vec<Result<(), (ResponseError, String)>>>,
     },
     /// A client from `ip` connected: whether it may stay (fewer than `limit` open from
     /// there). Counted across every data shard, so sent only when a per-address limit is set.
-    OpenConnection {
-        ip: std::net::IpAddr,
-        limit: usize,
-        reply: oneshot::Sender<bool>,
-    },
+    OpenConnection { ip: std::net::IpAddr, limit: usize, reply: oneshot::Sender<bool> },
     /// DescribeQuorum, answered by the active controller (here or forwarded there).
     DescribeQuorum {
         request: kafka_protocol::messages::DescribeQuorumRequest,
@@ -404,12 +404,7 @@ pub enum ControlRequest {
         reply: oneshot::Sender<Result<Vec<ElectionResult>, ResponseError>>,
     },
     /// A leader asks the controller to change a partition's ISR (AlterPartition).
-    AlterPartition {
-        change: IsrChange,
-        reply: oneshot::Sender<Result<(), ResponseError>>,
-    },
+    AlterPartition { change: IsrChange, reply: oneshot::Sender<Result<(), ResponseError>> },
     /// A connection `OpenConnection` let in has closed.
-    CloseConnection {
-        ip: std::net::IpAddr,
-    },
+    CloseConnection { ip: std::net::IpAddr },
 }

@@ -33,6 +33,8 @@ pub fn serve_command(addr: &str, dir: &Path) -> Command {
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// The controller listener's port, for a node of [`Broker::cluster`].
+    pub controller_port: Option<u16>,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
@@ -51,6 +53,7 @@ impl Broker {
         let mut b = Broker {
             child: None,
             port: free_port(),
+            controller_port: None,
             dir,
             _tmp: Some(tmp),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -88,6 +91,7 @@ impl Broker {
                 Broker {
                     child: None,
                     port: *port,
+                    controller_port: Some(*controller),
                     dir: tmp.path().join("data"),
                     _tmp: Some(tmp),
                     args: settings.iter().flat_map(|s| ["--set".to_string(), s.clone()]).collect(),
@@ -136,6 +140,19 @@ impl Broker {
 
     pub fn log_text(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The first log line that has every one of `parts`, waiting up to 10 s for it (the
+    /// log arrives through a reader thread).
+    pub fn log_line(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log_text().lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < deadline, "no log line with {parts:?}; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -118,3 +118,72 @@ def test_a_full_disk_refuses_writes_and_recovers_when_space_returns(request, sma
         print(f"read back {len(read)} records; every one of the {len(acked) + len(resumed)} acknowledged")
     finally:
         _close_and_check(broker)
+
+
+def fill(mount: Path) -> None:
+    """Writes a file on `mount` until its filesystem is full."""
+    with open(mount / "filler", "wb") as f:
+        chunk = b"\0" * (1 << 16)
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.timeout(240)
+def test_a_voter_whose_metadata_disk_fills_stops_and_the_others_go_on(request, tmp_path):
+    """A voter that cannot write the metadata log stops (exit status 75, as Kafka's
+    controllers halt on a metadata log fault) rather than vote on entries it does not hold;
+    the other two commit without it, nothing acknowledged is lost, and once its disk has
+    room again it restarts and catches up to the same metadata."""
+    from cluster_helpers import metadata, quorum_leader, running_cluster
+    from confluent_kafka.admin import NewTopic
+    from helpers import confluent_producer, consume_confluent, produce_all, wait_until
+
+    mounts = {}
+    for i in (1, 2, 3):
+        mounts[i] = tmp_path / f"node{i}"
+        mounts[i].mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_BYTES}", "tmpfs", str(mounts[i])], check=True)
+    try:
+        settings = {"log.segment.bytes": 1 << 20, "offsets.topic.segment.bytes": 1 << 20}
+        with running_cluster(request, tmp_path, settings) as c:
+            c.start_all()
+            c.create_topic("before", 3, replication=3)
+            producer = confluent_producer(c.bootstrap, acks="all")
+            sent = [b"%06d" % i for i in range(300)]
+            failed = []
+            produce_all(producer, "before", [(None, v) for v in sent], on_delivery=lambda e, m: e and failed.append(e))
+            assert not failed, failed
+
+            leader = wait_until(lambda: quorum_leader(c.node(1)), 15, what="a quorum leader")
+            victim, survivor = [i for i in (1, 2, 3) if i != leader]
+            fill(mounts[victim])
+            # A metadata change: the leader and the survivor commit it; the victim cannot
+            # write it and stops.
+            admin = c.admin(leader)
+            admin.create_topics([NewTopic("during", 1, 1)], request_timeout=15)["during"].result(20)
+            code = c.node(victim).proc.wait(30)
+            assert code == 75, f"node {victim} exited with {code}"
+            stopped = c.node(victim).log_lines(r"metadata quorum stopped: its storage failed")
+            assert stopped, "the stop is logged with its reason"
+            print(f"node {victim} stopped: {stopped[0]}")
+
+            # The other two are a majority and go on.
+            admin = c.admin(survivor)
+            admin.create_topics([NewTopic("after", 1, 1)], request_timeout=15)["after"].result(20)
+
+            # Room again: the victim restarts and catches up to the same metadata.
+            (mounts[victim] / "filler").unlink()
+            c.node(victim).restart(60)
+            names = lambda n: {t for t in metadata(c.node(n).bootstrap)[2] if not t.startswith("__")}
+            for n in (1, 2, 3):
+                wait_until(lambda: {"before", "during", "after"} <= names(n), 30, what=f"topics on node {n}")
+            assert names(1) == names(2) == names(3)
+            got = consume_confluent(c.bootstrap, "before", [0, 1, 2], len(sent))
+            assert sorted(m.value for m in got) == sent, "every acknowledged record is there, once"
+    finally:
+        for m in mounts.values():
+            subprocess.run(["umount", "-l", str(m)], check=False)

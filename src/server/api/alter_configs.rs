@@ -14,6 +14,7 @@ use super::create_topics::request_timeout;
 use super::{encode_frame, Reply, RequestContext};
 use crate::cluster::configs::{ConfigChange, ConfigOp, Refusal};
 use crate::cluster::records::ConfigResource;
+use crate::protocol::envelope::ClientOrigin;
 use crate::shard::message::ControlRequest;
 use crate::shard::Shard;
 
@@ -80,7 +81,7 @@ pub fn response(request: &AlterConfigsRequest, outcomes: Vec<Result<(), Refusal>
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: AlterConfigsRequest) -> Reply {
     let checked = changes(&request, Some(shard.config.node_id));
-    let outcomes = send(shard, checked, request.validate_only).await;
+    let outcomes = send(shard, checked, request.validate_only, ctx.origin()).await;
     encode_frame(ApiKey::AlterConfigs, ctx.version, ctx.correlation_id, &response(&request, outcomes))
 }
 
@@ -90,6 +91,7 @@ pub(super) async fn send(
     shard: &Rc<Shard>,
     checked: Vec<Result<ConfigChange, Refusal>>,
     validate_only: bool,
+    origin: Option<ClientOrigin>,
 ) -> Vec<Result<(), Refusal>> {
     let valid: Vec<ConfigChange> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
     let count = valid.len();
@@ -97,7 +99,8 @@ pub(super) async fn send(
         Vec::new()
     } else {
         let (reply, rx) = oneshot::channel();
-        let asked = ControlRequest::AlterConfigs { changes: valid, validate_only, timeout: request_timeout(0), reply };
+        let asked =
+            ControlRequest::AlterConfigs { changes: valid, origin, validate_only, timeout: request_timeout(0), reply };
         match shard.send_control(asked).await {
             Ok(()) => rx.await.unwrap_or_default(),
             Err(_) => Vec::new(),

@@ -54,7 +54,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreatePart
     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     let (reply, rx) = oneshot::channel();
     let timeout = request_timeout(request.timeout_ms);
-    let asked = ControlRequest::CreatePartitions { topics, validate_only: request.validate_only, timeout, reply };
+    let asked = ControlRequest::CreatePartitions {
+        topics,
+        origin: ctx.origin(),
+        validate_only: request.validate_only,
+        timeout,
+        reply,
+    };
     let mut outcomes = match shard.send_control(asked).await {
         Ok(()) => rx.await.unwrap_or_default(),
         Err(_) => Vec::new(),

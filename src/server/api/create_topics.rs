@@ -18,6 +18,7 @@ use super::{encode_frame, Reply, RequestContext};
 use crate::cluster::configs::describe_topic;
 use crate::config::Config;
 use crate::group::OFFSETS_TOPIC;
+use crate::protocol::envelope::ClientOrigin;
 use crate::shard::message::{ControlRequest, NewTopic, TopicOutcome};
 use crate::shard::Shard;
 use crate::txn::TRANSACTION_STATE_TOPIC;
@@ -34,16 +35,18 @@ pub fn request_timeout(timeout_ms: i32) -> Duration {
     u64::try_from(timeout_ms).ok().filter(|ms| *ms > 0).map_or(DEFAULT_TIMEOUT, Duration::from_millis)
 }
 
-/// Asks the control shard to create topics (it forwards them to the active controller);
-/// an empty answer means it is not running.
+/// Asks the control shard to create topics (it forwards them to the active controller, in
+/// an envelope from `origin` when a client asked); an empty answer means it is not running.
 pub async fn create(
     shard: &Rc<Shard>,
     topics: Vec<NewTopic>,
     validate_only: bool,
     timeout: Duration,
+    origin: Option<ClientOrigin>,
 ) -> Vec<TopicOutcome> {
     let (reply, rx) = oneshot::channel();
-    if shard.send_control(ControlRequest::CreateTopics { topics, validate_only, timeout, reply }).await.is_err() {
+    let asked = ControlRequest::CreateTopics { topics, origin, validate_only, timeout, reply };
+    if shard.send_control(asked).await.is_err() {
         return Vec::new();
     }
     rx.await.unwrap_or_default()
@@ -60,8 +63,13 @@ thread_local! {
 /// Creates topics with the broker defaults (auto-creation by Metadata or Produce);
 /// `__consumer_offsets` and `__transaction_state` get their own settings. Returns the topics the controller refused
 /// (a limit, a bad default) with the error, which Metadata reports for them; the reason
-/// goes to the log, since Metadata has no field for it.
-pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> BTreeMap<String, ResponseError> {
+/// goes to the log, since Metadata has no field for it. Forwarded with the identity of the
+/// client whose request named the topics (`origin`), as Kafka does.
+pub async fn auto_create(
+    shard: &Rc<Shard>,
+    names: Vec<String>,
+    origin: Option<ClientOrigin>,
+) -> BTreeMap<String, ResponseError> {
     let topics = names
         .into_iter()
         .map(|name| {
@@ -76,7 +84,7 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> BTreeMap<Stri
         .collect();
     let timeout = Duration::from_millis(shard.config.quorum_request_timeout_ms);
     let mut refused = BTreeMap::new();
-    for outcome in create(shard, topics, false, timeout).await {
+    for outcome in create(shard, topics, false, timeout, origin).await {
         let Some(error) = outcome.error.filter(|e| *e != ResponseError::TopicAlreadyExists) else { continue };
         let now = std::time::Instant::now();
         let log = REFUSALS_LOGGED.with(|l| {
@@ -136,7 +144,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: CreateTopi
         request.topics.into_iter().filter(|t| !INTERNAL_TOPICS.contains(&t.name.0.as_str())).map(new_topic).collect();
     let asked = topics.len();
     let timeout = request_timeout(request.timeout_ms);
-    let mut created = if asked == 0 { Vec::new() } else { create(shard, topics, request.validate_only, timeout).await };
+    let mut created =
+        if asked == 0 { Vec::new() } else { create(shard, topics, request.validate_only, timeout, ctx.origin()).await };
     if created.len() != asked {
         created = Vec::new();
     }

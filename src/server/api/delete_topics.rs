@@ -64,7 +64,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DeleteTopi
         })
         .collect();
     let (reply, rx) = oneshot::channel();
-    let mut outcomes = match shard.send_control(ControlRequest::DeleteTopics { topics: refs, timeout, reply }).await {
+    let mut outcomes = match shard
+        .send_control(ControlRequest::DeleteTopics { topics: refs, origin: ctx.origin(), timeout, reply })
+        .await
+    {
         Ok(()) => rx.await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };

@@ -36,7 +36,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FindCoordi
         } else {
             create_topics::transaction_state_topic(&shard.config, live)
         };
-        create_topics::create(shard, vec![new_topic], false, timeout).await;
+        create_topics::create(shard, vec![new_topic], false, timeout, ctx.origin()).await;
     }
     let image = shard.image();
     let coordinators: Vec<Coordinator> = keys

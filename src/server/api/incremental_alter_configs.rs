@@ -66,6 +66,6 @@ pub fn response(
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: IncrementalAlterConfigsRequest) -> Reply {
     let checked = changes(&request, Some(shard.config.node_id));
-    let outcomes = super::alter_configs::send(shard, checked, request.validate_only).await;
+    let outcomes = super::alter_configs::send(shard, checked, request.validate_only, ctx.origin()).await;
     encode_frame(ApiKey::IncrementalAlterConfigs, ctx.version, ctx.correlation_id, &response(&request, outcomes))
 }

@@ -60,7 +60,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
             .filter(|n| shard.image().topic(n).is_none() && valid_topic_name(n).is_ok())
             .collect();
         if allow_create && !missing.is_empty() {
-            refused = create_topics::auto_create(shard, missing).await;
+            refused = create_topics::auto_create(shard, missing, ctx.origin()).await;
         }
     }
     let image = shard.image();

@@ -60,6 +60,7 @@ use thiserror::Error;
 
 use super::fetch_sessions::FetchSessionCache;
 use super::request_memory::RequestMemory;
+use crate::protocol::envelope::ClientOrigin;
 use crate::shard::Shard;
 
 /// The future a registry row's handler returns: the pending response, or a request the
@@ -221,6 +222,18 @@ impl RequestContext {
             api: self.api,
             version: self.version,
             reason: e.to_string(),
+        })
+    }
+
+    /// Who sent this request, for a broker that forwards it to the controller in an
+    /// envelope; `None` when the peer's address is unknown.
+    pub fn origin(&self) -> Option<ClientOrigin> {
+        Some(ClientOrigin {
+            principal_type: self.principal.kind.to_string(),
+            principal_name: self.principal.name.clone(),
+            host: self.peer?.ip(),
+            client_id: self.client_id.to_string(),
+            correlation_id: self.correlation_id,
         })
     }
 

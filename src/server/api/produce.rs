@@ -98,9 +98,9 @@ async fn produce(shard: &Rc<Shard>, ctx: &RequestContext, request: ProduceReques
         let valid: Vec<String> =
             missing.into_iter().filter(|n| crate::controller::valid_topic_name(n).is_ok()).collect();
         if !valid.is_empty() {
-            let shard = shard.clone();
+            let (shard, origin) = (shard.clone(), ctx.origin());
             glommio::spawn_local(async move {
-                create_topics::auto_create(&shard, valid).await;
+                create_topics::auto_create(&shard, valid, origin).await;
             })
             .detach();
         }

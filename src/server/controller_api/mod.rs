@@ -13,6 +13,7 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_quorum;
 pub mod elect_leaders;
+pub mod envelope;
 pub mod fetch;
 pub mod fetch_snapshot;
 pub mod incremental_alter_configs;
@@ -86,6 +87,8 @@ pub const REGISTRY: &[ControllerApi] = &[
     api!(FetchSnapshot, 0..=1, fetch_snapshot),
     api!(AlterConfigs, 0..=2, alter_configs),
     api!(IncrementalAlterConfigs, 0..=1, incremental_alter_configs),
+    // A client's topic or config change forwarded by a broker with the client's identity.
+    api!(Envelope, 0..=0, envelope),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ControllerApi> {
