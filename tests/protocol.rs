@@ -720,6 +720,43 @@ fn produce_fetch_and_offsets() {
 }
 
 #[test]
+fn a_large_fetch_response_arrives_whole_while_the_client_is_slow_to_read() {
+    // Batches of 48 KiB go out as they are stored (parts of the frame, not copied into it);
+    // with 8 MiB in one response the socket fills while the client waits, so the write
+    // goes on after the socket has room again.
+    let broker = Broker::start();
+    let mut c = broker.client();
+    create_topic(&mut c, "big", 2);
+    let value = vec![b'v'; 48 * 1024];
+    let mut sent = 0;
+    for (i, p) in (0..170).map(|i| (i, i % 2)) {
+        let tagged = [format!("{i:06}").as_bytes(), &value[..]].concat();
+        let (err, _) = produce(&mut c, "big", p, batch(&[&tagged], 1000 + i64::from(i), Compression::None), 1);
+        assert_eq!(err, 0);
+        sent += 1;
+    }
+    let mut request = fetch_request("big", 0, 0, 0, 8 << 20);
+    request.topics[0].partitions.push(fetch_request("big", 1, 0, 0, 8 << 20).topics[0].partitions.remove(0));
+    request.max_bytes = 16 << 20;
+    let cid = c.send(12, &request);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let response = c.recv::<kafka_protocol::messages::FetchRequest>(12, cid);
+    let mut seen = Vec::new();
+    for part in &response.responses[0].partitions {
+        assert_eq!(part.error_code, 0);
+        for (offset, v) in records_of(&part.records) {
+            assert_eq!(&v[6..], &value[..], "partition {} offset {offset}", part.partition_index);
+            seen.push(String::from_utf8_lossy(&v[..6]).into_owned());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..sent).map(|i| format!("{i:06}")).collect::<Vec<_>>());
+    // The connection is in step: the next request is answered.
+    let (error, end, _) = list_offset(&mut c, "big", 0, -1);
+    assert_eq!((error, end), (0, 85));
+}
+
+#[test]
 fn one_request_spanning_shards() {
     let broker = Broker::start();
     let mut c = broker.client();

@@ -5,3 +5,4 @@ pub mod batch;
 pub mod decompress;
 pub mod envelope;
 pub mod frame;
+pub mod parts;

@@ -7,7 +7,9 @@
 //! log line naming the peer, the API and the reason.
 
 use std::cell::{Cell, RefCell};
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,8 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
+use nix::errno::Errno;
+use nix::sys::socket::{sendmsg, MsgFlags};
 use tracing::{debug, info, warn};
 
 use super::api::{self, ConnectionContext, Pending, Principal, Reply, RequestContext};
@@ -50,6 +54,8 @@ pub async fn serve(
         memory,
         fetch_sessions,
     };
+    // For vectored writes of responses in parts; valid while `writer` holds the stream.
+    let fd = stream.as_raw_fd();
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<InFlight>(shard.config.inflight_requests_max);
     let last_activity = Rc::new(Cell::new(Instant::now()));
@@ -62,7 +68,7 @@ pub async fn serve(
         last_activity.clone(),
         &log_limit,
     ));
-    let writing = Box::pin(write_responses(peer, writer, rx, last_activity));
+    let writing = Box::pin(write_responses(peer, fd, writer, rx, last_activity));
     match select(reading, writing).await {
         // No more requests: let the responses in flight go out.
         Either::Left((_, writing)) => writing.await,
@@ -211,6 +217,7 @@ impl StallLimits {
 
 async fn write_responses<W: futures::io::AsyncWrite + Unpin>(
     peer: Option<SocketAddr>,
+    fd: RawFd,
     mut writer: W,
     rx: local_channel::LocalReceiver<InFlight>,
     last_activity: Rc<Cell<Instant>>,
@@ -219,6 +226,12 @@ async fn write_responses<W: futures::io::AsyncWrite + Unpin>(
         match pending.await {
             Reply::Frame(buf) => {
                 if writer.write_all(buf.chunk()).await.is_err() {
+                    return;
+                }
+                last_activity.set(Instant::now());
+            }
+            Reply::Parts(parts) => {
+                if write_parts(fd, &mut writer, &parts).await.is_err() {
                     return;
                 }
                 last_activity.set(Instant::now());
@@ -232,4 +245,46 @@ async fn write_responses<W: futures::io::AsyncWrite + Unpin>(
         }
     }
     let _ = writer.flush().await;
+}
+
+/// The most parts one `sendmsg` takes (Linux allows 1024).
+const PARTS_PER_SEND: usize = 64;
+
+/// Writes a frame's `parts` in order, each `sendmsg` taking as many as the socket has room
+/// for. When it has none, the rest of the current part goes through `writer`, which waits
+/// for room the way every other write does.
+async fn write_parts<W: futures::io::AsyncWrite + Unpin>(
+    fd: RawFd,
+    writer: &mut W,
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    let (mut next, mut skip) = (0usize, 0usize);
+    while next < parts.len() {
+        let slices: Vec<IoSlice<'_>> = parts[next..]
+            .iter()
+            .take(PARTS_PER_SEND)
+            .enumerate()
+            .map(|(i, p)| IoSlice::new(if i == 0 { &p[skip..] } else { p }))
+            .collect();
+        match sendmsg::<()>(fd, &slices, &[], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(mut sent) => {
+                while sent > 0 {
+                    let left = parts[next].len() - skip;
+                    if sent < left {
+                        skip += sent;
+                        break;
+                    }
+                    sent -= left;
+                    (next, skip) = (next + 1, 0);
+                }
+            }
+            Err(Errno::EAGAIN) => {
+                writer.write_all(&parts[next][skip..]).await?;
+                (next, skip) = (next + 1, 0);
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

@@ -77,6 +77,14 @@ async fn serve(controller: Rc<Controller>, stream: TcpStream, log_limit: Rc<LogL
                     return;
                 }
             }
+            // Only client Fetch answers in parts; written one after another all the same.
+            Reply::Parts(parts) => {
+                for part in parts {
+                    if writer.write_all(&part).await.is_err() {
+                        return;
+                    }
+                }
+            }
             Reply::Nothing => {}
             Reply::Close(reason) => {
                 if log_limit.allow(LogKind::BadRequest) {

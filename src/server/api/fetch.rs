@@ -18,7 +18,7 @@ use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopi
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::ResponseError;
 
-use super::{encode_frame, Pending, RequestContext};
+use super::{encode_frame_parts, Pending, RequestContext};
 use crate::cluster::image::owner_of_named;
 use crate::partition::Isolation;
 use crate::server::fetch_sessions::{
@@ -39,7 +39,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: FetchReque
     let sessions = ctx.fetch_sessions.clone();
     Box::pin(async move {
         let (response, _reservation) = fetch(&shard, version, request, memory.as_ref(), &sessions).await;
-        encode_frame(ApiKey::Fetch, version, correlation_id, &response)
+        // The stored batches go out as they are, not copied into the frame.
+        let records = response.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.clone());
+        encode_frame_parts(ApiKey::Fetch, version, correlation_id, &response, records.collect::<Vec<_>>())
     })
 }
 

@@ -55,12 +55,14 @@ use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use thiserror::Error;
 
 use super::fetch_sessions::FetchSessionCache;
 use super::request_memory::RequestMemory;
 use crate::protocol::envelope::ClientOrigin;
+use crate::protocol::parts;
 use crate::shard::Shard;
 
 /// The future a registry row's handler returns: the pending response, or a request the
@@ -247,6 +249,8 @@ impl RequestContext {
 pub enum Reply {
     /// A complete response frame (size prefix included).
     Frame(BytesMut),
+    /// A complete response frame in parts, written in order (`encode_frame_parts`).
+    Parts(Vec<Bytes>),
     /// No response (acks=0 produce).
     Nothing,
     /// Close the connection, as Kafka does (e.g. an acks=0 produce that failed).
@@ -284,6 +288,39 @@ pub fn encode_frame<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32
         }
         Err(e) => Reply::Close(format!("cannot encode {api:?} v{version} response: {e}")),
     }
+}
+
+/// Encodes a response like [`encode_frame`], but without copying `records` (the byte
+/// strings of stored batches it carries, in the order it carries them): the frame is a
+/// list of parts that refer to them where they are (`protocol::parts`).
+pub fn encode_frame_parts<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &R,
+    records: impl IntoIterator<Item = Bytes>,
+) -> Reply {
+    let header_version = api.response_header_version(version);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let fail = |e: String| Reply::Close(format!("cannot encode {api:?} v{version} response: {e}"));
+    let size = match header.compute_size(header_version).and_then(|h| Ok(h + response.compute_size(version)?)) {
+        Ok(size) => size,
+        Err(e) => return fail(e.to_string()),
+    };
+    let Ok(prefix) = i32::try_from(size) else { return fail(format!("{size} bytes")) };
+    let records: Vec<Bytes> = records.into_iter().collect();
+    let referenced: usize = records.iter().map(Bytes::len).filter(|&n| n >= parts::REFERENCE_MIN_BYTES).sum();
+    let mut buf = parts::PartsBuf::new(records, (4 + size).saturating_sub(referenced));
+    buf.put_i32(prefix);
+    if let Err(e) = header.encode(&mut buf, header_version).and_then(|_| response.encode(&mut buf, version)) {
+        return fail(e.to_string());
+    }
+    let encoded = buf.offset() - 4;
+    if encoded != size {
+        return fail(format!("{encoded} bytes encoded, {size} computed"));
+    }
+    Reply::Parts(buf.finish())
 }
 
 /// A response that is ready now.

@@ -48,7 +48,8 @@ async fn serve(controller: &Rc<Controller>, opened: Opened) -> Result<bytes::Byt
             );
             Ok(frame.freeze().split_off(4))
         }
-        Ok(Reply::Nothing) => Err(ResponseError::UnknownServerError),
+        // No forwardable API answers in parts or not at all.
+        Ok(Reply::Parts(_) | Reply::Nothing) => Err(ResponseError::UnknownServerError),
         Ok(Reply::Close(reason)) => {
             warn!(?api, %principal, %reason, "cannot answer a forwarded request");
             Err(ResponseError::UnknownServerError)
