@@ -201,6 +201,7 @@ mod tests {
             ApiKey::EndTxn => kafka_protocol::messages::EndTxnRequest::VERSIONS,
             ApiKey::ListTransactions => kafka_protocol::messages::ListTransactionsRequest::VERSIONS,
             ApiKey::DescribeTransactions => kafka_protocol::messages::DescribeTransactionsRequest::VERSIONS,
+            ApiKey::Envelope => kafka_protocol::messages::EnvelopeRequest::VERSIONS,
             other => panic!("{other:?} has no codec check here"),
         };
         for (api, ours) in CLIENT_VERSIONS {
