@@ -17,6 +17,7 @@
 //! `.await`. Changes the active controller decides are serialised by one permit (`lock`).
 
 mod brokers;
+mod checkpoint;
 mod configs;
 mod lifecycle;
 mod observer;
@@ -293,11 +294,25 @@ impl Controller {
         })
     }
 
-    /// A broker-only node: no vote, an image fetched from the quorum (`observer.rs`).
+    /// A broker-only node: no vote, an image fetched from the quorum (`observer.rs`),
+    /// starting from the one it kept on disk (`checkpoint.rs`).
     fn start_observer(config: Arc<Config>, data_shards: Vec<Rc<ConnectedSender<DataRequest>>>) -> Rc<Controller> {
         let identity = Identity::new(config.cluster_id.as_deref().unwrap_or_default(), &config.voters);
         let image = MetadataImage::new(data_shards.len());
+        let kept = match checkpoint::load(&config.data_dir) {
+            Ok(kept) => kept,
+            Err(e) => {
+                warn!(error = %e, "this node's metadata checkpoint is unusable; fetching the metadata from the start");
+                None
+            }
+        };
         let controller = Controller::new(config, identity, image, data_shards, None);
+        if let Some((offset, records)) = kept {
+            controller.install_snapshot(&records, offset);
+            let image = controller.image();
+            info!(offset, topics = image.topics.len(), "metadata loaded from this node's checkpoint");
+            controller.image_changed();
+        }
         info!(voters = %controller.identity.voters, "broker-only node: following the metadata quorum as an observer");
         let observing = controller.clone();
         glommio::spawn_local(async move { observer::run(observing).await }).detach();

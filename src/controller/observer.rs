@@ -3,10 +3,11 @@
 //! each voter in turn — with Fetch of `__cluster_metadata` (a long poll), applies them to
 //! its image exactly as a voter applies committed entries, and publishes the image to its
 //! data shards. Entries compacted away are replaced by the voter's snapshot (FetchSnapshot).
-//! An observer keeps nothing on disk: at start it fetches the log (or snapshot) again.
+//! It keeps the image it applied on disk (`checkpoint.rs`, at most once every
+//! [`CHECKPOINT_INTERVAL`]), so a restart fetches only what was committed since.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -16,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
-use super::{Controller, METADATA_TOPIC};
+use super::{checkpoint, Controller, METADATA_TOPIC};
 use crate::client::{ClientError, Connection};
 
 /// How long a fetch waits at the voter for new commits.
@@ -25,6 +26,8 @@ const LONG_POLL: Duration = Duration::from_millis(500);
 const FETCH_BYTES: i32 = 4 << 20;
 /// Wait before trying the next voter after a failure.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// The most often the image is written to this node's checkpoint.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(controller: Rc<Controller>) {
     let config = controller.config().clone();
@@ -33,6 +36,7 @@ pub async fn run(controller: Rc<Controller>) {
     let mut turn = 0usize;
     let mut failing = false;
     let mut caught_up_once = false;
+    let mut checkpointed = (controller.image().offset, Instant::now());
     loop {
         let target = controller.observed_leader.get().unwrap_or_else(|| {
             turn += 1;
@@ -60,6 +64,11 @@ pub async fn run(controller: Rc<Controller>) {
         let Some((_, conn)) = connection.as_mut() else { continue };
         match fetch_once(&controller, conn, timeout).await {
             Ok(caught_up) => {
+                let offset = controller.image().offset;
+                if offset != checkpointed.0 && checkpointed.1.elapsed() >= CHECKPOINT_INTERVAL {
+                    checkpoint_image(&controller);
+                    checkpointed = (offset, Instant::now());
+                }
                 if caught_up && !caught_up_once {
                     // Directories of topics deleted while this node was away go now, as a
                     // voter removes them at start.
@@ -81,6 +90,16 @@ pub async fn run(controller: Rc<Controller>) {
                 glommio::timer::sleep(RETRY_BACKOFF).await;
             }
         }
+    }
+}
+
+/// Writes the image to this node's checkpoint. A failure only costs a longer fetch at the
+/// next start, so it is logged, not fatal.
+fn checkpoint_image(controller: &Controller) {
+    let image = controller.image();
+    let records = super::encode_records(&image.to_records());
+    if let Err(e) = checkpoint::save(&controller.config().data_dir, image.offset, &records) {
+        warn!(error = %e, offset = image.offset, "cannot write the metadata checkpoint");
     }
 }
 

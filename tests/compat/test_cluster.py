@@ -8,6 +8,7 @@ command runs everything); `-m "not cluster_slow"` skips them in a quick local ru
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 
@@ -476,6 +477,22 @@ def test_a_broker_only_node_follows_the_metadata_log_even_past_a_snapshot(tmp_pa
         producer = confluent_producer(cluster.node(1).bootstrap)
         producer.produce("after", value=b"on the observer", partition=p)
         assert producer.flush(20) == 0
+        got = consume_kafka_python(observer.bootstrap, "after", [p], 1)
+        assert [r.value for r in got] == [b"on the observer"]
+
+        # It keeps the metadata it applied: after a kill -9 it starts from its checkpoint
+        # (written within about a second of the last change) and fetches only what is newer.
+        time.sleep(2.5)
+        observer.kill9()
+        cluster.create_topic("while-away", 1, node=1)
+        observer.start(30)
+        loaded = observer.log_lines(r"metadata loaded from this node's checkpoint")
+        assert loaded, "the checkpoint is loaded at start"
+        offset = int(re.search(r"offset=(\d+)", loaded[-1]).group(1))
+        assert offset > 0, loaded[-1]
+        print(f"restarted from its checkpoint: {loaded[-1]}")
+        wait_for_brokers(observer, {1, 2, 3, 4})
+        wait_until(lambda: "while-away" in metadata(observer.bootstrap)[2], 15, what="the topic made while away")
         got = consume_kafka_python(observer.bootstrap, "after", [p], 1)
         assert [r.value for r in got] == [b"on the observer"]
     finally:
