@@ -145,13 +145,17 @@ impl RemoteController {
         response
     }
 
-    /// `request` in an envelope from `origin`, at the highest version both sides speak.
+    /// `request` in an envelope from `origin`, at the highest version both sides speak; bare
+    /// to a controller that does not take envelopes (an older node during an upgrade).
     async fn forward<R: Request>(
         connection: &mut Connection,
         request: &R,
         origin: &ClientOrigin,
         timeout: Duration,
     ) -> Result<R::Response, CallError> {
+        if connection.broker_versions().range(kafka_protocol::messages::ApiKey::Envelope).is_none() {
+            return connection.call(request, timeout).await.map_err(CallError::Client);
+        }
         let api = kafka_protocol::messages::ApiKey::try_from(R::KEY)
             .map_err(|_| CallError::Envelope(EnvelopeError::BadRequest(format!("unknown API key {}", R::KEY))))?;
         let version = connection.version(api).map_err(CallError::Client)?;
