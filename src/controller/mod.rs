@@ -103,6 +103,8 @@ pub enum StartError {
     Quorum(#[from] QuorumError),
     #[error("metadata snapshot: {0}")]
     Record(#[from] crate::cluster::records::RecordError),
+    #[error("{0}")]
+    Storage(String),
     #[error("migrating the single-node metadata log: {0}")]
     Legacy(#[from] std::io::Error),
 }
@@ -157,6 +159,8 @@ pub struct Controller {
     observed_leader: Cell<Option<i32>>,
     /// Proposals waiting to be applied: by log index, the term they were proposed in.
     waiting: RefCell<BTreeMap<u64, (u64, Applied)>>,
+    /// A lone voter's storage failed: it takes no more proposals (see `drive`).
+    failed: Cell<bool>,
     lock: Semaphore,
     /// Whether this node is the active controller (as of the last ready cycle).
     active: Cell<bool>,
@@ -221,6 +225,9 @@ impl Controller {
             controller.quorum().borrow_mut().campaign()?;
             controller.drive();
         }
+        if controller.failed.get() {
+            return Err(StartError::Storage("the metadata log could not be written".into()));
+        }
         let image = controller.image.get();
         remove_deleted_partition_dirs(&controller.config.data_dir, &image.removed);
         info!(
@@ -279,6 +286,7 @@ impl Controller {
             voting,
             observed_leader: Cell::new(None),
             waiting: RefCell::new(BTreeMap::new()),
+            failed: Cell::new(false),
             lock: Semaphore::new(1),
             active: Cell::new(false),
             last_leader: Cell::new(None),
@@ -373,9 +381,20 @@ impl Controller {
     fn drive(&self) {
         let Some(voting) = &self.voting else { return };
         let mut changed = false;
-        while voting.quorum.borrow().has_ready() {
+        while !self.failed.get() && voting.quorum.borrow().has_ready() {
             let progress = match voting.quorum.borrow_mut().process_ready() {
                 Ok(p) => p,
+                Err(e) if self.config.voters.len() <= 1 => {
+                    // A lone voter misleads no other voter, and stopping would take down the
+                    // only broker, whose partitions still work (a full disk that frees up,
+                    // docs/STORAGE.md): its quorum stops and takes no more changes.
+                    error!(error = %e, "metadata quorum stopped: its storage failed; restart this node to change metadata again");
+                    self.failed.set(true);
+                    for (_, (_, waiter)) in std::mem::take(&mut *self.waiting.borrow_mut()) {
+                        let _ = waiter.send(Err(CommitError::Stopped));
+                    }
+                    return;
+                }
                 Err(e) => {
                     // As Kafka's controllers halt on a metadata log fault: what Raft holds in
                     // memory is now ahead of the disk, and a node serving partitions from an
@@ -532,6 +551,9 @@ impl Controller {
 
     /// Commits records through the quorum; resolves once they are applied to the image.
     async fn commit_local(&self, records: Vec<MetadataRecord>, timeout: Duration) -> Result<(), CommitError> {
+        if self.failed.get() {
+            return Err(CommitError::Stopped);
+        }
         let Some(voting) = self.voting.as_ref().filter(|v| v.quorum.borrow().is_active_leader()) else {
             return Err(CommitError::NotController);
         };
