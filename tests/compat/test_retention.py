@@ -100,6 +100,8 @@ def test_size_retention_keeps_the_newest_bytes_and_the_start_survives_kill9(make
     files, size = on_disk(broker.data_dir, "sized")
     wait_until(lambda: watermarks(broker, "sized")[0] > 0, 20, what="the oldest segments deleted")
     low, high = watermarks(broker, "sized")
+    # The log start moves (durably) before the files go: wait for the removal too.
+    wait_until(lambda: on_disk(broker.data_dir, "sized")[1] < 60000 + 2 * SEGMENT, 20, what="the files removed")
     after = on_disk(broker.data_dir, "sized")
     print(f"retention.bytes=60000: {files} segments, {size} bytes -> {after[0]} segments, {after[1]} bytes; "
           f"log start {low}")
