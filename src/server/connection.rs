@@ -258,6 +258,10 @@ async fn write_parts<W: futures::io::AsyncWrite + Unpin>(
     writer: &mut W,
     parts: &[Bytes],
 ) -> std::io::Result<()> {
+    // A response with nothing referenced is one part: written as any frame, no slice list.
+    if let [whole] = parts {
+        return writer.write_all(whole).await;
+    }
     let (mut next, mut skip) = (0usize, 0usize);
     while next < parts.len() {
         let slices: Vec<IoSlice<'_>> = parts[next..]
