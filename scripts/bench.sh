@@ -15,11 +15,14 @@
 # Environment:
 #   BENCH_DURATION   measured seconds per workload (default: each workload's duration_s)
 #   BENCH_WARMUP     warm-up seconds (default: the workload's; 1 when BENCH_DURATION is set)
-#   BENCH_WORKLOADS  workload names in config/workloads (default: the standard four)
+#   BENCH_WORKLOADS  workload names in config/workloads (default: the standard set below)
 #   BENCH_PORT       broker port on 127.0.0.1 (default 19392)
 #   BENCH_TMP        where the broker's data and fio's files go (default: a new dir in $TMPDIR)
 #   BENCH_DOC        report path (default docs/BENCHMARKS.md); charts go to docs/bench/
-#   BENCH_SKIP_LIMITS=1  skip fio/iperf3/sockperf
+#   BENCH_SKIP_LIMITS=1  skip fio/iperf3/sockperf and disk-limit.py
+#   DISK_LIMIT       the disk-limit tool (default ../shared/tools/disk-limit.py): run right
+#                    before and after each latency-idle workload, so issue 15's low-load
+#                    targets have the disk's write and write+fdatasync latency of the same minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,7 +30,8 @@ ROOT=$PWD
 log() { printf '\n== %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-WORKLOADS=${BENCH_WORKLOADS:-"latency-small throughput-1k throughput-1k-acks-all many-partitions"}
+WORKLOADS=${BENCH_WORKLOADS:-"latency-small latency-idle latency-idle-acks-all throughput-1k throughput-1k-acks-all many-partitions many-partitions-max"}
+DISK_LIMIT=${DISK_LIMIT:-$(cd "$(dirname "$0")/.." && pwd)/../shared/tools/disk-limit.py}
 PORT=${BENCH_PORT:-19392}
 DOC=${BENCH_DOC:-docs/BENCHMARKS.md}
 CHARTS=docs/bench
@@ -137,8 +141,20 @@ stop_broker() {
 }
 
 : > "$RESULTS/runs.tsv"
-# Fixed-rate 1 KiB runs at half of the measured acks=1 maximum (the issue's latency targets),
-# written once throughput-1k has run: same topics and sizes, an open loop at that rate.
+# The disk's 4 KiB write and write+fdatasync latency (µs: write p50, p99, write+fdatasync p50,
+# p99), appended to disk-limit.tsv under a label; nothing when the tool is missing or skipped.
+disk_limit() {
+    [ "${BENCH_SKIP_LIMITS:-0}" != 1 ] && [ -f "$DISK_LIMIT" ] || return 0
+    local out
+    out=$(python3 "$DISK_LIMIT" "$TMP/disk-limit.file" "${@:2}") || { echo "disk-limit.py failed" >&2; return 0; }
+    printf '%s\t%s\n' "$1" "$out" >> "$RESULTS/disk-limit.tsv"
+}
+: > "$RESULTS/disk-limit.tsv"
+
+# Fixed-rate 1 KiB runs at half of the measured acks=1 maximum (issue 15's target 2),
+# written once throughput-1k has run: same topics and sizes, an open loop at that rate, and
+# linger_ms = 0 as a producer that cares for latency sets it (with throughput-1k's 2 ms a
+# record may wait 2 ms in the producer, more than the target allows).
 half_max_workloads() {
     local summary=$1 rate
     rate=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['throughput']['publishMsgsPerSec'] / 2))" "$summary")
@@ -146,8 +162,9 @@ half_max_workloads() {
     for acks in 1 all; do
         local name=half-max-1k-acks-$acks
         sed -e "s/^rate = .*/rate = $rate/" \
+            -e "s/^linger_ms = .*/linger_ms = 0/" \
             -e "s/^acks = .*/acks = $( [ "$acks" = all ] && echo '"all"' || echo 1 )/" \
-            -e "s/^description = .*/description = \"1 KiB messages at $rate msg\/s (half of the acks=1 maximum), acks=$acks, 6 partitions\"/" \
+            -e "s/^description = .*/description = \"1 KiB messages at $rate msg\/s (half of the acks=1 maximum), acks=$acks, linger 0, 6 partitions\"/" \
             -e "s/^prefix = .*/prefix = \"lg-$name\"/" \
             config/workloads/throughput-1k.toml > "$RESULTS/workloads/$name.toml"
         QUEUE+=("$name")
@@ -167,6 +184,7 @@ while [ $i -lt ${#QUEUE[@]} ]; do
     [ -f "$file" ] || file=$RESULTS/workloads/$w.toml
     [ -f "$file" ] || { echo "no workload $file" >&2; exit 1; }
     log "workload $w"
+    case $w in latency-idle*) disk_limit "before $w" ;; esac
     start_broker "$w"
     args=(run --bootstrap "127.0.0.1:$PORT" --workload "$file" --out "$RESULTS" --unpinned)
     [ -n "$DURATION" ] && args+=(--duration "$DURATION")
@@ -178,6 +196,7 @@ while [ $i -lt ${#QUEUE[@]} ]; do
     t1=$(date +%s.%N)
     after=$(cpu_ticks "$BROKER_PID")
     stop_broker
+    case $w in latency-idle*) disk_limit "after $w" ;; esac
     dir=$(sed -n 's/^Results: //p' "$RESULTS/$w.out" | tail -1)
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$dir" "$status" "$(( after - before ))" "$TICKS" \
         "$(awk "BEGIN {print $t1 - $t0}")" >> "$RESULTS/runs.tsv"
@@ -272,6 +291,13 @@ if fs or fd or ip or os.path.exists(sp):
         q = lambda p: (re.search(r"percentile " + re.escape(p) + r" =\s*([0-9.]+)", t) or [None, "?"])[1]
         w(f"| Loopback TCP round trip, 64 B ping-pong | sockperf | p50 {q('50.000')} µs, p99 {q('99.000')} µs, "
           f"p99.9 {q('99.900')} µs |")
+    dl_path = os.path.join(res, "disk-limit.tsv")
+    for line in (open(dl_path) if os.path.exists(dl_path) else []):
+        label, _, v = line.rstrip("\n").partition("\t")
+        if v.strip():
+            a = v.split()
+            w(f"| 4 KiB O_DIRECT write into written blocks, {label} | disk-limit.py | write p50 {a[0]} µs, p99 {a[1]} µs; "
+              f"write+fdatasync p50 {a[2]} µs, p99 {a[3]} µs |")
     w("")
 
 runs = [l.rstrip("\n").split("\t") for l in open(os.path.join(res, "runs.tsv")) if l.strip()]
@@ -284,6 +310,7 @@ w("")
 w("| Workload | Mode | msg/s | MB/s | Publish p50 / p99 / p99.9 / max | End-to-end p50 / p99 / p99.9 / max | Errors | Delivery | weir-loadgen CPU | broker CPU |")
 w("|---|---|---:|---:|---|---|---|---|---|---|")
 details = []
+broker_cpu_s = {}
 for name, d, status, bticks, hz, wall in runs:
     if not d or not os.path.exists(os.path.join(d, "summary.json")):
         w(f"| {name} | failed (exit {status}) | | | | | | | | |")
@@ -304,6 +331,7 @@ for name, d, status, bticks, hz, wall in runs:
       f"{lat(s['publishLatencyUs'])} | {lat(s.get('endToEndLatencyUs'))} | {errs} | {dels} | "
       f"{cpu['totalSeconds']:.1f} s ({cpu['percentOfRun']:.0f}%) | {bcpu:.1f} s ({bcpu / wall_s * 100:.0f}%) |")
     details.append((name, d, s))
+    broker_cpu_s[name] = bcpu
 w("")
 w("CPU: user+system seconds over the run (load, drain and, for the broker, the load generator's setup), "
   "and as a percentage of one core over that time. The load generator's comes from getrusage, the broker's "
@@ -331,12 +359,46 @@ ge = lambda v, l: v >= l
 le = lambda v, l: v <= l
 target("1 KiB acks=1 max throughput ≥ 60 % of fio sequential write", mbs("throughput-1k"), seq_mbs and 0.60 * seq_mbs, "MB/s", ge)
 target("1 KiB acks=all max throughput ≥ 45 % of fio sequential write", mbs("throughput-1k-acks-all"), seq_mbs and 0.45 * seq_mbs, "MB/s", ge)
-target("half-max acks=1: publish p99 ≤ 0.5 ms", pct("half-max-1k-acks-1", "publishLatencyUs", "p99"), 0.5, "ms", le)
-target("half-max acks=1: publish p99.99 ≤ 3 ms", pct("half-max-1k-acks-1", "publishLatencyUs", "p99.99"), 3.0, "ms", le)
-target("half-max acks=all: publish p99 ≤ 2 ms", pct("half-max-1k-acks-all", "publishLatencyUs", "p99"), 2.0, "ms", le)
-target("half-max acks=1: end-to-end p99 ≤ 1 ms", pct("half-max-1k-acks-1", "endToEndLatencyUs", "p99"), 1.0, "ms", le)
+# Issue 15: latency and CPU as ratios to the limits measured in this run.
+dl_path = os.path.join(res, "disk-limit.tsv")
+disk_rows = [l.rstrip("\n").split("\t") for l in open(dl_path) if l.strip()] if os.path.exists(dl_path) else []
+def disk(workload):
+    """Mean of the disk-limit.py runs just before and after `workload`: µs of write p50, p99,
+    write+fdatasync p50, p99."""
+    rows = [list(map(float, v.split())) for label, v in disk_rows if label.split(" ", 1)[1] == workload]
+    return [sum(c) / len(c) for c in zip(*rows)] if rows else None
+rtt_p99 = None
+if os.path.exists(sp):
+    m99 = re.search(r"percentile 99.000 =\s*([0-9.]+)", open(sp).read())
+    rtt_p99 = m99 and float(m99.group(1))
+idle, idle_all = disk("latency-idle"), disk("latency-idle-acks-all")
+target("low load, acks=1: publish p99 ≤ 3 × (disk write p99 + loopback round trip p99)",
+       pct("latency-idle", "publishLatencyUs", "p99"), idle and rtt_p99 and 3 * (idle[1] + rtt_p99) / 1000, "ms", le)
+target("low load, acks=all: publish p50 ≤ 3 × disk write+fdatasync p50",
+       pct("latency-idle-acks-all", "publishLatencyUs", "p50"), idle_all and 3 * idle_all[2] / 1000, "ms", le)
+target("low load, acks=all: publish p99 ≤ 5 × disk write+fdatasync p99",
+       pct("latency-idle-acks-all", "publishLatencyUs", "p99"), idle_all and 5 * idle_all[3] / 1000, "ms", le)
+def per_request_us(name):
+    s = by_name.get(name)
+    n = s and s["counts"].get("produceRequests")
+    return broker_cpu_s[name] / n * 1e6 if n else None
+def loadgen_per_message_us(name):
+    s = by_name.get(name)
+    return s["loadgenCpu"]["totalSeconds"] / s["counts"]["sent"] * 1e6 if s and s["counts"]["sent"] else None
+for name in ("latency-idle", "latency-idle-acks-all"):
+    target(f"low load ({name}): broker CPU ≤ 25 µs per produce request", per_request_us(name), 25.0, "µs", le)
+    target(f"low load ({name}): weir-loadgen CPU ≤ 25 µs per message", loadgen_per_message_us(name), 25.0, "µs", le)
+target("half-max acks=1: publish p99 ≤ 1 ms", pct("half-max-1k-acks-1", "publishLatencyUs", "p99"), 1.0, "ms", le)
+target("half-max acks=1: publish p99.99 ≤ 5 ms", pct("half-max-1k-acks-1", "publishLatencyUs", "p99.99"), 5.0, "ms", le)
+target("half-max acks=all: publish p99 ≤ 3 ms", pct("half-max-1k-acks-all", "publishLatencyUs", "p99"), 3.0, "ms", le)
 base = pct("many-partitions-baseline", "publishLatencyUs", "p99")
-target("1,000 partitions: publish p99 ≤ 1.5 × the 6-partition baseline", pct("many-partitions", "publishLatencyUs", "p99"), base and 1.5 * base, "ms", le)
+target("1,000 partitions at 10,000 msg/s: publish p99 ≤ 1.5 × the 6-partition baseline", pct("many-partitions", "publishLatencyUs", "p99"), base and 1.5 * base, "ms", le)
+def cpu_per_message_us(name):
+    s = by_name.get(name)
+    return broker_cpu_s[name] / s["counts"]["acked"] * 1e6 if s and s["counts"]["acked"] else None
+# 1.2 µs per 1 KiB message in the report at commit 366e2e1, another day: the comparison that
+# counts is side by side (docs/bench/studies.md); this row only tracks it.
+target("1 KiB max: broker CPU per message produced and consumed ≤ 70 % of 366e2e1's 1.2 µs", cpu_per_message_us("throughput-1k"), 0.84, "µs", le)
 w("## Targets")
 w("")
 w("| Target | Measured | Limit | |")
@@ -367,6 +429,11 @@ w("```")
 w("")
 w(f"Raw results (summary.json, .hlog interval logs, broker logs): `results/{os.path.basename(res)}/` (not in git).")
 w("")
+# Side-by-side studies and profiles, written by hand (scripts/ab.sh), kept across runs.
+studies = os.path.join(os.path.dirname(doc) or ".", "bench", "studies.md")
+if os.path.exists(studies):
+    w(open(studies).read().strip())
+    w("")
 w("## Analysis")
 w("")
 analysis = os.path.join(os.path.dirname(doc) or ".", "bench", "analysis.md")

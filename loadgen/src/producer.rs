@@ -677,6 +677,7 @@ impl Producer {
                 }
             }
             st.sent += n as u64;
+            st.produce_requests += 1;
         }
         for b in &taken {
             self.buffered = self.buffered.saturating_sub(b.bytes);

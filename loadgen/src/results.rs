@@ -104,6 +104,9 @@ pub struct Throughput {
 #[serde(rename_all = "camelCase")]
 pub struct Counts {
     pub sent: u64,
+    /// Produce requests written over the whole run (absent from older summaries).
+    #[serde(default)]
+    pub produce_requests: u64,
     pub acked: u64,
     pub failed: u64,
     pub consumed: u64,
@@ -405,7 +408,13 @@ impl Summary {
             fatal_error: i.fatal_error,
             latency_unit: "microseconds".into(),
             throughput,
-            counts: Counts { sent: t.all.sent, acked: t.all.acked, failed: t.all.failed, consumed: t.all.consumed },
+            counts: Counts {
+                sent: t.all.sent,
+                produce_requests: t.all.produce_requests,
+                acked: t.all.acked,
+                failed: t.all.failed,
+                consumed: t.all.consumed,
+            },
             publish_latency_us: Latency::of(publish),
             end_to_end_latency_us: i.has_consumers.then(|| Latency::of(e2e)),
             publish_delay_us: Latency::of(delay),

@@ -37,6 +37,8 @@ pub struct Interval {
     /// Time a record waited before its request was written (intended/created -> sent).
     pub delay: Histogram<u64>,
     pub sent: u64,
+    /// Produce requests written (each carries one batch per partition it names).
+    pub produce_requests: u64,
     pub acked: u64,
     pub acked_bytes: u64,
     pub failed: u64,
@@ -53,6 +55,7 @@ impl Default for Interval {
             e2e: new_histogram(),
             delay: new_histogram(),
             sent: 0,
+            produce_requests: 0,
             acked: 0,
             acked_bytes: 0,
             failed: 0,
@@ -88,6 +91,7 @@ impl Interval {
         let _ = self.e2e.add(&other.e2e);
         let _ = self.delay.add(&other.delay);
         self.sent += other.sent;
+        self.produce_requests += other.produce_requests;
         self.acked += other.acked;
         self.acked_bytes += other.acked_bytes;
         self.failed += other.failed;
