@@ -43,9 +43,6 @@ const SCAN_READ_BYTES: u64 = 64 * 1024;
 pub const PREALLOCATE_FLOOR_MIN_BYTES: u64 = 64 << 10;
 pub const PREALLOCATE_FLOOR_MAX_BYTES: u64 = 1 << 20;
 const PREALLOCATE_MAX_BYTES: u64 = 64 << 20;
-/// How far past its data a write into reserved (unwritten) space writes zeros, so that the
-/// writes after it overwrite written blocks (see `Log::write_segment`).
-const ZEROS_AHEAD_BYTES: u64 = 256 << 10;
 
 /// The length to reserve for a segment file that must hold `end` bytes: as much again as
 /// it holds (so a small partition reserves little), within the bounds, and not past the
@@ -773,20 +770,24 @@ impl Log {
                 _ => return Ok(()),
             }
             let file = self.segment_file(base).await?;
-            let planned = {
+            let chunk = {
                 let state = self.state.borrow();
                 let Some(s) = state.find(base) else { return Ok(()) };
                 if s.written >= s.size {
                     return Ok(());
                 }
                 let len = (s.size - s.pending_pos).min(IO_CHUNK_BYTES);
+                let mut buf = file.alloc_dma_buffer(align_up(len) as usize);
+                let bytes = buf.as_bytes_mut();
+                s.copy_pending(&mut bytes[..len as usize]);
+                bytes[len as usize..].fill(0);
                 let end = s.pending_pos + align_up(len);
                 let config = self.config.get();
                 let reserve = (end > s.allocated)
                     .then(|| preallocation_target(end, config.segment_bytes, config.preallocate_min_bytes));
-                (s.pending_pos, len, reserve)
+                (file, buf, s.pending_pos, len, reserve)
             };
-            let (pos, len, reserve) = planned;
+            let (file, buf, pos, len, reserve) = chunk;
             // From here until a sync covers it, this descriptor must stay open.
             self.files.set_dirty(base, true);
             if let Some(target) = reserve {
@@ -805,26 +806,6 @@ impl Log {
                     s.allocated = s.allocated.max(reserved);
                 }
             }
-            let buf = {
-                let state = self.state.borrow();
-                let Some(s) = state.find(base) else { return Ok(()) };
-                // Reserved space is unwritten extents. A write into them, or across the
-                // boundary between written and unwritten blocks (each write starts with
-                // the partial block the last one wrote), is no plain overwrite for ext4:
-                // io_uring hands it to a kernel worker thread, and its completion converts
-                // extents in another (and the next fdatasync commits that). So the write
-                // that reaches unwritten space carries zeros up to `ZEROS_AHEAD_BYTES`
-                // beyond its data, within the reservation, and the writes after it are
-                // plain overwrites of written blocks.
-                let end = pos + align_up(len);
-                let total =
-                    if end > s.zeroed { align_down((end + ZEROS_AHEAD_BYTES).min(s.allocated)).max(end) } else { end };
-                let mut buf = file.alloc_dma_buffer((total - pos) as usize);
-                let bytes = buf.as_bytes_mut();
-                s.copy_pending(&mut bytes[..len as usize]);
-                bytes[len as usize..].fill(0);
-                buf
-            };
             let want = buf.len();
             let wrote = file.write_at(buf, pos).await.map_err(gio)?;
             if wrote != want {
@@ -837,7 +818,6 @@ impl Log {
             if let Some(s) = state.find_mut(base) {
                 let end = pos + len;
                 s.written = s.written.max(end);
-                s.zeroed = s.zeroed.max(pos + want as u64);
                 s.release_written(align_down(end));
             }
         }
@@ -1274,7 +1254,6 @@ async fn open_segment(
     seg.written = valid;
     seg.synced = valid;
     seg.allocated = valid;
-    seg.zeroed = valid;
     seg.bytes_since_index = interval;
     seg.pending_pos = align_down(valid);
     if seg.pending_pos < valid {
@@ -1472,61 +1451,6 @@ mod tests {
             assert_eq!(std::fs::metadata(&sealed).expect("stat").len(), sealed_len, "zeros cut");
             append_n(&log, 1, 1).await;
             log.sync_to(180).await.expect("sync");
-            log.close().await.expect("close");
-        });
-    }
-
-    /// Block ranges `(first, last)` that `filefrag -v` lists as unwritten extents; `None`
-    /// where the tool or FIEMAP is missing (not ext4, or e2fsprogs not installed).
-    fn unwritten_extents(path: &std::path::Path) -> Option<Vec<(u64, u64)>> {
-        let out = std::process::Command::new("filefrag").arg("-v").arg(path).output().ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || !text.contains("logical_offset") {
-            return None;
-        }
-        let range = |line: &str| {
-            let (first, last) = line.split(':').nth(1)?.split_once("..")?;
-            Some((first.trim().parse().ok()?, last.trim().parse().ok()?))
-        };
-        Some(text.lines().filter(|l| l.contains("unwritten")).filter_map(range).collect())
-    }
-
-    #[test]
-    fn writes_overwrite_zeros_written_ahead_not_unwritten_extents() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().to_path_buf();
-        run(move || async move {
-            let config = LogConfig { segment_bytes: 64 << 20, preallocate_min_bytes: 100_000, ..config() };
-            let log = Log::open(&path, config, false).await.expect("open");
-            for i in 0..40 {
-                append_n(&log, 1, 2).await;
-                log.flush(false).await.expect("write");
-                let (written, zeroed, allocated) = {
-                    let state = log.state.borrow();
-                    let s = state.segments.last().expect("a segment");
-                    (s.written, s.zeroed, s.allocated)
-                };
-                assert!(
-                    zeroed >= align_up(written) && zeroed <= allocated.max(align_up(written)),
-                    "write {i}: {written} written, {zeroed} zeroed, {allocated} allocated"
-                );
-                assert!(zeroed.is_multiple_of(segment::ALIGN), "O_DIRECT lengths stay aligned: {zeroed}");
-            }
-            let (written, zeroed) =
-                log.state.borrow().segments.last().map(|s| (s.written, s.zeroed)).expect("a segment");
-            assert!(zeroed > align_up(written), "zeros ahead of the data: {written} written, {zeroed} zeroed");
-            let file = segment::log_path(&path, 0);
-            match unwritten_extents(&file) {
-                Some(unwritten) => {
-                    let zeroed_blocks = zeroed / segment::ALIGN;
-                    assert!(unwritten.iter().all(|&(first, _)| first >= zeroed_blocks), "written and zeroed blocks are not unwritten extents: {unwritten:?}, {zeroed_blocks} blocks zeroed");
-                    assert!(!unwritten.is_empty(), "space past the zeros stays reserved, not written");
-                }
-                None => println!("filefrag -v unavailable here: extent states not checked"),
-            }
-            drop(log); // a crash: the zeros ahead read as the end of the log
-            let log = Log::open(&path, config, false).await.expect("recover");
-            assert_eq!(log.next_offset(), 80);
             log.close().await.expect("close");
         });
     }

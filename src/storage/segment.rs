@@ -66,9 +66,6 @@ pub struct Segment {
     pub synced: u64,
     /// The file's length: space reserved ahead of `written` (see `Log::write_segment`).
     pub allocated: u64,
-    /// Blocks `[0, zeroed)` of the file are written (data, or zeros written ahead of it):
-    /// writes below it are plain overwrites, not conversions of unwritten extents.
-    pub zeroed: u64,
     pub index: SegmentIndex,
     pub bytes_since_index: u64,
     /// One past the last offset stored in this segment.
@@ -91,7 +88,6 @@ impl Segment {
             written: 0,
             synced: 0,
             allocated: 0,
-            zeroed: 0,
             index: SegmentIndex::default(),
             bytes_since_index: 0,
             next_offset: base_offset,
