@@ -178,11 +178,19 @@ def test_a_cut_off_controller_is_replaced_and_catches_up_when_the_link_heals(clu
 def test_a_follower_on_a_slow_link_leaves_the_isr_and_rejoins_when_it_is_fast_again(cluster):
     net = cluster.network
     cluster.start_all()
-    cluster.create_topic("slow", 1, replication=3, config={"min.insync.replicas": "2"})
-    (leader, replicas, _), = wait_for_isr(cluster.node(1), "slow", 3).values()
     controller = quorum_leader(cluster.node(1))
-    # The slowed follower is not the active controller, so the quorum's own traffic to the
-    # other voters stays fast and nobody is fenced: this is about replication alone.
+    # Neither end of the slowed link is the active controller, so the follower's heartbeats
+    # and the quorum's own traffic stay fast and nobody is fenced: this is about replication
+    # alone. Leaders are spread over the brokers, so a later topic gets another leader when
+    # the first one's is the controller (whose heartbeats from the follower would queue
+    # behind the replication the slow link carries).
+    for attempt in range(6):
+        topic = f"slow-{attempt}"
+        cluster.create_topic(topic, 1, replication=3, config={"min.insync.replicas": "2"})
+        (leader, replicas, _), = wait_for_isr(cluster.node(1), topic, 3).values()
+        if leader != controller:
+            break
+    assert leader != controller, f"every topic's leader was the active controller {controller}"
     follower = next(b for b in replicas if b != leader and b != controller)
     other = next(b for b in replicas if b not in (leader, follower))
     acks1 = confluent_producer(cluster.node(leader).bootstrap, **{"acks": 1, "linger.ms": 5})
@@ -195,23 +203,23 @@ def test_a_follower_on_a_slow_link_leaves_the_isr_and_rejoins_when_it_is_fast_ag
     def behind():
         nonlocal filler
         for _ in range(500):  # about 1 MB/s, eight times what the link carries
-            acks1.produce("slow", value=make_value("x" * 1000, 1_000_000_000 + filler))
+            acks1.produce(topic, value=make_value("x" * 1000, 1_000_000_000 + filler))
             filler += 1
             acks1.poll(0)
         assert acks1.flush(10) == 0
-        leader_, _, isr = partitions_of(cluster.node(other).bootstrap, "slow")[0]
+        leader_, _, isr = partitions_of(cluster.node(other).bootstrap, topic)[0]
         return leader_ == leader and sorted(isr) == sorted([leader, other])
 
     wait_until(behind, 60, interval=0.5, what=f"follower {follower} out of the ISR")
     print(f"follower {follower} left the ISR {time.time() - started:.1f} s after the link slowed")
     assert follower in metadata(cluster.node(other).bootstrap)[0], "the slow follower stays registered"
-    stream = AcksAllStream(cluster.bootstrap, "slow")
+    stream = AcksAllStream(cluster.bootstrap, topic)
     stream.start()
     wait_until(lambda: stream.count() >= 300, 60, what="acks=all records with two in sync")
 
     net.heal()
-    wait_for_isr(cluster.node(other), "slow", 3, timeout=90)
-    total, _ = stop_and_check(cluster, stream, "slow", 1, others=filler)
+    wait_for_isr(cluster.node(other), topic, 3, timeout=90)
+    total, _ = stop_and_check(cluster, stream, topic, 1, others=filler)
     print(f"follower {follower} rejoined; {total} acks=all records consumed at their offsets")
 
 
