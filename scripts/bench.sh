@@ -146,7 +146,7 @@ stop_broker() {
 disk_limit() {
     [ "${BENCH_SKIP_LIMITS:-0}" != 1 ] && [ -f "$DISK_LIMIT" ] || return 0
     local out
-    out=$(python3 "$DISK_LIMIT" "$TMP/disk-limit.file" "${@:2}") || { echo "disk-limit.py failed" >&2; return 0; }
+    out=$(python3 "$DISK_LIMIT" "$TMP/disk-limit.file") || { echo "disk-limit.py failed" >&2; return 0; }
     printf '%s\t%s\n' "$1" "$out" >> "$RESULTS/disk-limit.tsv"
 }
 : > "$RESULTS/disk-limit.tsv"
@@ -268,6 +268,11 @@ w("Broker: `config/bench.toml` (one data shard plus the control shard, unpinned)
 w("")
 
 fs, fd, ip = load("fio-seqwrite.json"), load("fio-fdatasync.json"), load("iperf3.json")
+# disk-limit.py runs: (label, [write p50, write p99, write+fdatasync p50, p99] in µs).
+dl_path = os.path.join(res, "disk-limit.tsv")
+disk_rows = [(label, v.split()) for label, _, v in
+             (l.rstrip("\n").partition("\t") for l in (open(dl_path) if os.path.exists(dl_path) else []))
+             if v.strip()]
 sp = os.path.join(res, "sockperf.txt")
 if fs or fd or ip or os.path.exists(sp):
     w("## Physical limits (same day)")
@@ -291,13 +296,9 @@ if fs or fd or ip or os.path.exists(sp):
         q = lambda p: (re.search(r"percentile " + re.escape(p) + r" =\s*([0-9.]+)", t) or [None, "?"])[1]
         w(f"| Loopback TCP round trip, 64 B ping-pong | sockperf | p50 {q('50.000')} µs, p99 {q('99.000')} µs, "
           f"p99.9 {q('99.900')} µs |")
-    dl_path = os.path.join(res, "disk-limit.tsv")
-    for line in (open(dl_path) if os.path.exists(dl_path) else []):
-        label, _, v = line.rstrip("\n").partition("\t")
-        if v.strip():
-            a = v.split()
-            w(f"| 4 KiB O_DIRECT write into written blocks, {label} | disk-limit.py | write p50 {a[0]} µs, p99 {a[1]} µs; "
-              f"write+fdatasync p50 {a[2]} µs, p99 {a[3]} µs |")
+    for label, a in disk_rows:
+        w(f"| 4 KiB O_DIRECT write into written blocks, {label} | disk-limit.py | write p50 {a[0]} µs, p99 {a[1]} µs; "
+          f"write+fdatasync p50 {a[2]} µs, p99 {a[3]} µs |")
     w("")
 
 runs = [l.rstrip("\n").split("\t") for l in open(os.path.join(res, "runs.tsv")) if l.strip()]
@@ -360,12 +361,10 @@ le = lambda v, l: v <= l
 target("1 KiB acks=1 max throughput ≥ 60 % of fio sequential write", mbs("throughput-1k"), seq_mbs and 0.60 * seq_mbs, "MB/s", ge)
 target("1 KiB acks=all max throughput ≥ 45 % of fio sequential write", mbs("throughput-1k-acks-all"), seq_mbs and 0.45 * seq_mbs, "MB/s", ge)
 # Issue 15: latency and CPU as ratios to the limits measured in this run.
-dl_path = os.path.join(res, "disk-limit.tsv")
-disk_rows = [l.rstrip("\n").split("\t") for l in open(dl_path) if l.strip()] if os.path.exists(dl_path) else []
 def disk(workload):
     """Mean of the disk-limit.py runs just before and after `workload`: µs of write p50, p99,
     write+fdatasync p50, p99."""
-    rows = [list(map(float, v.split())) for label, v in disk_rows if label.split(" ", 1)[1] == workload]
+    rows = [list(map(float, v)) for label, v in disk_rows if label.split(" ", 1)[1] == workload]
     return [sum(c) / len(c) for c in zip(*rows)] if rows else None
 rtt_p99 = None
 if os.path.exists(sp):
