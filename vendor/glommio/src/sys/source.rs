@@ -224,6 +224,12 @@ impl Source {
         })
     }
 
+    /// weir patch: whether this source is queued or in the kernel and its completion has
+    /// not been consumed yet.
+    pub(crate) fn is_in_flight(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     /// weir patch: whether the kernel has completed this source, without the side effects
     /// of `result` (latency statistics).
     pub(crate) fn has_completed(&self) -> bool {

@@ -1044,14 +1044,30 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// weir patch: `link` is the poll on the latency ring that wakes this ring. It stays
+    /// armed across sleeps until it fires (`arm_link` says whether it must be queued now),
+    /// and the sleep submits whatever is queued and waits in one `io_uring_enter`. The
+    /// released reactor queued a new poll at every sleep (the old one was left in the kernel
+    /// until the latency ring next completed something) and submitted it in a syscall of its
+    /// own before the one that waits.
+    fn sleep(&mut self, link: &Source, arm_link: bool) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
-        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
-            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
+        if arm_link {
+            let mut sq = self.ring.sq();
+            let Some(mut sqe) = sq.prepare_sqe() else {
+                // Can't link rings because we ran out of `SQE`s. Just can't sleep.
+                // Submit what we have, once we're out of here we'll consume them
+                // and at some point will be able to sleep again.
+                return self
+                    .submit_sqes()
+                    .or_else(Reactor::busy_ok)
+                    .or_else(Reactor::again_ok)
+                    .or_else(Reactor::intr_ok);
+            };
             let op = UringDescriptor {
                 fd: link.raw(),
                 flags: SubmissionFlags::empty(),
@@ -1068,42 +1084,17 @@ impl SleepableRing {
                 DmaBuffer::new,
                 &mut self.source_map.borrow_mut(),
             );
-
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
-            }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
         }
+        // The kernel waits only once everything queued is submitted: a link poll it could
+        // not take stays queued (still armed from our side) and the call returns at once.
+        let submitted = self
+            .ring
+            .submit_sqes_and_wait(1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)? as usize;
+        self.in_kernel += submitted;
+        Ok(submitted)
     }
 }
 
@@ -1225,6 +1216,8 @@ pub(crate) struct Reactor {
     // (see `wait`); the latency timer remembers when it fires.
     latency_preemption_timeout_src: RefCell<Option<(Source, Instant)>>,
     throughput_preemption_timeout_src: RefCell<Option<Source>>,
+    // weir patch: the main ring's poll on the latency ring, kept armed across sleeps.
+    link_rings_src: RefCell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1356,6 +1349,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: RefCell::new(None),
             throughput_preemption_timeout_src: RefCell::new(None),
+            link_rings_src: RefCell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1728,14 +1722,22 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        // weir patch: one link poll, kept until it fires (see `SleepableRing::sleep`).
+        let mut link = self.link_rings_src.borrow_mut();
+        let armed = link.as_ref().is_some_and(Source::is_in_flight);
+        if !armed {
+            *link = Some(Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ));
+        }
+        let link = link.as_ref().expect("a link poll was just made");
+        ring.sleep(link, !armed)
+            .or_else(Self::busy_ok)
+            .map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
