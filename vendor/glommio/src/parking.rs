@@ -82,6 +82,7 @@ impl fmt::Debug for Parker {
 struct Inner {}
 
 impl Inner {
+    // weir patch: whether the reactor may sleep is passed on (see `Reactor::react`).
     fn park(&self, timeout: impl Fn() -> Option<Duration>, may_sleep: bool) -> io::Result<bool> {
         crate::executor().reactor().react(timeout, may_sleep)
     }

@@ -1496,7 +1496,14 @@ impl LocalExecutor {
                 let cur_time = Instant::now();
                 this.queues.borrow_mut().stats.total_runtime += cur_time - pre_time;
                 pre_time = cur_time;
-                if !run {
+                // weir patch: `run_task_queues` also returns false when it is preempted
+                // before its first task queue (an event already waits in the latency ring:
+                // an armed preemption timer that fired, a foreign wake-up). Parking then
+                // would sleep with tasks ready to run, until some other event or timer: the
+                // released executor did, rarely; with preemption timers kept armed across
+                // turns it happened within minutes (a 30 s stall of the load generator).
+                // Go round again instead: the next poll consumes that event.
+                if !run && !this.has_active_task_queues() {
                     if let Poll::Ready(t) = future.as_mut().poll(cx) {
                         // It may be that we just became ready now that the task queue
                         // is exhausted. But if we sleep (park) we'll never know so we
