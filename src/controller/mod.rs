@@ -103,8 +103,8 @@ pub enum StartError {
     Quorum(#[from] QuorumError),
     #[error("metadata snapshot: {0}")]
     Record(#[from] crate::cluster::records::RecordError),
-    #[error("{0}")]
-    Storage(String),
+    #[error("the metadata log could not be written")]
+    MetadataLogWrite,
     #[error("migrating the single-node metadata log: {0}")]
     Legacy(#[from] std::io::Error),
 }
@@ -119,6 +119,11 @@ pub enum CommitError {
         .0.as_millis().div_ceil(10) * 10
     )]
     Timeout(Duration),
+    #[error(
+        "the active controller did not answer within {} ms: none is known, or it cannot be reached",
+        .0.as_millis().div_ceil(10) * 10
+    )]
+    Unanswered(Duration),
     #[error("the metadata quorum stopped after a storage failure")]
     Stopped,
     #[error("{0}")]
@@ -129,7 +134,7 @@ impl CommitError {
     pub fn code(&self) -> ResponseError {
         match self {
             CommitError::NotController => ResponseError::NotController,
-            CommitError::Timeout(_) => ResponseError::RequestTimedOut,
+            CommitError::Timeout(_) | CommitError::Unanswered(_) => ResponseError::RequestTimedOut,
             CommitError::Stopped | CommitError::Failed(_) => ResponseError::UnknownServerError,
         }
     }
@@ -226,7 +231,7 @@ impl Controller {
             controller.drive();
         }
         if controller.failed.get() {
-            return Err(StartError::Storage("the metadata log could not be written".into()));
+            return Err(StartError::MetadataLogWrite);
         }
         let image = controller.image.get();
         remove_deleted_partition_dirs(&controller.config.data_dir, &image.removed);

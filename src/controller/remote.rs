@@ -89,7 +89,7 @@ impl RemoteController {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(CommitError::Timeout(total));
+                return Err(CommitError::Unanswered(total));
             }
             match leader() {
                 Some(id) if id == me => return Ok(Route::Here),
