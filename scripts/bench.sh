@@ -23,6 +23,8 @@
 #   DISK_LIMIT       the disk-limit tool (default ../shared/tools/disk-limit.py): run right
 #                    before and after each latency-idle workload, so issue 15's low-load
 #                    targets have the disk's write and write+fdatasync latency of the same minutes
+#   BENCH_REPORT_ONLY=results/bench-<time>  measure nothing: write the report again from that
+#                    run's results (after docs/bench/studies.md or analysis.md changed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -41,9 +43,21 @@ if [ -n "$DURATION" ] && [ -z "$WARMUP" ]; then WARMUP=1; fi
 LIMIT_SECS=${DURATION:-20}
 [ "$LIMIT_SECS" -gt 20 ] && LIMIT_SECS=20
 
+REPORT_ONLY=${BENCH_REPORT_ONLY:-}
+if [ -n "$REPORT_ONLY" ]; then
+    RESULTS=$(realpath "$REPORT_ONLY")
+    [ -f "$RESULTS/runs.tsv" ] || { echo "bench.sh: no runs.tsv in $RESULTS" >&2; exit 1; }
+    # The run's own settings (runs before this file existed were full-length, on the default port).
+    # shellcheck disable=SC1091
+    [ -f "$RESULTS/settings" ] && . "$RESULTS/settings"
+    CHART_HTML=$CHARTS/latency.html
+    CHART_PNG=
+    [ -f "$CHARTS/latency.png" ] && CHART_PNG=$CHARTS/latency.png
+else # measure: build, the machine, its limits, every workload, the charts
 STAMP=$(date -u +%Y%m%dT%H%M%S)
 RESULTS=$ROOT/results/bench-$STAMP
 mkdir -p "$RESULTS" "$CHARTS" "$(dirname "$DOC")"
+printf 'DURATION=%q\nWARMUP=%q\nPORT=%q\n' "$DURATION" "$WARMUP" "$PORT" > "$RESULTS/settings"
 if [ -n "${BENCH_TMP:-}" ]; then TMP=$BENCH_TMP; mkdir -p "$TMP"; else TMP=$(mktemp -d -t weir-bench.XXXXXX); fi
 
 BROKER_PID=
@@ -221,6 +235,8 @@ for c in chromium chromium-browser google-chrome; do
         break
     fi
 done
+
+fi # not REPORT_ONLY
 
 # ---- the report ----
 log "writing $DOC"
