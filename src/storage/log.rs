@@ -44,6 +44,19 @@ pub const PREALLOCATE_FLOOR_MIN_BYTES: u64 = 64 << 10;
 pub const PREALLOCATE_FLOOR_MAX_BYTES: u64 = 1 << 20;
 const PREALLOCATE_MAX_BYTES: u64 = 64 << 20;
 
+/// Writes all of `buf` at `pos`; a short write is an error.
+async fn write_whole(file: &DmaFile, buf: glommio::io::DmaBuffer, pos: u64) -> Result<(), LogError> {
+    let want = buf.len();
+    let wrote = file.write_at(buf, pos).await.map_err(gio)?;
+    if wrote != want {
+        return Err(LogError::Io(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {wrote} of {want} bytes"),
+        )));
+    }
+    Ok(())
+}
+
 /// The length to reserve for a segment file that must hold `end` bytes: as much again as
 /// it holds (so a small partition reserves little), within the bounds, and not past the
 /// segment size. Writes inside the file's length are overwrites that io_uring completes
@@ -776,18 +789,34 @@ impl Log {
                 if s.written >= s.size {
                     return Ok(());
                 }
-                let len = (s.size - s.pending_pos).min(IO_CHUNK_BYTES);
-                let mut buf = file.alloc_dma_buffer(align_up(len) as usize);
-                let bytes = buf.as_bytes_mut();
-                s.copy_pending(&mut bytes[..len as usize]);
-                bytes[len as usize..].fill(0);
-                let end = s.pending_pos + align_up(len);
+                let pos = s.pending_pos;
+                let len = (s.size - pos).min(IO_CHUNK_BYTES);
+                let end = pos + align_up(len);
+                // Blocks below `align_up(written)` hold written data; those above are reserved
+                // (fallocated, "unwritten" to the filesystem). ext4 does a direct write without
+                // blocking only when one extent maps all of it, so a write covering the tail
+                // block and reserved blocks after it would return EAGAIN under IOCB_NOWAIT and
+                // io_uring would hand it to a kernel worker thread: two context switches, and
+                // a worker competing with the shards for the cores. Two writes, split where the
+                // written blocks end, both complete inline.
+                let written_end = align_up(s.written);
+                let cut = if pos < written_end && written_end < end { written_end - pos } else { end - pos };
+                let fill = |skip: u64, size: u64| {
+                    let mut buf = file.alloc_dma_buffer(size as usize);
+                    let bytes = buf.as_bytes_mut();
+                    let data = len.saturating_sub(skip).min(size) as usize;
+                    s.copy_pending(skip as usize, &mut bytes[..data]);
+                    bytes[data..].fill(0);
+                    buf
+                };
+                let head = fill(0, cut);
+                let rest = (cut < end - pos).then(|| fill(cut, end - pos - cut));
                 let config = self.config.get();
                 let reserve = (end > s.allocated)
                     .then(|| preallocation_target(end, config.segment_bytes, config.preallocate_min_bytes));
-                (file, buf, s.pending_pos, len, reserve)
+                (file, head, rest, pos, cut, len, reserve)
             };
-            let (file, buf, pos, len, reserve) = chunk;
+            let (file, head, rest, pos, cut, len, reserve) = chunk;
             // From here until a sync covers it, this descriptor must stay open.
             self.files.set_dirty(base, true);
             if let Some(target) = reserve {
@@ -806,13 +835,12 @@ impl Log {
                     s.allocated = s.allocated.max(reserved);
                 }
             }
-            let want = buf.len();
-            let wrote = file.write_at(buf, pos).await.map_err(gio)?;
-            if wrote != want {
-                return Err(LogError::Io(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("short write: {wrote} of {want} bytes"),
-                )));
+            match rest {
+                None => write_whole(&file, head, pos).await?,
+                Some(rest) => {
+                    futures::future::try_join(write_whole(&file, head, pos), write_whole(&file, rest, pos + cut))
+                        .await?;
+                }
             }
             let mut state = self.state.borrow_mut();
             if let Some(s) = state.find_mut(base) {

@@ -156,16 +156,21 @@ impl Segment {
         Some(out.freeze())
     }
 
-    /// Copies the first `dst.len()` pending bytes (from `pending_pos`) into `dst`.
-    pub fn copy_pending(&self, dst: &mut [u8]) {
+    /// Copies `dst.len()` pending bytes, starting `skip` bytes past `pending_pos`, into `dst`.
+    pub fn copy_pending(&self, mut skip: usize, dst: &mut [u8]) {
         let mut at = 0;
         for c in &self.pending {
             if at == dst.len() {
                 break;
             }
-            let n = c.len().min(dst.len() - at);
-            dst[at..at + n].copy_from_slice(&c[..n]);
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            let n = (c.len() - skip).min(dst.len() - at);
+            dst[at..at + n].copy_from_slice(&c[skip..skip + n]);
             at += n;
+            skip = 0;
         }
     }
 
@@ -209,13 +214,18 @@ mod tests {
         }
         assert!(seg.pending_range(0, 20_001).is_none());
         let mut dst = vec![0; 9000];
-        seg.copy_pending(&mut dst);
+        seg.copy_pending(0, &mut dst);
         assert_eq!(&dst[..], &data[..9000]);
+        for skip in [0usize, 1, 2999, 3000, 3001, 8097, 12_096] {
+            let mut dst = vec![0; 20_000 - skip];
+            seg.copy_pending(skip, &mut dst);
+            assert_eq!(&dst[..], &data[skip..], "skip {skip}");
+        }
         seg.release_written(8192);
         assert!(seg.pending_range(8191, 8192).is_none(), "released");
         assert_eq!(&seg.pending_range(8192, 20_000).expect("kept")[..], &data[8192..]);
         let mut dst = vec![0; 20_000 - 8192];
-        seg.copy_pending(&mut dst);
+        seg.copy_pending(0, &mut dst);
         assert_eq!(&dst[..], &data[8192..]);
         seg.release_written(16_384);
         assert_eq!(&seg.pending_range(16_384, 20_000).expect("kept")[..], &data[16_384..]);
