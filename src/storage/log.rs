@@ -1394,6 +1394,36 @@ mod tests {
         }
     }
 
+    /// Every append written on its own: most writes rewrite the tail block and some go on
+    /// into reserved blocks, so they go out split in two (`write_segment`). What is read back
+    /// after a reopen (from the file) is what was appended.
+    #[test]
+    fn writes_that_cross_into_reserved_blocks_store_every_byte() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let big = LogConfig { segment_bytes: 1 << 20, ..config() };
+            let log = Log::open(&path, big.clone(), false).await.expect("open");
+            let mut appended = BytesMut::new();
+            for i in 0..80 {
+                // Mostly ~300 B batches, and now and then one of several blocks.
+                let records = if i % 17 == 16 { 30 } else { 1 };
+                let at = log.next_offset();
+                append_n(&log, 1, records).await;
+                appended.extend_from_slice(&log.read(at, 1 << 20).await.expect("in memory").records);
+                log.sync_to(log.next_offset() - 1).await.expect("sync");
+            }
+            let end = log.next_offset();
+            log.close().await.expect("close");
+            let log = Log::open(&path, big, true).await.expect("reopen");
+            assert_eq!(log.next_offset(), end);
+            let stored = log.read(0, 4 << 20).await.expect("read").records;
+            assert!(appended.len() > 4 * segment::ALIGN as usize, "several blocks written");
+            assert_eq!(&stored[..], &appended[..]);
+            log.close().await.expect("close");
+        });
+    }
+
     #[test]
     fn append_read_roll_and_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
