@@ -1403,7 +1403,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(move || async move {
             let big = LogConfig { segment_bytes: 1 << 20, ..config() };
-            let log = Log::open(&path, big.clone(), false).await.expect("open");
+            let log = Log::open(&path, big, false).await.expect("open");
             let mut appended = BytesMut::new();
             for i in 0..80 {
                 // Mostly ~300 B batches, and now and then one of several blocks.
