@@ -838,8 +838,10 @@ impl Log {
             match rest {
                 None => write_whole(&file, head, pos).await?,
                 Some(rest) => {
-                    futures::future::try_join(write_whole(&file, head, pos), write_whole(&file, rest, pos + cut))
-                        .await?;
+                    // Both awaited to the end even if one fails: a write still in flight
+                    // could land after the retry of the same blocks and undo it.
+                    let (a, b) = futures::join!(write_whole(&file, head, pos), write_whole(&file, rest, pos + cut));
+                    a.and(b)?;
                 }
             }
             let mut state = self.state.borrow_mut();
