@@ -793,12 +793,12 @@ impl Log {
                 let len = (s.size - pos).min(IO_CHUNK_BYTES);
                 let end = pos + align_up(len);
                 // Blocks below `align_up(written)` hold written data; those above are reserved
-                // (fallocated, "unwritten" to the filesystem). ext4 does a direct write without
-                // blocking only when one extent maps all of it, so a write covering the tail
-                // block and reserved blocks after it would return EAGAIN under IOCB_NOWAIT and
-                // io_uring would hand it to a kernel worker thread: two context switches, and
-                // a worker competing with the shards for the cores. Two writes, split where the
-                // written blocks end, both complete inline.
+                // (fallocated, "unwritten" to the filesystem). A direct write covering the tail
+                // block and reserved blocks after it was handed by io_uring to a kernel worker
+                // thread (ext4 refuses it under IOCB_NOWAIT, as traced in
+                // docs/bench/studies.md): two context switches, and a worker competing with the
+                // shards for the cores. Two writes, split where the written blocks end, both
+                // complete inline.
                 let written_end = align_up(s.written);
                 let cut = if pos < written_end && written_end < end { written_end - pos } else { end - pos };
                 let fill = |skip: u64, size: u64| {
