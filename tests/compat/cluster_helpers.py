@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -195,22 +196,53 @@ def running_cluster(request, base: Path, settings: dict | None = None, network: 
         assert not panics, f"node {node.node_id} panicked:\n" + "\n".join(panics)
 
 
+def _direct_metadata(bootstrap: str, topics: list[str] | None, timeout: float):
+    """The Metadata response of the first node of `bootstrap` (host:port, comma-separated)
+    that answers, asked directly. librdkafka's list_topics may send its request to any
+    broker the first answer named, so a node cut off from the others would seem to know what
+    they know. A stopped node (SIGSTOP) takes its share of `timeout`, then the next is asked."""
+    from kafka.conn import BrokerConnection
+    from kafka.protocol.metadata import MetadataRequest
+
+    addresses = bootstrap.split(",")
+    failures = []
+    for address in addresses:
+        host, port = address.rsplit(":", 1)
+        left = timeout / len(addresses)
+        deadline = time.time() + left
+        conn = BrokerConnection(host, int(port), socket.AF_INET, api_version=(2, 0),
+                                request_timeout_ms=int(left * 1000), client_id="weir-compat-metadata")
+        try:
+            if not conn.connect_blocking(left):
+                failures.append(f"{address}: cannot connect")
+                continue
+            sent = conn.send(MetadataRequest[4](topics=topics, allow_auto_topic_creation=False))
+            while time.time() < deadline and not sent.failed():
+                for response, _future in conn.recv():
+                    return response
+                time.sleep(0.005)
+            failures.append(f"{address}: {sent.exception if sent.failed() else 'no answer'}")
+        finally:
+            conn.close()
+    raise ConnectionError(f"no Metadata answer within {timeout} s: {'; '.join(failures)}")
+
+
 def metadata(bootstrap: str, timeout: float = 10.0):
     """(brokers {id: host:port}, controller id, {topic: {partition: leader}}) from one node."""
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
-    brokers = {b.id: f"{b.host}:{b.port}" for b in md.brokers.values()}
-    topics = {t: {p.id: p.leader for p in tm.partitions.values()}
-              for t, tm in md.topics.items() if not t.startswith("__")}
+    md = _direct_metadata(bootstrap, None, timeout)
+    brokers = {node_id: f"{host}:{port}" for node_id, host, port, _rack in md.brokers}
+    topics = {topic: {p[1]: p[2] for p in partitions}
+              for error, topic, _internal, partitions in md.topics if error == 0 and not topic.startswith("__")}
     return brokers, md.controller_id, topics
 
 
 def partitions_of(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, list, list]]:
     """{partition: (leader, replicas, isr)} of one topic, from one node's Metadata."""
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=timeout)
-    t = md.topics.get(topic)
-    if t is None or t.error is not None:
-        return {}
-    return {p.id: (p.leader, list(p.replicas), sorted(p.isrs)) for p in t.partitions.values()}
+    md = _direct_metadata(bootstrap, [topic], timeout)
+    for error, name, _internal, partitions in md.topics:
+        if name == topic and error == 0:
+            return {p[1]: (p[2], list(p[3]), sorted(p[4])) for p in partitions}
+    return {}
 
 
 def wait_for_isr(node: ClusterNode, topic: str, size: int, timeout: float = 30.0) -> dict:

@@ -517,8 +517,17 @@ def test_kafka_python_and_kcat_producers_carry_on_through_leader_kills(cluster):
 def consume_values(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> list[tuple[int, int, bytes]]:
     """(partition, offset, value) of every record, read from the start (no group)."""
     consumer = confluent_consumer(bootstrap, **{"group.id": f"values-{time.time()}", "auto.offset.reset": "earliest"})
-    md = consumer.list_topics(topic, timeout=10)
-    consumer.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+    # The broker that answers may not have heard of a new topic yet: an empty answer would
+    # assign nothing and read nothing, so ask until the partitions are known.
+    partitions = []
+    asked_until = time.time() + 30
+    while not partitions and time.time() < asked_until:
+        found = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = list(found.partitions) if found is not None and found.error is None else []
+        if not partitions:
+            time.sleep(0.2)
+    assert partitions, f"{topic}: no partitions in Metadata within 30 s"
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     out = []
     deadline = time.time() + timeout
     try:
@@ -526,6 +535,8 @@ def consume_values(bootstrap: str, topic: str, expect: int, timeout: float = 60.
             m = consumer.poll(0.5)
             if m is not None and not m.error():
                 out.append((m.partition(), m.offset(), m.value()))
+            elif m is not None:
+                print(f"consumer error: {m.error()}")
         end = time.time() + 1.0
         while time.time() < end:
             m = consumer.poll(0.2)
