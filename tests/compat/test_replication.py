@@ -519,14 +519,11 @@ def consume_values(bootstrap: str, topic: str, expect: int, timeout: float = 60.
     consumer = confluent_consumer(bootstrap, **{"group.id": f"values-{time.time()}", "auto.offset.reset": "earliest"})
     # The broker that answers may not have heard of a new topic yet: an empty answer would
     # assign nothing and read nothing, so ask until the partitions are known.
-    partitions = []
-    asked_until = time.time() + 30
-    while not partitions and time.time() < asked_until:
+    def known_partitions():
         found = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        partitions = list(found.partitions) if found is not None and found.error is None else []
-        if not partitions:
-            time.sleep(0.2)
-    assert partitions, f"{topic}: no partitions in Metadata within 30 s"
+        return list(found.partitions) if found is not None and found.error is None else []
+
+    partitions = wait_until(known_partitions, 30, interval=0.2, what=f"{topic}: partitions in Metadata")
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     out = []
     deadline = time.time() + timeout
