@@ -1,7 +1,8 @@
 //! A producer: an event loop that generates records (as fast as there is room, or at a fixed
 //! rate), accumulates them per partition like a real client (`linger_ms`, `batch_size`),
 //! and sends each leader's ready batches in one Produce request per connection with at most
-//! `max_in_flight` requests outstanding. Acks come back through the connection's reader task.
+//! `max_in_flight` requests outstanding. With `drain = "all"` such a request also takes the
+//! open batch of every other partition that leader leads, as Kafka's Java producer does. Acks come back through the connection's reader task.
 //!
 //! Every record carries a header with the producer id, its sequence number in the
 //! (producer, partition) stream and its send time: the intended send time in fixed-rate
@@ -42,7 +43,7 @@ use crate::payload::{key_partition, Keys, Meta, Payload, Rng, Sizes, META_HEADER
 use crate::rate::Pacer;
 use crate::stats::{Control, Interval};
 use crate::transactional::{self, Identity, Transactions};
-use crate::workload::{Acks, Workload};
+use crate::workload::{Acks, Drain, Workload};
 
 /// Like Kafka's `buffer.memory`: bytes generated but not yet in flight before the generator waits.
 const BUFFER_MAX_BYTES: usize = 32 * 1024 * 1024;
@@ -134,6 +135,11 @@ struct Slot {
     ready: VecDeque<Batch>,
     failures: u32,
     retry_at_us: u64,
+    /// The partitions this broker leads (global indexes), for [`Drain::All`].
+    parts: Vec<usize>,
+    /// Where the next [`Drain::All`] sweep of `parts` starts, so that when a request fills
+    /// up, the partitions left out are first the next time.
+    drain_from: usize,
 }
 
 enum Event {
@@ -164,6 +170,7 @@ pub struct Producer {
     linger_us: u64,
     batch_size: usize,
     max_in_flight: usize,
+    drain: Drain,
     timeout_us: u64,
     options: RecordEncodeOptions,
     /// Request serial, stamped on partitions taken into the request being built.
@@ -221,10 +228,13 @@ impl Producer {
                         ready: VecDeque::new(),
                         failures: 0,
                         retry_at_us: 0,
+                        parts: Vec::new(),
+                        drain_from: 0,
                     });
                     slots.len() - 1
                 }
             };
+            slots[slot].parts.push(parts.len());
             parts.push(Part { slot, next_seq: 0, open: None, batch_no: 0, unacked: Vec::new() });
         }
         let mut p = Producer {
@@ -250,6 +260,7 @@ impl Producer {
             linger_us: w.producers.linger_ms * 1000,
             batch_size: w.producers.batch_size as usize,
             max_in_flight: w.producers.max_in_flight as usize,
+            drain: w.producers.drain,
             timeout_us: w.producers.request_timeout_ms * 1000,
             options: RecordEncodeOptions { version: 2, compression: w.producers.compression.codec() },
             req_no: 0,
@@ -625,6 +636,9 @@ impl Producer {
             }
         }
         self.slots[i].ready = kept;
+        if self.drain == Drain::All && self.may_seal() {
+            self.take_open_batches(i, req_no, &mut bytes, &mut taken);
+        }
         taken.sort_unstable_by_key(|b| b.part);
 
         let cluster = self.ctx.cluster.clone();
@@ -698,6 +712,31 @@ impl Producer {
                 self.fail_batches(taken, e.kind());
                 self.close_slot(i, e);
                 false
+            }
+        }
+    }
+
+    /// [`Drain::All`]: adds the open batch of every partition slot `i` leads that has no
+    /// batch in request `req_no` yet, while the request stays within its size limit.
+    fn take_open_batches(&mut self, i: usize, req_no: u64, bytes: &mut usize, taken: &mut Vec<Batch>) {
+        let slot = &mut self.slots[i];
+        let n = slot.parts.len();
+        let start = slot.drain_from % n.max(1);
+        for k in 0..n {
+            let g = slot.parts[(start + k) % n];
+            let part = &mut self.parts[g];
+            let Some(b) = part.open.as_ref() else { continue };
+            if self.stamp[g] == req_no {
+                continue;
+            }
+            if *bytes + b.bytes > MAX_REQUEST_BYTES {
+                slot.drain_from = start + k;
+                return;
+            }
+            if let Some(b) = part.open.take() {
+                self.stamp[g] = req_no;
+                *bytes += b.bytes;
+                taken.push(b);
             }
         }
     }

@@ -89,6 +89,9 @@ pub struct Producers {
     pub max_in_flight: u32,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Which batches a request carries (see [`Drain`]).
+    #[serde(default)]
+    pub drain: Drain,
     /// Kafka's `enable.idempotence`: a producer id from InitProducerId and a sequence per
     /// batch (needs acks = "all" and at most 5 requests in flight).
     #[serde(default)]
@@ -272,6 +275,20 @@ impl<'de> Deserialize<'de> for MessageSize {
         }
         d.deserialize_any(V)
     }
+}
+
+/// Which batches a producer puts into a request to a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Drain {
+    /// Only batches that are full or whose `linger_ms` expired, as librdkafka sends: with many
+    /// thinly loaded partitions each request carries the few that expired together.
+    #[default]
+    Expired,
+    /// As Kafka's Java producer (`RecordAccumulator.drain`): once a broker has a ready batch,
+    /// the request also takes the open batch of every other partition it leads, up to the
+    /// request size limit.
+    All,
 }
 
 /// Producer acknowledgements.
@@ -590,6 +607,7 @@ mod tests {
         assert_eq!(w.producers.compression, CompressionKind::Lz4);
         assert_eq!(w.producers.batch_size, 16384);
         assert_eq!(w.producers.max_in_flight, 5);
+        assert_eq!(w.producers.drain, Drain::Expired, "librdkafka's way unless asked");
         assert_eq!(w.consumers.count, 3);
         assert_eq!(w.consumers.fetch_max_wait_ms, 500);
         assert!(w.fixed_rate());
@@ -607,6 +625,11 @@ mod tests {
         for (text, acks) in [("0", Acks::None), ("1", Acks::Leader), ("-1", Acks::All), ("\"all\"", Acks::All)] {
             let w = parse(&GOOD.replace("acks = \"all\"", &format!("acks = {text}"))).expect("acks");
             assert_eq!(w.producers.acks, acks, "{text}");
+        }
+        for (text, drain) in [("\"expired\"", Drain::Expired), ("\"all\"", Drain::All)] {
+            let w = parse(&GOOD.replace("linger_ms = 5", &format!("linger_ms = 5\n        drain = {text}")))
+                .expect("drain");
+            assert_eq!(w.producers.drain, drain, "{text}");
         }
         let no_consumers = GOOD.replace("[consumers]\n        count = 3", "");
         assert_eq!(parse(&no_consumers).expect("defaults").consumers, Consumers::default());
@@ -631,6 +654,7 @@ mod tests {
             ("size = { min = 10, max = 20 }", "size = { distribution = \"zipf\", min = 1, max = 2 }", "zipf"),
             ("size = { min = 10, max = 20 }", "size = \"big\"", "size"),
             ("linger_ms = 5", "linger_ms = 5\n        lingr_ms = 3", "lingr_ms"),
+            ("linger_ms = 5", "linger_ms = 5\n        drain = \"some\"", "drain"),
             ("prefix = \"t\"", "prefix = \"a b\"", "topics.prefix"),
             ("[consumers]", "[consumer]", "consumer"),
             ("acks = \"all\"", "acks = 1\n        idempotent = true", "producers.acks"),

@@ -369,6 +369,66 @@ fn transactional_producers_and_read_committed_consumers_deliver_exactly_once() {
     assert_eq!(text.matches("CompleteCommit").count(), 2, "{text}");
 }
 
+/// 200 thinly loaded partitions (10 records per partition per second, `linger_ms = 5`): with
+/// `drain = "expired"` each request carries the one or two batches that expired together;
+/// with `drain = "all"` a request takes every open batch, as Kafka's Java producer does.
+const THIN: &str = r#"
+duration_s = 2
+warmup_s = 1
+[topics]
+prefix = "lg-thin"
+count = 1
+partitions = 200
+[messages]
+size = 100
+[producers]
+count = 1
+rate = 2000
+acks = 1
+linger_ms = 5
+drain = "expired"
+[consumers]
+count = 1
+fetch_max_wait_ms = 100
+"#;
+
+#[test]
+fn draining_all_open_batches_packs_thin_partitions_into_fewer_requests() {
+    let broker = Broker::start(&[]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut per_request = Vec::new();
+    for drain in ["expired", "all"] {
+        let wl = tmp.path().join(format!("thin-{drain}.toml"));
+        let text = THIN.replace("drain = \"expired\"", &format!("drain = \"{drain}\""));
+        std::fs::write(&wl, text.replace("lg-thin", &format!("lg-thin-{drain}"))).expect("workload");
+        let out = tmp.path().join(format!("results-{drain}"));
+        let run = loadgen(
+            &["run", "--bootstrap", &broker.addr, "--workload", wl.to_str().expect("utf-8"), "--unpinned"],
+            &out,
+            Duration::from_secs(90),
+            None,
+        );
+        assert!(run.status.success(), "{}", run.context());
+        let s = run.summary();
+        let d = &s["delivery"];
+        let produced = num(d, "produced");
+        assert!(produced >= 4000.0, "{drain}: {d}");
+        assert_eq!(num(d, "acknowledged"), produced, "{drain}: {d}");
+        assert_eq!(num(d, "consumed_unique"), produced, "{drain}: {d}");
+        for key in ["missing", "duplicates", "out_of_order", "foreign"] {
+            assert_eq!(num(d, key), 0.0, "{drain} {key}: {d}");
+        }
+        let workload = std::fs::read_to_string(run.results_dir().join("workload.toml")).expect("workload copy");
+        assert!(workload.contains(&format!("drain = \"{drain}\"")), "{workload}");
+        per_request.push(num(&s, "counts.sent") / num(&s, "counts.produceRequests"));
+    }
+    eprintln!("records per request: expired {:.2}, all {:.2}", per_request[0], per_request[1]);
+    // At 2,000 msg/s one record is due every 500 µs while a batch lingers 5 ms: draining
+    // everything open puts about ten records in a request, expiry alone about one.
+    assert!(per_request[0] < 2.5, "expired: {per_request:?} records per request");
+    assert!(per_request[1] > 2.0 * per_request[0], "all: {per_request:?} records per request");
+}
+
 #[test]
 fn ctrl_c_stops_the_run_and_writes_the_results() {
     let broker = Broker::start(&[]);
