@@ -45,8 +45,14 @@ wall = s["loadgenCpu"]["wallSeconds"]
 p, e = s["publishLatencyUs"], s["endToEndLatencyUs"]
 ms = lambda v: "%.2f" % (v / 1000)
 d = s["delivery"]
-print(f"{label}\tmsg/s {s['throughput']['publishMsgsPerSec']:.0f}\tMB/s {s['throughput']['publishMBPerSec']:.1f}"
-      f"\tbroker CPU {100 * ticks / hz / wall:.0f}%\tloadgen CPU {s['loadgenCpu']['percentOfRun']:.0f}%"
+t = s["throughput"]
+cpu = ticks / hz / wall
+# Broker CPU per MB produced and consumed (issue 15's target 4): consumers that fall behind
+# move fewer bytes, so CPU per produced MB alone would flatter a slower fetch path.
+moved = t["publishMBPerSec"] + t["consumeMBPerSec"]
+per_mb = f"{cpu * 1e6 / moved:.0f}" if moved else "-"
+print(f"{label}\tmsg/s {t['publishMsgsPerSec']:.0f}\tMB/s {t['publishMBPerSec']:.1f} in, {t['consumeMBPerSec']:.1f} out"
+      f"\tbroker CPU {100 * cpu:.0f}% ({per_mb} µs/MB in+out)\tloadgen CPU {s['loadgenCpu']['percentOfRun']:.0f}%"
       f"\tpublish p50/p99/p99.99 {ms(p['p50'])}/{ms(p['p99'])}/{ms(p['p99.99'])} ms"
       f"\te2e p50/p99 {ms(e['p50'])}/{ms(e['p99'])} ms\tmissing {d['missing']} dup {d['duplicates']}")
 PY

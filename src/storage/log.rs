@@ -104,6 +104,24 @@ fn gio<T>(e: glommio::GlommioError<T>) -> io::Error {
     io::Error::from(e)
 }
 
+/// Bytes `[from, to)` of `file`, read into memory of their own and handed out as they lie
+/// there (no copy): the read covers the aligned blocks around the range, and the result is
+/// a slice of it. Short if the file ends first.
+async fn read_owned(file: &DmaFile, from: u64, to: u64) -> Result<Bytes, LogError> {
+    if to <= from {
+        return Ok(Bytes::new());
+    }
+    let start = align_down(from);
+    let read = file.read_at_aligned_owned(start, (align_up(to) - start) as usize).await.map_err(gio)?;
+    let skip = (from - start) as usize;
+    let got = read.as_ref().len();
+    if got <= skip {
+        return Ok(Bytes::new());
+    }
+    let end = got.min(skip + (to - from) as usize);
+    Ok(Bytes::from_owner(read).slice(skip..end))
+}
+
 /// Per-log settings (from the topic's configs over the broker's); replaced when they change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
@@ -974,26 +992,27 @@ impl Log {
         }
         let file = self.segment_file(base).await?;
         let disk_to = to.min(pending_pos);
+        let read = read_owned(&file, from, disk_to).await?;
+        if disk_to == to {
+            return Ok(read);
+        }
+        // The tail may have been written meanwhile (pending_pos moved up): take it from
+        // memory if it is still there, else from the file, which now holds it.
         let mut out = BytesMut::with_capacity(len as usize);
-        let read = file.read_at(from, (disk_to - from) as usize).await.map_err(gio)?;
         out.extend_from_slice(&read);
-        if disk_to < to {
-            // The tail may have been written meanwhile (pending_pos moved up): take it from
-            // memory if it is still there, else from the file, which now holds it.
-            let copied = {
-                let state = self.state.borrow();
-                match state.find(base).and_then(|s| s.pending_range(disk_to, to)) {
-                    Some(mem) => {
-                        out.extend_from_slice(&mem);
-                        true
-                    }
-                    None => false,
+        let copied = {
+            let state = self.state.borrow();
+            match state.find(base).and_then(|s| s.pending_range(disk_to, to)) {
+                Some(mem) => {
+                    out.extend_from_slice(&mem);
+                    true
                 }
-            };
-            if !copied {
-                let rest = file.read_at(disk_to, (to - disk_to) as usize).await.map_err(gio)?;
-                out.extend_from_slice(&rest);
+                None => false,
             }
+        };
+        if !copied {
+            let rest = file.read_at(disk_to, (to - disk_to) as usize).await.map_err(gio)?;
+            out.extend_from_slice(&rest);
         }
         Ok(out.freeze())
     }
@@ -1422,6 +1441,13 @@ mod tests {
             let stored = log.read(0, 4 << 20).await.expect("read").records;
             assert!(appended.len() > 4 * segment::ALIGN as usize, "several blocks written");
             assert_eq!(&stored[..], &appended[..]);
+            // From the file at every batch, whatever its alignment: read by blocks, handed
+            // out as a slice of the block-aligned read.
+            for (pos, h) in batch::iter_batches(&appended) {
+                let total = h.total_bytes().expect("whole batch");
+                let one = log.read(h.base_offset(), 1).await.expect("read one").records;
+                assert_eq!(&one[..], &appended[pos..pos + total], "batch at {pos}");
+            }
             log.close().await.expect("close");
         });
     }

@@ -585,6 +585,33 @@ impl Reactor {
         }
     }
 
+    /// weir patch: reads `buf.len()` bytes at `pos` into `buf` (see `DmaFile::read_at_aligned_owned`).
+    pub(crate) fn read_dma_into(
+        &self,
+        raw: RawFd,
+        pos: u64,
+        buf: DmaBuffer,
+        pollable: PollableStatus,
+    ) -> Source {
+        let stats = StatsCollection {
+            fulfilled: Some(|result, stats, op_count| {
+                if let Ok(result) = result {
+                    stats.file_reads += op_count;
+                    stats.file_bytes_read += *result as u64 * op_count;
+                }
+            }),
+            reused: None,
+            latency: None,
+        };
+        let source = self.new_source(
+            raw,
+            SourceType::Read(pollable, Some(IoBuffer::DmaSink(buf))),
+            Some(stats),
+        );
+        self.sys.read_dma_into(&source, pos);
+        source
+    }
+
     pub(crate) fn read_buffered(
         &self,
         raw: RawFd,

@@ -14,7 +14,7 @@ use crate::{
         read_result::ReadResult,
         ScheduledSource,
     },
-    sys::{self, sysfs, DirectIo, DmaBuffer, DmaSource, PollableStatus},
+    sys::{self, sysfs, DirectIo, DmaBuffer, DmaSource, IoBuffer, OwnedRead, PollableStatus},
 };
 use futures_lite::{Stream, StreamExt};
 use nix::sys::statfs::*;
@@ -386,6 +386,29 @@ impl DmaFile {
         );
         let read_size = enhanced_try!(source.collect_rw().await, "Reading", self.file)?;
         Ok(ReadResult::from_sliced_buffer(source, 0, read_size))
+    }
+
+    /// weir patch: reads `size` bytes at `pos` (both aligned, as for
+    /// [`Self::read_at_aligned`]) into memory of the read's own rather than a buffer of the
+    /// reactor's pool. The result is `Send` and may be kept as long as the caller likes, so
+    /// the bytes can be handed on (as `bytes::Bytes::from_owner`, say) without a copy.
+    pub async fn read_at_aligned_owned(&self, pos: u64, size: usize) -> Result<OwnedRead> {
+        let buf = DmaBuffer::new_owned(size).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "an owned read needs a size above 0")
+        })?;
+        let source = self.file.reactor.upgrade().unwrap().read_dma_into(
+            self.as_raw_fd(),
+            pos,
+            buf,
+            self.pollable,
+        );
+        let read = enhanced_try!(source.collect_rw().await, "Reading", self.file)?;
+        match source.extract_buffer() {
+            IoBuffer::DmaSink(buf) => Ok(buf
+                .into_owned_read(read)
+                .expect("an owned read's buffer is its own allocation")),
+            _ => unreachable!("a read source holds a sink buffer"),
+        }
     }
 
     /// Reads into buffer in buf from a specific position in the file.

@@ -159,6 +159,54 @@ impl DmaBuffer {
     }
 }
 
+/// weir patch: the bytes a read put into memory of its own (`DmaFile::read_at_aligned_owned`),
+/// not a buffer of the reactor's registered pool: it may be sent to other threads and kept
+/// as long as its owner likes, so a reader can hand the bytes on without copying them.
+pub struct OwnedRead {
+    alloc: SysAlloc,
+    // Invariant: the read completed and wrote `len` bytes at the start of `alloc`.
+    len: usize,
+}
+
+// SAFETY: `alloc` is owned by this value alone (the read that filled it completed, so the
+// kernel no longer holds it) and is only ever read through `&self`.
+unsafe impl Send for OwnedRead {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for OwnedRead {}
+
+impl AsRef<[u8]> for OwnedRead {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the allocation were written by the read.
+        unsafe { std::slice::from_raw_parts(self.alloc.as_ptr(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for OwnedRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedRead").field("len", &self.len).finish()
+    }
+}
+
+impl DmaBuffer {
+    /// weir patch: a buffer of its own memory (never the registered pool), for
+    /// [`DmaBuffer::into_owned_read`].
+    pub(crate) fn new_owned(size: usize) -> Option<DmaBuffer> {
+        DmaBuffer::new(size)
+    }
+
+    /// weir patch: the first `read` bytes of a buffer made by [`DmaBuffer::new_owned`], once a
+    /// read into it has completed with that result.
+    pub(crate) fn into_owned_read(self, read: usize) -> Option<OwnedRead> {
+        match self.storage {
+            BufferStorage::Sys(alloc) if self.trim == 0 => Some(OwnedRead {
+                alloc,
+                len: read.min(self.size),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl AsRef<[u8]> for DmaBuffer {
     #[inline(always)]
     fn as_ref(&self) -> &[u8] {

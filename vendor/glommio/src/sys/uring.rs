@@ -62,6 +62,8 @@ enum UringOpDescriptor {
     Write(*const u8, usize, u64),
     WriteFixed(*const u8, usize, u64, u32),
     ReadFixed(u64, usize),
+    // weir patch: a read into the buffer its source already holds (`read_dma_into`).
+    ReadInto(u64),
     Read(u64, usize),
     Open(*const u8, libc::c_int, u32),
     Close,
@@ -349,6 +351,16 @@ fn fill_sqe<F>(
             }
             UringOpDescriptor::Close => {
                 sqe.prep_close(op.fd);
+            }
+            UringOpDescriptor::ReadInto(pos) => {
+                source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
+                    match &mut src.source_type {
+                        SourceType::Read(_, Some(IoBuffer::DmaSink(buf))) => {
+                            sqe.prep_read(op.fd, buf.as_bytes_mut(), pos);
+                        }
+                        _ => unreachable!("ReadInto needs a Read source holding its buffer"),
+                    }
+                });
             }
             UringOpDescriptor::ReadFixed(pos, len) => {
                 let mut buf = buffer_allocation(len).expect("Buffer allocation failed");
@@ -1422,6 +1434,17 @@ impl Reactor {
 
     pub(crate) fn read_dma(&self, source: &Source, pos: u64, size: usize) {
         let op = UringOpDescriptor::ReadFixed(pos, size);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// weir patch: reads into the buffer `source` holds (a `Read` source created with it).
+    pub(crate) fn read_dma_into(&self, source: &Source, pos: u64) {
+        let op = UringOpDescriptor::ReadInto(pos);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
