@@ -387,7 +387,7 @@ def mbs(name):
 rows = []
 def target(what, value, limit, unit, ok):
     if value is None or limit is None:
-        rows.append((what, "—", f"{limit if limit is not None else '?'} {unit}", "not measured"))
+        rows.append((what, "—", f"{limit:,.2f} {unit}" if limit is not None else "?", "not measured"))
     else:
         rows.append((what, f"{value:,.2f} {unit}", f"{limit:,.2f} {unit}", "met" if ok(value, limit) else "**missed**"))
 ge = lambda v, l: v >= l

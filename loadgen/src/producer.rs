@@ -2,7 +2,8 @@
 //! rate), accumulates them per partition like a real client (`linger_ms`, `batch_size`),
 //! and sends each leader's ready batches in one Produce request per connection with at most
 //! `max_in_flight` requests outstanding. With `drain = "all"` such a request also takes the
-//! open batch of every other partition that leader leads, as Kafka's Java producer does. Acks come back through the connection's reader task.
+//! open batch of every other partition that leader leads, as Kafka's Java producer does.
+//! Acks come back through the connection's reader task.
 //!
 //! Every record carries a header with the producer id, its sequence number in the
 //! (producer, partition) stream and its send time: the intended send time in fixed-rate
