@@ -696,6 +696,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk, a closed pipe) is lost;
+        // the fallback would print the error to that same stderr and panic.
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     // Handlers before anything else: a stop asked for while partitions recover or right after the first

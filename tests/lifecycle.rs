@@ -86,3 +86,34 @@ fn the_close_limit_is_a_setting_and_past_it_the_stop_is_unclean_but_safe() {
     let records = common::fetch(&mut c, "wide", 7, 0, 0, 1 << 20);
     assert_eq!(common::records_of(&records.responses[0].partitions[0].records).len(), 1);
 }
+
+/// A broker whose log cannot be written (stderr on `/dev/full`, as on a full disk) goes on
+/// serving: topics are created and written, connections answered, and a SIGTERM is a clean
+/// stop. (The logging library's fallback for a failed write printed to the same stderr and
+/// panicked, taking the logging shard down.)
+#[test]
+fn an_unwritable_log_does_not_stop_the_broker() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let mut child = serve_command(&addr, &tmp.path().join("data")).stderr(full).spawn().expect("spawn weir");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every topic creation and write logs lines; all of them fail to be written.
+    let mut client = common::Client::connect(&addr);
+    for i in 0..5 {
+        let name = format!("logless-{i}");
+        common::create_topic(&mut client, &name, 2);
+        let batch = common::batch(&[b"a", b"b"], 1_700_000_000_000, kafka_protocol::records::Compression::None);
+        let resp = client.call(9, common::produce_request(&name, 0, batch, 1));
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0, "produce to {name}");
+    }
+    assert!(child.try_wait().expect("try_wait").is_none(), "still running");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "clean stop: {status:?}");
+}

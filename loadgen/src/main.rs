@@ -1,6 +1,7 @@
 //! `weir-loadgen run` drives a workload against a broker and writes a results directory;
 //! `weir-loadgen compare` puts runs side by side (table and HTML chart).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,12 +80,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk, a closed pipe) is lost;
+        // the fallback would print the error to that same stderr and panic.
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     let cli = Cli::parse();
     if let Err(e) = weir_loadgen::signals::install() {
-        eprintln!("weir-loadgen: cannot handle signals: {e}");
+        let _ = writeln!(std::io::stderr(), "weir-loadgen: cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
@@ -94,7 +98,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("weir-loadgen: error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "weir-loadgen: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -169,9 +173,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         has_consumers,
     });
     summary.write(&dir)?;
-    print!("{}", summary.table(&dir));
+    let _ = write!(std::io::stdout(), "{}", summary.table(&dir));
     if let Some(f) = &result.fatal {
-        eprintln!("weir-loadgen: error: the run was stopped: {f}");
+        let _ = writeln!(std::io::stderr(), "weir-loadgen: error: the run was stopped: {f}");
         return Ok(ExitCode::FAILURE);
     }
     if hlog_error.is_some() {
@@ -197,10 +201,10 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|d| compare::RunData::load(d).with_context(|| format!("cannot read run {}", d.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    print!("{}", compare::table(&runs));
+    let _ = write!(std::io::stdout(), "{}", compare::table(&runs));
     let scale = if args.y_scale == "linear" { compare::Scale::Linear } else { compare::Scale::Log };
     std::fs::write(&args.out, compare::html(&runs, scale))
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("\nChart: {}", args.out.display());
+    let _ = writeln!(std::io::stdout(), "\nChart: {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }

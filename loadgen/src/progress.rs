@@ -1,7 +1,7 @@
 //! Progress on stdout: one line per second (throughput and latency of the last interval)
 //! and, when stdout is a terminal, a progress bar over the run's known length.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -38,7 +38,10 @@ impl Progress {
                     b.set_message("draining");
                 }
             }
-            None => println!("{line}"),
+            // A broken stdout (a closed pipe, a full disk) must not end the run.
+            None => {
+                let _ = writeln!(std::io::stdout(), "{line}");
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! first one stops the load (in-flight requests finish, consumers catch up, results are
 //! written), the second skips that drain, the third exits immediately.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -32,21 +33,22 @@ pub fn install() -> std::io::Result<()> {
             let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
             match (control, n) {
                 (None, _) => {
-                    eprintln!("weir-loadgen: {name} before the run started; exiting");
+                    let _ = writeln!(std::io::stderr(), "weir-loadgen: {name} before the run started; exiting");
                     std::process::exit(130);
                 }
                 (Some(c), 1) => {
-                    eprintln!(
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "weir-loadgen: {name}: stopping; in-flight requests finish and results are written (again to skip the wait)"
                     );
                     c.request_stop();
                 }
                 (Some(c), 2) => {
-                    eprintln!("weir-loadgen: {name} again: not waiting for in-flight requests");
+                    let _ = writeln!(std::io::stderr(), "weir-loadgen: {name} again: not waiting for in-flight requests");
                     c.abort();
                 }
                 (Some(_), _) => {
-                    eprintln!("weir-loadgen: {name} a third time: exiting without results");
+                    let _ = writeln!(std::io::stderr(), "weir-loadgen: {name} a third time: exiting without results");
                     std::process::exit(130);
                 }
             }

@@ -429,6 +429,34 @@ fn draining_all_open_batches_packs_thin_partitions_into_fewer_requests() {
     assert!(per_request[1] > 2.0 * per_request[0], "all: {per_request:?} records per request");
 }
 
+/// Output that cannot be written (`/dev/full`: what a full disk under a redirect gives) does
+/// not end a run: it finishes with its own exit code and writes its results; a failed run
+/// fails with 1, not a panic's 101.
+#[test]
+fn an_unwritable_stdout_and_stderr_do_not_end_the_run() {
+    let broker = Broker::start(&[]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wl = tmp.path().join("it.toml");
+    std::fs::write(&wl, WORKLOAD.replace("duration_s = 3", "duration_s = 2")).expect("workload");
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let run = |bootstrap: &str, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_weir-loadgen"))
+            .args(["run", "--bootstrap", bootstrap, "--workload", wl.to_str().expect("utf-8"), "--unpinned", "--out"])
+            .arg(out)
+            .env("RUST_LOG", "info")
+            .stdout(full())
+            .stderr(full())
+            .status()
+            .expect("run weir-loadgen")
+    };
+    let out = tmp.path().join("results");
+    assert_eq!(run(&broker.addr, &out).code(), Some(0));
+    let dirs: Vec<_> = std::fs::read_dir(&out).expect("results").collect();
+    assert_eq!(dirs.len(), 1, "one results directory");
+    let nobody = format!("127.0.0.1:{}", free_port());
+    assert_eq!(run(&nobody, &tmp.path().join("none")).code(), Some(1));
+}
+
 #[test]
 fn ctrl_c_stops_the_run_and_writes_the_results() {
     let broker = Broker::start(&[]);
