@@ -194,6 +194,20 @@ fn num(v: &Value, path: &str) -> f64 {
     cur.as_f64().unwrap_or_else(|| panic!("{path} is not a number: {cur}"))
 }
 
+/// A run's delivery report says: at least `min` records produced, every one acknowledged and
+/// consumed exactly once, in order, and nothing read that the run did not write.
+fn assert_delivered_exactly_once(s: &Value, min: f64) {
+    let d = &s["delivery"];
+    let produced = num(d, "produced");
+    assert!(produced >= min, "{d}");
+    assert_eq!(num(d, "acknowledged"), produced, "everything acknowledged: {d}");
+    assert_eq!(num(d, "consumed_unique"), produced, "{d}");
+    assert_eq!(num(s, "counts.consumed"), produced, "no record consumed twice: {s}");
+    for key in ["missing", "duplicates", "out_of_order", "foreign"] {
+        assert_eq!(num(d, key), 0.0, "{key}: {d}");
+    }
+}
+
 /// Counts (untagged, tagged) intervals of an interval log, decoding every histogram.
 fn parse_hlog(path: &Path) -> (usize, usize, u64) {
     let text = std::fs::read(path).expect("hlog");
@@ -236,17 +250,8 @@ fn every_record_is_consumed_once_in_order_and_the_outputs_parse() {
     assert!(run.stdout.contains("(warm-up)"), "progress lines: {}", run.context());
 
     let s = run.summary();
-    let d = &s["delivery"];
-    assert_eq!(num(d, "missing"), 0.0, "{d}");
-    assert_eq!(num(d, "duplicates"), 0.0, "{d}");
-    assert_eq!(num(d, "out_of_order"), 0.0, "{d}");
-    let produced = num(d, "produced");
     // 1500 msg/s for 1 s warm-up + 3 s.
-    assert!(produced >= 5000.0, "{d}");
-    assert_eq!(num(d, "acknowledged"), produced, "everything acknowledged: {d}");
-    assert_eq!(num(d, "consumed_unique"), produced, "{d}");
-    assert_eq!(num(&s, "counts.consumed"), produced, "no record consumed twice: {s}");
-    assert_eq!(num(d, "foreign"), 0.0);
+    assert_delivered_exactly_once(&s, 5000.0);
     assert_eq!(s["interrupted"], Value::Bool(false));
     assert!(s["fatalError"].is_null());
 
@@ -349,15 +354,8 @@ fn transactional_producers_and_read_committed_consumers_deliver_exactly_once() {
         run.context()
     );
     let s = run.summary();
-    let d = &s["delivery"];
-    let produced = num(d, "produced");
-    assert!(produced >= 6000.0, "{d}");
-    assert_eq!(num(d, "acknowledged"), produced, "every transaction committed: {d}");
-    assert_eq!(num(d, "consumed_unique"), produced, "{d}");
-    assert_eq!(num(&s, "counts.consumed"), produced, "{s}");
-    for key in ["missing", "duplicates", "out_of_order", "foreign"] {
-        assert_eq!(num(d, key), 0.0, "{key}: {d}");
-    }
+    // Every transaction committed: every record acknowledged.
+    assert_delivered_exactly_once(&s, 6000.0);
     assert!(num(&s["publishLatencyUs"], "p50") > 0.0);
     // The producers' transactions went through the coordinator, one id each.
     let listed = Command::new(broker_bin())
@@ -410,14 +408,7 @@ fn draining_all_open_batches_packs_thin_partitions_into_fewer_requests() {
         );
         assert!(run.status.success(), "{}", run.context());
         let s = run.summary();
-        let d = &s["delivery"];
-        let produced = num(d, "produced");
-        assert!(produced >= 4000.0, "{drain}: {d}");
-        assert_eq!(num(d, "acknowledged"), produced, "{drain}: {d}");
-        assert_eq!(num(d, "consumed_unique"), produced, "{drain}: {d}");
-        for key in ["missing", "duplicates", "out_of_order", "foreign"] {
-            assert_eq!(num(d, key), 0.0, "{drain} {key}: {d}");
-        }
+        assert_delivered_exactly_once(&s, 4000.0);
         let workload = std::fs::read_to_string(run.results_dir().join("workload.toml")).expect("workload copy");
         assert!(workload.contains(&format!("drain = \"{drain}\"")), "{workload}");
         per_request.push(num(&s, "counts.sent") / num(&s, "counts.produceRequests"));
