@@ -167,6 +167,22 @@ fn loadgen(args: &[&str], out: &Path, limit: Duration, interrupt_after: Option<D
     }
 }
 
+/// Writes `text` as workload `name` in `dir` and runs it against `bootstrap`, with its results
+/// in `dir/results-<name>`.
+fn run_workload(
+    dir: &Path,
+    name: &str,
+    text: &str,
+    bootstrap: &str,
+    limit: Duration,
+    interrupt_after: Option<Duration>,
+) -> Run {
+    let wl = dir.join(format!("{name}.toml"));
+    std::fs::write(&wl, text).expect("workload");
+    let args = ["run", "--bootstrap", bootstrap, "--workload", wl.to_str().expect("utf-8"), "--unpinned"];
+    loadgen(&args, &dir.join(format!("results-{name}")), limit, interrupt_after)
+}
+
 impl Run {
     /// The one results directory the run wrote.
     fn results_dir(&self) -> PathBuf {
@@ -236,15 +252,7 @@ fn parse_hlog(path: &Path) -> (usize, usize, u64) {
 fn every_record_is_consumed_once_in_order_and_the_outputs_parse() {
     let broker = Broker::start(&[]);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let wl = tmp.path().join("it.toml");
-    std::fs::write(&wl, WORKLOAD).expect("workload");
-    let out = tmp.path().join("results");
-    let run = loadgen(
-        &["run", "--bootstrap", &broker.addr, "--workload", wl.to_str().expect("utf-8"), "--unpinned"],
-        &out,
-        Duration::from_secs(60),
-        None,
-    );
+    let run = run_workload(tmp.path(), "it", WORKLOAD, &broker.addr, Duration::from_secs(60), None);
     assert!(run.status.success(), "{}", run.context());
     assert!(run.stdout.contains("Latency (ms)") && run.stdout.contains("p99.99"), "summary table: {}", run.context());
     assert!(run.stdout.contains("(warm-up)"), "progress lines: {}", run.context());
@@ -338,15 +346,7 @@ isolation = "read_committed"
 fn transactional_producers_and_read_committed_consumers_deliver_exactly_once() {
     let broker = Broker::start(&[]);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let wl = tmp.path().join("txn.toml");
-    std::fs::write(&wl, TRANSACTIONAL).expect("workload");
-    let out = tmp.path().join("results");
-    let run = loadgen(
-        &["run", "--bootstrap", &broker.addr, "--workload", wl.to_str().expect("utf-8"), "--unpinned"],
-        &out,
-        Duration::from_secs(90),
-        None,
-    );
+    let run = run_workload(tmp.path(), "txn", TRANSACTIONAL, &broker.addr, Duration::from_secs(90), None);
     assert!(run.status.success(), "{}", run.context());
     assert!(
         run.stdout.contains("transactional (commit every 200 records / 50 ms) producers, read_committed consumers"),
@@ -396,16 +396,10 @@ fn draining_all_open_batches_packs_thin_partitions_into_fewer_requests() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut per_request = Vec::new();
     for drain in ["expired", "all"] {
-        let wl = tmp.path().join(format!("thin-{drain}.toml"));
         let text = THIN.replace("drain = \"expired\"", &format!("drain = \"{drain}\""));
-        std::fs::write(&wl, text.replace("lg-thin", &format!("lg-thin-{drain}"))).expect("workload");
-        let out = tmp.path().join(format!("results-{drain}"));
-        let run = loadgen(
-            &["run", "--bootstrap", &broker.addr, "--workload", wl.to_str().expect("utf-8"), "--unpinned"],
-            &out,
-            Duration::from_secs(90),
-            None,
-        );
+        let text = text.replace("lg-thin", &format!("lg-thin-{drain}"));
+        let run =
+            run_workload(tmp.path(), &format!("thin-{drain}"), &text, &broker.addr, Duration::from_secs(90), None);
         assert!(run.status.success(), "{}", run.context());
         let s = run.summary();
         assert_delivered_exactly_once(&s, 4000.0);
@@ -452,15 +446,9 @@ fn an_unwritable_stdout_and_stderr_do_not_end_the_run() {
 fn ctrl_c_stops_the_run_and_writes_the_results() {
     let broker = Broker::start(&[]);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let wl = tmp.path().join("it.toml");
-    std::fs::write(&wl, WORKLOAD.replace("duration_s = 3", "duration_s = 60")).expect("workload");
-    let out = tmp.path().join("results");
-    let run = loadgen(
-        &["run", "--bootstrap", &broker.addr, "--workload", wl.to_str().expect("utf-8"), "--unpinned"],
-        &out,
-        Duration::from_secs(40),
-        Some(Duration::from_secs(3)),
-    );
+    let text = WORKLOAD.replace("duration_s = 3", "duration_s = 60");
+    let run =
+        run_workload(tmp.path(), "it", &text, &broker.addr, Duration::from_secs(40), Some(Duration::from_secs(3)));
     assert_eq!(run.status.code(), Some(130), "{}", run.context());
     let s = run.summary();
     assert_eq!(s["interrupted"], Value::Bool(true));
@@ -478,15 +466,8 @@ fn a_fatal_broker_error_stops_the_run() {
     // Batches bigger than the broker takes: MESSAGE_TOO_LARGE cannot be retried away.
     let broker = Broker::start(&["--set", "message.max.bytes=1000"]);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let wl = tmp.path().join("big.toml");
-    std::fs::write(&wl, WORKLOAD.replace("size = { min = 20, max = 300 }", "size = 5000")).expect("workload");
-    let out = tmp.path().join("results");
-    let run = loadgen(
-        &["run", "--bootstrap", &broker.addr, "--workload", wl.to_str().expect("utf-8"), "--unpinned"],
-        &out,
-        Duration::from_secs(30),
-        None,
-    );
+    let text = WORKLOAD.replace("size = { min = 20, max = 300 }", "size = 5000");
+    let run = run_workload(tmp.path(), "big", &text, &broker.addr, Duration::from_secs(30), None);
     assert_eq!(run.status.code(), Some(1), "{}", run.context());
     assert!(run.stderr.contains("MESSAGE_TOO_LARGE"), "{}", run.context());
     let s = run.summary();
