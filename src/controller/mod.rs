@@ -43,7 +43,7 @@ use futures::channel::oneshot;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use kafka_protocol::ResponseError;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::brokers::BrokerSessions;
 use self::quorum::{Quorum, QuorumError, QuorumTiming};
@@ -71,6 +71,9 @@ use crate::shard::message::{
 /// The exit status of a node whose metadata quorum could not write its log.
 pub const METADATA_STORAGE_FAILED_EXIT: i32 = 75;
 
+/// How often a lone voter whose metadata storage failed tries to reopen its quorum.
+const QUORUM_REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The Raft id of node `node_id` (Raft ids start at 1; Kafka's node ids at 0).
 fn raft_id(node_id: i32) -> u64 {
     node_id.max(0) as u64 + 1
@@ -81,6 +84,15 @@ fn node_id(raft_id: u64) -> i32 {
 }
 
 /// The quorum's clock and its timing in ticks, from the Kafka-named settings.
+/// The Raft ids of the voters (`controller.quorum.voters`, or this node alone).
+fn raft_ids(config: &Config) -> Vec<u64> {
+    if config.voters.is_empty() {
+        vec![raft_id(config.node_id)]
+    } else {
+        config.voters.iter().map(|v| raft_id(v.node_id)).collect()
+    }
+}
+
 fn quorum_timing(config: &Config) -> (Duration, QuorumTiming) {
     let tick_ms = (config.quorum_election_timeout_ms / 10).clamp(5, 100);
     let ticks = |ms: u64| ((ms / tick_ms).max(2)) as usize;
@@ -166,6 +178,8 @@ pub struct Controller {
     waiting: RefCell<BTreeMap<u64, (u64, Applied)>>,
     /// A lone voter's storage failed: it takes no more proposals (see `drive`).
     failed: Cell<bool>,
+    /// A lone voter's quorum is being reopened after a storage failure.
+    reopening: Cell<bool>,
     lock: Semaphore,
     /// Whether this node is the active controller (as of the last ready cycle).
     active: Cell<bool>,
@@ -209,7 +223,7 @@ impl Controller {
         } else {
             config.voters.clone()
         };
-        let raft_ids: Vec<u64> = voters.iter().map(|v| raft_id(v.node_id)).collect();
+        let raft_ids = raft_ids(&config);
         let mut storage = RaftStorage::open(&RaftStorage::dir_in(&config.data_dir), &raft_ids)?;
         migrate_legacy_log(&config.data_dir, &mut storage)?;
         let mut image = MetadataImage::new(data_shards.len());
@@ -292,6 +306,7 @@ impl Controller {
             observed_leader: Cell::new(None),
             waiting: RefCell::new(BTreeMap::new()),
             failed: Cell::new(false),
+            reopening: Cell::new(false),
             lock: Semaphore::new(1),
             active: Cell::new(false),
             last_leader: Cell::new(None),
@@ -385,19 +400,31 @@ impl Controller {
     /// node: one that lost its disk mid-write must not go on voting on state it no longer has.
     fn drive(&self) {
         let Some(voting) = &self.voting else { return };
+        if self.failed.get() {
+            return;
+        }
         let mut changed = false;
-        while !self.failed.get() && voting.quorum.borrow().has_ready() {
+        while voting.quorum.borrow().has_ready() {
             let progress = match voting.quorum.borrow_mut().process_ready() {
                 Ok(p) => p,
                 Err(e) if self.config.voters.len() <= 1 => {
                     // A lone voter misleads no other voter, and stopping would take down the
                     // only broker, whose partitions still work (a full disk that frees up,
-                    // docs/STORAGE.md): its quorum stops and takes no more changes.
-                    error!(error = %e, "metadata quorum stopped: its storage failed; restart this node to change metadata again");
+                    // docs/STORAGE.md): its quorum stops, and reopens from its disk once the
+                    // disk takes writes again.
+                    if self.reopening.get() {
+                        debug!(error = %e, "metadata quorum storage still failing");
+                    } else {
+                        error!(
+                            error = %e,
+                            "metadata quorum stopped: its storage failed; it reopens from its disk once writes succeed again"
+                        );
+                    }
                     self.failed.set(true);
                     for (_, (_, waiter)) in std::mem::take(&mut *self.waiting.borrow_mut()) {
                         let _ = waiter.send(Err(CommitError::Stopped));
                     }
+                    self.reopen_when_storage_works();
                     return;
                 }
                 Err(e) => {
@@ -429,6 +456,48 @@ impl Controller {
         if changed {
             self.image_changed();
         }
+    }
+
+    /// A lone voter whose storage failed: every `QUORUM_REOPEN_INTERVAL` the quorum node is
+    /// rebuilt from what its disk holds (as a restart would, without replaying what the image
+    /// already has) and elects itself again, until a ready cycle persists once more. Raft's
+    /// memory may be ahead of the disk after the failure; the rebuilt node's is not.
+    fn reopen_when_storage_works(&self) {
+        if self.reopening.replace(true) {
+            return;
+        }
+        let c = self.rc();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(QUORUM_REOPEN_INTERVAL).await;
+                if let Err(e) = c.reopen_quorum() {
+                    debug!(error = %e, "metadata quorum cannot reopen yet");
+                    continue;
+                }
+                c.failed.set(false);
+                // Campaign before the first ready cycle, so that an attempt that fails again
+                // never shows a leaderless quorum (callers would wait for a leader rather than
+                // be refused at once).
+                if let Err(e) = c.quorum().borrow_mut().campaign() {
+                    debug!(error = %e, "metadata quorum cannot campaign yet");
+                }
+                c.drive();
+                if !c.failed.get() {
+                    info!(term = c.quorum().borrow().term(), "metadata quorum resumed: its storage takes writes again");
+                    break;
+                }
+            }
+            c.reopening.set(false);
+        })
+        .detach();
+    }
+
+    fn reopen_quorum(&self) -> Result<(), StartError> {
+        let storage = RaftStorage::open(&RaftStorage::dir_in(&self.config.data_dir), &raft_ids(&self.config))?;
+        let (_, timing) = quorum_timing(&self.config);
+        let resumed = Quorum::resume(raft_id(self.config.node_id), storage, timing, self.image.get().offset)?;
+        *self.quorum().borrow_mut() = resumed;
+        Ok(())
     }
 
     /// Logs a new quorum leader, and takes over (or gives up) the active controller's duties.

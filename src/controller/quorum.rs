@@ -91,13 +91,24 @@ impl Quorum {
     /// committed but not covered by the storage's snapshot come back from the first
     /// `process_ready`, so the owner rebuilds its state from the snapshot, then them.
     pub fn new(id: u64, storage: RaftStorage, timing: QuorumTiming) -> Result<Quorum, QuorumError> {
+        let applied = storage.snapshot_index();
+        Quorum::resume(id, storage, timing, applied)
+    }
+
+    /// Node `id` reopened from `storage` for an owner whose state already has every entry up
+    /// to `applied`: only the committed entries after it come back from `process_ready`.
+    /// `applied` is kept between the snapshot and the commit index the disk holds (an owner
+    /// applies only what was committed durably).
+    pub fn resume(id: u64, storage: RaftStorage, timing: QuorumTiming, applied: u64) -> Result<Quorum, QuorumError> {
+        let floor = storage.snapshot_index();
+        let applied = applied.clamp(floor, storage.hard_state().commit.max(floor));
         let config = raft::Config {
             id,
             election_tick: timing.election_ticks,
             min_election_tick: timing.min_election_ticks,
             max_election_tick: timing.max_election_ticks,
             heartbeat_tick: timing.heartbeat_ticks,
-            applied: storage.snapshot_index(),
+            applied,
             check_quorum: true,
             pre_vote: true,
             max_size_per_msg: 1 << 20,
@@ -423,6 +434,27 @@ mod tests {
         for id in (1..=3).filter(|id| *id != broken) {
             assert_eq!(c.applied[&id], vec![b"after".to_vec()], "node {id}");
         }
+    }
+
+    #[test]
+    fn a_lone_voter_resumed_after_a_storage_failure_replays_nothing_it_applied() {
+        let mut c = Cluster::new(1);
+        c.nodes.get_mut(&1).expect("node").campaign().expect("campaign");
+        c.settle();
+        let first = c.nodes.get_mut(&1).expect("node").propose(b"r1".to_vec()).expect("propose");
+        c.settle();
+        c.nodes.get_mut(&1).expect("node").node.mut_store().lose_disk().expect("reopen read-only");
+        c.nodes.get_mut(&1).expect("node").propose(b"lost".to_vec()).expect("propose");
+        let failed = c.nodes.get_mut(&1).expect("node").process_ready();
+        assert!(matches!(failed, Err(QuorumError::Storage(_))), "{failed:?}");
+        // The owner reopens the node from what the disk holds, saying what it has applied.
+        let storage = RaftStorage::open(&c.dirs[0].path().join("raft"), &[1]).expect("storage");
+        c.nodes.insert(1, Quorum::resume(1, storage, TIMING, first.index).expect("node"));
+        c.nodes.get_mut(&1).expect("node").campaign().expect("campaign");
+        c.settle();
+        c.nodes.get_mut(&1).expect("node").propose(b"r2".to_vec()).expect("propose");
+        c.settle();
+        assert_eq!(c.applied[&1], vec![b"r1".to_vec(), b"r2".to_vec()], "r1 not applied twice, the lost entry gone");
     }
 
     #[test]

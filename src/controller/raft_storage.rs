@@ -136,7 +136,6 @@ impl RaftStorage {
         Ok(())
     }
 
-    #[cfg(test)]
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }

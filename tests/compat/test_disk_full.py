@@ -10,13 +10,14 @@ Needs root (mount); skipped without it, except under CI.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from conftest import _attach, _close_and_check
 from helpers import Broker, confluent_consumer
@@ -62,6 +63,18 @@ def produce_until_refused(bootstrap: str, topic: str, start: int, limit: int):
     return acked, errors
 
 
+def fill_up(path: Path) -> None:
+    """Writes `path` until the filesystem has not a byte left."""
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+
+
 @pytest.mark.timeout(180)
 def test_a_full_disk_refuses_writes_and_recovers_when_space_returns(request, small_fs):
     filler = small_fs / "filler"
@@ -89,7 +102,16 @@ def test_a_full_disk_refuses_writes_and_recovers_when_space_returns(request, sma
         warnings = broker.log_lines(r"disk full")
         assert 1 <= len(warnings) <= 2, warnings  # once when it began (per shard at most)
 
+        # Fill the last free page too, so the metadata quorum's next write fails as well: a
+        # lone voter's quorum stops, and must take changes again once space returns.
+        topper = small_fs / "topper"
+        fill_up(topper)
+        with pytest.raises(KafkaException):
+            admin.create_topics([NewTopic("while-full", 1, 1)])["while-full"].result(20)
+        assert broker.log_lines(r"metadata quorum stopped: its storage failed")
+
         filler.unlink()
+        topper.unlink()
         deadline = time.time() + 30
         resumed = []
         while not resumed and time.time() < deadline:
@@ -97,6 +119,12 @@ def test_a_full_disk_refuses_writes_and_recovers_when_space_returns(request, sma
             time.sleep(0.2)
         assert resumed, "writes did not resume once space was freed"
         assert broker.log_lines(r"space returned"), "the recovery is logged"
+        deadline = time.time() + 10
+        while not broker.log_lines(r"metadata quorum resumed") and time.time() < deadline:
+            time.sleep(0.2)
+        assert broker.log_lines(r"metadata quorum resumed"), "the quorum reopens once space returns, and says so"
+        admin.create_topics([NewTopic("after-full", 1, 1)])["after-full"].result(20)
+        assert len(broker.log_lines(r"metadata quorum stopped: ")) == 1, "logged once, not at every retry"
 
         c = confluent_consumer(broker.bootstrap)
         from confluent_kafka import TopicPartition
