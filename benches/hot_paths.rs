@@ -135,7 +135,7 @@ fn append_and_sync(batches: u64) -> Duration {
             let log = Log::open(&path, config, false).await.expect("open");
             let start = Instant::now();
             for _ in 0..batches {
-                let info = log.append(BytesMut::from(&batch[..]), None, 0);
+                let info = log.append(&batch, None, 0);
                 if info.flush_due {
                     log.flush(false).await.expect("write");
                 }

@@ -29,7 +29,7 @@ use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::channel::oneshot;
 use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
@@ -566,7 +566,7 @@ impl Partition {
         let now = now_ms();
         let batch = batch::control_batch(producer_id, producer_epoch, coordinator_epoch, kind, now)
             .map_err(|_| ResponseError::UnknownServerError)?;
-        let info = self.log.append(batch, None, epoch);
+        let info = self.log.append(&batch, None, epoch);
         if info.rolled {
             self.snapshot_at_roll(info.base_offset);
         }
@@ -674,7 +674,7 @@ impl Partition {
         }
         let append_time = self.settings.get().log_append_time.then(now_ms);
         let end_before = self.log.next_offset();
-        let info = self.log.append(BytesMut::from(&batch[..]), append_time, epoch);
+        let info = self.log.append(batch, append_time, epoch);
         if !crate::invariant!(
             info.base_offset == end_before && info.last_offset >= info.base_offset,
             "append to {} at {} gave offsets {}..={}",

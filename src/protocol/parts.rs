@@ -51,8 +51,8 @@ impl PartsBuf {
     }
 }
 
-// kafka-protocol encodes into a `BufMut`, an unsafe trait; the only unsafe code in Weir
-// outside generated code, and it is delegation alone.
+// kafka-protocol encodes into a `BufMut`, an unsafe trait; delegation alone (the only other
+// unsafe code in Weir is `storage/stamped_run.rs`).
 // SAFETY: every method hands on to `current`'s own `BufMut`, which upholds the contract.
 #[allow(unsafe_code)]
 unsafe impl BufMut for PartsBuf {

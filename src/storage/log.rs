@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use glommio::io::{BufferedFile, DmaFile, OpenOptions};
+use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions};
 use glommio::sync::Semaphore;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -35,6 +35,8 @@ pub use compaction::CompactionStats;
 
 /// Largest single DMA write or recovery read.
 const IO_CHUNK_BYTES: u64 = 1 << 20;
+/// Size of the aligned chunks appended batches are stamped in (bigger for a bigger batch).
+const STAMP_CHUNK_BYTES: usize = 1 << 20;
 /// Smallest read when searching for a batch on disk.
 const SCAN_READ_BYTES: u64 = 64 * 1024;
 /// Bounds of the space an active segment file reserves ahead of its writes. The floor a
@@ -45,7 +47,7 @@ pub const PREALLOCATE_FLOOR_MAX_BYTES: u64 = 1 << 20;
 const PREALLOCATE_MAX_BYTES: u64 = 64 << 20;
 
 /// Writes all of `buf` at `pos`; a short write is an error.
-async fn write_whole(file: &DmaFile, buf: glommio::io::DmaBuffer, pos: u64) -> Result<(), LogError> {
+async fn write_whole(file: &DmaFile, buf: DmaBuffer, pos: u64) -> Result<(), LogError> {
     let want = buf.len();
     let wrote = file.write_at(buf, pos).await.map_err(gio)?;
     if wrote != want {
@@ -444,33 +446,62 @@ impl Log {
     /// Stamps `batch` (already validated) with the next offsets and the leader epoch it is
     /// appended in, and buffers it. Synchronous, so appends keep the order in which they are
     /// called. The epoch must have been begun ([`Log::begin_epoch`]).
-    pub fn append(&self, mut batch: BytesMut, log_append_time: Option<i64>, leader_epoch: i32) -> AppendInfo {
+    /// The copy is the only one: it is what the segment write sends and what fetches get.
+    pub fn append(&self, batch: &[u8], log_append_time: Option<i64>, leader_epoch: i32) -> AppendInfo {
         let base_offset = self.next_offset();
-        let (count_delta, mut max_timestamp) = match BatchHeader::new(&batch) {
+        let (count_delta, mut max_timestamp) = match BatchHeader::new(batch) {
             Some(h) => (h.last_offset_delta() as i64, h.max_timestamp()),
             None => unreachable!("append is only called with validated batches"),
         };
-        batch::stamp_offsets(&mut batch, base_offset, leader_epoch);
         if let Some(now) = log_append_time {
-            batch::stamp_log_append_time(&mut batch, now);
             max_timestamp = now;
         }
-        self.push(batch.freeze(), base_offset, base_offset + count_delta, max_timestamp)
+        let last_offset = base_offset + count_delta;
+        let mut state = self.state.borrow_mut();
+        let rolled = self.roll_if_due(&mut state, batch.len() as u64, base_offset, last_offset);
+        let bytes = state.active().stamp_copy(batch, STAMP_CHUNK_BYTES, |copy| {
+            batch::stamp_offsets(copy, base_offset, leader_epoch);
+            if let Some(now) = log_append_time {
+                batch::stamp_log_append_time(copy, now);
+            }
+        });
+        self.push_to_active(&mut state, bytes, base_offset, last_offset, max_timestamp, rolled, true)
     }
 
-    /// Buffers one stamped batch at the log end, rolling the segment when due.
+    /// Buffers one batch that is stored as it is (a replica's) at the log end.
     fn push(&self, bytes: Bytes, base_offset: Offset, last_offset: Offset, max_timestamp: i64) -> AppendInfo {
         let mut state = self.state.borrow_mut();
+        let rolled = self.roll_if_due(&mut state, bytes.len() as u64, base_offset, last_offset);
+        self.push_to_active(&mut state, bytes, base_offset, last_offset, max_timestamp, rolled, false)
+    }
+
+    /// Rolls the active segment if a batch of `batch_bytes` at `base_offset` is due to start
+    /// a new one.
+    fn roll_if_due(&self, state: &mut LogState, batch_bytes: u64, base_offset: Offset, last_offset: Offset) -> bool {
         let now = now_ms();
-        let rolled = self.roll_due(state.active(), bytes.len() as u64, last_offset, now);
+        let rolled = self.roll_due(state.active(), batch_bytes, last_offset, now);
         if rolled {
             state.active().sealed = true;
             state.segments.push(Segment::new_empty(base_offset, now));
             debug!(dir = %self.dir.display(), base_offset, "segment rolled");
         }
+        rolled
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_to_active(
+        &self,
+        state: &mut LogState,
+        bytes: Bytes,
+        base_offset: Offset,
+        last_offset: Offset,
+        max_timestamp: i64,
+        rolled: bool,
+        stamped: bool,
+    ) -> AppendInfo {
         let interval = self.config.get().index_interval_bytes;
         let active = state.active();
-        active.push(bytes.clone(), base_offset, last_offset, max_timestamp, interval);
+        active.push(bytes.clone(), base_offset, last_offset, max_timestamp, interval, stamped);
         let flush_due = active.size - active.written >= self.config.get().write_chunk_bytes;
         state.next_offset = last_offset + 1;
         state.tail.push(base_offset, last_offset, bytes, self.config.get().tail_cache_bytes);
@@ -802,8 +833,8 @@ impl Log {
             }
             let file = self.segment_file(base).await?;
             let chunk = {
-                let state = self.state.borrow();
-                let Some(s) = state.find(base) else { return Ok(()) };
+                let mut state = self.state.borrow_mut();
+                let Some(s) = state.find_mut(base) else { return Ok(()) };
                 if s.written >= s.size {
                     return Ok(());
                 }
@@ -816,25 +847,38 @@ impl Log {
                 // thread (ext4 refuses it under IOCB_NOWAIT, as traced in
                 // docs/bench/studies.md): two context switches, and a worker competing with the
                 // shards for the cores. Two writes, split where the written blocks end, both
-                // complete inline.
-                let written_end = align_up(s.written);
-                let cut = if pos < written_end && written_end < end { written_end - pos } else { end - pos };
-                let fill = |skip: u64, size: u64| {
-                    let mut buf = file.alloc_dma_buffer(size as usize);
-                    let bytes = buf.as_bytes_mut();
-                    let data = len.saturating_sub(skip).min(size) as usize;
-                    s.copy_pending(skip as usize, &mut bytes[..data]);
-                    bytes[data..].fill(0);
-                    buf
-                };
-                let head = fill(0, cut);
-                let rest = (cut < end - pos).then(|| fill(cut, end - pos - cut));
+                // complete inline. Sent as they are from the stamped runs that hold them, else
+                // copied.
+                let (parts, froze) = s.write_parts(pos, end, align_up(s.written));
+                let parts: Vec<(u64, DmaBuffer)> = parts
+                    .into_iter()
+                    .map(|part| {
+                        let source = part.source.unwrap_or_else(|| {
+                            let mut buf = file.alloc_dma_buffer(part.len as usize);
+                            let bytes = buf.as_bytes_mut();
+                            let skip = part.pos - pos;
+                            let data = len.saturating_sub(skip).min(part.len) as usize;
+                            s.copy_pending(skip as usize, &mut bytes[..data]);
+                            bytes[data..].fill(0);
+                            buf
+                        });
+                        (part.pos, source)
+                    })
+                    .collect();
+                #[cfg(test)]
+                {
+                    // Whatever the sources, the write carries exactly the pending bytes.
+                    let mut want = vec![0u8; (end - pos) as usize];
+                    s.copy_pending(0, &mut want[..len as usize]);
+                    let got: Vec<u8> = parts.iter().flat_map(|(_, b)| b.as_bytes().iter().copied()).collect();
+                    assert!(got == want, "a segment write's bytes differ from the pending bytes");
+                }
                 let config = self.config.get();
                 let reserve = (end > s.allocated)
                     .then(|| preallocation_target(end, config.segment_bytes, config.preallocate_min_bytes));
-                (file, head, rest, pos, cut, len, reserve)
+                (file, parts, pos, len, reserve, froze)
             };
-            let (file, head, rest, pos, cut, len, reserve) = chunk;
+            let (file, parts, pos, len, reserve, froze) = chunk;
             // From here until a sync covers it, this descriptor must stay open.
             self.files.set_dirty(base, true);
             if let Some(target) = reserve {
@@ -853,20 +897,19 @@ impl Log {
                     s.allocated = s.allocated.max(reserved);
                 }
             }
-            match rest {
-                None => write_whole(&file, head, pos).await?,
-                Some(rest) => {
-                    // Both awaited to the end even if one fails: a write still in flight
-                    // could land after the retry of the same blocks and undo it.
-                    let (a, b) = futures::join!(write_whole(&file, head, pos), write_whole(&file, rest, pos + cut));
-                    a.and(b)?;
-                }
-            }
+            // All awaited to the end even if one fails: a write still in flight could land
+            // after the retry of the same blocks and undo it.
+            let results =
+                futures::future::join_all(parts.into_iter().map(|(at, source)| write_whole(&file, source, at))).await;
+            results.into_iter().collect::<Result<Vec<()>, LogError>>()?;
             let mut state = self.state.borrow_mut();
             if let Some(s) = state.find_mut(base) {
                 let end = pos + len;
                 s.written = s.written.max(end);
                 s.release_written(align_down(end));
+                if let (Some(last), Some(id)) = (s.stamped.back_mut(), froze) {
+                    last.thaw(id);
+                }
             }
         }
     }
@@ -1411,7 +1454,7 @@ mod tests {
     pub(super) async fn append_n(log: &Log, n: usize, records: usize) {
         for _ in 0..n {
             let b = make_batch(records, 200, Compression::None);
-            log.append(BytesMut::from(&b[..]), None, 0);
+            log.append(&b, None, 0);
         }
     }
 
@@ -1568,6 +1611,43 @@ mod tests {
         });
     }
 
+    /// Batches appended while writes of the same segment are in flight (and so while the
+    /// stamped run's partial block is under a write, `stamped_run`) reach the file whole:
+    /// after a crash every synced record reads back from the file with its value.
+    #[test]
+    fn appends_during_writes_in_flight_reach_the_file_intact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let config = LogConfig { segment_bytes: 64 * 1024, tail_cache_bytes: 0, ..config() };
+            let log = Rc::new(Log::open(&path, config, false).await.expect("open"));
+            let mut values: Vec<Vec<u8>> = Vec::new();
+            let mut writes = Vec::new();
+            for i in 0..400usize {
+                let (count, size, fill) = (i % 3 + 1, (i * 37) % 1500 + 1, i as u8);
+                log.append(&sample_batch_with(count, size, fill), None, 0);
+                values.extend(std::iter::repeat_n(vec![fill; size], count));
+                if i % 3 == 0 {
+                    let log = log.clone();
+                    writes.push(glommio::spawn_local(async move { log.flush(false).await }));
+                }
+                if i % 5 == 0 {
+                    glommio::yield_if_needed().await;
+                    glommio::executor().yield_task_queue_now().await;
+                }
+            }
+            for w in writes {
+                w.await.expect("write");
+            }
+            log.sync_to(values.len() as i64 - 1).await.expect("sync");
+            drop(log);
+            // Crash (no close), then recover from the files alone.
+            let log = Log::open(&path, config, false).await.expect("recover");
+            assert_eq!(log.next_offset() as usize, values.len(), "every synced record recovered");
+            check_values(&log, values.len(), &values, 0).await;
+        });
+    }
+
     #[test]
     fn recovery_truncates_torn_and_corrupt_tails() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1654,7 +1734,7 @@ mod tests {
                     let size = rng.below(2_000) as usize + 1;
                     let fill = rng.next() as u8;
                     let batch = sample_batch_with(count, size, fill);
-                    log.append(BytesMut::from(&batch[..]), None, 0);
+                    log.append(&batch, None, 0);
                     values.extend(std::iter::repeat_n(vec![fill; size], count));
                     match rng.below(10) {
                         0 => {
@@ -1813,7 +1893,7 @@ mod tests {
             let log = Log::open(&path, cfg, false).await.expect("open");
             for _ in 0..3 {
                 let b = make_batch(2, 700 * 1024, Compression::None); // 1.4 MiB: larger than a read chunk
-                log.append(BytesMut::from(&b[..]), None, 0);
+                log.append(&b, None, 0);
             }
             log.sync_to(5).await.expect("sync");
             drop(log);
@@ -1835,7 +1915,7 @@ mod tests {
             log.begin_epoch(2).await.expect("epoch 2");
             for _ in 0..10 {
                 let b = make_batch(3, 200, Compression::None);
-                log.append(BytesMut::from(&b[..]), None, 2);
+                log.append(&b, None, 2);
             }
             log.sync_to(179).await.expect("sync");
             let segments_before = log.state.borrow().segments.len();
@@ -1877,7 +1957,7 @@ mod tests {
             append_n(&leader, 5, 2).await; // epoch 0 stamped by append_n
             for _ in 0..3 {
                 let b = make_batch(2, 100, Compression::None);
-                leader.append(BytesMut::from(&b[..]), None, 4);
+                leader.append(&b, None, 4);
             }
             let fetched = leader.read(0, 1 << 20).await.expect("read").records;
             let follower = Log::open(&follower_dir, config(), false).await.expect("open");
@@ -1947,7 +2027,7 @@ mod tests {
                             let size = rng.below(2_000) as usize + 1;
                             let fill = rng.next() as u8;
                             let batch = sample_batch_with(count, size, fill);
-                            log.append(BytesMut::from(&batch[..]), None, log.epochs().latest_epoch());
+                            log.append(&batch, None, log.epochs().latest_epoch());
                             values.extend(std::iter::repeat_n(vec![fill; size], count));
                         }
                     }

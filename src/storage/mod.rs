@@ -7,6 +7,7 @@ pub mod leader_epochs;
 pub mod log;
 pub mod open_files;
 pub mod segment;
+mod stamped_run;
 
 pub use log::{
     AppendInfo, Log, LogConfig, LogError, ReadResult, PREALLOCATE_FLOOR_MAX_BYTES, PREALLOCATE_FLOOR_MIN_BYTES,

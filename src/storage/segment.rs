@@ -7,7 +7,10 @@
 //! reads take them from the file and the rest from `pending`.
 //!
 //! `pending` is a chain of the stamped batches themselves (shared with the log's tail
-//! cache), not a copy of them: appending and releasing written bytes move no data.
+//! cache), not a copy of them: appending and releasing written bytes move no data. Batches
+//! appended by this broker are stamped in the segment's `stamped` run (`stamped_run`),
+//! which a write sends as it is; what reached the segment otherwise (a replica's fetched
+//! batches, the tail block read back at open) is copied into a DMA buffer by the write.
 //!
 //! Runs on the shard that owns the partition; never shared across threads.
 
@@ -15,9 +18,19 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use bytes::{Buf, Bytes, BytesMut};
+use glommio::io::DmaBuffer;
 
 use super::index::SegmentIndex;
+use super::stamped_run::{RunId, StampedRun};
 use crate::types::Offset;
+
+/// One of the parts a segment write goes out in ([`Segment::write_parts`]).
+pub struct WritePart {
+    pub pos: u64,
+    pub len: u64,
+    /// The bytes as they are in a stamped run, or None: the write copies them.
+    pub source: Option<DmaBuffer>,
+}
 
 /// O_DIRECT alignment used for every write position and length.
 pub const ALIGN: u64 = 4096;
@@ -60,6 +73,10 @@ pub struct Segment {
     pub pending: VecDeque<Bytes>,
     /// File position of `pending[0]`; always aligned, never above `written`.
     pub pending_pos: u64,
+    /// Where the unwritten bytes are in aligned memory, when appends put them there
+    /// (consecutive runs, the last at the end; dropped when bytes reach the segment any
+    /// other way).
+    pub stamped: VecDeque<StampedRun>,
     /// Bytes `[0, written)` are in the file.
     pub written: u64,
     /// Bytes `[0, synced)` are durable.
@@ -85,6 +102,7 @@ impl Segment {
             size: 0,
             pending: VecDeque::new(),
             pending_pos: 0,
+            stamped: VecDeque::new(),
             written: 0,
             synced: 0,
             allocated: 0,
@@ -98,7 +116,55 @@ impl Segment {
         }
     }
 
-    /// Appends a stamped batch to the in-memory tail; returns its position.
+    /// Copies `batch` to the end of the stamped run, lets `stamp` edit the copy, and returns
+    /// it, for [`Segment::push`] with `stamped`.
+    pub fn stamp_copy(&mut self, batch: &[u8], chunk_bytes: usize, stamp: impl FnOnce(&mut [u8])) -> Bytes {
+        let end = self.size;
+        let mut runs = std::mem::take(&mut self.stamped);
+        let bytes = StampedRun::append(
+            &mut runs,
+            end,
+            batch,
+            chunk_bytes,
+            |head| self.copy_pending((align_down(end) - self.pending_pos) as usize, head),
+            stamp,
+        );
+        self.stamped = runs;
+        bytes
+    }
+
+    /// The parts a write of the file's bytes `[from, to)` goes out in (aligned, `to` at
+    /// most the aligned end), cut at `cut` and where stamped runs start: each part's
+    /// position, length and, when a run holds it, the run's bytes as they are (else the
+    /// write copies them from `pending`). Also the run a part froze, to thaw when the write
+    /// completes ([`StampedRun::write_source`]).
+    pub fn write_parts(&mut self, from: u64, to: u64, cut: u64) -> (Vec<WritePart>, Option<RunId>) {
+        let mut cuts = vec![from, to];
+        cuts.extend(self.stamped.iter().map(StampedRun::file_start).chain([cut]).filter(|&c| from < c && c < to));
+        cuts.sort_unstable();
+        cuts.dedup();
+        let size = self.size;
+        let mut froze = None;
+        let parts = cuts
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                let run = self.stamped.iter_mut().rev().find(|r| r.file_start() <= a);
+                let source = run.and_then(|r| {
+                    let source = r.write_source(a, b, size)?;
+                    if b > size {
+                        froze = Some(r.id());
+                    }
+                    Some(source)
+                });
+                WritePart { pos: a, len: b - a, source }
+            })
+            .collect();
+        (parts, froze)
+    }
+
+    /// Appends a stamped batch to the in-memory tail; returns its position. `stamped`: the
+    /// batch is the copy [`Segment::stamp_copy`] just returned.
     pub fn push(
         &mut self,
         batch: Bytes,
@@ -106,7 +172,11 @@ impl Segment {
         last_offset: Offset,
         max_timestamp: i64,
         index_interval_bytes: u64,
+        stamped: bool,
     ) -> u64 {
+        if !stamped {
+            self.stamped.clear();
+        }
         let position = self.size;
         // Its index files, if written (at a clean stop), no longer cover it.
         self.index_files_written = false;
@@ -187,6 +257,10 @@ impl Segment {
             self.pending.pop_front();
         }
         self.pending_pos = new_pending_pos;
+        // A run is done with once the next one starts where nothing is left to write.
+        while self.stamped.get(1).is_some_and(|next| next.file_start() <= new_pending_pos) {
+            self.stamped.pop_front();
+        }
     }
 
     pub fn unwritten_bytes(&self) -> u64 {
@@ -204,7 +278,7 @@ mod tests {
         let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
         let mut at = 0;
         for (i, len) in [3000usize, 1, 5000, 4096, 7903].into_iter().enumerate() {
-            seg.push(Bytes::copy_from_slice(&data[at..at + len]), i as i64, i as i64, 0, u64::MAX);
+            seg.push(Bytes::copy_from_slice(&data[at..at + len]), i as i64, i as i64, 0, u64::MAX, false);
             at += len;
         }
         assert_eq!(seg.size, 20_000);

@@ -497,7 +497,7 @@ mod tests {
     fn fill(log: &Log) {
         for _ in 0..2 {
             for k in 100..400u32 {
-                log.append(keyed(&[(k, true)], 1000), None, 0);
+                log.append(&keyed(&[(k, true)], 1000), None, 0);
             }
         }
     }
@@ -511,14 +511,14 @@ mod tests {
         on_executor(|| async {
             let dir = tempfile::tempdir().expect("tempdir");
             let log = Log::open(dir.path(), config(), true).await.expect("open");
-            log.append(keyed(&[(1, true)], 1000), None, 0); // 0
-            log.append(transactional(&[(1, true)], 1000, 7), None, 0); // 1: aborted
-            log.append(marker(7, batch::ControlType::Abort), None, 0); // 2
-            log.append(transactional(&[(2, true)], 1000, 8), None, 0); // 3: committed, latest
-            log.append(marker(8, batch::ControlType::Commit), None, 0); // 4
-            log.append(transactional(&[(3, true)], 1000, 9), None, 0); // 5: committed, superseded
-            log.append(marker(9, batch::ControlType::Commit), None, 0); // 6
-            log.append(keyed(&[(3, true)], 1000), None, 0); // 7
+            log.append(&keyed(&[(1, true)], 1000), None, 0); // 0
+            log.append(&transactional(&[(1, true)], 1000, 7), None, 0); // 1: aborted
+            log.append(&marker(7, batch::ControlType::Abort), None, 0); // 2
+            log.append(&transactional(&[(2, true)], 1000, 8), None, 0); // 3: committed, latest
+            log.append(&marker(8, batch::ControlType::Commit), None, 0); // 4
+            log.append(&transactional(&[(3, true)], 1000, 9), None, 0); // 5: committed, superseded
+            log.append(&marker(9, batch::ControlType::Commit), None, 0); // 6
+            log.append(&keyed(&[(3, true)], 1000), None, 0); // 7
             fill(&log);
             log.sync_to(log.next_offset() - 1).await.expect("sync");
 
@@ -559,9 +559,9 @@ mod tests {
         on_executor(|| async {
             let dir = tempfile::tempdir().expect("tempdir");
             let log = Log::open(dir.path(), config(), true).await.expect("open");
-            log.append(keyed(&[(1, true)], 1000), None, 0); // 0
-            log.append(keyed(&[(1, true)], 1000), None, 0); // 1
-            log.append(transactional(&[(1, true)], 1000, 7), None, 0); // 2: open
+            log.append(&keyed(&[(1, true)], 1000), None, 0); // 0
+            log.append(&keyed(&[(1, true)], 1000), None, 0); // 1
+            log.append(&transactional(&[(1, true)], 1000, 7), None, 0); // 2: open
             fill(&log);
             log.sync_to(log.next_offset() - 1).await.expect("sync");
             let before = contents(&log).await;
@@ -569,7 +569,7 @@ mod tests {
             assert_eq!(stats, CompactionStats::default(), "the first segment holds an open transaction");
             assert_eq!(contents(&log).await, before);
             // Committed: now everything stable is cleaned, the committed value counting.
-            log.append(marker(7, batch::ControlType::Commit), None, 0);
+            log.append(&marker(7, batch::ControlType::Commit), None, 0);
             fill(&log);
             log.sync_to(log.next_offset() - 1).await.expect("sync");
             log.compact(100_000, 1_000_000, 0).await.expect("compact");
@@ -587,12 +587,12 @@ mod tests {
             for ts in [1000, 9000] {
                 for _ in 0..5 {
                     for k in 0..20u32 {
-                        log.append(keyed(&[(k, true)], ts), None, 0);
+                        log.append(&keyed(&[(k, true)], ts), None, 0);
                     }
                 }
             }
             for k in 100..250u32 {
-                log.append(keyed(&[(k, true)], 9500), None, 0);
+                log.append(&keyed(&[(k, true)], 9500), None, 0);
             }
             log.sync_to(log.next_offset() - 1).await.expect("sync");
             let before = contents(&log).await;
@@ -619,13 +619,13 @@ mod tests {
             // 20 keys written 10 times over (several segments), then key 3 deleted.
             for round in 0..10 {
                 for k in 0..20u32 {
-                    log.append(keyed(&[(k, true)], 1000 + round), None, 0);
+                    log.append(&keyed(&[(k, true)], 1000 + round), None, 0);
                 }
             }
-            log.append(keyed(&[(3, false), (4, true)], 5000), None, 0);
+            log.append(&keyed(&[(3, false), (4, true)], 5000), None, 0);
             // Fill past a segment so the tombstone is sealed too.
             for k in 100..250u32 {
-                log.append(keyed(&[(k, true)], 6000), None, 0);
+                log.append(&keyed(&[(k, true)], 6000), None, 0);
             }
             log.sync_to(log.next_offset() - 1).await.expect("sync");
             let before = contents(&log).await;
@@ -666,7 +666,7 @@ mod tests {
             assert_eq!(contents(&log).await, after);
             // Later, expired tombstones go as well.
             for k in 300..450u32 {
-                log.append(keyed(&[(k, true)], 7000), None, 0);
+                log.append(&keyed(&[(k, true)], 7000), None, 0);
             }
             log.sync_to(log.next_offset() - 1).await.expect("sync");
             log.compact(5000 + 1_000_000, 1_000_000, 0).await.expect("compact");

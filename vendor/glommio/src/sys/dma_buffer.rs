@@ -53,6 +53,12 @@ pub(crate) enum BufferStorage {
     Sys(SysAlloc),
     Uring(UringBuffer),
     EventFd(*mut u8),
+    /// weir patch: memory of the caller's, kept alive by `owner` (see
+    /// [`DmaBuffer::from_owner`]).
+    Owned {
+        ptr: *mut u8,
+        owner: Box<dyn std::any::Any>,
+    },
 }
 
 impl BufferStorage {
@@ -61,6 +67,7 @@ impl BufferStorage {
             BufferStorage::Sys(x) => x.as_ptr(),
             BufferStorage::Uring(x) => x.as_ptr(),
             BufferStorage::EventFd(x) => *x as *const u8,
+            BufferStorage::Owned { ptr, .. } => *ptr as *const u8,
         }
     }
 
@@ -69,6 +76,7 @@ impl BufferStorage {
             BufferStorage::Sys(x) => x.as_mut_ptr(),
             BufferStorage::Uring(x) => x.as_mut_ptr(),
             BufferStorage::EventFd(x) => *x,
+            BufferStorage::Owned { ptr, .. } => *ptr,
         }
     }
 }
@@ -188,6 +196,26 @@ impl std::fmt::Debug for OwnedRead {
 }
 
 impl DmaBuffer {
+    /// weir patch: a buffer over `len` bytes at `ptr` that `owner` keeps alive, to write
+    /// memory the caller also keeps (and hands out) without copying it into a buffer of
+    /// the reactor's first.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be aligned as O_DIRECT needs (4096 bytes is always enough), valid for
+    /// reads of `len` initialised bytes for as long as `owner` lives, and those bytes must
+    /// not change while the buffer is in an I/O operation. The buffer is only a write
+    /// source: nothing may write through it (`as_bytes_mut`, `as_mut_ptr`, or a read into it).
+    pub unsafe fn from_owner(ptr: *const u8, len: usize, owner: Box<dyn std::any::Any>) -> DmaBuffer {
+        DmaBuffer::with_storage(
+            len,
+            BufferStorage::Owned {
+                ptr: ptr as *mut u8,
+                owner,
+            },
+        )
+    }
+
     /// weir patch: a buffer of its own memory (never the registered pool), for
     /// [`DmaBuffer::into_owned_read`].
     pub(crate) fn new_owned(size: usize) -> Option<DmaBuffer> {
