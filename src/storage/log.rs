@@ -1640,6 +1640,14 @@ mod tests {
                 w.await.expect("write");
             }
             log.sync_to(values.len() as i64 - 1).await.expect("sync");
+            {
+                // Written out: sealed segments hold no stamped memory, the active one its last run.
+                let state = log.state.borrow();
+                assert!(state.segments.len() > 2, "the test rolls segments");
+                let (active, sealed) = state.segments.split_last().expect("segments");
+                assert!(sealed.iter().all(|s| s.stamped.is_empty()), "a sealed segment keeps stamped runs");
+                assert!(active.stamped.len() <= 1, "the active segment keeps runs it no longer needs");
+            }
             drop(log);
             // Crash (no close), then recover from the files alone.
             let log = Log::open(&path, config, false).await.expect("recover");

@@ -257,9 +257,14 @@ impl Segment {
             self.pending.pop_front();
         }
         self.pending_pos = new_pending_pos;
-        // A run is done with once the next one starts where nothing is left to write.
+        // A run is done with once the next one starts where nothing is left to write, and
+        // all are once a sealed segment is written to its end (the last would otherwise
+        // keep its chunk for as long as the segment lives).
         while self.stamped.get(1).is_some_and(|next| next.file_start() <= new_pending_pos) {
             self.stamped.pop_front();
+        }
+        if self.sealed && self.written >= self.size {
+            self.stamped.clear();
         }
     }
 
