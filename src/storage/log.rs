@@ -35,7 +35,8 @@ pub use compaction::CompactionStats;
 
 /// Largest single DMA write or recovery read.
 const IO_CHUNK_BYTES: u64 = 1 << 20;
-/// Size of the aligned chunks appended batches are stamped in (bigger for a bigger batch).
+/// Largest aligned chunk appended batches are stamped in (a larger batch gets a chunk of its
+/// own size); a partition's chunks grow to it with the data it takes (`stamped_run`).
 const STAMP_CHUNK_BYTES: usize = 1 << 20;
 /// Smallest read when searching for a batch on disk.
 const SCAN_READ_BYTES: u64 = 64 * 1024;
@@ -846,9 +847,9 @@ impl Log {
                 // block and reserved blocks after it was handed by io_uring to a kernel worker
                 // thread (ext4 refuses it under IOCB_NOWAIT, as traced in
                 // docs/bench/studies.md): two context switches, and a worker competing with the
-                // shards for the cores. Two writes, split where the written blocks end, both
-                // complete inline. Sent as they are from the stamped runs that hold them, else
-                // copied.
+                // shards for the cores. So the write is split where the written blocks end, and
+                // also where each stamped run starts: every part is sent as it is from the run
+                // that holds it (else copied), and all complete inline.
                 let (parts, froze) = s.write_parts(pos, end, align_up(s.written));
                 let parts: Vec<(u64, DmaBuffer)> = parts
                     .into_iter()

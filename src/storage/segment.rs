@@ -8,8 +8,8 @@
 //!
 //! `pending` is a chain of the stamped batches themselves (shared with the log's tail
 //! cache), not a copy of them: appending and releasing written bytes move no data. Batches
-//! appended by this broker are stamped in the segment's `stamped` run (`stamped_run`),
-//! which a write sends as it is; what reached the segment otherwise (a replica's fetched
+//! appended by this broker are stamped in the segment's `stamped` runs (`stamped_run`),
+//! which a write sends as they are; what reached the segment otherwise (a replica's fetched
 //! batches, the tail block read back at open) is copied into a DMA buffer by the write.
 //!
 //! Runs on the shard that owns the partition; never shared across threads.
@@ -116,7 +116,7 @@ impl Segment {
         }
     }
 
-    /// Copies `batch` to the end of the stamped run, lets `stamp` edit the copy, and returns
+    /// Copies `batch` to the end of the last stamped run, lets `stamp` edit the copy, and returns
     /// it, for [`Segment::push`] with `stamped`.
     pub fn stamp_copy(&mut self, batch: &[u8], chunk_bytes: usize, stamp: impl FnOnce(&mut [u8])) -> Bytes {
         let end = self.size;

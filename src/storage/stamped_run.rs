@@ -115,8 +115,9 @@ pub struct RunId {
     at: usize,
 }
 
-/// The stamped run of a segment (see the module note). Its end is the segment's `size`,
-/// which the segment passes in: a segment drops its run when bytes reach it any other way.
+/// One of a segment's stamped runs (see the module note). The last one ends at the
+/// segment's `size`, which the segment passes in; a segment drops its runs when bytes reach
+/// it any other way.
 pub struct StampedRun {
     chunk: Arc<Chunk>,
     /// Where `file_start` is in the chunk (aligned).
