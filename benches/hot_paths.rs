@@ -131,6 +131,7 @@ fn append_and_sync(batches: u64) -> Duration {
                 write_chunk_bytes: 256 << 10,
                 max_compaction_lag_ms: None,
                 preallocate_min_bytes: weir::storage::PREALLOCATE_FLOOR_MAX_BYTES,
+                flush_interval_bytes: u64::MAX,
             };
             let log = Log::open(&path, config, false).await.expect("open");
             let start = Instant::now();

@@ -138,6 +138,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker("max.request.partition.size.limit", Int, Some("2000"), ReadOnly, "most partitions in one DescribeTopicPartitions answer; clients page with a cursor"),
     broker("log.segment.delete.delay.ms", Long, Some("60000"), Dynamic, "a deleted segment's files stay this long before they are unlinked (topic: file.delete.delay.ms)"),
     broker("log.flush.interval.ms", Long, Some("1000"), ReadOnly, "longest time acks=0/1 data stays unsynced"),
+    broker("weir.log.flush.interval.bytes", Long, Some("1048576"), ReadOnly, "a partition syncs once this many written bytes wait for it, before log.flush.interval.ms: a sync carries at most about this much"),
     broker("log.message.timestamp.type", Str, Some("CreateTime"), Dynamic, "CreateTime or LogAppendTime (topic: message.timestamp.type)"),
     broker("socket.request.max.bytes", Int, Some("104857600"), ReadOnly, "largest request frame; larger closes the connection"),
     broker("message.max.bytes", Int, Some("1048588"), Dynamic, "largest record batch; larger gets MESSAGE_TOO_LARGE (topic: max.message.bytes)"),

@@ -148,6 +148,9 @@ pub struct Config {
     pub file_delete_delay_ms: u64,
     /// `log.flush.interval.ms`: the longest acks=0/1 data waits before it is synced.
     pub flush_interval_ms: u64,
+    /// `weir.log.flush.interval.bytes`: written bytes of a partition that make its sync
+    /// due before the periodic one.
+    pub flush_interval_bytes: u64,
     /// `log.message.timestamp.type`: CreateTime or LogAppendTime.
     pub log_append_time: bool,
     /// `socket.request.max.bytes`: largest request frame accepted.
@@ -333,6 +336,7 @@ impl Default for Config {
             log_retention_check_interval_ms: 300_000,
             file_delete_delay_ms: 60_000,
             flush_interval_ms: 1000,
+            flush_interval_bytes: 1024 * 1024,
             log_append_time: false,
             request_bytes_max: 100 * 1024 * 1024,
             batch_bytes_max: 1_048_588,
@@ -502,6 +506,7 @@ impl Config {
             "log.retention.check.interval.ms" => self.log_retention_check_interval_ms = parse(key, v)?,
             "log.segment.delete.delay.ms" => self.file_delete_delay_ms = parse(key, v)?,
             "log.flush.interval.ms" => self.flush_interval_ms = parse(key, v)?,
+            "weir.log.flush.interval.bytes" => self.flush_interval_bytes = parse(key, v)?,
             "log.message.timestamp.type" => {
                 self.log_append_time = match v {
                     "CreateTime" => false,
@@ -730,6 +735,7 @@ impl Config {
         check(self.log_retention_check_interval_ms >= 1, "log.retention.check.interval.ms", "must be positive")?;
         check(self.max_request_partition_size_limit >= 1, "max.request.partition.size.limit", "must be positive")?;
         check(self.flush_interval_ms >= 1, "log.flush.interval.ms", "must be positive")?;
+        check(self.flush_interval_bytes >= 1, "weir.log.flush.interval.bytes", "must be positive")?;
         check(self.request_bytes_max >= 1024, "socket.request.max.bytes", "must be at least 1024")?;
         check(self.batch_bytes_max >= 61, "message.max.bytes", "must hold at least a batch header (61 bytes)")?;
         check(

@@ -199,6 +199,8 @@ pub struct Partition {
     waiters: RefCell<Vec<Waiter>>,
     /// A background write is queued (see `schedule_write`).
     write_scheduled: Cell<bool>,
+    /// A background sync (`sync_if_due`) is queued or running.
+    sync_scheduled: Cell<bool>,
     /// Idempotent producers writing to this partition.
     producers: RefCell<ProducerStateTable>,
     /// Open transactions, the last stable offset, aborted transactions.
@@ -243,6 +245,7 @@ impl Partition {
             settings: Cell::new(settings),
             waiters: RefCell::new(Vec::new()),
             write_scheduled: Cell::new(false),
+            sync_scheduled: Cell::new(false),
             producers: RefCell::new(ProducerStateTable::default()),
             txns: RefCell::new(PartitionTxns::default()),
             snapshot_at: Cell::new(None),
@@ -723,6 +726,7 @@ impl Partition {
             };
             // Written data is visible now: wake the parked fetches.
             p.notify();
+            p.sync_if_due();
             let _ = tx.send(result);
         })
         .detach();
@@ -742,6 +746,28 @@ impl Partition {
                 Ok(()) => {}
             }
             p.write_scheduled.set(false);
+            p.notify();
+            p.sync_if_due();
+        })
+        .detach();
+    }
+
+    /// Starts a background sync when enough written bytes wait for one
+    /// (`weir.log.flush.interval.bytes`), unless one is queued already: acks=0/1 data is
+    /// then synced in steps of about that size instead of all at the periodic round,
+    /// whose long sync held up the writes queued behind it.
+    fn sync_if_due(self: &Rc<Self>) {
+        if !self.log.sync_due() || self.sync_scheduled.replace(true) {
+            return;
+        }
+        let p = self.clone();
+        glommio::spawn_local(async move {
+            match p.log.flush(true).await {
+                Err(_) if p.log.is_write_blocked() => {} // said once by the log; retried by the periodic sync
+                Err(e) => warn!(partition = %p.tp, error = %e, "background sync failed"),
+                Ok(()) => {}
+            }
+            p.sync_scheduled.set(false);
             p.notify();
         })
         .detach();
@@ -1282,4 +1308,72 @@ fn prepare_partition_dir(dir: &Path, topic_id: uuid::Uuid) -> std::io::Result<()
         std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replica::Leadership;
+    use super::*;
+    use crate::protocol::batch::tests::make_batch;
+    use crate::test_support::run_on_executor;
+    use kafka_protocol::records::Compression;
+
+    fn settings() -> PartitionSettings {
+        PartitionSettings {
+            log_append_time: false,
+            compact: false,
+            delete_retention_ms: 0,
+            min_compaction_lag_ms: 0,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
+            retention: None,
+        }
+    }
+
+    /// Produces `bytes` of acks=1 batches to a lone leader whose log syncs in steps of
+    /// `flush_interval_bytes`, then gives background work a moment; returns the synced offset
+    /// and the log end. The periodic sync never runs here.
+    fn synced_after_acks_1(flush_interval_bytes: u64, bytes: usize) -> (Offset, Offset) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t-0");
+        let (tx, rx) = std::sync::mpsc::channel();
+        run_on_executor(move || async move {
+            let log_config = LogConfig {
+                segment_bytes: 1 << 30,
+                segment_ms: i64::MAX / 2,
+                index_interval_bytes: 4096,
+                tail_cache_bytes: 1 << 20,
+                write_chunk_bytes: 256 * 1024,
+                max_compaction_lag_ms: None,
+                preallocate_min_bytes: 1 << 20,
+                flush_interval_bytes,
+            };
+            let tp = TopicPartition::new("t".to_string(), 0);
+            let p =
+                Partition::open(tp, uuid::Uuid::new_v4(), &path, log_config, settings(), false).await.expect("open");
+            let leadership = Leadership { node: 0, epoch: 1, partition_epoch: 1, replicas: vec![0], isr: vec![0] };
+            p.set_role(Role::Leader(leadership)).await.expect("lead");
+            let mut produced = 0;
+            while produced < bytes {
+                let batch = make_batch(10, 1000, Compression::None);
+                produced += batch.len();
+                p.produce(&batch, Acks::Leader, Duration::from_secs(5)).expect("append").await.expect("written");
+            }
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            tx.send((p.log.synced_offset(), p.log.next_offset())).expect("send");
+        });
+        rx.recv().expect("result")
+    }
+
+    /// acks=1 data is synced in the background once `weir.log.flush.interval.bytes` of it
+    /// are written, without waiting for the periodic sync; below that nothing is synced.
+    #[test]
+    fn acks_1_writes_are_synced_in_steps_of_flush_interval_bytes() {
+        let (synced, end) = synced_after_acks_1(64 * 1024, 512 * 1024);
+        assert!(synced > 0 && synced <= end, "synced {synced} of {end}");
+        assert!(synced >= end / 2, "about every 64 KiB synced: {synced} of {end}");
+        let (synced, end) = synced_after_acks_1(u64::MAX, 512 * 1024);
+        assert!(end > 0);
+        assert_eq!(synced, 0, "without the byte bound only the periodic sync (not run here) syncs");
+    }
 }

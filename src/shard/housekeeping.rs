@@ -287,9 +287,8 @@ impl Shard {
     /// Syncs every partition with unsynced data (the periodic part of the flush policy).
     pub async fn sync_all(&self) {
         let dirty: Vec<Rc<Partition>> = self.partitions().into_iter().filter(|p| p.needs_sync()).collect();
-        // A few at a time: a sync holds its partition's I/O permit until the device is done,
-        // so a thousand queued at once would stall every partition's acks=1 writes behind
-        // the whole batch instead of behind its own sync.
+        // A few at a time: a thousand syncs queued at once would put every partition's
+        // acks=1 writes behind the whole batch in the device's queue instead of behind one.
         let mut syncs = futures::stream::iter(dirty.iter().map(|p| async move { (p, p.sync().await) }))
             .buffer_unordered(PERIODIC_SYNCS_AT_ONCE);
         while let Some((p, r)) = syncs.next().await {
@@ -363,6 +362,7 @@ fn log_config(meta: &TopicMeta, config: &Config, preallocate_min_bytes: u64) -> 
             .filter(|lag| *lag < i64::MAX),
         write_chunk_bytes: WRITE_CHUNK_BYTES,
         preallocate_min_bytes,
+        flush_interval_bytes: config.flush_interval_bytes,
     }
 }
 

@@ -140,6 +140,9 @@ pub struct LogConfig {
     /// The smallest reservation ahead of the writes a segment file starts with (it doubles
     /// as the file grows): the broker's preallocation budget shared by its partitions.
     pub preallocate_min_bytes: u64,
+    /// `weir.log.flush.interval.bytes`: written bytes no sync covers yet that make a sync
+    /// due (`sync_due`), before the periodic one.
+    pub flush_interval_bytes: u64,
 }
 
 /// What `append` did with a batch.
@@ -268,6 +271,9 @@ pub struct Log {
     synced_offset: Cell<Offset>,
     /// Offsets below this are written to files.
     written_offset: Cell<Offset>,
+    /// Bytes written to the files that no sync covers yet, as far as a sync can tell: one
+    /// counts as covering what was written when it began. Only decides when a sync is due.
+    unsynced_bytes: Cell<u64>,
     failed: Cell<bool>,
     /// The last write failed for lack of space or of a descriptor. Nothing was lost — the
     /// data stays buffered and is written again by the next flush — but appends are
@@ -355,6 +361,7 @@ impl Log {
             io: Semaphore::new(1),
             sync_io: Semaphore::new(1),
             synced_offset: Cell::new(next_offset),
+            unsynced_bytes: Cell::new(0),
             written_offset: Cell::new(next_offset),
             failed: Cell::new(false),
             write_blocked: Cell::new(None),
@@ -615,6 +622,7 @@ impl Log {
         }
         self.written_offset.set(next_offset);
         self.synced_offset.set(next_offset);
+        self.unsynced_bytes.set(0);
         self.cleaned_to.set(self.cleaned_to.get().min(next_offset));
         let mut epochs = self.epochs.borrow().clone();
         if epochs.truncate_from_end(next_offset) {
@@ -698,6 +706,7 @@ impl Log {
         }
         self.write_buffered().await?;
         let covered = self.written_offset.get();
+        let covered_bytes = self.unsynced_bytes.get();
         // Only what is written now is claimed: later writes may or may not be covered.
         let unsynced: Vec<(Offset, u64)> = {
             let state = self.state.borrow();
@@ -727,7 +736,17 @@ impl Log {
             }
         }
         self.synced_offset.set(self.synced_offset.get().max(covered));
+        self.unsynced_bytes.set(self.unsynced_bytes.get().saturating_sub(covered_bytes));
         Ok(())
+    }
+
+    /// Whether so many written bytes wait for a sync (`LogConfig::flush_interval_bytes`)
+    /// that one should start now rather than at the periodic round. A sync's duration
+    /// grows with what it carries, and on a shared device (a VM's virtual disk) writes
+    /// queued behind it wait for all of it: acks=1 answers once stalled about 150 ms at
+    /// every periodic sync of a second's worth of writes (docs/bench/studies.md).
+    pub fn sync_due(&self) -> bool {
+        self.unsynced_bytes.get() >= self.config.get().flush_interval_bytes
     }
 
     /// Writes everything appended so far to the segment files (not synced, except sealed
@@ -804,6 +823,8 @@ impl Log {
                 file.truncate(size).await.map_err(gio)?;
                 file.fdatasync().await.map_err(gio)?;
                 if let Some(s) = self.state.borrow_mut().find_mut(base) {
+                    let newly_synced = size.saturating_sub(s.synced);
+                    self.unsynced_bytes.set(self.unsynced_bytes.get().saturating_sub(newly_synced));
                     s.synced = s.synced.max(size);
                 }
                 self.files.set_dirty(base, false);
@@ -906,6 +927,9 @@ impl Log {
             let mut state = self.state.borrow_mut();
             if let Some(s) = state.find_mut(base) {
                 let end = pos + len;
+                // A write starts at its partial tail block: only what lies past the written
+                // end is new.
+                self.unsynced_bytes.set(self.unsynced_bytes.get() + end.saturating_sub(s.written));
                 s.written = s.written.max(end);
                 s.release_written(align_down(end));
                 if let (Some(last), Some(id)) = (s.stamped.back_mut(), froze) {
@@ -1443,6 +1467,7 @@ mod tests {
             write_chunk_bytes: 8 * 1024,
             max_compaction_lag_ms: None,
             preallocate_min_bytes: PREALLOCATE_FLOOR_MAX_BYTES,
+            flush_interval_bytes: u64::MAX,
         }
     }
 
@@ -1609,6 +1634,49 @@ mod tests {
             assert_eq!(log.synced_offset(), 40);
             let r = log.read(0, 1 << 20).await.expect("read");
             assert_eq!(offsets_in(&r.records).len(), 20);
+        });
+    }
+
+    /// A sync is due once `flush_interval_bytes` of written data wait for one: counted by
+    /// what the writes add past the written end (small writes rewrite their partial tail
+    /// block, which must not count again), across segment rolls, and reset by a sync.
+    #[test]
+    fn sync_is_due_after_flush_interval_bytes_of_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let cfg = LogConfig { segment_bytes: 64 * 1024, flush_interval_bytes: 32 * 1024, ..config() };
+            let log = Log::open(&path, cfg, false).await.expect("open");
+            let batch_len = make_batch(2, 200, Compression::None).len() as u64;
+            let mut appended = 0u64;
+            let mut written_when_due = None;
+            for i in 0..200 {
+                append_n(&log, 1, 2).await;
+                appended += batch_len;
+                log.write_to(log.next_offset() - 1).await.expect("write");
+                if log.sync_due() {
+                    written_when_due = Some(appended);
+                    break;
+                }
+                assert!(appended < 32 * 1024, "not due after {appended} bytes in {i} writes");
+            }
+            let due_at = written_when_due.expect("due within 200 writes");
+            assert!(due_at < 32 * 1024 + batch_len, "due as soon as 32 KiB were written, not at {due_at}");
+            log.flush(true).await.expect("sync");
+            assert!(!log.sync_due(), "a sync covers what was written before it");
+            assert_eq!(log.synced_offset(), log.next_offset());
+            // Across a roll: the sealed segment's own sync counts as a sync.
+            while log.state.borrow().segments.len() < 3 {
+                append_n(&log, 1, 2).await;
+                log.write_to(log.next_offset() - 1).await.expect("write");
+                if log.sync_due() {
+                    log.flush(true).await.expect("sync");
+                }
+            }
+            assert!(log.unsynced_bytes.get() < 32 * 1024);
+            log.flush(true).await.expect("sync");
+            assert_eq!(log.unsynced_bytes.get(), 0, "nothing waits after a sync with no writes beside it");
+            log.close().await.expect("close");
         });
     }
 
