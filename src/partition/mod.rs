@@ -199,7 +199,7 @@ pub struct Partition {
     waiters: RefCell<Vec<Waiter>>,
     /// A background write is queued (see `schedule_write`).
     write_scheduled: Cell<bool>,
-    /// A background sync (`sync_if_due`) is queued or running.
+    /// A background sync is queued (see `sync_if_due`).
     sync_scheduled: Cell<bool>,
     /// Idempotent producers writing to this partition.
     producers: RefCell<ProducerStateTable>,
@@ -726,7 +726,9 @@ impl Partition {
             };
             // Written data is visible now: wake the parked fetches.
             p.notify();
-            p.sync_if_due();
+            if result.is_ok() {
+                p.sync_if_due();
+            }
             let _ = tx.send(result);
         })
         .detach();
@@ -735,21 +737,7 @@ impl Partition {
 
     /// Starts a background write of what is buffered, unless one is queued already.
     fn schedule_write(self: &Rc<Self>) {
-        if self.write_scheduled.replace(true) {
-            return;
-        }
-        let p = self.clone();
-        glommio::spawn_local(async move {
-            match p.log.flush(false).await {
-                Err(_) if p.log.is_write_blocked() => {} // said once by the log; retried by the periodic sync
-                Err(e) => warn!(partition = %p.tp, error = %e, "background write failed"),
-                Ok(()) => {}
-            }
-            p.write_scheduled.set(false);
-            p.notify();
-            p.sync_if_due();
-        })
-        .detach();
+        self.flush_in_background(false);
     }
 
     /// Starts a background sync when enough written bytes wait for one
@@ -757,18 +745,36 @@ impl Partition {
     /// then synced in steps of about that size instead of all at the periodic round,
     /// whose long sync held up the writes queued behind it.
     fn sync_if_due(self: &Rc<Self>) {
-        if !self.log.sync_due() || self.sync_scheduled.replace(true) {
+        if self.log.sync_due() {
+            self.flush_in_background(true);
+        }
+    }
+
+    /// A background write (`sync`: and sync), one of each kind queued at a time; when it is
+    /// done, parked fetches are woken and, if it succeeded, a sync is started if one is due.
+    fn flush_in_background(self: &Rc<Self>, sync: bool) {
+        fn queued(p: &Partition, sync: bool) -> &Cell<bool> {
+            if sync {
+                &p.sync_scheduled
+            } else {
+                &p.write_scheduled
+            }
+        }
+        if queued(self, sync).replace(true) {
             return;
         }
         let p = self.clone();
         glommio::spawn_local(async move {
-            match p.log.flush(true).await {
-                Err(_) if p.log.is_write_blocked() => {} // said once by the log; retried by the periodic sync
-                Err(e) => warn!(partition = %p.tp, error = %e, "background sync failed"),
-                Ok(()) => {}
-            }
-            p.sync_scheduled.set(false);
+            let flushed = p.log.flush(sync).await;
+            queued(&p, sync).set(false);
             p.notify();
+            match flushed {
+                // After a failure only the periodic sync tries again, or a failed log
+                // would start sync after sync here.
+                Err(_) if p.log.is_write_blocked() => {} // said once by the log
+                Err(e) => warn!(partition = %p.tp, error = %e, sync, "background flush failed"),
+                Ok(()) => p.sync_if_due(),
+            }
         })
         .detach();
     }
